@@ -1,0 +1,163 @@
+//! Route attachment: which (Service, port) each HTTPRoute applies to, and precedence order.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+
+use gateway_api::httproutes::{HttpRoute, HttpRouteParentRefs};
+
+use super::routes::ServiceMap;
+use super::waypoints::Gateways;
+use crate::error::Diagnostics;
+use crate::manifest::Doc;
+use crate::model::ObjectRef;
+use crate::route::{self, RankedRule, RouteRule};
+
+/// Ordered rules per Service, per service port.
+pub(crate) type RouteTable = HashMap<ObjectRef, HashMap<u16, Vec<Arc<RouteRule>>>>;
+
+type Target = (ObjectRef, u16);
+
+/// Attaches each route's compiled rules (`compiled[i]` belongs to `docs[i]`) and orders them.
+pub(crate) fn attach(
+    docs: &[Doc<HttpRoute>],
+    compiled: &[Vec<Arc<RouteRule>>],
+    services: &ServiceMap,
+    gateways: &Gateways,
+    diag: &mut Diagnostics,
+) -> RouteTable {
+    let mut ranked: BTreeMap<Target, Vec<RankedRule>> = BTreeMap::new();
+    for (doc, rules) in docs.iter().zip(compiled) {
+        let created = doc.obj.metadata.creation_timestamp.clone();
+        for target in targets(doc, services, gateways, diag) {
+            let entry = ranked.entry(target).or_default();
+            entry.extend(rules.iter().map(|rule| RankedRule {
+                rule: Arc::clone(rule),
+                created: created.clone(),
+            }));
+        }
+    }
+    let mut table = RouteTable::new();
+    for ((service, port), mut rules) in ranked {
+        route::sort_rules(&mut rules);
+        let ordered = rules.into_iter().map(|r| r.rule).collect();
+        table.entry(service).or_default().insert(port, ordered);
+    }
+    table
+}
+
+fn targets(
+    doc: &Doc<HttpRoute>,
+    services: &ServiceMap,
+    gateways: &Gateways,
+    diag: &mut Diagnostics,
+) -> BTreeSet<Target> {
+    let mut out = BTreeSet::new();
+    let parents = doc.obj.spec.parent_refs.as_deref().unwrap_or_default();
+    if parents.is_empty() {
+        diag.warn(
+            &doc.origin,
+            "spec.parentRefs",
+            "no parentRefs: the route applies to nothing",
+        );
+    }
+    for (i, parent) in parents.iter().enumerate() {
+        let field = format!("spec.parentRefs[{i}]");
+        let group = parent
+            .group
+            .as_deref()
+            .unwrap_or("gateway.networking.k8s.io");
+        let kind = parent.kind.as_deref().unwrap_or("Gateway");
+        match (group, kind) {
+            ("" | "core", "Service") => {
+                service_parent(doc, parent, &field, services, diag, &mut out)
+            }
+            ("gateway.networking.k8s.io", "Gateway") => {
+                gateway_parent(doc, parent, &field, services, gateways, diag, &mut out)
+            }
+            _ => {
+                let msg = format!("unsupported parentRef kind {group:?}/{kind:?}: ignored");
+                diag.warn(&doc.origin, format!("{field}.kind"), msg);
+            }
+        }
+    }
+    out
+}
+
+fn service_parent(
+    doc: &Doc<HttpRoute>,
+    parent: &HttpRouteParentRefs,
+    field: &str,
+    services: &ServiceMap,
+    diag: &mut Diagnostics,
+    out: &mut BTreeSet<Target>,
+) {
+    let namespace = parent.namespace.as_deref().unwrap_or(&doc.namespace);
+    let key = ObjectRef::new(namespace, &parent.name);
+    let port = match parent.port {
+        None => None,
+        Some(p) => match u16::try_from(p) {
+            Ok(p) if p > 0 => Some(p),
+            _ => {
+                let msg = format!("invalid port {p}: must be 1-65535");
+                diag.error(&doc.origin, format!("{field}.port"), msg);
+                return;
+            }
+        },
+    };
+    if namespace != doc.namespace {
+        let msg = format!("Service {key} is in another namespace: only producer routes apply");
+        diag.warn(&doc.origin, format!("{field}.namespace"), msg);
+        return;
+    }
+    let Some(service) = services.get(&key) else {
+        let msg = format!("parent Service {key} does not exist");
+        diag.warn(&doc.origin, format!("{field}.name"), msg);
+        return;
+    };
+    match port {
+        Some(p) if service.port(p).is_none() => {
+            let msg = format!("Service {key} has no port {p}");
+            diag.warn(&doc.origin, format!("{field}.port"), msg);
+        }
+        Some(p) => {
+            out.insert((key, p));
+        }
+        None => out.extend(service.ports.iter().map(|sp| (key.clone(), sp.port))),
+    }
+}
+
+fn gateway_parent(
+    doc: &Doc<HttpRoute>,
+    parent: &HttpRouteParentRefs,
+    field: &str,
+    services: &ServiceMap,
+    gateways: &Gateways,
+    diag: &mut Diagnostics,
+    out: &mut BTreeSet<Target>,
+) {
+    let namespace = parent.namespace.as_deref().unwrap_or(&doc.namespace);
+    let key = ObjectRef::new(namespace, &parent.name);
+    let Some(info) = gateways.get(&key) else {
+        let msg = format!("parent Gateway {key} does not exist");
+        diag.warn(&doc.origin, format!("{field}.name"), msg);
+        return;
+    };
+    if !info.is_waypoint {
+        let msg = format!("parent Gateway {key} is not a waypoint: ignored");
+        diag.warn(&doc.origin, format!("{field}.name"), msg);
+        return;
+    }
+    if namespace != doc.namespace && !info.routes_from_all {
+        let msg = format!(
+            "waypoint {key} does not admit routes from namespace {}",
+            doc.namespace
+        );
+        diag.warn(&doc.origin, format!("{field}.namespace"), msg);
+        return;
+    }
+    for (svc_key, service) in services {
+        if service.waypoint.as_ref() == Some(&key) {
+            out.extend(service.ports.iter().map(|sp| (svc_key.clone(), sp.port)));
+        }
+    }
+}

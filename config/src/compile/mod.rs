@@ -1,0 +1,119 @@
+//! Manifests → validated, indexed `Snapshot`. Collects every error before failing.
+
+mod attach;
+pub(crate) mod labels;
+mod policies;
+mod routes;
+pub(crate) mod services;
+pub(crate) mod waypoints;
+pub(crate) mod workloads;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::error::{ConfigError, ConfigErrors, Diagnostics};
+use crate::manifest;
+use crate::model::ObjectRef;
+use crate::snapshot::{Parts, Snapshot};
+
+/// Parses, validates and compiles `(file name, contents)` pairs into a snapshot.
+pub fn compile(docs: Vec<(PathBuf, String)>) -> Result<Snapshot, ConfigErrors> {
+    let mut diag = Diagnostics::default();
+    let m = manifest::parse(&docs, &mut diag);
+    let namespaces = workloads::namespaces(&m.namespaces, &mut diag);
+    let nodes = workloads::nodes(&m.nodes, &mut diag);
+    let gateways = waypoints::classify(&m.gateways, &mut diag);
+    let wl_cx = workloads::Context {
+        namespaces: &namespaces,
+        nodes: &nodes,
+        gateways: &gateways,
+    };
+    let workloads = workloads::workloads(&m.pods, &wl_cx, &mut diag);
+    let waypoints = waypoints::build(&m.gateways, &gateways, &workloads, &mut diag);
+    let svc_cx = services::Context {
+        namespaces: &namespaces,
+        gateways: &gateways,
+        workloads: &workloads,
+    };
+    let services = services::services(&m.services, &svc_cx, &mut diag);
+    let service_map: routes::ServiceMap = services
+        .iter()
+        .map(|s| (ObjectRef::new(&s.namespace, &s.name), Arc::clone(s)))
+        .collect();
+    let endpoints: HashMap<_, _> = service_map
+        .iter()
+        .map(|(key, svc)| (key.clone(), services::endpoints(svc, &workloads)))
+        .collect();
+    let compiled: Vec<_> = (m.routes.iter())
+        .map(|doc| routes::compile_route(doc, &service_map, &mut diag))
+        .collect();
+    let routes = attach::attach(&m.routes, &compiled, &service_map, &gateways, &mut diag);
+    let policies = policies::policies(&m.policies, &mut diag);
+    if !diag.errors.is_empty() {
+        return Err(ConfigErrors(diag.errors));
+    }
+    let waypoint_classes: BTreeMap<ObjectRef, String> = (gateways.iter())
+        .filter(|(_, g)| g.is_waypoint)
+        .map(|(k, g)| (k.clone(), g.class.clone()))
+        .collect();
+    Ok(Snapshot::build(Parts {
+        warnings: diag.warnings,
+        nodes,
+        workloads,
+        services,
+        endpoints,
+        routes,
+        waypoints,
+        waypoint_classes,
+        policies,
+    }))
+}
+
+/// Reads a manifest file, or every `*.yaml`/`*.yml` file of a directory (sorted by name, not
+/// recursive), and compiles them.
+pub fn load_path(path: &Path) -> Result<Snapshot, ConfigErrors> {
+    compile(read_path(path)?)
+}
+
+/// Reads the manifest files `load_path` would compile.
+pub fn read_path(path: &Path) -> Result<Vec<(PathBuf, String)>, ConfigErrors> {
+    let read_err = |file: &Path, e: std::io::Error| ConfigError {
+        file: file.to_path_buf(),
+        object: "-".to_string(),
+        field: "-".to_string(),
+        message: format!("cannot read: {e}"),
+    };
+    let files = if path.is_dir() {
+        let entries = std::fs::read_dir(path).map_err(|e| ConfigErrors(vec![read_err(path, e)]))?;
+        let mut files: Vec<PathBuf> = entries
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .filter(|p| p.is_file() && is_manifest(p))
+            .collect();
+        files.sort();
+        files
+    } else {
+        vec![path.to_path_buf()]
+    };
+    let mut docs = Vec::new();
+    let mut errors = Vec::new();
+    for file in files {
+        match std::fs::read_to_string(&file) {
+            Ok(text) => docs.push((file, text)),
+            Err(e) => errors.push(read_err(&file, e)),
+        }
+    }
+    match errors.is_empty() {
+        true => Ok(docs),
+        false => Err(ConfigErrors(errors)),
+    }
+}
+
+/// `*.yaml` or `*.yml`.
+pub(crate) fn is_manifest(path: &Path) -> bool {
+    matches!(
+        path.extension().and_then(|e| e.to_str()),
+        Some("yaml" | "yml")
+    )
+}

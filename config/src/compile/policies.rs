@@ -1,0 +1,299 @@
+//! AuthorizationPolicy manifests → `AuthorizationPolicy`, with validation.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use ipnet::IpNet;
+
+use super::labels;
+use crate::ROOT_NAMESPACE;
+use crate::error::{Diagnostics, Origin};
+use crate::manifest::authz::{
+    ConditionSpec, OperationSpec, PolicySpec, PortValue, RuleSpec, SourceSpec, TargetRefSpec,
+};
+use crate::manifest::{AuthzObject, Doc};
+use crate::policy::{
+    Action, AuthorizationPolicy, Condition, Operation, PolicyScope, PolicyTargetRef, Rule, Source,
+    StringMatch,
+};
+
+const GATEWAY_GROUP: &str = "gateway.networking.k8s.io";
+
+/// `when` keys Istio accepts (`[..]` keys by prefix).
+const KNOWN_KEYS: [&str; 10] = [
+    "source.ip",
+    "remote.ip",
+    "source.namespace",
+    "source.principal",
+    "source.serviceAccount",
+    "request.auth.principal",
+    "request.auth.audiences",
+    "request.auth.presenter",
+    "destination.ip",
+    "destination.port",
+];
+const KNOWN_KEY_PREFIXES: [&str; 3] =
+    ["request.headers[", "request.auth.claims[", "connection.sni"];
+
+/// Compiles every policy, sorted by namespace/name.
+pub(crate) fn policies(
+    docs: &[Doc<AuthzObject>],
+    diag: &mut Diagnostics,
+) -> Vec<Arc<AuthorizationPolicy>> {
+    let mut out = Vec::new();
+    for doc in docs {
+        let mut cx = Cx {
+            origin: &doc.origin,
+            diag: &mut *diag,
+            failed: false,
+        };
+        let policy = cx.policy(&doc.namespace, &doc.name, &doc.obj.spec);
+        if !cx.failed {
+            out.push(Arc::new(policy));
+        }
+    }
+    out.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
+    out
+}
+
+struct Cx<'a> {
+    origin: &'a Origin,
+    diag: &'a mut Diagnostics,
+    failed: bool,
+}
+
+impl Cx<'_> {
+    fn error(&mut self, field: String, message: impl Into<String>) {
+        self.failed = true;
+        self.diag.error(self.origin, field, message);
+    }
+
+    fn policy(&mut self, namespace: &str, name: &str, spec: &PolicySpec) -> AuthorizationPolicy {
+        let action = match spec.action.as_deref() {
+            None | Some("") => Action::Allow,
+            Some(text) => Action::parse(text).unwrap_or_else(|| {
+                let msg = format!(
+                    "unknown policy action {text:?}: expected ALLOW, DENY, AUDIT or CUSTOM"
+                );
+                self.error("spec.action".into(), msg);
+                Action::Allow
+            }),
+        };
+        if action == Action::Custom && spec.provider.is_none() {
+            self.error("spec.provider".into(), "required for action CUSTOM");
+        }
+        let scope = self.scope(namespace, spec);
+        let rules = (spec.rules.iter().flatten().enumerate())
+            .map(|(i, r)| self.rule(&format!("spec.rules[{i}]"), r))
+            .collect();
+        AuthorizationPolicy {
+            namespace: namespace.to_string(),
+            name: name.to_string(),
+            action,
+            scope,
+            rules,
+        }
+    }
+
+    fn scope(&mut self, namespace: &str, spec: &PolicySpec) -> PolicyScope {
+        let selector = spec.selector.as_ref().and_then(|s| s.match_labels.clone());
+        let selector = selector.filter(|l| !l.is_empty());
+        let single = spec
+            .target_ref
+            .iter()
+            .map(|t| ("spec.targetRef".to_string(), t));
+        let many = (spec.target_refs.iter().flatten().enumerate())
+            .map(|(i, t)| (format!("spec.targetRefs[{i}]"), t));
+        let refs: Vec<PolicyTargetRef> = single
+            .chain(many)
+            .filter_map(|(field, t)| self.target_ref(namespace, &field, t))
+            .collect();
+        let has_refs =
+            spec.target_ref.is_some() || spec.target_refs.as_ref().is_some_and(|t| !t.is_empty());
+        if let Some(sel) = &selector {
+            for (key, msg) in labels::check_selector(sel) {
+                self.error(format!("spec.selector.matchLabels[{key}]"), msg);
+            }
+            if has_refs {
+                self.error(
+                    "spec.selector".into(),
+                    "selector and targetRefs are mutually exclusive",
+                );
+            }
+        }
+        match (selector, has_refs) {
+            (_, true) => PolicyScope::TargetRefs(refs),
+            (Some(sel), false) => PolicyScope::Selector(sel),
+            (None, false) if namespace == ROOT_NAMESPACE => PolicyScope::Global,
+            (None, false) => PolicyScope::Namespace,
+        }
+    }
+
+    fn target_ref(
+        &mut self,
+        namespace: &str,
+        field: &str,
+        t: &TargetRefSpec,
+    ) -> Option<PolicyTargetRef> {
+        let default_group = match t.kind.as_str() {
+            "Service" => "",
+            _ => GATEWAY_GROUP,
+        };
+        let group = match t.group.as_deref().unwrap_or(default_group) {
+            "core" => "",
+            g => g,
+        };
+        let supported = matches!(
+            (group, t.kind.as_str()),
+            ("", "Service") | (GATEWAY_GROUP, "Gateway") | (GATEWAY_GROUP, "GatewayClass")
+        );
+        if !supported {
+            let msg = format!("unsupported targetRef kind {group:?}/{:?}", t.kind);
+            self.error(format!("{field}.kind"), msg);
+            return None;
+        }
+        if t.kind == "GatewayClass" && namespace != ROOT_NAMESPACE {
+            let msg = format!(
+                "a GatewayClass target is only allowed in the root namespace {ROOT_NAMESPACE}"
+            );
+            self.error(format!("{field}.kind"), msg);
+            return None;
+        }
+        let target_ns = t
+            .namespace
+            .as_deref()
+            .filter(|n| !n.is_empty())
+            .unwrap_or(namespace);
+        if target_ns != namespace {
+            self.error(
+                format!("{field}.namespace"),
+                "must equal the policy's namespace",
+            );
+            return None;
+        }
+        Some(PolicyTargetRef {
+            group: group.to_string(),
+            kind: t.kind.clone(),
+            name: t.name.clone(),
+            namespace: target_ns.to_string(),
+        })
+    }
+
+    fn rule(&mut self, field: &str, r: &RuleSpec) -> Rule {
+        let from = (r.from.iter().flatten().enumerate())
+            .map(|(i, f)| self.source(&format!("{field}.from[{i}].source"), &f.source))
+            .collect();
+        let to = (r.to.iter().flatten().enumerate())
+            .map(|(i, t)| self.operation(&format!("{field}.to[{i}].operation"), &t.operation))
+            .collect();
+        let when = (r.when.iter().flatten().enumerate())
+            .map(|(i, c)| self.condition(&format!("{field}.when[{i}]"), c))
+            .collect();
+        Rule { from, to, when }
+    }
+
+    fn source(&mut self, field: &str, s: &SourceSpec) -> Source {
+        Source {
+            principals: patterns(&s.principals),
+            not_principals: patterns(&s.not_principals),
+            request_principals: patterns(&s.request_principals),
+            not_request_principals: patterns(&s.not_request_principals),
+            namespaces: patterns(&s.namespaces),
+            not_namespaces: patterns(&s.not_namespaces),
+            service_accounts: s.service_accounts.clone(),
+            not_service_accounts: s.not_service_accounts.clone(),
+            ip_blocks: self.cidrs(&format!("{field}.ipBlocks"), &s.ip_blocks),
+            not_ip_blocks: self.cidrs(&format!("{field}.notIpBlocks"), &s.not_ip_blocks),
+            remote_ip_blocks: self.cidrs(&format!("{field}.remoteIpBlocks"), &s.remote_ip_blocks),
+            not_remote_ip_blocks: self.cidrs(
+                &format!("{field}.notRemoteIpBlocks"),
+                &s.not_remote_ip_blocks,
+            ),
+        }
+    }
+
+    fn operation(&mut self, field: &str, o: &OperationSpec) -> Operation {
+        Operation {
+            hosts: patterns(&o.hosts),
+            not_hosts: patterns(&o.not_hosts),
+            methods: patterns(&o.methods),
+            not_methods: patterns(&o.not_methods),
+            paths: patterns(&o.paths),
+            not_paths: patterns(&o.not_paths),
+            ports: self.ports(&format!("{field}.ports"), &o.ports),
+            not_ports: self.ports(&format!("{field}.notPorts"), &o.not_ports),
+        }
+    }
+
+    fn condition(&mut self, field: &str, c: &ConditionSpec) -> Condition {
+        let known = KNOWN_KEYS.contains(&c.key.as_str())
+            || KNOWN_KEY_PREFIXES.iter().any(|p| c.key.starts_with(p));
+        if !known {
+            self.error(
+                format!("{field}.key"),
+                format!("unknown condition key {:?}", c.key),
+            );
+        }
+        if c.values.is_empty() && c.not_values.is_empty() {
+            self.error(format!("{field}.values"), "values or notValues is required");
+        }
+        for (list, name) in [(&c.values, "values"), (&c.not_values, "notValues")] {
+            match c.key.as_str() {
+                "source.ip" | "remote.ip" | "destination.ip" => {
+                    self.cidrs(&format!("{field}.{name}"), list);
+                }
+                "destination.port" => {
+                    let ports: Vec<PortValue> = list.iter().cloned().map(PortValue::Text).collect();
+                    self.ports(&format!("{field}.{name}"), &ports);
+                }
+                _ => {}
+            }
+        }
+        Condition {
+            key: c.key.clone(),
+            values: patterns(&c.values),
+            not_values: patterns(&c.not_values),
+        }
+    }
+
+    fn cidrs(&mut self, field: &str, list: &[String]) -> Vec<IpNet> {
+        let mut out = Vec::new();
+        for (i, text) in list.iter().enumerate() {
+            match parse_cidr(text) {
+                Some(net) => out.push(net),
+                None => self.error(format!("{field}[{i}]"), format!("invalid CIDR {text:?}")),
+            }
+        }
+        out
+    }
+
+    fn ports(&mut self, field: &str, list: &[PortValue]) -> Vec<u16> {
+        let mut out = Vec::new();
+        for (i, p) in list.iter().enumerate() {
+            let parsed = match p {
+                PortValue::Number(n) => u16::try_from(*n).ok(),
+                PortValue::Text(t) => t.trim().parse::<u16>().ok(),
+            };
+            match parsed.filter(|p| *p > 0) {
+                Some(port) => out.push(port),
+                None => self.error(
+                    format!("{field}[{i}]"),
+                    format!("invalid port {p}: must be 1-65535"),
+                ),
+            }
+        }
+        out
+    }
+}
+
+fn patterns(list: &[String]) -> Vec<StringMatch> {
+    list.iter().map(|s| StringMatch::parse(s)).collect()
+}
+
+/// A CIDR, or a bare address as a single-host network.
+pub(crate) fn parse_cidr(text: &str) -> Option<IpNet> {
+    let text = text.trim();
+    text.parse::<IpNet>()
+        .ok()
+        .or_else(|| text.parse::<IpAddr>().ok().map(IpNet::from))
+}

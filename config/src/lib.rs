@@ -1,0 +1,39 @@
+//! mesh-config: Kubernetes-shaped manifests → validated, immutable, indexed [`Snapshot`];
+//! a lock-free [`Store`] to swap snapshots; a [`FileSource`] that watches files and recompiles.
+//!
+//! No sockets, no TLS: pure parsing, validation and compilation, plus the file watcher.
+
+mod compile;
+mod error;
+mod manifest;
+mod model;
+pub mod policy;
+pub mod route;
+mod snapshot;
+pub mod store;
+mod watch;
+
+/// SPIFFE trust domain of every identity.
+pub const TRUST_DOMAIN: &str = "cluster.local";
+/// Namespace whose selector-less policies are global.
+pub const ROOT_NAMESPACE: &str = "istio-system";
+
+pub use compile::services::resolve_target;
+pub use compile::waypoints::WAYPOINT_CLASSES;
+pub use compile::workloads::identity;
+pub use compile::{compile, load_path, read_path};
+pub use error::{ConfigError, ConfigErrors};
+pub use model::{
+    ContainerPort, Endpoint, Node, ObjectRef, Service, ServicePort, TargetPort, Waypoint,
+    WaypointFor, Workload,
+};
+pub use policy::{
+    Action, AuthorizationPolicy, Condition, Operation, PolicyScope, PolicyTargetRef, Rule, Source,
+    StringMatch,
+};
+pub use route::{
+    HeaderMatch, HeaderModifier, MatchRank, PathMatch, QueryMatch, RouteBackend, RouteFilter,
+    RouteMatch, RouteRule, ValueMatch,
+};
+pub use snapshot::Snapshot;
+pub use store::{FileSource, Store};

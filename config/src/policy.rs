@@ -1,0 +1,172 @@
+//! Compiled AuthorizationPolicies and Istio's string patterns.
+
+use std::collections::BTreeMap;
+
+/// Istio string pattern: `*` (present), `*suffix`, `prefix*`, or exact.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum StringMatch {
+    Exact(String),
+    Prefix(String),
+    Suffix(String),
+    Presence,
+}
+
+impl StringMatch {
+    /// Parses a pattern as written in a policy.
+    pub fn parse(s: &str) -> Self {
+        if s == "*" {
+            Self::Presence
+        } else if let Some(rest) = s.strip_prefix('*') {
+            Self::Suffix(rest.to_string())
+        } else if let Some(rest) = s.strip_suffix('*') {
+            Self::Prefix(rest.to_string())
+        } else {
+            Self::Exact(s.to_string())
+        }
+    }
+
+    /// Whether `value` matches; `Presence` matches any non-empty value.
+    pub fn matches(&self, value: &str) -> bool {
+        match self {
+            Self::Exact(e) => value == e,
+            Self::Prefix(p) => value.starts_with(p.as_str()),
+            Self::Suffix(s) => value.ends_with(s.as_str()),
+            Self::Presence => !value.is_empty(),
+        }
+    }
+}
+
+/// Policy action.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Action {
+    Allow,
+    Deny,
+    Audit,
+    Custom,
+}
+
+impl Action {
+    /// Parses `ALLOW|DENY|AUDIT|CUSTOM`.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "ALLOW" => Some(Self::Allow),
+            "DENY" => Some(Self::Deny),
+            "AUDIT" => Some(Self::Audit),
+            "CUSTOM" => Some(Self::Custom),
+            _ => None,
+        }
+    }
+}
+
+/// What a policy applies to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PolicyScope {
+    /// Root namespace, no selector or targetRefs: every workload.
+    Global,
+    /// Its namespace's workloads.
+    Namespace,
+    /// Workloads whose labels match (in its namespace; from the root namespace: in any).
+    Selector(BTreeMap<String, String>),
+    /// Waypoints (Gateway, Service or GatewayClass targets).
+    TargetRefs(Vec<PolicyTargetRef>),
+}
+
+/// A `targetRef`; `group` is normalized (`""` for Service, `gateway.networking.k8s.io` for
+/// Gateway/GatewayClass) and `namespace` defaults to the policy's.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct PolicyTargetRef {
+    pub group: String,
+    pub kind: String,
+    pub name: String,
+    pub namespace: String,
+}
+
+/// One AuthorizationPolicy.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AuthorizationPolicy {
+    pub namespace: String,
+    pub name: String,
+    pub action: Action,
+    pub scope: PolicyScope,
+    /// Empty: the policy matches nothing (an ALLOW with no rules allows nothing).
+    pub rules: Vec<Rule>,
+}
+
+/// A rule matches when any `from`, any `to` and every `when` match (empty lists match all).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Rule {
+    pub from: Vec<Source>,
+    pub to: Vec<Operation>,
+    pub when: Vec<Condition>,
+}
+
+/// `from[].source`. Principals are kept as written (compare without `spiffe://`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Source {
+    pub principals: Vec<StringMatch>,
+    pub not_principals: Vec<StringMatch>,
+    pub request_principals: Vec<StringMatch>,
+    pub not_request_principals: Vec<StringMatch>,
+    pub namespaces: Vec<StringMatch>,
+    pub not_namespaces: Vec<StringMatch>,
+    pub service_accounts: Vec<String>,
+    pub not_service_accounts: Vec<String>,
+    pub ip_blocks: Vec<ipnet::IpNet>,
+    pub not_ip_blocks: Vec<ipnet::IpNet>,
+    pub remote_ip_blocks: Vec<ipnet::IpNet>,
+    pub not_remote_ip_blocks: Vec<ipnet::IpNet>,
+}
+
+/// `to[].operation`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Operation {
+    pub hosts: Vec<StringMatch>,
+    pub not_hosts: Vec<StringMatch>,
+    pub methods: Vec<StringMatch>,
+    pub not_methods: Vec<StringMatch>,
+    pub paths: Vec<StringMatch>,
+    pub not_paths: Vec<StringMatch>,
+    pub ports: Vec<u16>,
+    pub not_ports: Vec<u16>,
+}
+
+/// `when[]`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Condition {
+    pub key: String,
+    pub values: Vec<StringMatch>,
+    pub not_values: Vec<StringMatch>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn string_match_forms() {
+        assert_eq!(StringMatch::parse("*"), StringMatch::Presence);
+        assert_eq!(
+            StringMatch::parse("*.local"),
+            StringMatch::Suffix(".local".into())
+        );
+        assert_eq!(
+            StringMatch::parse("ns/*"),
+            StringMatch::Prefix("ns/".into())
+        );
+        assert_eq!(StringMatch::parse("a"), StringMatch::Exact("a".into()));
+        assert!(StringMatch::parse("*").matches("x"));
+        assert!(!StringMatch::parse("*").matches(""));
+        assert!(StringMatch::parse("*/sa/sleep").matches("cluster.local/ns/a/sa/sleep"));
+        assert!(!StringMatch::parse("*/sa/sleep").matches("cluster.local/ns/a/sa/other"));
+        assert!(StringMatch::parse("cluster.local/ns/a/*").matches("cluster.local/ns/a/sa/x"));
+        assert!(!StringMatch::parse("cluster.local/ns/a/*").matches("cluster.local/ns/b/sa/x"));
+        assert!(StringMatch::parse("GET").matches("GET"));
+        assert!(!StringMatch::parse("GET").matches("GETX"));
+    }
+
+    #[test]
+    fn actions() {
+        assert_eq!(Action::parse("DENY"), Some(Action::Deny));
+        assert_eq!(Action::parse("deny"), None);
+    }
+}

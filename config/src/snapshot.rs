@@ -1,0 +1,270 @@
+//! The immutable, indexed result of one compile.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use crate::error::ConfigError;
+use crate::model::{Endpoint, Node, ObjectRef, Service, Waypoint, Workload};
+use crate::policy::{AuthorizationPolicy, PolicyScope, PolicyTargetRef};
+use crate::route::RouteRule;
+use crate::{ROOT_NAMESPACE, TRUST_DOMAIN};
+
+const GATEWAY_GROUP: &str = "gateway.networking.k8s.io";
+
+/// Everything known about one Service.
+#[derive(Debug)]
+struct ServiceEntry {
+    endpoints: HashMap<u16, Vec<Endpoint>>,
+    routes: HashMap<u16, Vec<Arc<RouteRule>>>,
+}
+
+/// The compiled pieces a snapshot is indexed from.
+pub(crate) struct Parts {
+    pub warnings: Vec<ConfigError>,
+    pub nodes: Vec<Node>,
+    pub workloads: Vec<Arc<Workload>>,
+    pub services: Vec<Arc<Service>>,
+    pub endpoints: HashMap<ObjectRef, HashMap<u16, Vec<Endpoint>>>,
+    pub routes: HashMap<ObjectRef, HashMap<u16, Vec<Arc<RouteRule>>>>,
+    pub waypoints: Vec<Arc<Waypoint>>,
+    /// Gateway class of each waypoint.
+    pub waypoint_classes: BTreeMap<ObjectRef, String>,
+    pub policies: Vec<Arc<AuthorizationPolicy>>,
+}
+
+/// Immutable mesh configuration with lookup indexes. Built by [`crate::compile`].
+#[derive(Debug, Default)]
+pub struct Snapshot {
+    version: u64,
+    warnings: Vec<ConfigError>,
+    nodes: Vec<Node>,
+    workloads: Vec<Arc<Workload>>,
+    workloads_by_ip: HashMap<IpAddr, Arc<Workload>>,
+    services: Vec<Arc<Service>>,
+    services_by_name: HashMap<String, HashMap<String, (Arc<Service>, ServiceEntry)>>,
+    services_by_vip: HashMap<IpAddr, Arc<Service>>,
+    services_by_host: HashMap<String, Arc<Service>>,
+    waypoints: Vec<Arc<Waypoint>>,
+    waypoints_by_ref: BTreeMap<ObjectRef, Arc<Waypoint>>,
+    waypoints_by_ip: HashMap<IpAddr, Arc<Waypoint>>,
+    waypoint_classes: BTreeMap<ObjectRef, String>,
+    policies: Vec<Arc<AuthorizationPolicy>>,
+}
+
+impl Snapshot {
+    pub(crate) fn build(mut parts: Parts) -> Self {
+        let mut snap = Snapshot {
+            workloads_by_ip: parts
+                .workloads
+                .iter()
+                .map(|w| (w.ip, Arc::clone(w)))
+                .collect(),
+            ..Snapshot::default()
+        };
+        for svc in &parts.services {
+            let key = ObjectRef::new(&svc.namespace, &svc.name);
+            let entry = ServiceEntry {
+                endpoints: parts.endpoints.remove(&key).unwrap_or_default(),
+                routes: parts.routes.remove(&key).unwrap_or_default(),
+            };
+            let by_ns = snap.services_by_name.entry(key.namespace).or_default();
+            by_ns.insert(key.name, (Arc::clone(svc), entry));
+            if let Some(vip) = svc.vip {
+                snap.services_by_vip.insert(vip, Arc::clone(svc));
+            }
+            for host in host_forms(svc) {
+                snap.services_by_host.insert(host, Arc::clone(svc));
+            }
+        }
+        for wp in &parts.waypoints {
+            snap.waypoints_by_ref
+                .insert(wp.object_ref(), Arc::clone(wp));
+            for pod in &wp.pods {
+                snap.waypoints_by_ip.insert(pod.ip, Arc::clone(wp));
+            }
+        }
+        snap.warnings = parts.warnings;
+        snap.nodes = parts.nodes;
+        snap.workloads = parts.workloads;
+        snap.services = parts.services;
+        snap.waypoints = parts.waypoints;
+        snap.waypoint_classes = parts.waypoint_classes;
+        snap.policies = parts.policies;
+        snap
+    }
+
+    pub(crate) fn set_version(&mut self, version: u64) {
+        self.version = version;
+    }
+
+    /// Set by the `Store` (0 for a snapshot not yet stored).
+    pub fn version(&self) -> u64 {
+        self.version
+    }
+
+    pub fn trust_domain(&self) -> &str {
+        TRUST_DOMAIN
+    }
+
+    /// References to missing objects and ignored objects found while compiling.
+    pub fn warnings(&self) -> &[ConfigError] {
+        &self.warnings
+    }
+
+    /// Sorted by name.
+    pub fn nodes(&self) -> &[Node] {
+        &self.nodes
+    }
+
+    /// The node named `name`.
+    pub fn node(&self, name: &str) -> Option<&Node> {
+        self.nodes.iter().find(|n| n.name == name)
+    }
+
+    /// Sorted by namespace/name.
+    pub fn workloads(&self) -> impl Iterator<Item = &Arc<Workload>> {
+        self.workloads.iter()
+    }
+
+    pub fn workloads_on_node<'a>(
+        &'a self,
+        node: &'a str,
+    ) -> impl Iterator<Item = &'a Arc<Workload>> {
+        self.workloads.iter().filter(move |w| w.node == node)
+    }
+
+    pub fn workload_by_ip(&self, ip: IpAddr) -> Option<&Arc<Workload>> {
+        self.workloads_by_ip.get(&ip)
+    }
+
+    /// Sorted by namespace/name.
+    pub fn services(&self) -> impl Iterator<Item = &Arc<Service>> {
+        self.services.iter()
+    }
+
+    pub fn service(&self, namespace: &str, name: &str) -> Option<&Arc<Service>> {
+        self.entry(namespace, name).map(|(svc, _)| svc)
+    }
+
+    pub fn service_by_vip(&self, ip: IpAddr) -> Option<&Arc<Service>> {
+        self.services_by_vip.get(&ip)
+    }
+
+    /// `name.ns.svc.cluster.local`, `name.ns.svc` or `name.ns` (case-insensitive, trailing dot ok).
+    pub fn service_by_host(&self, host: &str) -> Option<&Arc<Service>> {
+        let host = host.strip_suffix('.').unwrap_or(host);
+        match self.services_by_host.get(host) {
+            Some(svc) => Some(svc),
+            None => self.services_by_host.get(&host.to_ascii_lowercase()),
+        }
+    }
+
+    /// The pods serving `port` of `service`, with the resolved target port; empty if none.
+    pub fn endpoints(&self, service: &Service, port: u16) -> &[Endpoint] {
+        self.entry(&service.namespace, &service.name)
+            .and_then(|(_, e)| e.endpoints.get(&port))
+            .map_or(&[], Vec::as_slice)
+    }
+
+    /// Sorted by namespace/name.
+    pub fn waypoints(&self) -> impl Iterator<Item = &Arc<Waypoint>> {
+        self.waypoints.iter()
+    }
+
+    pub fn waypoint(&self, r: &ObjectRef) -> Option<&Arc<Waypoint>> {
+        self.waypoints_by_ref.get(r)
+    }
+
+    /// The waypoint one of whose pods has address `ip`.
+    pub fn waypoint_by_ip(&self, ip: IpAddr) -> Option<&Arc<Waypoint>> {
+        self.waypoints_by_ip.get(&ip)
+    }
+
+    /// The rules for `port` of `service` in precedence order; empty = default route.
+    pub fn routes(&self, service: &Service, port: u16) -> &[Arc<RouteRule>] {
+        self.entry(&service.namespace, &service.name)
+            .and_then(|(_, e)| e.routes.get(&port))
+            .map_or(&[], Vec::as_slice)
+    }
+
+    /// Every policy, sorted by namespace/name.
+    pub fn policies(&self) -> impl Iterator<Item = &Arc<AuthorizationPolicy>> {
+        self.policies.iter()
+    }
+
+    /// Policies ztunnel enforces for `workload`: global, its namespace's, and selector policies
+    /// matching its labels (from its namespace or the root namespace). Never targetRef policies.
+    pub fn l4_policies(&self, workload: &Workload) -> Vec<Arc<AuthorizationPolicy>> {
+        self.policies
+            .iter()
+            .filter(|p| match &p.scope {
+                PolicyScope::Global => true,
+                PolicyScope::Namespace => p.namespace == workload.namespace,
+                PolicyScope::Selector(sel) => {
+                    (p.namespace == workload.namespace || p.namespace == ROOT_NAMESPACE)
+                        && sel.iter().all(|(k, v)| workload.labels.get(k) == Some(v))
+                }
+                PolicyScope::TargetRefs(_) => false,
+            })
+            .cloned()
+            .collect()
+    }
+
+    /// Policies a waypoint enforces for traffic to `service` (or workload traffic when `None`):
+    /// targetRefs naming the waypoint's Gateway, the Service, or (root namespace) its GatewayClass.
+    pub fn waypoint_policies(
+        &self,
+        waypoint: &Waypoint,
+        service: Option<&Service>,
+    ) -> Vec<Arc<AuthorizationPolicy>> {
+        let class = self
+            .waypoint_classes
+            .get(&waypoint.object_ref())
+            .map(String::as_str);
+        self.policies
+            .iter()
+            .filter(|p| match &p.scope {
+                PolicyScope::TargetRefs(refs) => refs
+                    .iter()
+                    .any(|r| targets(r, &p.namespace, waypoint, service, class)),
+                _ => false,
+            })
+            .cloned()
+            .collect()
+    }
+
+    fn entry(&self, namespace: &str, name: &str) -> Option<&(Arc<Service>, ServiceEntry)> {
+        self.services_by_name.get(namespace)?.get(name)
+    }
+}
+
+fn targets(
+    r: &PolicyTargetRef,
+    policy_ns: &str,
+    waypoint: &Waypoint,
+    service: Option<&Service>,
+    class: Option<&str>,
+) -> bool {
+    match (r.group.as_str(), r.kind.as_str()) {
+        (GATEWAY_GROUP, "Gateway") => r.name == waypoint.name && r.namespace == waypoint.namespace,
+        ("", "Service") => service.is_some_and(|s| r.name == s.name && r.namespace == s.namespace),
+        (GATEWAY_GROUP, "GatewayClass") => {
+            policy_ns == ROOT_NAMESPACE
+                && match class {
+                    Some(c) => r.name == c,
+                    None => crate::WAYPOINT_CLASSES.contains(&r.name.as_str()),
+                }
+        }
+        _ => false,
+    }
+}
+
+fn host_forms(svc: &Service) -> [String; 3] {
+    let short = format!("{}.{}", svc.name, svc.namespace).to_ascii_lowercase();
+    [
+        svc.hostname.to_ascii_lowercase(),
+        format!("{short}.svc"),
+        short,
+    ]
+}

@@ -1,0 +1,91 @@
+//! The current snapshot, swapped atomically; readers never lock.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use arc_swap::ArcSwap;
+use tokio::sync::watch;
+
+use crate::error::ConfigErrors;
+use crate::snapshot::Snapshot;
+
+pub use crate::watch::FileSource;
+
+/// Holds the live snapshot; `replace` swaps in a new one and notifies subscribers.
+#[derive(Debug)]
+pub struct Store {
+    current: ArcSwap<Snapshot>,
+    /// Serialises `replace` so versions are strictly increasing (not on the read path).
+    replace_lock: Mutex<()>,
+    versions: watch::Sender<u64>,
+    rejections: AtomicU64,
+    last_rejection: Mutex<Option<String>>,
+}
+
+impl Store {
+    /// A store serving `initial` as version 1.
+    pub fn new(mut initial: Snapshot) -> Arc<Self> {
+        initial.set_version(1);
+        let (versions, _) = watch::channel(1);
+        Arc::new(Self {
+            current: ArcSwap::from_pointee(initial),
+            replace_lock: Mutex::new(()),
+            versions,
+            rejections: AtomicU64::new(0),
+            last_rejection: Mutex::new(None),
+        })
+    }
+
+    /// The current snapshot (lock-free).
+    pub fn load(&self) -> Arc<Snapshot> {
+        self.current.load_full()
+    }
+
+    /// Swaps in `next` as the previous version + 1, notifies subscribers, returns the version.
+    pub fn replace(&self, mut next: Snapshot) -> u64 {
+        let _guard = self
+            .replace_lock
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let version = self.current.load().version() + 1;
+        next.set_version(version);
+        self.current.store(Arc::new(next));
+        self.versions.send_replace(version);
+        version
+    }
+
+    /// Receives the version after every `replace`.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.versions.subscribe()
+    }
+
+    /// Logs a rejected update (the current snapshot keeps serving) and counts it.
+    pub fn record_rejection(&self, errors: &ConfigErrors) {
+        let count = self.rejections.fetch_add(1, Ordering::Relaxed) + 1;
+        let serving = self.current.load().version();
+        tracing::error!(
+            rejections = count,
+            serving_version = serving,
+            errors = errors.len(),
+            "config update rejected; keeping the last good snapshot:\n{errors}"
+        );
+        let mut last = self
+            .last_rejection
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        *last = Some(errors.to_string());
+    }
+
+    /// How many updates were rejected.
+    pub fn rejections(&self) -> u64 {
+        self.rejections.load(Ordering::Relaxed)
+    }
+
+    /// The errors of the last rejected update, one per line.
+    pub fn last_rejection(&self) -> Option<String> {
+        self.last_rejection
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+}

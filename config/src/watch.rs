@@ -1,0 +1,232 @@
+//! `FileSource`: watch manifest files, debounce, recompile off the data path, swap or reject.
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use notify::event::{AccessKind, AccessMode};
+use notify::{Event, EventKind, RecursiveMode, Watcher};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::compile::{compile, is_manifest, read_path};
+use crate::error::ConfigErrors;
+use crate::store::Store;
+
+const DEFAULT_DEBOUNCE: Duration = Duration::from_millis(150);
+/// Poll interval when no native watcher is available (e.g. inotify instances exhausted).
+const POLL_INTERVAL: Duration = Duration::from_millis(500);
+
+type Docs = Vec<(PathBuf, String)>;
+
+/// Watches a manifest file or directory and keeps a `Store` up to date.
+#[derive(Debug)]
+pub struct FileSource {
+    path: PathBuf,
+    store: Arc<Store>,
+    debounce: Duration,
+}
+
+impl FileSource {
+    /// Watches `path` (a file or a directory of `*.yaml`/`*.yml`); debounce 150 ms.
+    pub fn new(path: PathBuf, store: Arc<Store>) -> Self {
+        Self {
+            path,
+            store,
+            debounce: DEFAULT_DEBOUNCE,
+        }
+    }
+
+    /// Waits this long after the last change before recompiling.
+    pub fn with_debounce(self, debounce: Duration) -> Self {
+        Self { debounce, ..self }
+    }
+
+    /// Watches until `shutdown` is cancelled. Each burst of changes is recompiled on the
+    /// blocking pool; success swaps the snapshot, failure is recorded and the old one kept.
+    pub async fn run(self, shutdown: CancellationToken) {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let _watcher = match start_watcher(&self.path, tx) {
+            Ok(w) => w,
+            Err(e) => {
+                tracing::error!(path = %self.path.display(), error = %e, "cannot watch config");
+                return;
+            }
+        };
+        let mut last: Option<Docs> = None;
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                got = rx.recv() => if got.is_none() { return },
+            }
+            if !self.settle(&mut rx, &shutdown).await {
+                return;
+            }
+            self.reload(&mut last).await;
+        }
+    }
+
+    /// Waits until no event arrived for `debounce` (at most 20 debounce periods).
+    async fn settle(
+        &self,
+        rx: &mut mpsc::UnboundedReceiver<()>,
+        shutdown: &CancellationToken,
+    ) -> bool {
+        let deadline = Instant::now() + self.debounce * 20;
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return false,
+                _ = tokio::time::sleep(self.debounce) => return true,
+                got = rx.recv() => {
+                    if got.is_none() {
+                        return false;
+                    }
+                    if Instant::now() >= deadline {
+                        return true;
+                    }
+                }
+            }
+        }
+    }
+
+    async fn reload(&self, last: &mut Option<Docs>) {
+        let path = self.path.clone();
+        let previous = last.take();
+        let job = tokio::task::spawn_blocking(move || load_if_changed(&path, previous));
+        match job.await {
+            Ok((docs, outcome)) => {
+                *last = docs;
+                match outcome {
+                    Outcome::Unchanged => tracing::debug!("config files unchanged"),
+                    Outcome::Compiled(snapshot) => {
+                        for w in snapshot.warnings() {
+                            tracing::warn!(warning = %w, "config warning");
+                        }
+                        let version = self.store.replace(*snapshot);
+                        tracing::info!(version, path = %self.path.display(), "config reloaded");
+                    }
+                    Outcome::Rejected(errors) => self.store.record_rejection(&errors),
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "config reload task failed"),
+        }
+    }
+}
+
+enum Outcome {
+    Unchanged,
+    Compiled(Box<crate::Snapshot>),
+    Rejected(ConfigErrors),
+}
+
+/// Reads the files; compiles unless they equal `previous`. Returns what was read.
+fn load_if_changed(path: &Path, previous: Option<Docs>) -> (Option<Docs>, Outcome) {
+    let docs = match read_path(path) {
+        Ok(docs) => docs,
+        Err(errors) => return (None, Outcome::Rejected(errors)),
+    };
+    if previous.as_ref() == Some(&docs) {
+        return (previous, Outcome::Unchanged);
+    }
+    let outcome = match compile(docs.clone()) {
+        Ok(snapshot) => Outcome::Compiled(Box::new(snapshot)),
+        Err(errors) => Outcome::Rejected(errors),
+    };
+    (Some(docs), outcome)
+}
+
+/// Which filesystem events concern the watched path.
+#[derive(Clone, Debug)]
+struct EventFilter {
+    /// `Some` when watching one file (through its directory).
+    file_name: Option<OsString>,
+}
+
+impl EventFilter {
+    fn relevant(&self, event: &Event) -> bool {
+        match event.kind {
+            EventKind::Access(AccessKind::Close(AccessMode::Write)) => {}
+            // Our own reads produce access events: never react to them.
+            EventKind::Access(_) => return false,
+            _ => {}
+        }
+        event.paths.iter().any(|p| {
+            let name = p.file_name();
+            // `..data` swaps: how Kubernetes updates mounted ConfigMaps.
+            let swap = name.is_some_and(|n| n.to_string_lossy().starts_with(".."));
+            swap || match &self.file_name {
+                Some(file) => name == Some(file.as_os_str()),
+                None => is_manifest(p),
+            }
+        })
+    }
+}
+
+/// Watches the directory (or the file's directory, so replacement by rename is seen).
+fn start_watcher(
+    path: &Path,
+    tx: mpsc::UnboundedSender<()>,
+) -> notify::Result<Box<dyn Watcher + Send>> {
+    let (dir, filter) = if path.is_dir() {
+        (path.to_path_buf(), EventFilter { file_name: None })
+    } else {
+        let parent = path.parent().filter(|p| !p.as_os_str().is_empty());
+        let dir = parent.map_or_else(|| PathBuf::from("."), Path::to_path_buf);
+        let file_name = path.file_name().map(OsString::from);
+        (dir, EventFilter { file_name })
+    };
+    let handler = move |res: notify::Result<Event>| {
+        // An error from the watcher may hide a change: recompiling is the safe answer.
+        let wanted = res.as_ref().map_or(true, |ev| filter.relevant(ev));
+        if wanted {
+            let _ = tx.send(());
+        }
+    };
+    let mut watcher: Box<dyn Watcher + Send> = match notify::recommended_watcher(handler.clone()) {
+        Ok(w) => Box::new(w),
+        Err(e) => {
+            tracing::warn!(error = %e, "native file watcher unavailable; polling");
+            let config = notify::Config::default().with_poll_interval(POLL_INTERVAL);
+            Box::new(notify::PollWatcher::new(handler, config)?)
+        }
+    };
+    watcher.watch(&dir, RecursiveMode::NonRecursive)?;
+    Ok(watcher)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use notify::event::{CreateKind, ModifyKind, RenameMode};
+
+    fn event(kind: EventKind, path: &str) -> Event {
+        Event::new(kind).add_path(PathBuf::from(path))
+    }
+
+    #[test]
+    fn file_filter_ignores_reads_and_other_files() {
+        let f = EventFilter {
+            file_name: Some("mesh.yaml".into()),
+        };
+        let modify = EventKind::Modify(ModifyKind::Any);
+        assert!(f.relevant(&event(modify, "/d/mesh.yaml")));
+        assert!(!f.relevant(&event(modify, "/d/other.yaml")));
+        let renamed = EventKind::Modify(ModifyKind::Name(RenameMode::To));
+        assert!(f.relevant(&event(renamed, "/d/mesh.yaml")));
+        let read = EventKind::Access(AccessKind::Close(AccessMode::Read));
+        assert!(!f.relevant(&event(read, "/d/mesh.yaml")));
+        let written = EventKind::Access(AccessKind::Close(AccessMode::Write));
+        assert!(f.relevant(&event(written, "/d/mesh.yaml")));
+    }
+
+    #[test]
+    fn dir_filter_wants_manifests_only() {
+        let f = EventFilter { file_name: None };
+        let create = EventKind::Create(CreateKind::File);
+        assert!(f.relevant(&event(create, "/d/a.yml")));
+        assert!(!f.relevant(&event(create, "/d/.a.yaml.swp")));
+        assert!(f.relevant(&event(create, "/d/..data")));
+    }
+}

@@ -1,0 +1,223 @@
+//! HTTPRoute compilation, attachment and precedence ordering.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use mesh_config::{PathMatch, RouteFilter, RouteRule, ValueMatch};
+use serde_json::{Value, json};
+
+fn svc_parent(name: &str, port: Option<u16>) -> Value {
+    let mut p = json!({"group": "", "kind": "Service", "name": name});
+    if let Some(port) = port {
+        p["port"] = json!(port);
+    }
+    json!([p])
+}
+
+fn backend() -> Value {
+    json!([{"name": "svc", "port": 80}])
+}
+
+fn ids(rules: &[std::sync::Arc<RouteRule>]) -> Vec<String> {
+    rules
+        .iter()
+        .map(|r| format!("{}#{}", r.route.name, r.rule_index))
+        .collect()
+}
+
+#[test]
+fn rules_are_ordered_by_gateway_api_precedence() {
+    let svc = service("default", "svc", "127.0.100.1", json!({"app": "a"}));
+    let path = |t: &str, v: &str| json!({"path": {"type": t, "value": v}});
+    // Route "b" (alphabetically after "a"), rule order deliberately least-specific first.
+    let b = http_route(
+        "default",
+        "b",
+        svc_parent("svc", Some(80)),
+        json!([
+            {"backendRefs": backend()},                                                   // b#0: default "/"
+            {"matches": [path("PathPrefix", "/api")], "backendRefs": backend()},          // b#1
+            {"matches": [path("PathPrefix", "/api/v1")], "backendRefs": backend()},       // b#2
+            {"matches": [path("Exact", "/api")], "backendRefs": backend()},               // b#3
+            {"matches": [{"path": {"type": "PathPrefix", "value": "/api"}, "method": "GET"}],
+             "backendRefs": backend()},                                                   // b#4
+            {"matches": [{"path": {"type": "PathPrefix", "value": "/api"}, "method": "GET",
+                          "headers": [{"name": "X-A", "value": "1"}]}], "backendRefs": backend()}, // b#5
+            {"matches": [path("RegularExpression", "/x/[0-9]+")], "backendRefs": backend()} // b#6
+        ]),
+    );
+    // Route "a": same specificity as b#1 → wins the tie by name.
+    let a = http_route(
+        "default",
+        "a",
+        svc_parent("svc", None),
+        json!([
+            {"matches": [path("PathPrefix", "/api")], "backendRefs": backend()}
+        ]),
+    );
+    let snap = must_compile(&[svc, b, a]);
+    let svc = snap.service("default", "svc").expect("svc");
+    let order = ids(snap.routes(svc, 80));
+    assert_eq!(
+        order,
+        vec!["b#3", "b#6", "b#2", "b#5", "b#4", "a#0", "b#1", "b#0"]
+    );
+}
+
+#[test]
+fn older_route_wins_a_tie() {
+    let svc = service("default", "svc", "127.0.100.1", json!({"app": "a"}));
+    let mut newer = http_route(
+        "default",
+        "a-newer",
+        svc_parent("svc", None),
+        json!([{"backendRefs": backend()}]),
+    );
+    newer["metadata"]["creationTimestamp"] = json!("2026-02-01T00:00:00Z");
+    let mut older = http_route(
+        "default",
+        "z-older",
+        svc_parent("svc", None),
+        json!([{"backendRefs": backend()}]),
+    );
+    older["metadata"]["creationTimestamp"] = json!("2025-01-01T00:00:00Z");
+    let snap = must_compile(&[svc, newer, older]);
+    let svc = snap.service("default", "svc").expect("svc");
+    assert_eq!(ids(snap.routes(svc, 80)), vec!["z-older#0", "a-newer#0"]);
+}
+
+#[test]
+fn a_rule_is_ranked_by_its_best_match() {
+    let svc = service("default", "svc", "127.0.100.1", json!({"app": "a"}));
+    let route = http_route(
+        "default",
+        "r",
+        svc_parent("svc", None),
+        json!([
+            {"matches": [{"path": {"type": "PathPrefix", "value": "/long/prefix"}}], "backendRefs": backend()},
+            {"matches": [{"path": {"type": "PathPrefix", "value": "/"}},
+                         {"path": {"type": "Exact", "value": "/e"}}], "backendRefs": backend()}
+        ]),
+    );
+    let snap = must_compile(&[svc, route]);
+    let svc = snap.service("default", "svc").expect("svc");
+    assert_eq!(ids(snap.routes(svc, 80)), vec!["r#1", "r#0"]);
+}
+
+#[test]
+fn compiled_rule_contents() {
+    let svc = service("default", "svc", "127.0.100.1", json!({"app": "a"}));
+    let route = http_route(
+        "default",
+        "r",
+        svc_parent("svc", Some(80)),
+        json!([{
+            "matches": [{
+                "path": {"type": "RegularExpression", "value": "/items/[0-9]+"},
+                "method": "POST",
+                "headers": [{"name": "X-Version", "value": "v[12]", "type": "RegularExpression"}],
+                "queryParams": [{"name": "debug", "value": "1"}]
+            }],
+            "filters": [
+                {"type": "RequestHeaderModifier", "requestHeaderModifier": {
+                    "set": [{"name": "x-set", "value": "s"}], "add": [{"name": "x-add", "value": "a"}],
+                    "remove": ["x-drop"]}},
+                {"type": "ResponseHeaderModifier", "responseHeaderModifier": {"add": [{"name": "x-resp", "value": "r"}]}}
+            ],
+            "backendRefs": [{"name": "svc", "port": 80}, {"name": "svc", "port": 80, "weight": 0}],
+            "timeouts": {"request": "10s", "backendRequest": "500ms"}
+        }, {
+            "timeouts": {"request": "0s"}
+        }]),
+    );
+    let snap = must_compile(&[svc, route]);
+    let svc = snap.service("default", "svc").expect("svc");
+    let rules = snap.routes(svc, 80);
+    let rule = &rules[0];
+    let m = &rule.matches[0];
+    let PathMatch::Regex(re) = &m.path else {
+        panic!("regex path")
+    };
+    assert!(re.is_match("/items/42"));
+    assert!(!re.is_match("/items/42/extra"), "regex must be anchored");
+    assert_eq!(m.method.as_deref(), Some("POST"));
+    assert_eq!(m.headers[0].name, "x-version");
+    let ValueMatch::Regex(hre) = &m.headers[0].value else {
+        panic!("regex header")
+    };
+    assert!(hre.is_match("v2") && !hre.is_match("v22"));
+    assert!(matches!(&m.query[0].value, ValueMatch::Exact(v) if v == "1"));
+    let RouteFilter::RequestHeaderModifier(req) = &rule.filters[0] else {
+        panic!("req filter")
+    };
+    assert_eq!(req.add, vec![("x-add".to_string(), "a".to_string())]);
+    assert_eq!(req.remove, vec!["x-drop".to_string()]);
+    assert!(matches!(&rule.filters[1], RouteFilter::ResponseHeaderModifier(r) if r.add.len() == 1));
+    assert_eq!(rule.backends[0].weight, 1);
+    assert_eq!(rule.backends[1].weight, 0);
+    assert_eq!(rule.request_timeout, Some(Duration::from_secs(10)));
+    assert_eq!(
+        rule.backend_request_timeout,
+        Some(Duration::from_millis(500))
+    );
+    // A rule without matches gets the default Prefix("/") match; "0s" means no timeout.
+    let default_rule = &rules[1];
+    assert!(
+        matches!(&default_rule.matches[..], [m] if matches!(&m.path, PathMatch::Prefix(p) if p == "/"))
+    );
+    assert_eq!(default_rule.request_timeout, None);
+    assert!(default_rule.backends.is_empty());
+}
+
+#[test]
+fn attachment_by_port_namespace_and_waypoint() {
+    let mut objs = vec![waypoint_gateway("default", "wp", None)];
+    let mut bound = service("default", "bound", "127.0.100.1", json!({"app": "a"}));
+    bound["metadata"]["labels"] = json!({"istio.io/use-waypoint": "wp"});
+    bound["spec"]["ports"] = json!([{"port": 80}, {"port": 81}]);
+    let mut two_ports = service("default", "two", "127.0.100.2", json!({"app": "b"}));
+    two_ports["spec"]["ports"] = json!([{"port": 80}, {"port": 81}]);
+    objs.extend([
+        bound,
+        two_ports,
+        service("other", "foreign", "127.0.100.3", json!({"app": "c"})),
+    ]);
+    let rule = json!([{"backendRefs": backend()}]);
+    objs.push(http_route(
+        "default",
+        "port-only",
+        svc_parent("two", Some(81)),
+        rule.clone(),
+    ));
+    objs.push(http_route(
+        "default",
+        "consumer",
+        json!([{"group": "", "kind": "Service", "name": "foreign", "namespace": "other"}]),
+        rule.clone(),
+    ));
+    objs.push(http_route(
+        "default",
+        "to-waypoint",
+        json!([{"name": "wp"}]),
+        rule,
+    ));
+    let snap = must_compile(&objs);
+    let two = snap.service("default", "two").expect("two");
+    assert!(snap.routes(two, 80).is_empty());
+    assert_eq!(ids(snap.routes(two, 81)), vec!["port-only#0"]);
+    let foreign = snap.service("other", "foreign").expect("foreign");
+    assert!(
+        snap.routes(foreign, 80).is_empty(),
+        "only producer routes apply"
+    );
+    let bound = snap.service("default", "bound").expect("bound");
+    assert_eq!(ids(snap.routes(bound, 80)), vec!["to-waypoint#0"]);
+    assert_eq!(ids(snap.routes(bound, 81)), vec!["to-waypoint#0"]);
+    assert!(
+        snap.warnings()
+            .iter()
+            .any(|w| w.object == "HTTPRoute default/consumer")
+    );
+}

@@ -1,0 +1,181 @@
+//! Store versions and notifications; FileSource hot reload, rejection and recovery on disk.
+
+mod common;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::*;
+use mesh_config::{FileSource, Snapshot, Store, load_path};
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+
+const WAIT: Duration = Duration::from_secs(5);
+
+fn manifest(pods: usize) -> String {
+    let mut objs = nodes();
+    for i in 0..pods {
+        objs.push(pod(
+            "default",
+            &format!("p{i}"),
+            &format!("127.0.1.{}", 10 + i),
+            json!({"app": "p"}),
+        ));
+    }
+    yaml(&objs)
+}
+
+#[tokio::test]
+async fn replace_bumps_version_and_notifies() {
+    let store = Store::new(Snapshot::default());
+    assert_eq!(store.load().version(), 1);
+    let mut rx = store.subscribe();
+    assert_eq!(*rx.borrow_and_update(), 1);
+    let held = store.load();
+    let v = store.replace(must_compile(&nodes()));
+    assert_eq!(v, 2);
+    tokio::time::timeout(WAIT, rx.changed())
+        .await
+        .expect("notified")
+        .expect("sender alive");
+    assert_eq!(*rx.borrow_and_update(), 2);
+    assert_eq!(store.load().version(), 2);
+    assert_eq!(store.load().nodes().len(), 2);
+    // A reader holding the old snapshot keeps a consistent view.
+    assert_eq!((held.version(), held.nodes().len()), (1, 0));
+    assert_eq!(store.replace(Snapshot::default()), 3);
+}
+
+#[test]
+fn rejections_are_counted_and_kept() {
+    let store = Store::new(Snapshot::default());
+    assert_eq!((store.rejections(), store.last_rejection()), (0, None));
+    let errors =
+        must_fail(&[json!({"apiVersion": "v1", "kind": "Bogus", "metadata": {"name": "x"}})]);
+    store.record_rejection(&errors);
+    store.record_rejection(&errors);
+    assert_eq!(store.rejections(), 2);
+    assert!(store.last_rejection().expect("kept").contains("Bogus"));
+    assert_eq!(
+        store.load().version(),
+        1,
+        "a rejection never changes the snapshot"
+    );
+}
+
+/// Waits (bounded) until `cond` holds.
+async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !cond() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn start(path: &Path) -> (Arc<Store>, CancellationToken, tokio::task::JoinHandle<()>) {
+    let store = Store::new(load_path(path).expect("initial config valid"));
+    let token = CancellationToken::new();
+    let source = FileSource::new(path.to_path_buf(), Arc::clone(&store))
+        .with_debounce(Duration::from_millis(50));
+    let task = tokio::spawn(source.run(token.clone()));
+    (store, token, task)
+}
+
+/// Gives the watcher time to register before the first edit.
+async fn settle() {
+    tokio::time::sleep(Duration::from_millis(200)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn file_edit_swaps_invalid_edit_is_rejected_then_recovers() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("mesh.yaml");
+    std::fs::write(&file, manifest(1)).expect("write");
+    let (store, token, task) = start(&file);
+    let mut rx = store.subscribe();
+    rx.borrow_and_update();
+    settle().await;
+
+    let started = std::time::Instant::now();
+    std::fs::write(&file, manifest(2)).expect("write");
+    tokio::time::timeout(Duration::from_secs(2), rx.changed())
+        .await
+        .expect("swapped within 2 s")
+        .expect("alive");
+    assert!(started.elapsed() < Duration::from_secs(2));
+    let snap = store.load();
+    assert_eq!((snap.version(), snap.workloads().count()), (2, 2));
+
+    std::fs::write(
+        &file,
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: broken}\nstatus: {podIP: nope}\n",
+    )
+    .expect("write");
+    eventually("the rejection", || store.rejections() == 1).await;
+    let snap = store.load();
+    assert_eq!(
+        (snap.version(), snap.workloads().count()),
+        (2, 2),
+        "last good snapshot still served"
+    );
+    let why = store.last_rejection().expect("recorded");
+    assert!(
+        why.contains("mesh.yaml") && why.contains("Pod default/broken"),
+        "{why}"
+    );
+
+    std::fs::write(&file, manifest(3)).expect("write");
+    eventually("recovery", || store.load().version() == 3).await;
+    assert_eq!(store.load().workloads().count(), 3);
+    assert_eq!(store.rejections(), 1);
+
+    token.cancel();
+    tokio::time::timeout(WAIT, task)
+        .await
+        .expect("run stops on cancel")
+        .expect("no panic");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn file_replaced_by_rename_is_picked_up() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("mesh.yaml");
+    std::fs::write(&file, manifest(1)).expect("write");
+    let (store, token, task) = start(&file);
+    settle().await;
+    let tmp = dir.path().join(".mesh.yaml.tmp");
+    std::fs::write(&tmp, manifest(4)).expect("write tmp");
+    std::fs::rename(&tmp, &file).expect("rename");
+    eventually("the renamed file", || store.load().workloads().count() == 4).await;
+    assert_eq!(store.load().version(), 2);
+    // An unrelated file in the same directory changes nothing.
+    std::fs::write(dir.path().join("other.yaml"), "not: [valid").expect("write");
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!((store.load().version(), store.rejections()), (2, 0));
+    token.cancel();
+    tokio::time::timeout(WAIT, task)
+        .await
+        .expect("stops")
+        .expect("no panic");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn directory_source_sees_new_files() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("nodes.yaml"), yaml(&nodes())).expect("write");
+    let (store, token, task) = start(dir.path());
+    assert_eq!(store.load().workloads().count(), 0);
+    settle().await;
+    let p = pod("default", "late", "127.0.1.40", json!({}));
+    std::fs::write(dir.path().join("pods.yml"), yaml(&[p])).expect("write");
+    eventually("the new file", || store.load().workloads().count() == 1).await;
+    token.cancel();
+    tokio::time::timeout(WAIT, task)
+        .await
+        .expect("stops")
+        .expect("no panic");
+}

@@ -1,0 +1,15 @@
+//! Process plumbing shared by every mesh binary: logging, readiness, the admin HTTP server and a
+//! small accept loop for hyper services.
+
+mod admin;
+mod error;
+mod logging;
+mod readiness;
+pub mod serve;
+
+pub use admin::{AdminServer, ConfigDump};
+pub use error::RuntimeError;
+pub use logging::init_logging;
+pub use readiness::Readiness;
+pub use serve::bind;
+pub use tokio_util::sync::CancellationToken;

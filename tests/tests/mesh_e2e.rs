@@ -1,0 +1,190 @@
+//! The whole local mesh on loopback, end to end: client pod ─SOCKS5─▶ ztunnel ─HBONE─▶ waypoint
+//! (Pingora) ─HBONE─▶ ztunnel ─TCP─▶ echo app. Every test runs its own mesh in its own
+//! 127.<block>.0.0/16 so the suite can run in parallel.
+
+use std::time::Duration;
+
+use http::Method;
+use mesh::client::MeshClient;
+use mesh::demo::{measure_split, within_tolerance};
+use mesh_tests::{TestMesh, demo_yaml_in_block, scrape_sum};
+
+const REVIEWS: &str = "reviews.default.svc.cluster.local";
+const RATINGS: &str = "ratings.default.svc.cluster.local";
+// Pod addresses inside a block (see examples/demo.yaml).
+const PRODUCTPAGE: &str = "1.10";
+const SLEEP: &str = "1.12";
+const NODE_B: &str = "2.1";
+const WAYPOINT_POD: &str = "2.20";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn caller_identity_reaches_the_backend_through_the_waypoint() -> anyhow::Result<()> {
+    let t = TestMesh::start(10).await?;
+    let mut client = MeshClient::connect(t.socks(PRODUCTPAGE), REVIEWS, 9080).await?;
+    let seen = client.get("/debug").await?;
+    assert_eq!(seen.status, 200);
+    let json = seen.json()?;
+    let xfcc = json["headers"]["x-forwarded-client-cert"].as_str().unwrap_or_default();
+    assert_eq!(
+        xfcc,
+        "By=spiffe://cluster.local/ns/default/sa/waypoint;URI=spiffe://cluster.local/ns/default/sa/bookinfo-productpage"
+    );
+    // The app sees the waypoint as its peer (it re-originated the connection).
+    let peer = json["peer"].as_str().unwrap_or_default();
+    assert!(peer.starts_with(&format!("127.10.{WAYPOINT_POD}:")), "peer {peer}");
+    assert_eq!(json["headers"]["x-mesh-route"], "reviews");
+    t.stop().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn service_without_waypoint_goes_ztunnel_to_ztunnel() -> anyhow::Result<()> {
+    let t = TestMesh::start(11).await?;
+    let mut client = MeshClient::connect(t.socks(SLEEP), RATINGS, 9080).await?;
+    let seen = client.get("/debug").await?;
+    assert_eq!(seen.status, 200);
+    let json = seen.json()?;
+    assert_eq!(json["server"], "ratings-v1");
+    // Direct path: the app sees the source pod's address and no waypoint headers.
+    let peer = json["peer"].as_str().unwrap_or_default();
+    assert!(peer.starts_with(&format!("127.11.{SLEEP}:")), "peer {peer}");
+    assert!(json["headers"].get("x-forwarded-client-cert").is_none());
+    t.stop().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn weighted_split_is_within_tolerance() -> anyhow::Result<()> {
+    let t = TestMesh::start(12).await?;
+    let n = 600;
+    let split = measure_split(t.socks(PRODUCTPAGE), n).await?;
+    let v1 = split.served_by.get("reviews-v1").copied().unwrap_or(0);
+    let v2 = split.served_by.get("reviews-v2").copied().unwrap_or(0);
+    assert_eq!(v1 + v2, n, "{:?}", split.served_by);
+    assert!(within_tolerance(v2, n, 0.1), "v2 got {v2} of {n}");
+    t.stop().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn authorization_policy_denies_and_allows_at_the_waypoint() -> anyhow::Result<()> {
+    let t = TestMesh::start(13).await?;
+    let mut productpage = MeshClient::connect(t.socks(PRODUCTPAGE), REVIEWS, 9080).await?;
+    let mut sleep = MeshClient::connect(t.socks(SLEEP), REVIEWS, 9080).await?;
+    assert_eq!(productpage.get("/reviews/1").await?.status, 200);
+    let denied = sleep.get("/reviews/1").await?;
+    assert_eq!(denied.status, 403);
+    assert!(String::from_utf8_lossy(&denied.body).contains("RBAC: access denied"));
+    let post = productpage.request(Method::POST, "/reviews/1", &[]).await?;
+    assert_eq!(post.status, 403, "the policy allows GET only");
+    // The denied connection stays usable for a later allowed request on another client.
+    assert_eq!(productpage.get("/reviews/2").await?.status, 200);
+    // The waypoint counted both outcomes.
+    let admin = t.addr(WAYPOINT_POD, 15020);
+    let denied_count = scrape_sum(admin, "istio_requests_total", &[("response_code", "403")]).await?;
+    let ok_count = scrape_sum(admin, "istio_requests_total", &[("response_code", "200")]).await?;
+    assert_eq!(denied_count, 2.0);
+    assert_eq!(ok_count, 2.0);
+    t.stop().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inner_connections_upstream_are_reused() -> anyhow::Result<()> {
+    let t = TestMesh::start(14).await?;
+    let mut client = MeshClient::connect(t.socks(PRODUCTPAGE), REVIEWS, 9080).await?;
+    for i in 0..1000 {
+        let response = client.get("/reviews/1").await?;
+        assert_eq!(response.status, 200, "request {i}");
+    }
+    // Every CONNECT stream the waypoint opens upstream is one inbound connection at node-b.
+    let streams = scrape_sum(
+        t.addr(NODE_B, 15020),
+        "istio_tcp_connections_opened_total",
+        &[("reporter", "destination"), ("source_principal", "spiffe://cluster.local/ns/default/sa/waypoint")],
+    )
+    .await?;
+    assert!(streams >= 1.0, "no upstream stream seen at all");
+    assert!(streams <= 4.0, "1000 requests opened {streams} upstream CONNECT streams");
+    t.stop().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn route_edited_on_disk_while_requests_flow() -> anyhow::Result<()> {
+    let t = TestMesh::start(15).await?;
+    let original = demo_yaml_in_block(15);
+    // All traffic to v2 instead of the 90/10 split.
+    let edited = original
+        .replace("weight: 90", "weight: 0")
+        .replace("weight: 10", "weight: 100");
+    assert_ne!(original, edited, "the demo route's weights changed shape");
+    let socks = t.socks(PRODUCTPAGE);
+    let load = tokio::spawn(async move {
+        let mut client = MeshClient::connect(socks, REVIEWS, 9080).await?;
+        let mut served = Vec::new();
+        for _ in 0..400 {
+            let response = client.get("/reviews/1").await?;
+            anyhow::ensure!(response.status == 200, "a request failed during the reload: {}", response.status);
+            served.push(response.header("x-echo-server").unwrap_or_default().to_string());
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        Ok(served)
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    t.edit(&edited).await?;
+    let served = load.await??;
+    // After the swap, every request goes to v2: the tail is all v2.
+    let tail = &served[served.len() - 50..];
+    assert!(tail.iter().all(|s| s == "reviews-v2"), "tail after edit: {tail:?}");
+
+    // An invalid edit is rejected and the last good config keeps serving.
+    let rejections = t.mesh.store.rejections();
+    std::fs::write(&t.manifest, edited.replace("weight: 100", "weight: -5"))?;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while t.mesh.store.rejections() == rejections {
+        anyhow::ensure!(tokio::time::Instant::now() < deadline, "invalid edit was not rejected");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut client = MeshClient::connect(t.socks(PRODUCTPAGE), REVIEWS, 9080).await?;
+    let response = client.get("/reviews/1").await?;
+    assert_eq!(response.status, 200);
+    assert_eq!(response.header("x-echo-server"), Some("reviews-v2"));
+    t.stop().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn l4_policy_at_ztunnel_refuses_the_connection() -> anyhow::Result<()> {
+    let policy = r#"
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata:
+  name: ratings-from-productpage
+  namespace: default
+spec:
+  selector:
+    matchLabels:
+      app: ratings
+  action: ALLOW
+  rules:
+  - from:
+    - source:
+        principals: ["cluster.local/ns/default/sa/bookinfo-productpage"]
+"#;
+    let yaml = format!("{}{policy}", demo_yaml_in_block(16));
+    let t = TestMesh::start_with(16, &yaml).await?;
+    let mut allowed = MeshClient::connect(t.socks(PRODUCTPAGE), RATINGS, 9080).await?;
+    assert_eq!(allowed.get("/").await?.status, 200);
+    let refused = MeshClient::connect(t.socks(SLEEP), RATINGS, 9080).await;
+    let error = format!("{:#}", refused.err().expect("sleep must be refused at L4"));
+    assert!(error.contains("not allowed") || error.contains("ruleset"), "{error}");
+    t.stop().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_passes() -> anyhow::Result<()> {
+    mesh::demo::run(None).await
+}

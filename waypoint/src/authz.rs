@@ -1,0 +1,276 @@
+//! L7 AuthorizationPolicy evaluation at the waypoint (Istio semantics): any matching DENY denies;
+//! with ALLOW policies in force, a request must match one; AUDIT and CUSTOM do not decide here.
+//! Pure: policies and request attributes in, decision out.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use http::HeaderMap;
+use mesh_config::{Action, AuthorizationPolicy, Condition, Operation, Rule, Source, StringMatch};
+
+/// What a policy can look at for one request.
+#[derive(Clone, Copy, Debug)]
+pub struct RequestAttributes<'a> {
+    /// Caller identity without `spiffe://`, e.g. `cluster.local/ns/default/sa/sleep`.
+    pub principal: Option<&'a str>,
+    pub namespace: Option<&'a str>,
+    pub source_ip: IpAddr,
+    pub destination_ip: Option<IpAddr>,
+    pub destination_port: u16,
+    pub host: &'a str,
+    pub method: &'a str,
+    /// Path without the query string.
+    pub path: &'a str,
+    pub headers: &'a HeaderMap,
+    /// `<iss>/<sub>` of a validated JWT (none until RequestAuthentication lands).
+    pub request_principal: Option<&'a str>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Decision {
+    Allow,
+    /// Denied, naming the deciding policy (`ns/name`) or the reason no ALLOW matched.
+    Deny(String),
+}
+
+pub fn evaluate(policies: &[Arc<AuthorizationPolicy>], attrs: &RequestAttributes<'_>) -> Decision {
+    let matching = |p: &&Arc<AuthorizationPolicy>| p.rules.iter().any(|r| rule_matches(r, attrs));
+    if let Some(deny) = policies
+        .iter()
+        .filter(|p| p.action == Action::Deny)
+        .find(matching)
+    {
+        return Decision::Deny(format!("{}/{}", deny.namespace, deny.name));
+    }
+    let mut allows = policies.iter().filter(|p| p.action == Action::Allow).peekable();
+    if allows.peek().is_none() {
+        return Decision::Allow;
+    }
+    if allows.any(|p| matching(&p)) {
+        Decision::Allow
+    } else {
+        Decision::Deny("no ALLOW policy matched".into())
+    }
+}
+
+fn rule_matches(rule: &Rule, a: &RequestAttributes<'_>) -> bool {
+    (rule.from.is_empty() || rule.from.iter().any(|s| source_matches(s, a)))
+        && (rule.to.is_empty() || rule.to.iter().any(|o| operation_matches(o, a)))
+        && rule.when.iter().all(|c| condition_matches(c, a))
+}
+
+/// Positive list: empty = no constraint, else the value must be present and match one entry.
+fn any_of(list: &[StringMatch], value: Option<&str>) -> bool {
+    list.is_empty() || value.is_some_and(|v| list.iter().any(|m| m.matches(v)))
+}
+
+/// Negative list: the value must not match any entry (absent values match nothing).
+fn none_of(list: &[StringMatch], value: Option<&str>) -> bool {
+    list.is_empty() || !value.is_some_and(|v| list.iter().any(|m| m.matches(v)))
+}
+
+fn service_account(a: &RequestAttributes<'_>) -> Option<String> {
+    let principal = a.principal?;
+    let sa = principal.rsplit_once("/sa/")?.1;
+    Some(format!("{}/{}", a.namespace?, sa))
+}
+
+fn source_matches(s: &Source, a: &RequestAttributes<'_>) -> bool {
+    let sa = service_account(a);
+    let in_blocks = |blocks: &[ipnet::IpNet]| blocks.iter().any(|b| b.contains(&a.source_ip));
+    any_of(&s.principals, a.principal)
+        && none_of(&s.not_principals, a.principal)
+        && any_of(&s.namespaces, a.namespace)
+        && none_of(&s.not_namespaces, a.namespace)
+        && any_of(&s.request_principals, a.request_principal)
+        && none_of(&s.not_request_principals, a.request_principal)
+        && (s.service_accounts.is_empty() || sa.as_ref().is_some_and(|sa| s.service_accounts.contains(sa)))
+        && !sa.as_ref().is_some_and(|sa| s.not_service_accounts.contains(sa))
+        && (s.ip_blocks.is_empty() || in_blocks(&s.ip_blocks))
+        && !in_blocks(&s.not_ip_blocks)
+        && (s.remote_ip_blocks.is_empty() || in_blocks(&s.remote_ip_blocks))
+        && !in_blocks(&s.not_remote_ip_blocks)
+}
+
+fn host_matches(list: &[StringMatch], host: &str) -> bool {
+    let host = host.to_ascii_lowercase();
+    list.iter().any(|m| m.matches(&host) || m.matches(host.split(':').next().unwrap_or("")))
+}
+
+fn operation_matches(o: &Operation, a: &RequestAttributes<'_>) -> bool {
+    (o.hosts.is_empty() || host_matches(&o.hosts, a.host))
+        && !host_matches(&o.not_hosts, a.host)
+        && any_of(&o.methods, Some(a.method))
+        && none_of(&o.not_methods, Some(a.method))
+        && any_of(&o.paths, Some(a.path))
+        && none_of(&o.not_paths, Some(a.path))
+        && (o.ports.is_empty() || o.ports.contains(&a.destination_port))
+        && !o.not_ports.contains(&a.destination_port)
+}
+
+fn condition_value(key: &str, a: &RequestAttributes<'_>) -> Option<String> {
+    if let Some(name) = key
+        .strip_prefix("request.headers[")
+        .and_then(|k| k.strip_suffix(']'))
+    {
+        return a
+            .headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+    }
+    match key {
+        "source.ip" => Some(a.source_ip.to_string()),
+        "source.namespace" => a.namespace.map(str::to_owned),
+        "source.principal" => a.principal.map(str::to_owned),
+        "destination.ip" => a.destination_ip.map(|ip| ip.to_string()),
+        "destination.port" => Some(a.destination_port.to_string()),
+        "request.auth.principal" => a.request_principal.map(str::to_owned),
+        _ => None,
+    }
+}
+
+fn condition_matches(c: &Condition, a: &RequestAttributes<'_>) -> bool {
+    let value = condition_value(&c.key, a);
+    let value = value.as_deref();
+    // `source.ip`/`destination.ip` values may be CIDRs.
+    let ip_match = |list: &[StringMatch]| {
+        let ip: Option<IpAddr> = value.and_then(|v| v.parse().ok());
+        list.iter().any(|m| match (m, ip) {
+            (StringMatch::Exact(cidr), Some(ip)) => cidr
+                .parse::<ipnet::IpNet>()
+                .is_ok_and(|net| net.contains(&ip)),
+            _ => false,
+        })
+    };
+    let positive = c.values.is_empty() || any_of(&c.values, value) || ip_match(&c.values);
+    let negative = c.not_values.is_empty() || (none_of(&c.not_values, value) && !ip_match(&c.not_values));
+    positive && negative
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mesh_config::PolicyScope;
+
+    fn policy(action: Action, rules: Vec<Rule>) -> Arc<AuthorizationPolicy> {
+        Arc::new(AuthorizationPolicy {
+            namespace: "default".into(),
+            name: format!("{action:?}").to_lowercase(),
+            action,
+            scope: PolicyScope::Namespace,
+            rules,
+        })
+    }
+
+    fn from_principal(p: &str) -> Source {
+        Source {
+            principals: vec![StringMatch::parse(p)],
+            ..Source::default()
+        }
+    }
+
+    fn methods(m: &[&str]) -> Operation {
+        Operation {
+            methods: m.iter().map(|m| StringMatch::parse(m)).collect(),
+            ..Operation::default()
+        }
+    }
+
+    fn attrs<'a>(principal: &'a str, method: &'a str, headers: &'a HeaderMap) -> RequestAttributes<'a> {
+        RequestAttributes {
+            principal: Some(principal),
+            namespace: Some("default"),
+            source_ip: "127.0.1.10".parse().expect("ip"),
+            destination_ip: Some("127.0.100.12".parse().expect("ip")),
+            destination_port: 9080,
+            host: "reviews:9080",
+            method,
+            path: "/reviews/1",
+            headers,
+            request_principal: None,
+        }
+    }
+
+    const PRODUCTPAGE: &str = "cluster.local/ns/default/sa/bookinfo-productpage";
+    const SLEEP: &str = "cluster.local/ns/default/sa/sleep";
+
+    #[test]
+    fn no_policies_allow() {
+        let h = HeaderMap::new();
+        assert_eq!(evaluate(&[], &attrs(SLEEP, "GET", &h)), Decision::Allow);
+    }
+
+    #[test]
+    fn allow_policy_admits_only_its_matches() {
+        let h = HeaderMap::new();
+        let allow = policy(
+            Action::Allow,
+            vec![Rule {
+                from: vec![from_principal(PRODUCTPAGE)],
+                to: vec![methods(&["GET"])],
+                when: Vec::new(),
+            }],
+        );
+        let ps = [allow];
+        assert_eq!(evaluate(&ps, &attrs(PRODUCTPAGE, "GET", &h)), Decision::Allow);
+        assert!(matches!(evaluate(&ps, &attrs(PRODUCTPAGE, "POST", &h)), Decision::Deny(_)));
+        assert!(matches!(evaluate(&ps, &attrs(SLEEP, "GET", &h)), Decision::Deny(_)));
+    }
+
+    #[test]
+    fn deny_beats_allow() {
+        let h = HeaderMap::new();
+        let allow_all = policy(Action::Allow, vec![Rule::default()]);
+        let deny_sleep = policy(
+            Action::Deny,
+            vec![Rule {
+                from: vec![from_principal("*/sa/sleep")],
+                ..Rule::default()
+            }],
+        );
+        let ps = [allow_all, deny_sleep];
+        assert_eq!(evaluate(&ps, &attrs(SLEEP, "GET", &h)), Decision::Deny("default/deny".into()));
+        assert_eq!(evaluate(&ps, &attrs(PRODUCTPAGE, "GET", &h)), Decision::Allow);
+    }
+
+    #[test]
+    fn when_conditions_read_headers_and_ips() {
+        let mut h = HeaderMap::new();
+        h.insert("x-token", http::HeaderValue::from_static("admin"));
+        let rule = |key: &str, value: &str| Rule {
+            when: vec![Condition {
+                key: key.into(),
+                values: vec![StringMatch::parse(value)],
+                not_values: Vec::new(),
+            }],
+            ..Rule::default()
+        };
+        let ps = [policy(Action::Allow, vec![rule("request.headers[x-token]", "admin")])];
+        assert_eq!(evaluate(&ps, &attrs(SLEEP, "GET", &h)), Decision::Allow);
+        assert!(matches!(evaluate(&ps, &attrs(SLEEP, "GET", &HeaderMap::new())), Decision::Deny(_)));
+        let ps = [policy(Action::Allow, vec![rule("source.ip", "127.0.1.0/24")])];
+        assert_eq!(evaluate(&ps, &attrs(SLEEP, "GET", &h)), Decision::Allow);
+        let ps = [policy(Action::Allow, vec![rule("source.ip", "10.0.0.0/8")])];
+        assert!(matches!(evaluate(&ps, &attrs(SLEEP, "GET", &h)), Decision::Deny(_)));
+    }
+
+    #[test]
+    fn negative_fields_and_request_principals() {
+        let h = HeaderMap::new();
+        let not_sleep = Source {
+            not_principals: vec![StringMatch::parse(SLEEP)],
+            ..Source::default()
+        };
+        let ps = [policy(Action::Allow, vec![Rule { from: vec![not_sleep], ..Rule::default() }])];
+        assert!(matches!(evaluate(&ps, &attrs(SLEEP, "GET", &h)), Decision::Deny(_)));
+        assert_eq!(evaluate(&ps, &attrs(PRODUCTPAGE, "GET", &h)), Decision::Allow);
+        // A rule that needs a JWT principal never matches a request without one.
+        let jwt = Source {
+            request_principals: vec![StringMatch::Presence],
+            ..Source::default()
+        };
+        let ps = [policy(Action::Allow, vec![Rule { from: vec![jwt], ..Rule::default() }])];
+        assert!(matches!(evaluate(&ps, &attrs(PRODUCTPAGE, "GET", &h)), Decision::Deny(_)));
+    }
+}

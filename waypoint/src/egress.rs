@@ -1,0 +1,276 @@
+//! HBONE egress: the upstream half of the waypoint.
+//!
+//! Pingora reuses pooled upstream connections only for its own peer kinds, so upstreams are
+//! Pingora CONNECT-proxy peers (`HttpPeer::new_proxy`) whose next hop is this in-process Unix
+//! socket. Each accepted Unix connection carries one `CONNECT ip:port HTTP/1.1` naming the
+//! endpoint; the egress opens an HBONE stream with the waypoint's identity to the endpoint's
+//! ztunnel, answers 200 only after the HBONE 200, then splices bytes until either side ends.
+//! Pingora keeps the Unix connection alive between requests, so one client connection through
+//! the waypoint costs one CONNECT stream upstream, not one per request.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use mesh_hbone::{ConnectRequest, HboneError, Identity, Pool, PoolKey};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{UnixListener, UnixStream};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, warn};
+
+/// Proxy header naming the HBONE next hop (the endpoint's ztunnel, `ip:15008`).
+pub const HBONE_ADDR_HEADER: &str = "x-mesh-hbone-addr";
+/// Proxy header naming the identity the next hop must present.
+pub const HBONE_IDENTITY_HEADER: &str = "x-mesh-hbone-identity";
+
+/// Response header on a failed CONNECT, saying why the HBONE dial failed.
+pub const HBONE_ERROR_HEADER: &str = "x-mesh-hbone-error";
+
+const MAX_HEAD: usize = 16 * 1024;
+
+/// Where one upstream request must go over HBONE.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EgressTarget {
+    /// `:authority` of the HBONE CONNECT: the endpoint's `podIP:targetPort`.
+    pub authority: SocketAddr,
+    /// The HBONE next hop.
+    pub hbone_addr: SocketAddr,
+    pub identity: Identity,
+}
+
+impl EgressTarget {
+    /// The proxy headers that carry this target through Pingora. They are part of Pingora's
+    /// pool key, so connections to different identities or next hops never mix.
+    pub fn proxy_headers(&self) -> BTreeMap<String, Vec<u8>> {
+        BTreeMap::from([
+            (HBONE_ADDR_HEADER.to_string(), self.hbone_addr.to_string().into_bytes()),
+            (HBONE_IDENTITY_HEADER.to_string(), self.identity.to_string().into_bytes()),
+        ])
+    }
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum EgressRequestError {
+    #[error("malformed CONNECT request: {0}")]
+    Malformed(String),
+    #[error("missing or invalid header {0}")]
+    Header(&'static str),
+}
+
+/// Parses the CONNECT head Pingora sends. Returns the target and the head's length.
+pub fn parse_connect(buf: &[u8]) -> Result<Option<(EgressTarget, usize)>, EgressRequestError> {
+    let mut headers = [httparse::EMPTY_HEADER; 16];
+    let mut req = httparse::Request::new(&mut headers);
+    let len = match req.parse(buf) {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(e) => return Err(EgressRequestError::Malformed(e.to_string())),
+    };
+    if req.method != Some("CONNECT") {
+        return Err(EgressRequestError::Malformed(format!("method {:?}", req.method)));
+    }
+    let authority = req
+        .path
+        .and_then(|p| p.parse::<SocketAddr>().ok())
+        .ok_or_else(|| EgressRequestError::Malformed(format!("authority {:?}", req.path)))?;
+    let header = |name: &'static str| {
+        req.headers
+            .iter()
+            .find(|h| h.name.eq_ignore_ascii_case(name))
+            .and_then(|h| std::str::from_utf8(h.value).ok())
+            .ok_or(EgressRequestError::Header(name))
+    };
+    let hbone_addr = header(HBONE_ADDR_HEADER)?
+        .parse()
+        .map_err(|_| EgressRequestError::Header(HBONE_ADDR_HEADER))?;
+    let identity = header(HBONE_IDENTITY_HEADER)?
+        .parse()
+        .map_err(|_| EgressRequestError::Header(HBONE_IDENTITY_HEADER))?;
+    Ok(Some((
+        EgressTarget {
+            authority,
+            hbone_addr,
+            identity,
+        },
+        len,
+    )))
+}
+
+/// The status line the egress answers Pingora with for an HBONE failure.
+pub fn failure_status(error: &HboneError) -> u16 {
+    match error {
+        HboneError::Unauthorized => 403,
+        HboneError::Timeout { .. } => 504,
+        _ => 503,
+    }
+}
+
+/// The in-process HBONE egress of one waypoint.
+pub struct Egress {
+    listener: UnixListener,
+    path: PathBuf,
+    pool: Pool,
+    identity: Identity,
+    source_ip: IpAddr,
+    dial_timeout: Duration,
+}
+
+impl Egress {
+    /// Binds a Unix socket at `path` (its directory must be private to this process's user).
+    pub fn bind(path: &Path, pool: Pool, identity: Identity, source_ip: IpAddr) -> std::io::Result<Self> {
+        let _ = std::fs::remove_file(path);
+        let listener = UnixListener::bind(path)?;
+        std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
+        Ok(Egress {
+            listener,
+            path: path.to_path_buf(),
+            pool,
+            identity,
+            source_ip,
+            dial_timeout: Duration::from_secs(10),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub async fn run(self, shutdown: CancellationToken) {
+        loop {
+            let accepted = tokio::select! {
+                _ = shutdown.cancelled() => break,
+                accepted = self.listener.accept() => accepted,
+            };
+            match accepted {
+                Ok((stream, _)) => {
+                    let key = (self.pool.clone(), self.identity.clone(), self.source_ip, self.dial_timeout);
+                    tokio::spawn(async move {
+                        let (pool, identity, source_ip, timeout) = key;
+                        if let Err(e) = tunnel(stream, &pool, identity, source_ip, timeout).await {
+                            debug!(error = %e, "egress tunnel ended with an error");
+                        }
+                    });
+                }
+                Err(e) => {
+                    warn!(error = %e, "egress accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        }
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+async fn read_head(stream: &mut UnixStream) -> std::io::Result<(EgressTarget, Vec<u8>)> {
+    let mut buf = Vec::with_capacity(512);
+    loop {
+        let mut chunk = [0u8; 1024];
+        let n = stream.read(&mut chunk).await?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        match parse_connect(&buf) {
+            Ok(Some((target, len))) => return Ok((target, buf.split_off(len))),
+            Ok(None) if buf.len() < MAX_HEAD => continue,
+            Ok(None) => return Err(std::io::Error::other("CONNECT head too large")),
+            Err(e) => return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, e)),
+        }
+    }
+}
+
+async fn tunnel(
+    mut downstream: UnixStream,
+    pool: &Pool,
+    identity: Identity,
+    source_ip: IpAddr,
+    dial_timeout: Duration,
+) -> std::io::Result<()> {
+    let (target, early) = match read_head(&mut downstream).await {
+        Ok(head) => head,
+        Err(e) => {
+            let _ = downstream.write_all(b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n\r\n").await;
+            return Err(e);
+        }
+    };
+    let key = PoolKey {
+        source: identity,
+        source_ip: Some(source_ip),
+        destination: target.hbone_addr,
+        expected: vec![target.identity.clone()],
+    };
+    let request = ConnectRequest {
+        authority: target.authority.to_string(),
+        headers: http::HeaderMap::new(),
+    };
+    let connected = tokio::time::timeout(dial_timeout, pool.connect(&key, request))
+        .await
+        .unwrap_or(Err(HboneError::Timeout { addr: target.hbone_addr }));
+    let mut upstream = match connected {
+        Ok(stream) => stream,
+        Err(e) => {
+            let status = failure_status(&e);
+            warn!(dst.hbone_addr = %target.hbone_addr, dst.addr = %target.authority, error = %e, "upstream HBONE connect failed");
+            let reason = e.to_string().replace(['\r', '\n'], " ");
+            let head = format!(
+                "HTTP/1.1 {status} Upstream Unavailable\r\n{HBONE_ERROR_HEADER}: {reason}\r\ncontent-length: 0\r\n\r\n"
+            );
+            let _ = downstream.write_all(head.as_bytes()).await;
+            return Ok(());
+        }
+    };
+    downstream.write_all(b"HTTP/1.1 200 OK\r\n\r\n").await?;
+    if !early.is_empty() {
+        upstream.write_all(&early).await?;
+    }
+    let copied = tokio::io::copy_bidirectional(&mut downstream, &mut upstream).await;
+    let _ = upstream.shutdown().await;
+    copied.map(|_| ())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_pingora_connect_head() {
+        let head = b"CONNECT 127.0.2.10:9080 HTTP/1.1\r\nhost: 127.0.2.10:9080\r\n\
+x-mesh-hbone-addr: 127.0.2.10:15008\r\n\
+x-mesh-hbone-identity: spiffe://cluster.local/ns/default/sa/bookinfo-reviews\r\n\r\nGET";
+        let (target, len) = parse_connect(head).expect("valid").expect("complete");
+        assert_eq!(target.authority, "127.0.2.10:9080".parse().expect("addr"));
+        assert_eq!(target.hbone_addr, "127.0.2.10:15008".parse().expect("addr"));
+        assert_eq!(target.identity.service_account, "bookinfo-reviews");
+        assert_eq!(&head[len..], b"GET");
+    }
+
+    #[test]
+    fn partial_and_bad_heads() {
+        assert_eq!(parse_connect(b"CONNECT 127.0.0.1:80 HTTP/1.1\r\n"), Ok(None));
+        assert!(matches!(
+            parse_connect(b"GET / HTTP/1.1\r\n\r\n"),
+            Err(EgressRequestError::Malformed(_))
+        ));
+        assert_eq!(
+            parse_connect(b"CONNECT 127.0.0.1:80 HTTP/1.1\r\n\r\n"),
+            Err(EgressRequestError::Header(HBONE_ADDR_HEADER))
+        );
+    }
+
+    #[test]
+    fn proxy_headers_round_trip() {
+        let target = EgressTarget {
+            authority: "127.0.2.10:9080".parse().expect("addr"),
+            hbone_addr: "127.0.2.10:15008".parse().expect("addr"),
+            identity: Identity::new("cluster.local", "default", "reviews"),
+        };
+        let mut head = format!("CONNECT {} HTTP/1.1\r\n", target.authority);
+        for (k, v) in target.proxy_headers() {
+            head.push_str(&format!("{k}: {}\r\n", String::from_utf8(v).expect("utf8")));
+        }
+        head.push_str("\r\n");
+        let (parsed, _) = parse_connect(head.as_bytes()).expect("valid").expect("complete");
+        assert_eq!(parsed, target);
+    }
+}

@@ -1,0 +1,107 @@
+//! HBONE ingress: terminate each CONNECT stream and serve HTTP inside it with Pingora.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use http::StatusCode;
+use mesh_config::{ObjectRef, Store};
+use mesh_hbone::{InboundConnect, Server};
+use pingora_core::apps::ServerApp;
+use pingora_proxy::HttpProxy;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tracing::debug;
+
+use crate::dispatch::{DispatchError, dispatch};
+use crate::proxy::WaypointProxy;
+use crate::tunnel_io::{TunnelInfo, TunnelIo};
+
+/// Parses the client address from `forwarded: for="ip:port";host=...`.
+pub fn forwarded_for(value: &str) -> Option<SocketAddr> {
+    value.split([';', ',']).find_map(|pair| {
+        let (key, v) = pair.trim().split_once('=')?;
+        if !key.eq_ignore_ascii_case("for") {
+            return None;
+        }
+        v.trim_matches('"').parse().ok()
+    })
+}
+
+/// The HBONE status for a CONNECT whose authority this waypoint cannot serve.
+fn refusal(error: &DispatchError) -> StatusCode {
+    match error {
+        DispatchError::BadAuthority(_) | DispatchError::NotServedHere { .. } => StatusCode::BAD_REQUEST,
+        DispatchError::Unknown(_) | DispatchError::NoSuchPort { .. } => StatusCode::SERVICE_UNAVAILABLE,
+    }
+}
+
+pub(crate) async fn serve(
+    listener: TcpListener,
+    server: Server,
+    proxy: Arc<HttpProxy<WaypointProxy>>,
+    store: Arc<Store>,
+    waypoint: ObjectRef,
+    shutdown: CancellationToken,
+) {
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stop = shutdown.clone();
+    tokio::spawn(async move {
+        stop.cancelled().await;
+        let _ = stop_tx.send(true);
+    });
+    let handler = move |connect: InboundConnect| {
+        let proxy = proxy.clone();
+        let store = store.clone();
+        let waypoint = waypoint.clone();
+        let stop_rx = stop_rx.clone();
+        async move {
+            let snapshot = store.load();
+            let served = match snapshot.waypoint(&waypoint) {
+                Some(me) => dispatch(&snapshot, me, connect.authority()).map(|_| ()),
+                None => Err(DispatchError::Unknown(connect.authority().to_string())),
+            };
+            if let Err(e) = served {
+                debug!(authority = connect.authority(), peer = %connect.peer_addr(), error = %e, "CONNECT refused");
+                connect.reject(refusal(&e));
+                return;
+            }
+            let info = TunnelInfo {
+                peer_identity: connect.peer_identity().clone(),
+                peer_addr: connect.peer_addr(),
+                local_addr: connect.local_addr(),
+                authority: connect.authority().to_string(),
+                forwarded_for: connect
+                    .headers()
+                    .get("forwarded")
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(forwarded_for),
+            };
+            let stream = match connect.accept(http::HeaderMap::new()) {
+                Ok(stream) => stream,
+                Err(e) => {
+                    debug!(error = %e, "CONNECT accept failed");
+                    return;
+                }
+            };
+            let io = TunnelIo::new(stream, info);
+            let _ = proxy.process_new(Box::new(io), &stop_rx).await;
+        }
+    };
+    server.serve(listener, handler, shutdown).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_forwarded_for() {
+        assert_eq!(
+            forwarded_for(r#"for="127.0.1.12:4242";host=reviews.default.svc.cluster.local"#),
+            Some("127.0.1.12:4242".parse().expect("addr"))
+        );
+        assert_eq!(forwarded_for("for=127.0.0.1:1"), Some("127.0.0.1:1".parse().expect("addr")));
+        assert_eq!(forwarded_for("host=x"), None);
+        assert_eq!(forwarded_for(r#"for="unknown""#), None);
+    }
+}

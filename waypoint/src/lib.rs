@@ -1,0 +1,147 @@
+//! The waypoint: an L7 proxy for ambient mesh traffic, built on Pingora.
+//!
+//! ```text
+//! ztunnel ──HBONE──▶ ingress (mesh-hbone server, :15008)
+//!                      └─ each CONNECT stream ─▶ TunnelIo ─▶ Pingora HttpProxy (h1 / h2c)
+//!                           request_filter: plan = dispatch → authz → route → endpoint
+//!                           upstream_peer:  CONNECT-proxy peer via the egress Unix socket
+//! egress (Unix socket) ──HBONE(waypoint identity)──▶ endpoint's ztunnel :15008
+//! ```
+//! The Pingora hooks delegate every decision to pure functions (`plan`, `dispatch`, `route`,
+//! `authz`); this crate is the only one in the workspace that depends on Pingora.
+
+pub mod authz;
+pub mod dispatch;
+pub mod egress;
+pub mod ingress;
+pub mod metrics;
+pub mod plan;
+pub mod proxy;
+pub mod route;
+pub mod tunnel_io;
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use mesh_config::{ObjectRef, Store};
+use mesh_hbone::{CertificateProvider, Identity, Pool};
+use pingora_core::apps::HttpServerOptions;
+use pingora_core::server::configuration::ServerConf;
+use pingora_proxy::HttpProxy;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::egress::Egress;
+use crate::metrics::Metrics;
+use crate::proxy::WaypointProxy;
+
+/// Static settings of one waypoint instance (one pod of a waypoint `Gateway`).
+#[derive(Clone, Debug)]
+pub struct WaypointSettings {
+    /// The waypoint `Gateway` this instance serves.
+    pub waypoint: ObjectRef,
+    /// The pod address the HBONE listener binds.
+    pub address: IpAddr,
+    pub hbone_port: u16,
+    /// The waypoint's own identity (the pod's service account).
+    pub identity: Identity,
+    /// A private directory for the egress Unix socket.
+    pub runtime_dir: PathBuf,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum WaypointError {
+    #[error("waypoint {waypoint}: cannot bind {addr}: {source}")]
+    Bind {
+        waypoint: String,
+        addr: String,
+        source: std::io::Error,
+    },
+    #[error("waypoint {waypoint}: TLS setup: {source}")]
+    Tls {
+        waypoint: String,
+        source: mesh_hbone::HboneError,
+    },
+    #[error("waypoint metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
+}
+
+/// A bound waypoint, ready to run.
+pub struct WaypointServer {
+    settings: WaypointSettings,
+    listener: TcpListener,
+    hbone: mesh_hbone::Server,
+    egress: Egress,
+    proxy: Arc<HttpProxy<WaypointProxy>>,
+    store: Arc<Store>,
+}
+
+impl WaypointServer {
+    pub async fn bind(
+        settings: WaypointSettings,
+        store: Arc<Store>,
+        certs: Arc<dyn CertificateProvider>,
+        pool: Pool,
+        registry: &prometheus::Registry,
+    ) -> Result<Self, WaypointError> {
+        let name = format!("{}/{}", settings.waypoint.namespace, settings.waypoint.name);
+        let addr = SocketAddr::new(settings.address, settings.hbone_port);
+        let bind_err = |addr: String| {
+            let name = name.clone();
+            move |source| WaypointError::Bind {
+                waypoint: name,
+                addr,
+                source,
+            }
+        };
+        let listener = TcpListener::bind(addr).await.map_err(bind_err(addr.to_string()))?;
+        std::fs::create_dir_all(&settings.runtime_dir).map_err(bind_err(settings.runtime_dir.display().to_string()))?;
+        std::fs::set_permissions(&settings.runtime_dir, std::os::unix::fs::PermissionsExt::from_mode(0o700))
+            .map_err(bind_err(settings.runtime_dir.display().to_string()))?;
+        let socket = settings.runtime_dir.join(format!("egress-{}.sock", settings.address));
+        let egress = Egress::bind(&socket, pool, settings.identity.clone(), settings.address)
+            .map_err(bind_err(socket.display().to_string()))?;
+        let tls = mesh_hbone::server_config(certs, settings.identity.clone())
+            .map_err(|source| WaypointError::Tls { waypoint: name.clone(), source })?;
+        let inner = WaypointProxy {
+            store: store.clone(),
+            waypoint: settings.waypoint.clone(),
+            egress_socket: socket.to_string_lossy().into_owned(),
+            metrics: Metrics::new(registry)?,
+            identity: settings.identity.to_string(),
+        };
+        let conf = Arc::new(ServerConf::default());
+        let mut proxy = pingora_proxy::http_proxy(&conf, inner);
+        let mut options = HttpServerOptions::default();
+        options.h2c = true;
+        proxy.server_options = Some(options);
+        Ok(WaypointServer {
+            settings,
+            listener,
+            hbone: mesh_hbone::Server::new(tls),
+            egress,
+            proxy: Arc::new(proxy),
+            store,
+        })
+    }
+
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Serves until `shutdown` is cancelled.
+    pub async fn run(self, shutdown: CancellationToken) {
+        let egress = tokio::spawn(self.egress.run(shutdown.clone()));
+        ingress::serve(
+            self.listener,
+            self.hbone,
+            self.proxy,
+            self.store,
+            self.settings.waypoint,
+            shutdown,
+        )
+        .await;
+        let _ = egress.await;
+    }
+}

@@ -1,0 +1,229 @@
+//! HTTPRoute matching and weighted backend choice. Pure functions over the compiled rules; the
+//! snapshot already orders rules by Gateway API precedence, so the first match wins.
+
+use std::sync::Arc;
+
+use http::HeaderMap;
+use mesh_config::{PathMatch, RouteBackend, RouteMatch, RouteRule, ValueMatch};
+
+/// The parts of a request that routing looks at.
+#[derive(Clone, Copy, Debug)]
+pub struct RequestView<'a> {
+    pub method: &'a str,
+    /// Path without the query string.
+    pub path: &'a str,
+    pub query: Option<&'a str>,
+    pub headers: &'a HeaderMap,
+}
+
+impl<'a> RequestView<'a> {
+    pub fn new(method: &'a str, path_and_query: &'a str, headers: &'a HeaderMap) -> Self {
+        let (path, query) = match path_and_query.split_once('?') {
+            Some((path, query)) => (path, Some(query)),
+            None => (path_and_query, None),
+        };
+        RequestView {
+            method,
+            path,
+            query,
+            headers,
+        }
+    }
+}
+
+/// The first rule (in precedence order) with a match that holds.
+pub fn select_rule<'r>(rules: &'r [Arc<RouteRule>], req: &RequestView<'_>) -> Option<&'r Arc<RouteRule>> {
+    rules
+        .iter()
+        .find(|rule| rule.matches.iter().any(|m| matches(m, req)))
+}
+
+/// All conditions of one match hold.
+pub fn matches(m: &RouteMatch, req: &RequestView<'_>) -> bool {
+    path_matches(&m.path, req.path)
+        && m.method
+            .as_deref()
+            .is_none_or(|method| method.eq_ignore_ascii_case(req.method))
+        && m.headers.iter().all(|h| {
+            req.headers
+                .get_all(h.name.as_str())
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .any(|v| value_matches(&h.value, v))
+        })
+        && m.query.iter().all(|q| {
+            query_values(req.query, &q.name).any(|v| value_matches(&q.value, v))
+        })
+}
+
+fn path_matches(m: &PathMatch, path: &str) -> bool {
+    match m {
+        PathMatch::Exact(exact) => path == exact,
+        PathMatch::Prefix(prefix) => prefix_matches(prefix, path),
+        PathMatch::Regex(re) => re.is_match(path),
+    }
+}
+
+/// Segment-wise prefix: `/foo` matches `/foo` and `/foo/bar`, not `/foobar`.
+pub fn prefix_matches(prefix: &str, path: &str) -> bool {
+    let prefix = prefix.trim_end_matches('/');
+    match path.strip_prefix(prefix) {
+        Some(rest) => rest.is_empty() || rest.starts_with('/') || prefix.is_empty(),
+        None => false,
+    }
+}
+
+fn value_matches(m: &ValueMatch, value: &str) -> bool {
+    match m {
+        ValueMatch::Exact(exact) => value == exact,
+        ValueMatch::Regex(re) => re.is_match(value),
+    }
+}
+
+fn query_values<'q>(query: Option<&'q str>, name: &'q str) -> impl Iterator<Item = &'q str> {
+    query
+        .unwrap_or("")
+        .split('&')
+        .filter_map(|pair| pair.split_once('=').or(Some((pair, ""))))
+        .filter(move |(key, _)| *key == name)
+        .map(|(_, value)| value)
+}
+
+/// The outcome of choosing among weighted backends.
+#[derive(Debug)]
+pub enum BackendChoice<'b> {
+    Chosen(&'b RouteBackend),
+    /// Every weight is zero: Gateway API says 500.
+    NoWeight,
+}
+
+/// Weighted choice; `roll` is uniform in `0..u64::MAX` (the caller supplies the randomness).
+pub fn choose_backend(backends: &[RouteBackend], roll: u64) -> BackendChoice<'_> {
+    let total: u64 = backends.iter().map(|b| u64::from(b.weight)).sum();
+    if total == 0 {
+        return BackendChoice::NoWeight;
+    }
+    let mut point = roll % total;
+    for backend in backends {
+        let weight = u64::from(backend.weight);
+        if point < weight {
+            return BackendChoice::Chosen(backend);
+        }
+        point -= weight;
+    }
+    BackendChoice::NoWeight
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mesh_config::{HeaderMatch, ObjectRef, QueryMatch};
+
+    fn rule(matches: Vec<RouteMatch>) -> Arc<RouteRule> {
+        Arc::new(RouteRule {
+            route: ObjectRef {
+                namespace: "default".into(),
+                name: "r".into(),
+            },
+            rule_index: 0,
+            matches,
+            filters: Vec::new(),
+            backends: Vec::new(),
+            request_timeout: None,
+            backend_request_timeout: None,
+        })
+    }
+
+    fn path(p: PathMatch) -> RouteMatch {
+        RouteMatch {
+            path: p,
+            method: None,
+            headers: Vec::new(),
+            query: Vec::new(),
+        }
+    }
+
+    fn backend(name: &str, weight: u32) -> RouteBackend {
+        RouteBackend {
+            name: name.into(),
+            namespace: "default".into(),
+            port: 9080,
+            weight,
+            service: None,
+        }
+    }
+
+    #[test]
+    fn prefix_is_segment_wise() {
+        assert!(prefix_matches("/foo", "/foo"));
+        assert!(prefix_matches("/foo", "/foo/bar"));
+        assert!(prefix_matches("/foo/", "/foo/bar"));
+        assert!(!prefix_matches("/foo", "/foobar"));
+        assert!(prefix_matches("/", "/anything"));
+    }
+
+    #[test]
+    fn all_conditions_of_a_match_must_hold() {
+        let headers_ok: HeaderMap = [(
+            http::header::HeaderName::from_static("x-user"),
+            http::HeaderValue::from_static("jason"),
+        )]
+        .into_iter()
+        .collect();
+        let m = RouteMatch {
+            path: PathMatch::Prefix("/api".into()),
+            method: Some("GET".into()),
+            headers: vec![HeaderMatch {
+                name: "x-user".into(),
+                value: ValueMatch::Exact("jason".into()),
+            }],
+            query: vec![QueryMatch {
+                name: "v".into(),
+                value: ValueMatch::Regex(regex::Regex::new("^(?:[0-9]+)$").expect("regex")),
+            }],
+        };
+        let empty = HeaderMap::new();
+        assert!(matches(&m, &RequestView::new("GET", "/api/x?v=12", &headers_ok)));
+        assert!(!matches(&m, &RequestView::new("POST", "/api/x?v=12", &headers_ok)));
+        assert!(!matches(&m, &RequestView::new("GET", "/api/x?v=12", &empty)));
+        assert!(!matches(&m, &RequestView::new("GET", "/api/x?v=abc", &headers_ok)));
+        assert!(!matches(&m, &RequestView::new("GET", "/apix?v=1", &headers_ok)));
+    }
+
+    #[test]
+    fn first_rule_in_order_wins() {
+        let rules = vec![
+            rule(vec![path(PathMatch::Exact("/login".into()))]),
+            rule(vec![path(PathMatch::Prefix("/".into()))]),
+        ];
+        let h = HeaderMap::new();
+        let chosen = select_rule(&rules, &RequestView::new("GET", "/login", &h)).expect("match");
+        assert!(Arc::ptr_eq(chosen, &rules[0]));
+        let chosen = select_rule(&rules, &RequestView::new("GET", "/x", &h)).expect("match");
+        assert!(Arc::ptr_eq(chosen, &rules[1]));
+        assert!(select_rule(&rules[..1], &RequestView::new("GET", "/x", &h)).is_none());
+    }
+
+    #[test]
+    fn weights_split_the_roll_space() {
+        let backends = vec![backend("v1", 90), backend("v2", 10)];
+        let pick = |roll| match choose_backend(&backends, roll) {
+            BackendChoice::Chosen(b) => b.name.clone(),
+            BackendChoice::NoWeight => "none".into(),
+        };
+        assert_eq!(pick(0), "v1");
+        assert_eq!(pick(89), "v1");
+        assert_eq!(pick(90), "v2");
+        assert_eq!(pick(99), "v2");
+        assert_eq!(pick(100), "v1");
+        let v2 = (0..1000u64).filter(|r| pick(*r) == "v2").count();
+        assert_eq!(v2, 100);
+    }
+
+    #[test]
+    fn zero_weights_are_an_error() {
+        let backends = vec![backend("v1", 0), backend("v2", 0)];
+        assert!(matches!(choose_backend(&backends, 7), BackendChoice::NoWeight));
+        assert!(matches!(choose_backend(&[], 7), BackendChoice::NoWeight));
+    }
+}

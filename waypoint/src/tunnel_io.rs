@@ -1,0 +1,250 @@
+//! A CONNECT tunnel presented to Pingora as a downstream connection.
+//!
+//! Pingora's `ServerApp::process_new` takes any `IO`; this adapter wraps the byte stream of one
+//! HBONE CONNECT stream and carries what the hooks need (the caller's SPIFFE identity, the
+//! CONNECT authority) in the connection digest's proxy `user_data`. The tunnel cannot peek, so it
+//! sniffs the HTTP/2 preface itself and replays the sniffed bytes, which lets Pingora choose h2c.
+
+use std::fmt;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI32, Ordering};
+use std::task::{Context, Poll};
+
+use async_trait::async_trait;
+use bytes::{Buf, BytesMut};
+use mesh_hbone::Identity;
+use pingora_core::protocols::raw_connect::ProxyDigest;
+use pingora_core::protocols::{
+    GetProxyDigest, GetSocketDigest, GetTimingDigest, Peek, Shutdown, SocketDigest, Ssl,
+    TimingDigest, UniqueID, UniqueIDType,
+};
+use pingora_http::ResponseHeader;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// What the waypoint knows about the tunnel a request arrived on.
+#[derive(Clone, Debug)]
+pub struct TunnelInfo {
+    /// Identity of the HBONE peer (the caller's ztunnel sends with the caller's identity).
+    pub peer_identity: Identity,
+    /// TCP peer of the HBONE connection.
+    pub peer_addr: SocketAddr,
+    /// Where the HBONE connection was accepted (the waypoint's address).
+    pub local_addr: SocketAddr,
+    /// The CONNECT `:authority`: the original destination the caller addressed.
+    pub authority: String,
+    /// The client address from the `forwarded: for=` header, when the caller sent one.
+    pub forwarded_for: Option<SocketAddr>,
+}
+
+impl TunnelInfo {
+    /// The address of the original client: `forwarded for=` when given, else the tunnel peer.
+    pub fn client_addr(&self) -> SocketAddr {
+        self.forwarded_for.unwrap_or(self.peer_addr)
+    }
+}
+
+/// Reads the tunnel info back from a Pingora connection digest.
+pub fn tunnel_info(digest: Option<&pingora_core::protocols::Digest>) -> Option<&TunnelInfo> {
+    digest?
+        .proxy_digest
+        .as_ref()?
+        .user_data
+        .as_ref()?
+        .downcast_ref::<TunnelInfo>()
+}
+
+static NEXT_ID: AtomicI32 = AtomicI32::new(1);
+
+/// A tunnel byte stream that Pingora can serve HTTP on.
+pub struct TunnelIo<S> {
+    inner: S,
+    sniffed: BytesMut,
+    id: UniqueIDType,
+    proxy_digest: Arc<ProxyDigest>,
+    socket_digest: Arc<SocketDigest>,
+}
+
+impl<S> TunnelIo<S> {
+    pub fn new(inner: S, info: TunnelInfo) -> Self {
+        let socket_digest = SocketDigest::from_raw_fd(-1);
+        let _ = socket_digest.peer_addr.set(Some(info.client_addr().into()));
+        let _ = socket_digest.local_addr.set(Some(info.local_addr.into()));
+        let connected = ResponseHeader::build(200, None).expect("200 is a valid status");
+        let proxy_digest = ProxyDigest::new(Box::new(connected), Some(Box::new(info)));
+        TunnelIo {
+            inner,
+            sniffed: BytesMut::new(),
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            proxy_digest: Arc::new(proxy_digest),
+            socket_digest: Arc::new(socket_digest),
+        }
+    }
+}
+
+impl<S: AsyncRead + Unpin> TunnelIo<S> {
+    /// Reads until the buffered prefix either holds `want` bytes, stops matching the HTTP/2
+    /// preface, or the stream ends. Bytes stay buffered for the next reads.
+    async fn sniff(&mut self, want: usize) -> io::Result<()> {
+        while self.sniffed.len() < want && H2_PREFACE.starts_with(&self.sniffed) {
+            let mut chunk = [0u8; 64];
+            let n = self.inner.read(&mut chunk).await?;
+            if n == 0 {
+                break;
+            }
+            self.sniffed.extend_from_slice(&chunk[..n]);
+        }
+        Ok(())
+    }
+}
+
+impl<S> fmt::Debug for TunnelIo<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TunnelIo").field("id", &self.id).finish()
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for TunnelIo<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        if !self.sniffed.is_empty() {
+            let n = self.sniffed.len().min(buf.remaining());
+            buf.put_slice(&self.sniffed[..n]);
+            self.sniffed.advance(n);
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for TunnelIo<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+#[async_trait]
+impl<S: AsyncWrite + Unpin + Send> Shutdown for TunnelIo<S> {
+    async fn shutdown(&mut self) {
+        let _ = AsyncWriteExt::shutdown(&mut self.inner).await;
+    }
+}
+
+impl<S> UniqueID for TunnelIo<S> {
+    fn id(&self) -> UniqueIDType {
+        self.id
+    }
+}
+
+/// The tunnel's TLS belongs to the HBONE layer; the inner protocol is cleartext (h1 or h2c).
+impl<S> Ssl for TunnelIo<S> {}
+
+impl<S> GetTimingDigest for TunnelIo<S> {
+    fn get_timing_digest(&self) -> Vec<Option<TimingDigest>> {
+        Vec::new()
+    }
+}
+
+impl<S> GetProxyDigest for TunnelIo<S> {
+    fn get_proxy_digest(&self) -> Option<Arc<ProxyDigest>> {
+        Some(self.proxy_digest.clone())
+    }
+}
+
+impl<S> GetSocketDigest for TunnelIo<S> {
+    fn get_socket_digest(&self) -> Option<Arc<SocketDigest>> {
+        Some(self.socket_digest.clone())
+    }
+}
+
+#[async_trait]
+impl<S: AsyncRead + Unpin + Send> Peek for TunnelIo<S> {
+    async fn try_peek(&mut self, buf: &mut [u8]) -> io::Result<bool> {
+        self.sniff(buf.len()).await?;
+        let n = self.sniffed.len().min(buf.len());
+        buf[..n].copy_from_slice(&self.sniffed[..n]);
+        Ok(true)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn info() -> TunnelInfo {
+        TunnelInfo {
+            peer_identity: Identity::new("cluster.local", "default", "sleep"),
+            peer_addr: "127.0.1.12:40000".parse().expect("addr"),
+            local_addr: "127.0.2.20:15008".parse().expect("addr"),
+            authority: "127.0.100.12:9080".into(),
+            forwarded_for: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn peek_detects_h2_preface_and_replays_it() {
+        let (mut client, server) = tokio::io::duplex(1024);
+        client.write_all(H2_PREFACE).await.expect("write");
+        client.write_all(b"rest").await.expect("write");
+        let mut io = TunnelIo::new(server, info());
+        let mut peeked = [0u8; 24];
+        assert!(io.try_peek(&mut peeked).await.expect("peek"));
+        assert_eq!(&peeked[..], H2_PREFACE);
+        let mut all = vec![0u8; 28];
+        io.read_exact(&mut all).await.expect("read");
+        assert_eq!(&all[..24], H2_PREFACE);
+        assert_eq!(&all[24..], b"rest");
+    }
+
+    #[tokio::test]
+    async fn peek_stops_at_first_byte_of_http1_without_waiting_for_more() {
+        let (mut client, server) = tokio::io::duplex(1024);
+        // A short HTTP/1.1 request: fewer bytes than the preface; the peek must not block.
+        client.write_all(b"GET / HTTP/1.1\r\n\r\n").await.expect("write");
+        let mut io = TunnelIo::new(server, info());
+        let mut peeked = [0u8; 24];
+        assert!(io.try_peek(&mut peeked).await.expect("peek"));
+        assert_ne!(&peeked[..], H2_PREFACE);
+        let mut line = vec![0u8; 18];
+        io.read_exact(&mut line).await.expect("read");
+        assert_eq!(&line, b"GET / HTTP/1.1\r\n\r\n");
+    }
+
+    #[test]
+    fn digest_carries_tunnel_info_and_client_address() {
+        let mut tunnel = info();
+        tunnel.forwarded_for = Some("127.0.1.12:5555".parse().expect("addr"));
+        let (_, server) = tokio::io::duplex(16);
+        let io = TunnelIo::new(server, tunnel);
+        let digest = pingora_core::protocols::Digest {
+            ssl_digest: None,
+            timing_digest: Vec::new(),
+            proxy_digest: io.get_proxy_digest(),
+            socket_digest: io.get_socket_digest(),
+        };
+        let found = tunnel_info(Some(&digest)).expect("tunnel info");
+        assert_eq!(found.authority, "127.0.100.12:9080");
+        assert_eq!(found.peer_identity.service_account, "sleep");
+        let peer = digest.socket_digest.as_ref().and_then(|s| s.peer_addr());
+        assert_eq!(peer.map(|a| a.to_string()), Some("127.0.1.12:5555".to_string()));
+    }
+}

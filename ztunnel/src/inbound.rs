@@ -1,0 +1,126 @@
+//! Inbound HBONE for one local pod: check the CONNECT, enforce L4 policy, deliver to the app,
+//! and close the connection if a later policy update denies it.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+use http::StatusCode;
+use mesh_config::{Snapshot, Workload};
+use mesh_hbone::{Identity, InboundConnect};
+use tokio::net::{TcpSocket, TcpStream};
+use tracing::{debug, info};
+
+use crate::NodeContext;
+use crate::authz::{self, ConnectionAttributes, Decision};
+use crate::metrics::ConnectionLabels;
+
+/// Ports of the proxies themselves: never a final destination (no loops through the proxy).
+pub const PROXY_PORTS: [u16; 4] = [15001, 15006, 15008, 15080];
+
+/// Decides whether a CONNECT to `pod` may proceed; returns the app address to dial.
+pub fn check_inbound(
+    snapshot: &Snapshot,
+    pod: &Workload,
+    peer: &Identity,
+    peer_ip: IpAddr,
+    authority: Option<SocketAddr>,
+) -> Result<SocketAddr, (StatusCode, String)> {
+    let target = authority.ok_or((StatusCode::BAD_REQUEST, "authority is not ip:port".into()))?;
+    if target.ip() != pod.ip {
+        return Err((StatusCode::BAD_REQUEST, format!("{} is not this pod's address {}", target.ip(), pod.ip)));
+    }
+    if PROXY_PORTS.contains(&target.port()) {
+        return Err((StatusCode::BAD_REQUEST, format!("port {} belongs to the proxy", target.port())));
+    }
+    let principal = peer.without_scheme();
+    let attrs = ConnectionAttributes {
+        principal: Some(&principal),
+        namespace: Some(&peer.namespace),
+        source_ip: peer_ip,
+        destination_ip: target.ip(),
+        destination_port: target.port(),
+    };
+    match authz::evaluate(&snapshot.l4_policies(pod), &attrs) {
+        Decision::Allow => Ok(target),
+        Decision::Deny(why) => Err((StatusCode::UNAUTHORIZED, format!("denied by {why}"))),
+    }
+}
+
+/// TCP from `source_ip` when it is a local address (loopback pods), else from any address.
+pub async fn connect_from(source_ip: IpAddr, addr: SocketAddr) -> std::io::Result<TcpStream> {
+    let socket = if addr.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
+    if source_ip.is_ipv4() == addr.is_ipv4() && socket.bind(SocketAddr::new(source_ip, 0)).is_ok() {
+        return socket.connect(addr).await;
+    }
+    TcpStream::connect(addr).await
+}
+
+pub(crate) async fn handle(ctx: Arc<NodeContext>, pod: Arc<Workload>, connect: InboundConnect) {
+    let snapshot = ctx.store.load();
+    let peer = connect.peer_identity().clone();
+    let peer_ip = connect.peer_addr().ip();
+    let mut labels = ConnectionLabels::new("destination");
+    labels.source_principal = peer.to_string();
+    labels.source_workload_namespace = peer.namespace.clone();
+    if let Some(source) = snapshot.workload_by_ip(peer_ip) {
+        labels.source_workload = source.name.clone();
+    }
+    labels.destination_workload = pod.name.clone();
+    labels.destination_workload_namespace = pod.namespace.clone();
+    labels.destination_principal = pod.identity.clone();
+    let mut guard = ctx.metrics.open(labels);
+
+    let target = match check_inbound(&snapshot, &pod, &peer, peer_ip, connect.authority_addr()) {
+        Ok(target) => target,
+        Err((status, why)) => {
+            info!(src.identity = %peer, dst.addr = connect.authority(), %status, reason = %why, "inbound refused");
+            guard.set_flag(if status == StatusCode::UNAUTHORIZED { "DENY" } else { "NR" });
+            connect.reject(status);
+            return;
+        }
+    };
+    let mut app = match connect_from(peer_ip, target).await {
+        Ok(app) => app,
+        Err(e) => {
+            debug!(dst.addr = %target, error = %e, "app unreachable");
+            guard.set_flag("UF");
+            connect.reject(StatusCode::SERVICE_UNAVAILABLE);
+            return;
+        }
+    };
+    let mut tunnel = match connect.accept(http::HeaderMap::new()) {
+        Ok(tunnel) => tunnel,
+        Err(e) => {
+            debug!(error = %e, "accept failed");
+            return;
+        }
+    };
+    let revoked = policy_revoked(ctx.clone(), pod.clone(), peer, peer_ip, target);
+    tokio::select! {
+        copied = tokio::io::copy_bidirectional(&mut tunnel, &mut app) => {
+            if let Ok((from_client, to_client)) = copied {
+                guard.sent = from_client;
+                guard.received = to_client;
+            }
+        }
+        why = revoked => {
+            info!(dst.addr = %target, reason = %why, "connection closed: policy changed");
+            guard.set_flag("DENY");
+        }
+    }
+}
+
+/// Resolves when a new snapshot denies this connection.
+async fn policy_revoked(ctx: Arc<NodeContext>, pod: Arc<Workload>, peer: Identity, peer_ip: IpAddr, target: SocketAddr) -> String {
+    let mut versions = ctx.store.subscribe();
+    loop {
+        if versions.changed().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+        let snapshot = ctx.store.load();
+        let pod = snapshot.workload_by_ip(pod.ip).cloned().unwrap_or_else(|| pod.clone());
+        if let Err((StatusCode::UNAUTHORIZED, why)) = check_inbound(&snapshot, &pod, &peer, peer_ip, Some(target)) {
+            return why;
+        }
+    }
+}

@@ -1,0 +1,276 @@
+//! ztunnel: the per-node L4 proxy of the ambient mesh (loopback mode).
+//!
+//! For every pod on its node it listens on `podIP:15008` (inbound HBONE, delivered to the app on
+//! `podIP:port`) and `podIP:15080` (SOCKS5: the pod's clients enter the mesh here; the listener
+//! address tells which pod is the source). Listeners follow the config snapshot: pods that appear
+//! get listeners, pods that disappear lose them.
+
+pub mod authz;
+pub mod inbound;
+pub mod metrics;
+pub mod outbound;
+pub mod socks5;
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+use mesh_config::{Snapshot, Store, Workload};
+use mesh_hbone::{CertificateProvider, HboneError, Identity, Pool};
+use mesh_runtime::Readiness;
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, error, info};
+
+use crate::metrics::{ConnectionLabels, Metrics};
+use crate::outbound::{OutboundError, OutboundPlan, plan_outbound};
+use crate::socks5::{Reply, encode_reply};
+
+/// Static settings of one node's ztunnel.
+#[derive(Clone, Debug)]
+pub struct ZtunnelSettings {
+    pub node: String,
+    pub hbone_port: u16,
+    pub socks5_port: u16,
+}
+
+impl ZtunnelSettings {
+    pub fn new(node: impl Into<String>) -> Self {
+        ZtunnelSettings {
+            node: node.into(),
+            hbone_port: outbound::HBONE_PORT,
+            socks5_port: 15080,
+        }
+    }
+}
+
+/// What every connection handler of one ztunnel shares.
+pub(crate) struct NodeContext {
+    pub(crate) store: Arc<Store>,
+    pub(crate) pool: Pool,
+    pub(crate) certs: Arc<dyn CertificateProvider>,
+    pub(crate) metrics: Metrics,
+}
+
+pub struct Ztunnel {
+    settings: ZtunnelSettings,
+    ctx: Arc<NodeContext>,
+    readiness: Readiness,
+}
+
+impl Ztunnel {
+    pub fn new(
+        settings: ZtunnelSettings,
+        store: Arc<Store>,
+        certs: Arc<dyn CertificateProvider>,
+        pool: Pool,
+        registry: &prometheus::Registry,
+    ) -> Result<Self, prometheus::Error> {
+        Ok(Ztunnel {
+            settings,
+            ctx: Arc::new(NodeContext {
+                store,
+                pool,
+                certs,
+                metrics: Metrics::new(registry)?,
+            }),
+            readiness: Readiness::new(),
+        })
+    }
+
+    /// Ready once every local pod's listeners are bound.
+    pub fn readiness(&self) -> Readiness {
+        self.readiness.clone()
+    }
+
+    /// Runs until `shutdown`, reconciling pod listeners with each snapshot.
+    pub async fn run(self, shutdown: CancellationToken) {
+        let mut versions = self.ctx.store.subscribe();
+        let mut running: HashMap<(IpAddr, String), CancellationToken> = HashMap::new();
+        loop {
+            let snapshot = self.ctx.store.load();
+            let ok = self.reconcile(&snapshot, &mut running, &shutdown).await;
+            self.readiness.set_ready(ok);
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                changed = versions.changed() => if changed.is_err() { break },
+            }
+        }
+        for token in running.values() {
+            token.cancel();
+        }
+    }
+
+    async fn reconcile(
+        &self,
+        snapshot: &Snapshot,
+        running: &mut HashMap<(IpAddr, String), CancellationToken>,
+        shutdown: &CancellationToken,
+    ) -> bool {
+        let desired: HashMap<(IpAddr, String), Arc<Workload>> = local_pods(snapshot, &self.settings.node)
+            .map(|w| ((w.ip, w.identity.clone()), w.clone()))
+            .collect();
+        running.retain(|key, token| {
+            let keep = desired.contains_key(key);
+            if !keep {
+                info!(node = %self.settings.node, pod.ip = %key.0, "pod left this node: closing its listeners");
+                token.cancel();
+            }
+            keep
+        });
+        let mut all_bound = true;
+        for (key, pod) in desired {
+            if running.contains_key(&key) {
+                continue;
+            }
+            let token = shutdown.child_token();
+            match self.start_pod(pod.clone(), token.clone()).await {
+                Ok(()) => {
+                    running.insert(key, token);
+                }
+                Err(e) => {
+                    all_bound = false;
+                    error!(node = %self.settings.node, pod = %pod.name, error = %e, "cannot start pod listeners");
+                }
+            }
+        }
+        all_bound
+    }
+
+    async fn start_pod(&self, pod: Arc<Workload>, token: CancellationToken) -> Result<(), StartError> {
+        let identity: Identity = pod.identity.parse().map_err(|_| StartError::Identity(pod.identity.clone()))?;
+        let tls = mesh_hbone::server_config(self.ctx.certs.clone(), identity)?;
+        let hbone_addr = SocketAddr::new(pod.ip, self.settings.hbone_port);
+        let socks_addr = SocketAddr::new(pod.ip, self.settings.socks5_port);
+        let hbone = TcpListener::bind(hbone_addr).await.map_err(|e| StartError::Bind(hbone_addr, e))?;
+        let socks = TcpListener::bind(socks_addr).await.map_err(|e| StartError::Bind(socks_addr, e))?;
+        debug!(pod = %pod.name, %hbone_addr, %socks_addr, "pod listeners bound");
+        let ctx = self.ctx.clone();
+        let inbound_pod = pod.clone();
+        let handler = move |connect| inbound::handle(ctx.clone(), inbound_pod.clone(), connect);
+        tokio::spawn(mesh_hbone::Server::new(tls).serve(hbone, handler, token.clone()));
+        tokio::spawn(serve_socks(self.ctx.clone(), pod.ip, socks, token));
+        Ok(())
+    }
+}
+
+/// Pods on `node` that ztunnel serves (waypoint pods run their own HBONE listener).
+pub fn local_pods<'a>(snapshot: &'a Snapshot, node: &'a str) -> impl Iterator<Item = &'a Arc<Workload>> {
+    snapshot
+        .workloads_on_node(node)
+        .filter(move |w| snapshot.waypoint_by_ip(w.ip).is_none())
+}
+
+#[derive(Debug, thiserror::Error)]
+enum StartError {
+    #[error("identity {0:?} is not a SPIFFE id")]
+    Identity(String),
+    #[error("TLS: {0}")]
+    Tls(#[from] HboneError),
+    #[error("bind {0}: {1}")]
+    Bind(SocketAddr, std::io::Error),
+}
+
+async fn serve_socks(ctx: Arc<NodeContext>, pod_ip: IpAddr, listener: TcpListener, shutdown: CancellationToken) {
+    loop {
+        let accepted = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            accepted = listener.accept() => accepted,
+        };
+        match accepted {
+            Ok((stream, client)) => {
+                tokio::spawn(outbound_connection(ctx.clone(), pod_ip, stream, client));
+            }
+            Err(e) => {
+                debug!(error = %e, "SOCKS5 accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+        }
+    }
+}
+
+/// The SOCKS5 reply for an HBONE failure.
+pub fn socks_reply(error: &HboneError) -> Reply {
+    match error {
+        HboneError::Unauthorized => Reply::NotAllowed,
+        HboneError::Unavailable => Reply::ConnectionRefused,
+        HboneError::Connect { .. } | HboneError::Timeout { .. } => Reply::HostUnreachable,
+        _ => Reply::GeneralFailure,
+    }
+}
+
+fn outbound_reply(error: &OutboundError) -> Reply {
+    match error {
+        OutboundError::UnknownHost(_) => Reply::HostUnreachable,
+        OutboundError::NoSuchPort { .. } | OutboundError::NoEndpoints(_) => Reply::ConnectionRefused,
+        OutboundError::NoWaypoint(_) => Reply::NetworkUnreachable,
+        OutboundError::BadIdentity(_) => Reply::GeneralFailure,
+    }
+}
+
+async fn outbound_connection(ctx: Arc<NodeContext>, pod_ip: IpAddr, mut client: TcpStream, client_addr: SocketAddr) {
+    let target = match socks5::handshake(&mut client).await {
+        Ok(target) => target,
+        Err(e) => {
+            debug!(src.addr = %client_addr, error = %e, "SOCKS5 handshake failed");
+            return;
+        }
+    };
+    let snapshot = ctx.store.load();
+    let Some(source) = snapshot.workload_by_ip(pod_ip).cloned() else {
+        let _ = client.write_all(&encode_reply(Reply::GeneralFailure)).await;
+        return;
+    };
+    let mut labels = ConnectionLabels::new("source");
+    labels.source_workload = source.name.clone();
+    labels.source_workload_namespace = source.namespace.clone();
+    labels.source_principal = source.identity.clone();
+    let mut guard = ctx.metrics.open(labels);
+    let plan = match plan_outbound(&snapshot, &source, &target, rand::random()) {
+        Ok(plan) => plan,
+        Err(e) => {
+            info!(src.workload = %source.name, dst = %target, error = %e, "outbound refused");
+            guard.set_flag("NR");
+            let _ = client.write_all(&encode_reply(outbound_reply(&e))).await;
+            return;
+        }
+    };
+    let copied = match plan {
+        OutboundPlan::Hbone(plan) => {
+            match outbound::connect_hbone(&ctx.pool, &source, client_addr, &plan).await {
+                Ok(mut tunnel) => {
+                    if client.write_all(&encode_reply(Reply::Succeeded)).await.is_err() {
+                        return;
+                    }
+                    let copied = tokio::io::copy_bidirectional(&mut client, &mut tunnel).await;
+                    let _ = tunnel.shutdown().await;
+                    copied
+                }
+                Err(e) => {
+                    info!(src.workload = %source.name, dst = %target, dst.hbone_addr = %plan.next_hop, error = %e, "outbound HBONE failed");
+                    guard.set_flag(if matches!(e, HboneError::Unauthorized) { "DENY" } else { "CONNECT" });
+                    let _ = client.write_all(&encode_reply(socks_reply(&e))).await;
+                    return;
+                }
+            }
+        }
+        OutboundPlan::Passthrough(addr) => match outbound::connect_passthrough(source.ip, addr).await {
+            Ok(mut upstream) => {
+                guard.set_plaintext();
+                if client.write_all(&encode_reply(Reply::Succeeded)).await.is_err() {
+                    return;
+                }
+                tokio::io::copy_bidirectional(&mut client, &mut upstream).await
+            }
+            Err(_) => {
+                let _ = client.write_all(&encode_reply(Reply::ConnectionRefused)).await;
+                return;
+            }
+        },
+    };
+    if let Ok((sent, received)) = copied {
+        guard.sent = sent;
+        guard.received = received;
+    }
+}

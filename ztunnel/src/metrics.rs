@@ -1,0 +1,129 @@
+//! Istio-compatible TCP metrics. Each connection records opened/closed/bytes exactly once,
+//! through a guard, even when it ends early.
+
+use prometheus::{IntCounterVec, Opts, Registry};
+
+const LABELS: &[&str] = &[
+    "reporter",
+    "source_workload",
+    "source_workload_namespace",
+    "source_principal",
+    "destination_service",
+    "destination_workload",
+    "destination_workload_namespace",
+    "destination_principal",
+    "request_protocol",
+    "response_flags",
+    "connection_security_policy",
+];
+
+#[derive(Clone)]
+pub struct Metrics {
+    opened: IntCounterVec,
+    closed: IntCounterVec,
+    sent: IntCounterVec,
+    received: IntCounterVec,
+}
+
+/// Label values of one connection; `unknown` where not known.
+#[derive(Clone, Debug)]
+pub struct ConnectionLabels {
+    pub reporter: &'static str,
+    pub source_workload: String,
+    pub source_workload_namespace: String,
+    pub source_principal: String,
+    pub destination_service: String,
+    pub destination_workload: String,
+    pub destination_workload_namespace: String,
+    pub destination_principal: String,
+    pub response_flags: &'static str,
+    pub mutual_tls: bool,
+}
+
+impl ConnectionLabels {
+    pub fn new(reporter: &'static str) -> Self {
+        let unknown = || "unknown".to_string();
+        ConnectionLabels {
+            reporter,
+            source_workload: unknown(),
+            source_workload_namespace: unknown(),
+            source_principal: unknown(),
+            destination_service: unknown(),
+            destination_workload: unknown(),
+            destination_workload_namespace: unknown(),
+            destination_principal: unknown(),
+            response_flags: "-",
+            mutual_tls: true,
+        }
+    }
+
+    fn values(&self) -> [&str; 11] {
+        [
+            self.reporter,
+            &self.source_workload,
+            &self.source_workload_namespace,
+            &self.source_principal,
+            &self.destination_service,
+            &self.destination_workload,
+            &self.destination_workload_namespace,
+            &self.destination_principal,
+            "tcp",
+            self.response_flags,
+            if self.mutual_tls { "mutual_tls" } else { "none" },
+        ]
+    }
+}
+
+impl Metrics {
+    pub fn new(registry: &Registry) -> Result<Self, prometheus::Error> {
+        let counter = |name: &str, help: &str| -> Result<IntCounterVec, prometheus::Error> {
+            let c = IntCounterVec::new(Opts::new(name, help), LABELS)?;
+            registry.register(Box::new(c.clone()))?;
+            Ok(c)
+        };
+        Ok(Metrics {
+            opened: counter("istio_tcp_connections_opened_total", "TCP connections opened")?,
+            closed: counter("istio_tcp_connections_closed_total", "TCP connections closed")?,
+            sent: counter("istio_tcp_sent_bytes_total", "Bytes sent to the destination")?,
+            received: counter("istio_tcp_received_bytes_total", "Bytes received from the destination")?,
+        })
+    }
+
+    /// Counts an opened connection; the guard counts its close and bytes when dropped.
+    pub fn open(&self, labels: ConnectionLabels) -> ConnectionGuard {
+        self.opened.with_label_values(&labels.values()).inc();
+        ConnectionGuard {
+            metrics: self.clone(),
+            labels,
+            sent: 0,
+            received: 0,
+        }
+    }
+}
+
+pub struct ConnectionGuard {
+    metrics: Metrics,
+    labels: ConnectionLabels,
+    pub sent: u64,
+    pub received: u64,
+}
+
+impl ConnectionGuard {
+    pub fn set_flag(&mut self, flag: &'static str) {
+        self.labels.response_flags = flag;
+    }
+
+    /// Marks the connection as plaintext (passthrough outside the mesh).
+    pub fn set_plaintext(&mut self) {
+        self.labels.mutual_tls = false;
+    }
+}
+
+impl Drop for ConnectionGuard {
+    fn drop(&mut self) {
+        let values = self.labels.values();
+        self.metrics.closed.with_label_values(&values).inc();
+        self.metrics.sent.with_label_values(&values).inc_by(self.sent);
+        self.metrics.received.with_label_values(&values).inc_by(self.received);
+    }
+}
