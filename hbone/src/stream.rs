@@ -191,8 +191,12 @@ impl AsyncWrite for HboneStream {
             let capacity = send.capacity();
             if capacity > 0 {
                 let n = capacity.min(buf.len());
-                send.send_data(Bytes::copy_from_slice(&buf[..n]), false)
-                    .map_err(h2_to_io)?;
+                if send
+                    .send_data(Bytes::copy_from_slice(&buf[..n]), false)
+                    .is_err()
+                {
+                    return Poll::Ready(Err(this.write_error(cx)));
+                }
                 return Poll::Ready(Ok(n));
             }
             send.reserve_capacity(buf.len().min(MAX_WRITE));

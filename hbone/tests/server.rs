@@ -62,7 +62,7 @@ async fn server_keepalive_drops_clients_that_stop_answering() {
     let addr = listener.local_addr().expect("addr");
     let token = CancellationToken::new();
     let server =
-        Server::new(tls).with_keepalive(Duration::from_secs(100), Duration::from_secs(200));
+        Server::new(tls).with_keepalive(Duration::from_millis(100), Duration::from_millis(200));
     tokio::spawn(server.serve(listener, echo, token.clone()));
 
     // A client that completes TLS and the HTTP/2 preface, then never reads again.

@@ -33,8 +33,12 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    mesh_runtime::init_logging();
     let cli = Cli::parse();
+    // The demo prints its own report; `up` shows the proxies' logs and access logs.
+    mesh_runtime::init_logging_with(match cli.command {
+        Command::Demo { .. } => "warn",
+        _ => "info",
+    });
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(e) => {

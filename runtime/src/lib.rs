@@ -9,7 +9,7 @@ pub mod serve;
 
 pub use admin::{AdminServer, ConfigDump};
 pub use error::RuntimeError;
-pub use logging::init_logging;
+pub use logging::{init_logging, init_logging_with};
 pub use readiness::Readiness;
 pub use serve::bind;
 pub use tokio_util::sync::CancellationToken;

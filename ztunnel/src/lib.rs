@@ -180,6 +180,8 @@ async fn serve_socks(ctx: Arc<NodeContext>, pod_ip: IpAddr, listener: TcpListene
         };
         match accepted {
             Ok((stream, client)) => {
+                // A proxy forwards what it reads at once; Nagle would hold small writes ~40 ms.
+                let _ = stream.set_nodelay(true);
                 tokio::spawn(outbound_connection(ctx.clone(), pod_ip, stream, client));
             }
             Err(e) => {
@@ -227,6 +229,8 @@ async fn outbound_connection(ctx: Arc<NodeContext>, pod_ip: IpAddr, mut client: 
     labels.source_workload_namespace = source.namespace.clone();
     labels.source_principal = source.identity.clone();
     let mut guard = ctx.metrics.open(labels);
+    // The client is the source pod: report its address, not the loopback socket's.
+    let client_addr = SocketAddr::new(source.ip, client_addr.port());
     let plan = match plan_outbound(&snapshot, &source, &target, rand::random()) {
         Ok(plan) => plan,
         Err(e) => {

@@ -273,6 +273,9 @@ impl PoolInner {
             Err(e) => {
                 debug!(dst.hbone_addr = %key.destination, error = %e, "HBONE dial failed");
                 *last_failure = Some(e.duplicate(key.destination));
+                drop(last_failure);
+                drop(dialer);
+                Self::prune_locked(&mut self.entries(), key);
                 Err(e)
             }
         }
@@ -319,7 +322,15 @@ impl PoolInner {
             return;
         };
         entry.conns.retain(|conn| conn.shared.id != id);
-        if entry.conns.is_empty() && Arc::strong_count(&entry.dialer) == 1 {
+        Self::prune_locked(entries, key);
+    }
+
+    /// Forgets `key` when it has no connection and nobody is dialing or waiting for it.
+    fn prune_locked(entries: &mut HashMap<PoolKey, KeyEntry>, key: &PoolKey) {
+        let unused = entries
+            .get(key)
+            .is_some_and(|entry| entry.conns.is_empty() && Arc::strong_count(&entry.dialer) == 1);
+        if unused {
             entries.remove(key);
         }
     }
