@@ -162,9 +162,16 @@ async fn reset_after_ack(reason: Reason) -> std::io::Result<usize> {
     assert_eq!(&partial, b"partial");
     stream.write_all(b"ack").await.expect("ack");
     let mut rest = [0u8; 16];
-    tokio::time::timeout(WAIT, stream.read(&mut rest))
+    let read = tokio::time::timeout(WAIT, stream.read(&mut rest))
         .await
-        .expect("reset seen in time")
+        .expect("reset seen in time");
+    let write = stream.write_all(b"more").await.expect_err("write after reset");
+    let expected = match reason {
+        Reason::CANCEL | Reason::NO_ERROR => std::io::ErrorKind::BrokenPipe,
+        _ => std::io::ErrorKind::ConnectionReset,
+    };
+    assert_eq!(write.kind(), expected, "{write}");
+    read
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

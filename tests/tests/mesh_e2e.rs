@@ -188,3 +188,41 @@ spec:
 async fn the_demo_passes() -> anyhow::Result<()> {
     mesh::demo::run(None).await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h2c_inside_the_tunnel_is_served_by_the_waypoint() -> anyhow::Result<()> {
+    use http_body_util::{BodyExt, Empty};
+    let t = TestMesh::start(17).await?;
+    let stream = tokio_socks::tcp::Socks5Stream::connect(t.socks(PRODUCTPAGE), (REVIEWS, 9080)).await?;
+    let (mut sender, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(stream.into_inner()),
+    )
+    .await?;
+    tokio::spawn(conn);
+    // Several concurrent streams on the one h2c connection.
+    let mut responses = Vec::new();
+    for i in 0..8 {
+        let request = http::Request::get(format!("http://{REVIEWS}:9080/debug?i={i}")).body(Empty::<bytes::Bytes>::new())?;
+        responses.push(sender.send_request(request));
+    }
+    for response in futures_join(responses).await {
+        let response = response?;
+        assert_eq!(response.version(), http::Version::HTTP_2);
+        assert_eq!(response.status(), 200);
+        let body = response.into_body().collect().await?.to_bytes();
+        let json: serde_json::Value = serde_json::from_slice(&body)?;
+        assert!(json["server"].as_str().unwrap_or_default().starts_with("reviews-v"));
+        assert_eq!(json["headers"]["x-mesh-route"], "reviews");
+    }
+    t.stop().await;
+    Ok(())
+}
+
+async fn futures_join<F: std::future::Future>(futures: Vec<F>) -> Vec<F::Output> {
+    let mut out = Vec::with_capacity(futures.len());
+    for f in futures {
+        out.push(f.await);
+    }
+    out
+}
