@@ -273,3 +273,30 @@ async fn unanswered_keepalive_drops_the_connection() {
         .expect("task");
     assert!(result.is_err());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn source_ip_binds_the_socket_and_separates_pools() {
+    let ca = ca();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let server = start_server(ca.clone(), server_id(), move |connect: InboundConnect| {
+        let _ = tx.send(connect.peer_addr().ip());
+        echo(connect)
+    })
+    .await;
+    let pool = pool(ca);
+    for source in ["127.0.0.7", "127.0.0.8"] {
+        let mut key = key(server.addr);
+        key.source_ip = Some(source.parse().expect("ip"));
+        let mut stream = pool
+            .connect(&key, request("10.0.0.1:80"))
+            .await
+            .expect("tunnel");
+        assert_eq!(round_trip(&mut stream, b"src").await, b"src");
+        let seen = tokio::time::timeout(Duration::from_secs(5), rx.recv())
+            .await
+            .expect("in time")
+            .expect("peer ip");
+        assert_eq!(seen.to_string(), source);
+    }
+    assert_eq!(pool.stats().connections_opened, 2);
+}

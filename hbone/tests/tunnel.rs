@@ -165,7 +165,10 @@ async fn reset_after_ack(reason: Reason) -> std::io::Result<usize> {
     let read = tokio::time::timeout(WAIT, stream.read(&mut rest))
         .await
         .expect("reset seen in time");
-    let write = stream.write_all(b"more").await.expect_err("write after reset");
+    let write = stream
+        .write_all(b"more")
+        .await
+        .expect_err("write after reset");
     let expected = match reason {
         Reason::CANCEL | Reason::NO_ERROR => std::io::ErrorKind::BrokenPipe,
         _ => std::io::ErrorKind::ConnectionReset,

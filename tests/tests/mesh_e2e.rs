@@ -226,3 +226,40 @@ async fn futures_join<F: std::future::Future>(futures: Vec<F>) -> Vec<F::Output>
     }
     out
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn policy_update_closes_connections_it_now_denies() -> anyhow::Result<()> {
+    let t = TestMesh::start(18).await?;
+    let mut sleep = MeshClient::connect(t.socks(SLEEP), RATINGS, 9080).await?;
+    let mut productpage = MeshClient::connect(t.socks(PRODUCTPAGE), RATINGS, 9080).await?;
+    assert_eq!(sleep.get("/").await?.status, 200);
+    assert_eq!(productpage.get("/").await?.status, 200);
+    let deny_sleep = r#"
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: no-sleep, namespace: default}
+spec:
+  selector: {matchLabels: {app: ratings}}
+  action: DENY
+  rules:
+  - from: [{source: {principals: ["cluster.local/ns/default/sa/sleep"]}}]
+"#;
+    t.edit(&format!("{}{deny_sleep}", demo_yaml_in_block(18))).await?;
+    // The open connection from sleep is closed by ztunnel; productpage's is untouched.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        if sleep.get("/").await.is_err() {
+            break;
+        }
+        anyhow::ensure!(tokio::time::Instant::now() < deadline, "denied connection stayed open");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(productpage.get("/").await?.status, 200);
+    // And a new connection from sleep is refused at L4.
+    assert!(MeshClient::connect(t.socks(SLEEP), RATINGS, 9080).await.is_err());
+    let ready = mesh_tests::http_get(t.addr("1.1", 15021), "/healthz/ready").await?;
+    assert!(ready.contains("ready"), "node readiness: {ready}");
+    t.stop().await;
+    Ok(())
+}

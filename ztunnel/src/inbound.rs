@@ -128,3 +128,48 @@ async fn policy_revoked(ctx: Arc<NodeContext>, pod: Arc<Workload>, peer: Identit
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const POLICY: &str = r#"
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: ratings-viewer, namespace: default}
+spec:
+  selector: {matchLabels: {app: ratings}}
+  rules:
+  - from: [{source: {principals: ["cluster.local/ns/default/sa/bookinfo-productpage"]}}]
+"#;
+
+    fn snapshot(extra: &str) -> Snapshot {
+        let yaml = format!("{}{extra}", include_str!("../../examples/demo.yaml"));
+        mesh_config::compile(vec![("demo.yaml".into(), yaml)]).expect("demo compiles")
+    }
+
+    fn check(s: &Snapshot, peer_sa: &str, authority: &str) -> Result<SocketAddr, StatusCode> {
+        let pod = s.workload_by_ip("127.0.1.11".parse().expect("ip")).expect("ratings pod");
+        let peer = Identity::new("cluster.local", "default", peer_sa);
+        check_inbound(s, pod, &peer, "127.0.1.10".parse().expect("ip"), authority.parse().ok()).map_err(|(status, _)| status)
+    }
+
+    #[test]
+    fn delivers_to_this_pod_only() {
+        let s = snapshot("");
+        assert_eq!(check(&s, "sleep", "127.0.1.11:9080"), Ok("127.0.1.11:9080".parse().expect("addr")));
+        assert_eq!(check(&s, "sleep", "127.0.1.10:9080"), Err(StatusCode::BAD_REQUEST));
+        assert_eq!(check(&s, "sleep", "not-an-address"), Err(StatusCode::BAD_REQUEST));
+        for port in PROXY_PORTS {
+            assert_eq!(check(&s, "sleep", &format!("127.0.1.11:{port}")), Err(StatusCode::BAD_REQUEST));
+        }
+    }
+
+    #[test]
+    fn l4_policy_answers_401() {
+        let s = snapshot(POLICY);
+        assert!(check(&s, "bookinfo-productpage", "127.0.1.11:9080").is_ok());
+        assert_eq!(check(&s, "sleep", "127.0.1.11:9080"), Err(StatusCode::UNAUTHORIZED));
+    }
+}

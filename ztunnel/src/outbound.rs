@@ -205,3 +205,91 @@ pub async fn connect_hbone(
 pub async fn connect_passthrough(source_ip: IpAddr, addr: SocketAddr) -> std::io::Result<tokio::net::TcpStream> {
     crate::inbound::connect_from(source_ip, addr).await
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn demo() -> Snapshot {
+        let yaml = include_str!("../../examples/demo.yaml");
+        mesh_config::compile(vec![("demo.yaml".into(), yaml.to_string())]).expect("demo compiles")
+    }
+
+    fn pod<'s>(s: &'s Snapshot, ip: &str) -> &'s Arc<Workload> {
+        s.workload_by_ip(ip.parse().expect("ip")).expect("pod exists")
+    }
+
+    fn hbone(plan: OutboundPlan) -> HbonePlan {
+        match plan {
+            OutboundPlan::Hbone(p) => p,
+            OutboundPlan::Passthrough(a) => panic!("expected HBONE, got passthrough to {a}"),
+        }
+    }
+
+    #[test]
+    fn service_with_waypoint_goes_to_the_waypoint_keeping_the_vip() {
+        let s = demo();
+        let source = pod(&s, "127.0.1.10");
+        let by_host = Target::Host("reviews.default.svc.cluster.local".into(), 9080);
+        let plan = hbone(plan_outbound(&s, source, &by_host, 0).expect("plan"));
+        assert!(plan.via_waypoint);
+        assert_eq!(plan.next_hop, "127.0.2.20:15008".parse().expect("addr"));
+        assert_eq!(plan.authority, "127.0.100.12:9080");
+        assert_eq!(plan.expected.service_account, "waypoint");
+        let by_vip = Target::Addr("127.0.100.12:9080".parse().expect("addr"));
+        let plan = hbone(plan_outbound(&s, source, &by_vip, 0).expect("plan"));
+        assert!(plan.via_waypoint);
+    }
+
+    #[test]
+    fn the_waypoint_itself_goes_direct_to_an_endpoint() {
+        let s = demo();
+        let waypoint = pod(&s, "127.0.2.20");
+        let target = Target::Addr("127.0.100.12:9080".parse().expect("addr"));
+        let plan = hbone(plan_outbound(&s, waypoint, &target, 0).expect("plan"));
+        assert!(!plan.via_waypoint);
+        assert!(plan.authority.ends_with(":9080"));
+        assert_eq!(plan.next_hop.port(), HBONE_PORT);
+        assert_eq!(plan.expected.service_account, "bookinfo-reviews");
+    }
+
+    #[test]
+    fn service_without_waypoint_goes_direct_with_the_endpoint_as_authority() {
+        let s = demo();
+        let source = pod(&s, "127.0.1.12");
+        let target = Target::Host("ratings.default".into(), 9080);
+        let plan = hbone(plan_outbound(&s, source, &target, 0).expect("plan"));
+        assert!(!plan.via_waypoint);
+        assert_eq!(plan.authority, "127.0.1.11:9080");
+        assert_eq!(plan.next_hop, "127.0.1.11:15008".parse().expect("addr"));
+    }
+
+    #[test]
+    fn refusals_and_passthrough() {
+        let s = demo();
+        let source = pod(&s, "127.0.1.12");
+        let unknown = Target::Host("nope.default.svc.cluster.local".into(), 80);
+        assert!(matches!(plan_outbound(&s, source, &unknown, 0), Err(OutboundError::UnknownHost(_))));
+        let bad_port = Target::Host("ratings.default".into(), 1234);
+        assert!(matches!(plan_outbound(&s, source, &bad_port, 0), Err(OutboundError::NoSuchPort { .. })));
+        let outside = Target::Addr("127.0.0.1:5432".parse().expect("addr"));
+        assert!(matches!(plan_outbound(&s, source, &outside, 0), Ok(OutboundPlan::Passthrough(_))));
+    }
+
+    #[test]
+    fn connect_headers_carry_the_client_and_service() {
+        let s = demo();
+        let source = pod(&s, "127.0.1.10");
+        let target = Target::Host("reviews.default.svc.cluster.local".into(), 9080);
+        let plan = hbone(plan_outbound(&s, source, &target, 0).expect("plan"));
+        let headers = connect_headers(source, "127.0.1.10:5555".parse().expect("addr"), &plan);
+        assert_eq!(
+            headers["forwarded"],
+            "for=\"127.0.1.10:5555\";host=reviews.default.svc.cluster.local"
+        );
+        let traceparent = headers["traceparent"].to_str().expect("ascii");
+        assert_eq!(traceparent.len(), 55);
+        assert!(traceparent.starts_with("00-") && traceparent.ends_with("-00"));
+        assert!(headers["baggage"].to_str().expect("ascii").contains("k8s.namespace.name=default"));
+    }
+}
