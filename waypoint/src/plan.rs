@@ -140,3 +140,86 @@ fn egress_target(endpoint: &Endpoint) -> Result<EgressTarget, Rejection> {
         identity,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn snapshot(extra: &str) -> Snapshot {
+        let yaml = format!("{}{extra}", include_str!("../../examples/demo.yaml"));
+        mesh_config::compile(vec![("demo.yaml".into(), yaml)]).expect("demo compiles")
+    }
+
+    fn tunnel(sa: &str, authority: &str) -> TunnelInfo {
+        TunnelInfo {
+            peer_identity: Identity::new("cluster.local", "default", sa),
+            peer_addr: "127.0.1.10:40000".parse().expect("addr"),
+            local_addr: "127.0.2.20:15008".parse().expect("addr"),
+            authority: authority.into(),
+            forwarded_for: None,
+        }
+    }
+
+    fn waypoint() -> ObjectRef {
+        ObjectRef {
+            namespace: "default".into(),
+            name: "waypoint".into(),
+        }
+    }
+
+    fn run(s: &Snapshot, sa: &str, authority: &str, method: &str, roll: u64) -> Result<Plan, Rejection> {
+        let headers = http::HeaderMap::new();
+        let view = RequestView::new(method, "/reviews/1", &headers);
+        let rolls = Rolls {
+            backend: roll,
+            endpoint: 0,
+        };
+        plan(s, &waypoint(), &tunnel(sa, authority), &view, "reviews:9080", rolls)
+    }
+
+    #[test]
+    fn routes_by_weight_to_an_endpoint_of_the_chosen_backend() {
+        let s = snapshot("");
+        let v1 = run(&s, "bookinfo-productpage", "127.0.100.12:9080", "GET", 0).expect("planned");
+        assert_eq!(v1.endpoint.workload.name, "reviews-v1");
+        assert_eq!(v1.target.authority, "127.0.2.10:9080".parse().expect("addr"));
+        assert_eq!(v1.target.hbone_addr, "127.0.2.10:15008".parse().expect("addr"));
+        assert_eq!(v1.target.identity.service_account, "bookinfo-reviews");
+        assert!(v1.rule.is_some());
+        let v2 = run(&s, "bookinfo-productpage", "127.0.100.12:9080", "GET", 95).expect("planned");
+        assert_eq!(v2.endpoint.workload.name, "reviews-v2");
+        // Hostname authority works as well as the VIP.
+        let by_host = run(&s, "bookinfo-productpage", "reviews.default.svc.cluster.local:9080", "GET", 0);
+        assert!(by_host.is_ok());
+    }
+
+    #[test]
+    fn policy_denies_with_403() {
+        let s = snapshot("");
+        let denied = run(&s, "sleep", "127.0.100.12:9080", "GET", 0).expect_err("denied");
+        assert_eq!((denied.status, denied.flag), (403, "DENY"));
+        assert!(denied.message.starts_with("RBAC: access denied"));
+        let post = run(&s, "bookinfo-productpage", "127.0.100.12:9080", "POST", 0).expect_err("denied");
+        assert_eq!(post.status, 403);
+    }
+
+    #[test]
+    fn services_this_waypoint_does_not_serve_are_refused() {
+        let s = snapshot("");
+        // ratings has no waypoint.
+        let refused = run(&s, "bookinfo-productpage", "127.0.100.11:9080", "GET", 0).expect_err("refused");
+        assert_eq!((refused.status, refused.flag), (503, "NR"));
+        let unknown = run(&s, "bookinfo-productpage", "127.9.9.9:80", "GET", 0).expect_err("refused");
+        assert_eq!(unknown.status, 503);
+    }
+
+    #[test]
+    fn missing_backend_service_is_a_500_for_its_share() {
+        let yaml = include_str!("../../examples/demo.yaml").replace("- name: reviews-v2\n          port: 9080", "- name: reviews-v9\n          port: 9080");
+        let s2 = mesh_config::compile(vec![("demo.yaml".into(), yaml)]).expect("compiles with a warning");
+        assert!(!s2.warnings().is_empty(), "a missing backend is a warning");
+        let missing = run(&s2, "bookinfo-productpage", "127.0.100.12:9080", "GET", 95).expect_err("500");
+        assert_eq!(missing.status, 500);
+        assert!(run(&s2, "bookinfo-productpage", "127.0.100.12:9080", "GET", 0).is_ok());
+    }
+}
