@@ -41,9 +41,10 @@ impl MeshClient {
         let stream = Socks5Stream::connect(socks, (host, port))
             .await
             .with_context(|| format!("SOCKS5 {socks} → {host}:{port}"))?;
-        let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream.into_inner()))
-            .await
-            .context("HTTP/1.1 handshake")?;
+        let (sender, connection) =
+            hyper::client::conn::http1::handshake(TokioIo::new(stream.into_inner()))
+                .await
+                .context("HTTP/1.1 handshake")?;
         tokio::spawn(async move {
             let _ = connection.await;
         });
@@ -57,7 +58,12 @@ impl MeshClient {
         self.request(Method::GET, path, &[]).await
     }
 
-    pub async fn request(&mut self, method: Method, path: &str, headers: &[(&str, &str)]) -> anyhow::Result<MeshResponse> {
+    pub async fn request(
+        &mut self,
+        method: Method,
+        path: &str,
+        headers: &[(&str, &str)],
+    ) -> anyhow::Result<MeshResponse> {
         let mut builder = Request::builder()
             .method(method)
             .uri(path)
@@ -67,7 +73,11 @@ impl MeshClient {
         }
         let request = builder.body(Empty::new()).context("building request")?;
         self.sender.ready().await.context("connection closed")?;
-        let response = self.sender.send_request(request).await.context("sending request")?;
+        let response = self
+            .sender
+            .send_request(request)
+            .await
+            .context("sending request")?;
         let (parts, body) = response.into_parts();
         let body = body.collect().await.context("reading body")?.to_bytes();
         Ok(MeshResponse {

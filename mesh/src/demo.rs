@@ -49,9 +49,19 @@ pub async fn measure_split(socks_addr: SocketAddr, n: usize) -> anyhow::Result<S
     let mut client = MeshClient::connect(socks_addr, REVIEWS, REVIEWS_PORT).await?;
     let mut split = Split::default();
     for i in 0..n {
-        let response = client.get("/reviews/1").await.with_context(|| format!("request {i}"))?;
-        ensure!(response.status == 200, "request {i} answered {}", response.status);
-        let server = response.header("x-echo-server").unwrap_or("unknown").to_string();
+        let response = client
+            .get("/reviews/1")
+            .await
+            .with_context(|| format!("request {i}"))?;
+        ensure!(
+            response.status == 200,
+            "request {i} answered {}",
+            response.status
+        );
+        let server = response
+            .header("x-echo-server")
+            .unwrap_or("unknown")
+            .to_string();
         *split.served_by.entry(server).or_default() += 1;
         split.total += 1;
     }
@@ -62,8 +72,11 @@ pub async fn run(source: Option<PathBuf>) -> anyhow::Result<()> {
     let mesh = match &source {
         Some(path) => LocalMesh::start_from_path(path).await?,
         None => {
-            let snapshot = mesh_config::compile(vec![(PathBuf::from("examples/demo.yaml"), DEMO_YAML.to_string())])
-                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            let snapshot = mesh_config::compile(vec![(
+                PathBuf::from("examples/demo.yaml"),
+                DEMO_YAML.to_string(),
+            )])
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
             LocalMesh::start(snapshot).await?
         }
     };
@@ -93,10 +106,23 @@ async fn scenario(mesh: &LocalMesh) -> anyhow::Result<()> {
     println!(
         "\n[split] HTTPRoute default/reviews (weights 90/10), {n} requests on one connection from productpage:"
     );
-    println!("  reviews-v1: {v1:>4} ({:.1}%)", split.share("reviews-v1") * 100.0);
-    println!("  reviews-v2: {v2:>4} ({:.1}%)", split.share("reviews-v2") * 100.0);
-    ensure!(v1 + v2 == n, "responses came from unexpected servers: {:?}", split.served_by);
-    ensure!(within_tolerance(v2, n, 0.1), "reviews-v2 got {v2} of {n}: not a 10% share");
+    println!(
+        "  reviews-v1: {v1:>4} ({:.1}%)",
+        split.share("reviews-v1") * 100.0
+    );
+    println!(
+        "  reviews-v2: {v2:>4} ({:.1}%)",
+        split.share("reviews-v2") * 100.0
+    );
+    ensure!(
+        v1 + v2 == n,
+        "responses came from unexpected servers: {:?}",
+        split.served_by
+    );
+    ensure!(
+        within_tolerance(v2, n, 0.1),
+        "reviews-v2 got {v2} of {n}: not a 10% share"
+    );
 
     // 2. Authorization at the waypoint: only productpage may GET reviews.
     let mut allowed = MeshClient::connect(socks(PRODUCTPAGE_SOCKS), REVIEWS, REVIEWS_PORT).await?;
@@ -106,31 +132,71 @@ async fn scenario(mesh: &LocalMesh) -> anyhow::Result<()> {
     let no = denied.get("/reviews/1").await?;
     println!("\n[authz] AuthorizationPolicy default/reviews-viewer (ALLOW productpage, GET):");
     println!("  productpage GET  /debug     → {}", ok.status);
-    println!("  productpage POST /reviews/1 → {} {}", post.status, String::from_utf8_lossy(&post.body).trim());
-    println!("  sleep       GET  /reviews/1 → {} {}", no.status, String::from_utf8_lossy(&no.body).trim());
-    ensure!(ok.status == 200, "productpage GET was not allowed: {}", ok.status);
-    ensure!(post.status == 403, "productpage POST was not denied: {}", post.status);
+    println!(
+        "  productpage POST /reviews/1 → {} {}",
+        post.status,
+        String::from_utf8_lossy(&post.body).trim()
+    );
+    println!(
+        "  sleep       GET  /reviews/1 → {} {}",
+        no.status,
+        String::from_utf8_lossy(&no.body).trim()
+    );
+    ensure!(
+        ok.status == 200,
+        "productpage GET was not allowed: {}",
+        ok.status
+    );
+    ensure!(
+        post.status == 403,
+        "productpage POST was not denied: {}",
+        post.status
+    );
     ensure!(no.status == 403, "sleep GET was not denied: {}", no.status);
 
     // 3. Identity: the waypoint authorized the caller's SPIFFE identity and says so upstream.
     let seen = ok.json()?;
-    let xfcc = seen["headers"]["x-forwarded-client-cert"].as_str().unwrap_or("").to_string();
-    let route_header = seen["headers"]["x-mesh-route"].as_str().unwrap_or("").to_string();
+    let xfcc = seen["headers"]["x-forwarded-client-cert"]
+        .as_str()
+        .unwrap_or("")
+        .to_string();
+    let route_header = seen["headers"]["x-mesh-route"]
+        .as_str()
+        .unwrap_or("")
+        .to_string();
     println!("\n[identity] what reviews saw from the waypoint:");
     println!("  x-forwarded-client-cert: {xfcc}");
     println!("  x-mesh-route (set by the HTTPRoute filter): {route_header}");
-    println!("  peer: {} (the waypoint's address)", seen["peer"].as_str().unwrap_or("?"));
+    println!(
+        "  peer: {} (the waypoint's address)",
+        seen["peer"].as_str().unwrap_or("?")
+    );
     ensure!(
         xfcc.contains("URI=spiffe://cluster.local/ns/default/sa/bookinfo-productpage"),
         "the waypoint did not report the caller identity: {xfcc:?}"
     );
-    ensure!(route_header == "reviews", "the route's header filter did not apply");
+    ensure!(
+        route_header == "reviews",
+        "the route's header filter did not apply"
+    );
 
     // 4. A short fixed-rate load through the waypoint.
-    let report = crate::load::fixed_rate(socks(PRODUCTPAGE_SOCKS), REVIEWS, REVIEWS_PORT, 200.0, 4, Duration::from_secs(3)).await?;
+    let report = crate::load::fixed_rate(
+        socks(PRODUCTPAGE_SOCKS),
+        REVIEWS,
+        REVIEWS_PORT,
+        200.0,
+        4,
+        Duration::from_secs(3),
+    )
+    .await?;
     println!("\n[load] {report}");
     if report.errors > 0 {
-        bail!("{} of {} requests failed under load", report.errors, report.requests);
+        bail!(
+            "{} of {} requests failed under load",
+            report.errors,
+            report.requests
+        );
     }
     println!("\nmesh demo: all checks passed");
     Ok(())

@@ -51,7 +51,10 @@ impl LocalMesh {
         }
         let ca = Arc::new(LocalCa::new(snapshot.trust_domain()).context("creating the mesh CA")?);
         let store = Store::new(snapshot);
-        let runtime_dir = tempfile::Builder::new().prefix("mesh-").tempdir().context("runtime dir")?;
+        let runtime_dir = tempfile::Builder::new()
+            .prefix("mesh-")
+            .tempdir()
+            .context("runtime dir")?;
         let mut mesh = LocalMesh {
             store: store.clone(),
             ca: ca.clone(),
@@ -65,7 +68,8 @@ impl LocalMesh {
         mesh.start_echo_apps(&snapshot).await?;
         mesh.start_ztunnels(&snapshot, &certs).await?;
         let runtime_dir = mesh._runtime_dir.path().to_path_buf();
-        mesh.start_waypoints(&snapshot, &certs, &runtime_dir).await?;
+        mesh.start_waypoints(&snapshot, &certs, &runtime_dir)
+            .await?;
         Ok(mesh)
     }
 
@@ -75,27 +79,52 @@ impl LocalMesh {
                 continue;
             }
             if pod.container_ports.is_empty() {
-                bail!("pod {}/{} asks for an echo app but declares no containerPorts", pod.namespace, pod.name);
+                bail!(
+                    "pod {}/{} asks for an echo app but declares no containerPorts",
+                    pod.namespace,
+                    pod.name
+                );
             }
             for port in &pod.container_ports {
                 let addr = SocketAddr::new(pod.ip, port.port);
-                let listener = bind(addr, &format!("echo app of pod {}/{}", pod.namespace, pod.name)).await?;
+                let listener = bind(
+                    addr,
+                    &format!("echo app of pod {}/{}", pod.namespace, pod.name),
+                )
+                .await?;
                 let server = EchoServer::new(pod.name.clone());
-                self.tasks.spawn(server.serve(listener, self.shutdown.child_token()));
+                self.tasks
+                    .spawn(server.serve(listener, self.shutdown.child_token()));
             }
         }
         Ok(())
     }
 
-    async fn start_ztunnels(&mut self, snapshot: &Snapshot, certs: &Arc<dyn CertificateProvider>) -> anyhow::Result<()> {
+    async fn start_ztunnels(
+        &mut self,
+        snapshot: &Snapshot,
+        certs: &Arc<dyn CertificateProvider>,
+    ) -> anyhow::Result<()> {
         for node in snapshot.nodes() {
             let registry = prometheus::Registry::new();
             let pool = Pool::new(certs.clone(), PoolConfig::default());
-            let ztunnel = Ztunnel::new(ZtunnelSettings::new(&node.name), self.store.clone(), certs.clone(), pool, &registry)?;
+            let ztunnel = Ztunnel::new(
+                ZtunnelSettings::new(&node.name),
+                self.store.clone(),
+                certs.clone(),
+                pool,
+                &registry,
+            )?;
             let readiness = ztunnel.readiness();
-            self.serve_admin(node.address, registry, readiness.clone(), &format!("ztunnel of node {}", node.name))
-                .await?;
-            self.readiness.push((format!("ztunnel {}", node.name), readiness));
+            self.serve_admin(
+                node.address,
+                registry,
+                readiness.clone(),
+                &format!("ztunnel of node {}", node.name),
+            )
+            .await?;
+            self.readiness
+                .push((format!("ztunnel {}", node.name), readiness));
             self.tasks.spawn(ztunnel.run(self.shutdown.child_token()));
         }
         Ok(())
@@ -109,7 +138,8 @@ impl LocalMesh {
     ) -> anyhow::Result<()> {
         for waypoint in snapshot.waypoints() {
             for pod in &waypoint.pods {
-                let identity: Identity = pod.identity.parse().map_err(|e| anyhow::anyhow!("{e}"))?;
+                let identity: Identity =
+                    pod.identity.parse().map_err(|e| anyhow::anyhow!("{e}"))?;
                 let settings = WaypointSettings {
                     waypoint: ObjectRef {
                         namespace: waypoint.namespace.clone(),
@@ -122,12 +152,25 @@ impl LocalMesh {
                 };
                 let registry = prometheus::Registry::new();
                 let pool = Pool::new(certs.clone(), PoolConfig::default());
-                let server = WaypointServer::bind(settings, self.store.clone(), certs.clone(), pool, &registry).await?;
+                let server = WaypointServer::bind(
+                    settings,
+                    self.store.clone(),
+                    certs.clone(),
+                    pool,
+                    &registry,
+                )
+                .await?;
                 let readiness = Readiness::new();
                 readiness.set_ready(true);
-                self.serve_admin(pod.ip, registry, readiness.clone(), &format!("waypoint pod {}", pod.name))
-                    .await?;
-                self.readiness.push((format!("waypoint {}", pod.name), readiness));
+                self.serve_admin(
+                    pod.ip,
+                    registry,
+                    readiness.clone(),
+                    &format!("waypoint pod {}", pod.name),
+                )
+                .await?;
+                self.readiness
+                    .push((format!("waypoint {}", pod.name), readiness));
                 info!(waypoint = %waypoint.name, pod = %pod.name, addr = %pod.ip, "waypoint started");
                 self.tasks.spawn(server.run(self.shutdown.child_token()));
             }
@@ -135,11 +178,18 @@ impl LocalMesh {
         Ok(())
     }
 
-    async fn serve_admin(&mut self, ip: IpAddr, registry: prometheus::Registry, readiness: Readiness, what: &str) -> anyhow::Result<()> {
+    async fn serve_admin(
+        &mut self,
+        ip: IpAddr,
+        registry: prometheus::Registry,
+        readiness: Readiness,
+        what: &str,
+    ) -> anyhow::Result<()> {
         for port in [METRICS_PORT, READINESS_PORT] {
             let listener = bind(SocketAddr::new(ip, port), &format!("admin of {what}")).await?;
             let admin = AdminServer::new(registry.clone(), readiness.clone());
-            self.tasks.spawn(admin.serve(listener, self.shutdown.child_token()));
+            self.tasks
+                .spawn(admin.serve(listener, self.shutdown.child_token()));
         }
         Ok(())
     }
@@ -173,7 +223,10 @@ impl LocalMesh {
     pub async fn stop(mut self) {
         self.shutdown.cancel();
         let drain = async { while self.tasks.join_next().await.is_some() {} };
-        if tokio::time::timeout(Duration::from_secs(5), drain).await.is_err() {
+        if tokio::time::timeout(Duration::from_secs(5), drain)
+            .await
+            .is_err()
+        {
             self.tasks.abort_all();
         }
     }
@@ -189,7 +242,10 @@ async fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<TcpListener> {
 pub fn describe(snapshot: &Snapshot) -> Vec<String> {
     let mut lines = Vec::new();
     for node in snapshot.nodes() {
-        lines.push(format!("node {} (ztunnel admin {}:{METRICS_PORT})", node.name, node.address));
+        lines.push(format!(
+            "node {} (ztunnel admin {}:{METRICS_PORT})",
+            node.name, node.address
+        ));
         for pod in ztunnel::local_pods(snapshot, &node.name) {
             lines.push(format!(
                 "  pod {}/{} {} (HBONE {}:15008, SOCKS5 {}:15080)",
@@ -199,9 +255,11 @@ pub fn describe(snapshot: &Snapshot) -> Vec<String> {
     }
     for waypoint in snapshot.waypoints() {
         for pod in &waypoint.pods {
-            lines.push(format!("waypoint {}/{} pod {} at {}:15008", waypoint.namespace, waypoint.name, pod.name, pod.ip));
+            lines.push(format!(
+                "waypoint {}/{} pod {} at {}:15008",
+                waypoint.namespace, waypoint.name, pod.name, pod.ip
+            ));
         }
     }
     lines
 }
-

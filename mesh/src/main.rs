@@ -39,7 +39,10 @@ fn main() -> ExitCode {
         Command::Demo { .. } => "warn",
         _ => "info",
     });
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(e) => {
             eprintln!("mesh: cannot start the runtime: {e}");
@@ -91,7 +94,10 @@ async fn up(file: PathBuf) -> anyhow::Result<()> {
     for line in mesh::local::describe(&mesh.store.load()) {
         println!("{line}");
     }
-    println!("mesh is up; watching {} for changes. Ctrl-C to stop.", file.display());
+    println!(
+        "mesh is up; watching {} for changes. Ctrl-C to stop.",
+        file.display()
+    );
     tokio::signal::ctrl_c().await?;
     mesh.stop().await;
     Ok(())

@@ -9,9 +9,16 @@ fn mesh() -> Command {
 #[test]
 fn validate_accepts_the_demo() {
     let demo = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/demo.yaml");
-    let out = mesh().args(["validate", "-f", demo]).output().expect("mesh runs");
+    let out = mesh()
+        .args(["validate", "-f", demo])
+        .output()
+        .expect("mesh runs");
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(stdout.contains("valid (2 nodes"), "{stdout}");
 }
 
@@ -39,18 +46,41 @@ spec:
 "#,
     )
     .expect("write");
-    let out = mesh().args(["validate", "-f"]).arg(&file).output().expect("mesh runs");
+    let out = mesh()
+        .args(["validate", "-f"])
+        .arg(&file)
+        .output()
+        .expect("mesh runs");
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(!out.status.success(), "broken manifests must fail validation");
-    assert!(stdout.contains("broken.yaml"), "errors name the file: {stdout}");
-    assert!(stdout.contains("Pod default/a") && stdout.contains("status.podIP"), "{stdout}");
-    assert!(stdout.contains("HTTPRoute default/r") && stdout.contains("path"), "{stdout}");
+    assert!(
+        !out.status.success(),
+        "broken manifests must fail validation"
+    );
+    assert!(
+        stdout.contains("broken.yaml"),
+        "errors name the file: {stdout}"
+    );
+    assert!(
+        stdout.contains("Pod default/a") && stdout.contains("status.podIP"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("HTTPRoute default/r") && stdout.contains("path"),
+        "{stdout}"
+    );
 }
 
 #[test]
 fn validate_names_a_missing_path() {
-    let out = mesh().args(["validate", "-f", "/nonexistent/mesh.yaml"]).output().expect("mesh runs");
+    let out = mesh()
+        .args(["validate", "-f", "/nonexistent/mesh.yaml"])
+        .output()
+        .expect("mesh runs");
     assert!(!out.status.success());
-    let all = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(all.contains("/nonexistent/mesh.yaml"), "{all}");
 }

@@ -44,7 +44,9 @@ impl TestMesh {
 
     /// `127.<block>.<rest>` parsed with `port`.
     pub fn addr(&self, rest: &str, port: u16) -> SocketAddr {
-        format!("127.{}.{rest}:{port}", self.block).parse().expect("valid test address")
+        format!("127.{}.{rest}:{port}", self.block)
+            .parse()
+            .expect("valid test address")
     }
 
     /// The SOCKS5 entry of the pod at `127.<block>.<rest>`.
@@ -64,7 +66,10 @@ impl TestMesh {
             if now > before {
                 return Ok(now);
             }
-            anyhow::ensure!(tokio::time::Instant::now() < deadline, "the edit was not picked up in 5 s");
+            anyhow::ensure!(
+                tokio::time::Instant::now() < deadline,
+                "the edit was not picked up in 5 s"
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
@@ -75,7 +80,11 @@ impl TestMesh {
 }
 
 /// Sums the samples of `name` whose labels include all of `labels`, scraped from `admin`.
-pub async fn scrape_sum(admin: SocketAddr, name: &str, labels: &[(&str, &str)]) -> anyhow::Result<f64> {
+pub async fn scrape_sum(
+    admin: SocketAddr,
+    name: &str,
+    labels: &[(&str, &str)],
+) -> anyhow::Result<f64> {
     let text = http_get(admin, "/metrics").await?;
     Ok(sum_samples(&text, name, labels))
 }
@@ -85,7 +94,11 @@ pub fn sum_samples(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
     text.lines()
         .filter(|line| !line.starts_with('#'))
         .filter(|line| line.starts_with(name) && line[name.len()..].starts_with(['{', ' ']))
-        .filter(|line| labels.iter().all(|(k, v)| line.contains(&format!("{k}=\"{v}\""))))
+        .filter(|line| {
+            labels
+                .iter()
+                .all(|(k, v)| line.contains(&format!("{k}=\"{v}\"")))
+        })
         .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()
 }
@@ -93,8 +106,11 @@ pub fn sum_samples(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
 /// A plain GET (no mesh) returning the body.
 pub async fn http_get(addr: SocketAddr, path: &str) -> anyhow::Result<String> {
     use http_body_util::{BodyExt, Empty};
-    let stream = tokio::net::TcpStream::connect(addr).await.with_context(|| format!("connect {addr}"))?;
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
+    let stream = tokio::net::TcpStream::connect(addr)
+        .await
+        .with_context(|| format!("connect {addr}"))?;
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
     tokio::spawn(conn);
     let request = http::Request::get(path)
         .header("host", addr.to_string())

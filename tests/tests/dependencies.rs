@@ -2,7 +2,10 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-fn workspace_graph() -> (BTreeMap<String, BTreeSet<String>>, BTreeMap<String, BTreeSet<String>>) {
+fn workspace_graph() -> (
+    BTreeMap<String, BTreeSet<String>>,
+    BTreeMap<String, BTreeSet<String>>,
+) {
     let metadata = cargo_metadata::MetadataCommand::new()
         .manifest_path(concat!(env!("CARGO_MANIFEST_DIR"), "/../Cargo.toml"))
         .exec()
@@ -47,14 +50,19 @@ fn workspace_crates_depend_only_on_what_they_may() {
     let (internal, _) = workspace_graph();
     let mut violations = Vec::new();
     for (krate, deps) in &internal {
-        let Some(allowed) = allowed(krate) else { continue };
+        let Some(allowed) = allowed(krate) else {
+            continue;
+        };
         for dep in deps {
             if !allowed.contains(&dep.as_str()) {
                 violations.push(format!("{krate} depends on {dep}"));
             }
         }
     }
-    assert!(violations.is_empty(), "forbidden dependencies: {violations:?}");
+    assert!(
+        violations.is_empty(),
+        "forbidden dependencies: {violations:?}"
+    );
 }
 
 #[test]
@@ -65,13 +73,21 @@ fn only_the_waypoint_depends_on_pingora() {
         .filter(|(_, deps)| deps.iter().any(|d| d.starts_with("pingora")))
         .map(|(k, _)| k.as_str())
         .collect();
-    assert_eq!(users, vec!["waypoint"], "crates depending on pingora directly");
+    assert_eq!(
+        users,
+        vec!["waypoint"],
+        "crates depending on pingora directly"
+    );
 }
 
 #[test]
 fn the_rules_know_every_crate() {
     let (internal, _) = workspace_graph();
-    assert!(internal.len() >= 9, "expected the 9 workspace crates, found {:?}", internal.keys());
+    assert!(
+        internal.len() >= 9,
+        "expected the 9 workspace crates, found {:?}",
+        internal.keys()
+    );
     for krate in internal.keys() {
         let _ = allowed(krate);
     }

@@ -24,14 +24,19 @@ async fn caller_identity_reaches_the_backend_through_the_waypoint() -> anyhow::R
     let seen = client.get("/debug").await?;
     assert_eq!(seen.status, 200);
     let json = seen.json()?;
-    let xfcc = json["headers"]["x-forwarded-client-cert"].as_str().unwrap_or_default();
+    let xfcc = json["headers"]["x-forwarded-client-cert"]
+        .as_str()
+        .unwrap_or_default();
     assert_eq!(
         xfcc,
         "By=spiffe://cluster.local/ns/default/sa/waypoint;URI=spiffe://cluster.local/ns/default/sa/bookinfo-productpage"
     );
     // The app sees the waypoint as its peer (it re-originated the connection).
     let peer = json["peer"].as_str().unwrap_or_default();
-    assert!(peer.starts_with(&format!("127.10.{WAYPOINT_POD}:")), "peer {peer}");
+    assert!(
+        peer.starts_with(&format!("127.10.{WAYPOINT_POD}:")),
+        "peer {peer}"
+    );
     assert_eq!(json["headers"]["x-mesh-route"], "reviews");
     t.stop().await;
     Ok(())
@@ -81,7 +86,8 @@ async fn authorization_policy_denies_and_allows_at_the_waypoint() -> anyhow::Res
     assert_eq!(productpage.get("/reviews/2").await?.status, 200);
     // The waypoint counted both outcomes.
     let admin = t.addr(WAYPOINT_POD, 15020);
-    let denied_count = scrape_sum(admin, "istio_requests_total", &[("response_code", "403")]).await?;
+    let denied_count =
+        scrape_sum(admin, "istio_requests_total", &[("response_code", "403")]).await?;
     let ok_count = scrape_sum(admin, "istio_requests_total", &[("response_code", "200")]).await?;
     assert_eq!(denied_count, 2.0);
     assert_eq!(ok_count, 2.0);
@@ -101,11 +107,20 @@ async fn inner_connections_upstream_are_reused() -> anyhow::Result<()> {
     let streams = scrape_sum(
         t.addr(NODE_B, 15020),
         "istio_tcp_connections_opened_total",
-        &[("reporter", "destination"), ("source_principal", "spiffe://cluster.local/ns/default/sa/waypoint")],
+        &[
+            ("reporter", "destination"),
+            (
+                "source_principal",
+                "spiffe://cluster.local/ns/default/sa/waypoint",
+            ),
+        ],
     )
     .await?;
     assert!(streams >= 1.0, "no upstream stream seen at all");
-    assert!(streams <= 4.0, "1000 requests opened {streams} upstream CONNECT streams");
+    assert!(
+        streams <= 4.0,
+        "1000 requests opened {streams} upstream CONNECT streams"
+    );
     t.stop().await;
     Ok(())
 }
@@ -125,8 +140,17 @@ async fn route_edited_on_disk_while_requests_flow() -> anyhow::Result<()> {
         let mut served = Vec::new();
         for _ in 0..400 {
             let response = client.get("/reviews/1").await?;
-            anyhow::ensure!(response.status == 200, "a request failed during the reload: {}", response.status);
-            served.push(response.header("x-echo-server").unwrap_or_default().to_string());
+            anyhow::ensure!(
+                response.status == 200,
+                "a request failed during the reload: {}",
+                response.status
+            );
+            served.push(
+                response
+                    .header("x-echo-server")
+                    .unwrap_or_default()
+                    .to_string(),
+            );
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
         Ok(served)
@@ -136,14 +160,20 @@ async fn route_edited_on_disk_while_requests_flow() -> anyhow::Result<()> {
     let served = load.await??;
     // After the swap, every request goes to v2: the tail is all v2.
     let tail = &served[served.len() - 50..];
-    assert!(tail.iter().all(|s| s == "reviews-v2"), "tail after edit: {tail:?}");
+    assert!(
+        tail.iter().all(|s| s == "reviews-v2"),
+        "tail after edit: {tail:?}"
+    );
 
     // An invalid edit is rejected and the last good config keeps serving.
     let rejections = t.mesh.store.rejections();
     std::fs::write(&t.manifest, edited.replace("weight: 100", "weight: -5"))?;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
     while t.mesh.store.rejections() == rejections {
-        anyhow::ensure!(tokio::time::Instant::now() < deadline, "invalid edit was not rejected");
+        anyhow::ensure!(
+            tokio::time::Instant::now() < deadline,
+            "invalid edit was not rejected"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let mut client = MeshClient::connect(t.socks(PRODUCTPAGE), REVIEWS, 9080).await?;
@@ -179,7 +209,10 @@ spec:
     assert_eq!(allowed.get("/").await?.status, 200);
     let refused = MeshClient::connect(t.socks(SLEEP), RATINGS, 9080).await;
     let error = format!("{:#}", refused.err().expect("sleep must be refused at L4"));
-    assert!(error.contains("not allowed") || error.contains("ruleset"), "{error}");
+    assert!(
+        error.contains("not allowed") || error.contains("ruleset"),
+        "{error}"
+    );
     t.stop().await;
     Ok(())
 }
@@ -193,7 +226,8 @@ async fn the_demo_passes() -> anyhow::Result<()> {
 async fn h2c_inside_the_tunnel_is_served_by_the_waypoint() -> anyhow::Result<()> {
     use http_body_util::{BodyExt, Empty};
     let t = TestMesh::start(17).await?;
-    let stream = tokio_socks::tcp::Socks5Stream::connect(t.socks(PRODUCTPAGE), (REVIEWS, 9080)).await?;
+    let stream =
+        tokio_socks::tcp::Socks5Stream::connect(t.socks(PRODUCTPAGE), (REVIEWS, 9080)).await?;
     let (mut sender, conn) = hyper::client::conn::http2::handshake(
         hyper_util::rt::TokioExecutor::new(),
         hyper_util::rt::TokioIo::new(stream.into_inner()),
@@ -203,7 +237,8 @@ async fn h2c_inside_the_tunnel_is_served_by_the_waypoint() -> anyhow::Result<()>
     // Several concurrent streams on the one h2c connection.
     let mut responses = Vec::new();
     for i in 0..8 {
-        let request = http::Request::get(format!("http://{REVIEWS}:9080/debug?i={i}")).body(Empty::<bytes::Bytes>::new())?;
+        let request = http::Request::get(format!("http://{REVIEWS}:9080/debug?i={i}"))
+            .body(Empty::<bytes::Bytes>::new())?;
         responses.push(sender.send_request(request));
     }
     for response in futures_join(responses).await {
@@ -212,7 +247,12 @@ async fn h2c_inside_the_tunnel_is_served_by_the_waypoint() -> anyhow::Result<()>
         assert_eq!(response.status(), 200);
         let body = response.into_body().collect().await?.to_bytes();
         let json: serde_json::Value = serde_json::from_slice(&body)?;
-        assert!(json["server"].as_str().unwrap_or_default().starts_with("reviews-v"));
+        assert!(
+            json["server"]
+                .as_str()
+                .unwrap_or_default()
+                .starts_with("reviews-v")
+        );
         assert_eq!(json["headers"]["x-mesh-route"], "reviews");
     }
     t.stop().await;
@@ -245,19 +285,27 @@ spec:
   rules:
   - from: [{source: {principals: ["cluster.local/ns/default/sa/sleep"]}}]
 "#;
-    t.edit(&format!("{}{deny_sleep}", demo_yaml_in_block(18))).await?;
+    t.edit(&format!("{}{deny_sleep}", demo_yaml_in_block(18)))
+        .await?;
     // The open connection from sleep is closed by ztunnel; productpage's is untouched.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
     loop {
         if sleep.get("/").await.is_err() {
             break;
         }
-        anyhow::ensure!(tokio::time::Instant::now() < deadline, "denied connection stayed open");
+        anyhow::ensure!(
+            tokio::time::Instant::now() < deadline,
+            "denied connection stayed open"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(productpage.get("/").await?.status, 200);
     // And a new connection from sleep is refused at L4.
-    assert!(MeshClient::connect(t.socks(SLEEP), RATINGS, 9080).await.is_err());
+    assert!(
+        MeshClient::connect(t.socks(SLEEP), RATINGS, 9080)
+            .await
+            .is_err()
+    );
     let ready = mesh_tests::http_get(t.addr("1.1", 15021), "/healthz/ready").await?;
     assert!(ready.contains("ready"), "node readiness: {ready}");
     t.stop().await;

@@ -42,7 +42,10 @@ pub fn evaluate(policies: &[Arc<AuthorizationPolicy>], attrs: &RequestAttributes
     {
         return Decision::Deny(format!("{}/{}", deny.namespace, deny.name));
     }
-    let mut allows = policies.iter().filter(|p| p.action == Action::Allow).peekable();
+    let mut allows = policies
+        .iter()
+        .filter(|p| p.action == Action::Allow)
+        .peekable();
     if allows.peek().is_none() {
         return Decision::Allow;
     }
@@ -84,8 +87,13 @@ fn source_matches(s: &Source, a: &RequestAttributes<'_>) -> bool {
         && none_of(&s.not_namespaces, a.namespace)
         && any_of(&s.request_principals, a.request_principal)
         && none_of(&s.not_request_principals, a.request_principal)
-        && (s.service_accounts.is_empty() || sa.as_ref().is_some_and(|sa| s.service_accounts.contains(sa)))
-        && !sa.as_ref().is_some_and(|sa| s.not_service_accounts.contains(sa))
+        && (s.service_accounts.is_empty()
+            || sa
+                .as_ref()
+                .is_some_and(|sa| s.service_accounts.contains(sa)))
+        && !sa
+            .as_ref()
+            .is_some_and(|sa| s.not_service_accounts.contains(sa))
         && (s.ip_blocks.is_empty() || in_blocks(&s.ip_blocks))
         && !in_blocks(&s.not_ip_blocks)
         && (s.remote_ip_blocks.is_empty() || in_blocks(&s.remote_ip_blocks))
@@ -94,7 +102,8 @@ fn source_matches(s: &Source, a: &RequestAttributes<'_>) -> bool {
 
 fn host_matches(list: &[StringMatch], host: &str) -> bool {
     let host = host.to_ascii_lowercase();
-    list.iter().any(|m| m.matches(&host) || m.matches(host.split(':').next().unwrap_or("")))
+    list.iter()
+        .any(|m| m.matches(&host) || m.matches(host.split(':').next().unwrap_or("")))
 }
 
 fn operation_matches(o: &Operation, a: &RequestAttributes<'_>) -> bool {
@@ -144,7 +153,8 @@ fn condition_matches(c: &Condition, a: &RequestAttributes<'_>) -> bool {
         })
     };
     let positive = c.values.is_empty() || any_of(&c.values, value) || ip_match(&c.values);
-    let negative = c.not_values.is_empty() || (none_of(&c.not_values, value) && !ip_match(&c.not_values));
+    let negative =
+        c.not_values.is_empty() || (none_of(&c.not_values, value) && !ip_match(&c.not_values));
     positive && negative
 }
 
@@ -177,7 +187,11 @@ mod tests {
         }
     }
 
-    fn attrs<'a>(principal: &'a str, method: &'a str, headers: &'a HeaderMap) -> RequestAttributes<'a> {
+    fn attrs<'a>(
+        principal: &'a str,
+        method: &'a str,
+        headers: &'a HeaderMap,
+    ) -> RequestAttributes<'a> {
         RequestAttributes {
             principal: Some(principal),
             namespace: Some("default"),
@@ -213,9 +227,18 @@ mod tests {
             }],
         );
         let ps = [allow];
-        assert_eq!(evaluate(&ps, &attrs(PRODUCTPAGE, "GET", &h)), Decision::Allow);
-        assert!(matches!(evaluate(&ps, &attrs(PRODUCTPAGE, "POST", &h)), Decision::Deny(_)));
-        assert!(matches!(evaluate(&ps, &attrs(SLEEP, "GET", &h)), Decision::Deny(_)));
+        assert_eq!(
+            evaluate(&ps, &attrs(PRODUCTPAGE, "GET", &h)),
+            Decision::Allow
+        );
+        assert!(matches!(
+            evaluate(&ps, &attrs(PRODUCTPAGE, "POST", &h)),
+            Decision::Deny(_)
+        ));
+        assert!(matches!(
+            evaluate(&ps, &attrs(SLEEP, "GET", &h)),
+            Decision::Deny(_)
+        ));
     }
 
     #[test]
@@ -230,8 +253,14 @@ mod tests {
             }],
         );
         let ps = [allow_all, deny_sleep];
-        assert_eq!(evaluate(&ps, &attrs(SLEEP, "GET", &h)), Decision::Deny("default/deny".into()));
-        assert_eq!(evaluate(&ps, &attrs(PRODUCTPAGE, "GET", &h)), Decision::Allow);
+        assert_eq!(
+            evaluate(&ps, &attrs(SLEEP, "GET", &h)),
+            Decision::Deny("default/deny".into())
+        );
+        assert_eq!(
+            evaluate(&ps, &attrs(PRODUCTPAGE, "GET", &h)),
+            Decision::Allow
+        );
     }
 
     #[test]
@@ -246,13 +275,25 @@ mod tests {
             }],
             ..Rule::default()
         };
-        let ps = [policy(Action::Allow, vec![rule("request.headers[x-token]", "admin")])];
+        let ps = [policy(
+            Action::Allow,
+            vec![rule("request.headers[x-token]", "admin")],
+        )];
         assert_eq!(evaluate(&ps, &attrs(SLEEP, "GET", &h)), Decision::Allow);
-        assert!(matches!(evaluate(&ps, &attrs(SLEEP, "GET", &HeaderMap::new())), Decision::Deny(_)));
-        let ps = [policy(Action::Allow, vec![rule("source.ip", "127.0.1.0/24")])];
+        assert!(matches!(
+            evaluate(&ps, &attrs(SLEEP, "GET", &HeaderMap::new())),
+            Decision::Deny(_)
+        ));
+        let ps = [policy(
+            Action::Allow,
+            vec![rule("source.ip", "127.0.1.0/24")],
+        )];
         assert_eq!(evaluate(&ps, &attrs(SLEEP, "GET", &h)), Decision::Allow);
         let ps = [policy(Action::Allow, vec![rule("source.ip", "10.0.0.0/8")])];
-        assert!(matches!(evaluate(&ps, &attrs(SLEEP, "GET", &h)), Decision::Deny(_)));
+        assert!(matches!(
+            evaluate(&ps, &attrs(SLEEP, "GET", &h)),
+            Decision::Deny(_)
+        ));
     }
 
     #[test]
@@ -262,15 +303,36 @@ mod tests {
             not_principals: vec![StringMatch::parse(SLEEP)],
             ..Source::default()
         };
-        let ps = [policy(Action::Allow, vec![Rule { from: vec![not_sleep], ..Rule::default() }])];
-        assert!(matches!(evaluate(&ps, &attrs(SLEEP, "GET", &h)), Decision::Deny(_)));
-        assert_eq!(evaluate(&ps, &attrs(PRODUCTPAGE, "GET", &h)), Decision::Allow);
+        let ps = [policy(
+            Action::Allow,
+            vec![Rule {
+                from: vec![not_sleep],
+                ..Rule::default()
+            }],
+        )];
+        assert!(matches!(
+            evaluate(&ps, &attrs(SLEEP, "GET", &h)),
+            Decision::Deny(_)
+        ));
+        assert_eq!(
+            evaluate(&ps, &attrs(PRODUCTPAGE, "GET", &h)),
+            Decision::Allow
+        );
         // A rule that needs a JWT principal never matches a request without one.
         let jwt = Source {
             request_principals: vec![StringMatch::Presence],
             ..Source::default()
         };
-        let ps = [policy(Action::Allow, vec![Rule { from: vec![jwt], ..Rule::default() }])];
-        assert!(matches!(evaluate(&ps, &attrs(PRODUCTPAGE, "GET", &h)), Decision::Deny(_)));
+        let ps = [policy(
+            Action::Allow,
+            vec![Rule {
+                from: vec![jwt],
+                ..Rule::default()
+            }],
+        )];
+        assert!(matches!(
+            evaluate(&ps, &attrs(PRODUCTPAGE, "GET", &h)),
+            Decision::Deny(_)
+        ));
     }
 }

@@ -44,8 +44,14 @@ impl EgressTarget {
     /// pool key, so connections to different identities or next hops never mix.
     pub fn proxy_headers(&self) -> BTreeMap<String, Vec<u8>> {
         BTreeMap::from([
-            (HBONE_ADDR_HEADER.to_string(), self.hbone_addr.to_string().into_bytes()),
-            (HBONE_IDENTITY_HEADER.to_string(), self.identity.to_string().into_bytes()),
+            (
+                HBONE_ADDR_HEADER.to_string(),
+                self.hbone_addr.to_string().into_bytes(),
+            ),
+            (
+                HBONE_IDENTITY_HEADER.to_string(),
+                self.identity.to_string().into_bytes(),
+            ),
         ])
     }
 }
@@ -68,7 +74,10 @@ pub fn parse_connect(buf: &[u8]) -> Result<Option<(EgressTarget, usize)>, Egress
         Err(e) => return Err(EgressRequestError::Malformed(e.to_string())),
     };
     if req.method != Some("CONNECT") {
-        return Err(EgressRequestError::Malformed(format!("method {:?}", req.method)));
+        return Err(EgressRequestError::Malformed(format!(
+            "method {:?}",
+            req.method
+        )));
     }
     let authority = req
         .path
@@ -118,7 +127,12 @@ pub struct Egress {
 
 impl Egress {
     /// Binds a Unix socket at `path` (its directory must be private to this process's user).
-    pub fn bind(path: &Path, pool: Pool, identity: Identity, source_ip: IpAddr) -> std::io::Result<Self> {
+    pub fn bind(
+        path: &Path,
+        pool: Pool,
+        identity: Identity,
+        source_ip: IpAddr,
+    ) -> std::io::Result<Self> {
         let _ = std::fs::remove_file(path);
         let listener = UnixListener::bind(path)?;
         std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
@@ -144,7 +158,12 @@ impl Egress {
             };
             match accepted {
                 Ok((stream, _)) => {
-                    let key = (self.pool.clone(), self.identity.clone(), self.source_ip, self.dial_timeout);
+                    let key = (
+                        self.pool.clone(),
+                        self.identity.clone(),
+                        self.source_ip,
+                        self.dial_timeout,
+                    );
                     tokio::spawn(async move {
                         let (pool, identity, source_ip, timeout) = key;
                         if let Err(e) = tunnel(stream, &pool, identity, source_ip, timeout).await {
@@ -190,7 +209,9 @@ async fn tunnel(
     let (target, early) = match read_head(&mut downstream).await {
         Ok(head) => head,
         Err(e) => {
-            let _ = downstream.write_all(b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n\r\n").await;
+            let _ = downstream
+                .write_all(b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n\r\n")
+                .await;
             return Err(e);
         }
     };
@@ -206,7 +227,9 @@ async fn tunnel(
     };
     let connected = tokio::time::timeout(dial_timeout, pool.connect(&key, request))
         .await
-        .unwrap_or(Err(HboneError::Timeout { addr: target.hbone_addr }));
+        .unwrap_or(Err(HboneError::Timeout {
+            addr: target.hbone_addr,
+        }));
     let mut upstream = match connected {
         Ok(stream) => stream,
         Err(e) => {
@@ -247,7 +270,10 @@ x-mesh-hbone-identity: spiffe://cluster.local/ns/default/sa/bookinfo-reviews\r\n
 
     #[test]
     fn partial_and_bad_heads() {
-        assert_eq!(parse_connect(b"CONNECT 127.0.0.1:80 HTTP/1.1\r\n"), Ok(None));
+        assert_eq!(
+            parse_connect(b"CONNECT 127.0.0.1:80 HTTP/1.1\r\n"),
+            Ok(None)
+        );
         assert!(matches!(
             parse_connect(b"GET / HTTP/1.1\r\n\r\n"),
             Err(EgressRequestError::Malformed(_))
@@ -270,7 +296,9 @@ x-mesh-hbone-identity: spiffe://cluster.local/ns/default/sa/bookinfo-reviews\r\n
             head.push_str(&format!("{k}: {}\r\n", String::from_utf8(v).expect("utf8")));
         }
         head.push_str("\r\n");
-        let (parsed, _) = parse_connect(head.as_bytes()).expect("valid").expect("complete");
+        let (parsed, _) = parse_connect(head.as_bytes())
+            .expect("valid")
+            .expect("complete");
         assert_eq!(parsed, target);
     }
 }

@@ -30,8 +30,12 @@ pub fn forwarded_for(value: &str) -> Option<SocketAddr> {
 /// The HBONE status for a CONNECT whose authority this waypoint cannot serve.
 fn refusal(error: &DispatchError) -> StatusCode {
     match error {
-        DispatchError::BadAuthority(_) | DispatchError::NotServedHere { .. } => StatusCode::BAD_REQUEST,
-        DispatchError::Unknown(_) | DispatchError::NoSuchPort { .. } => StatusCode::SERVICE_UNAVAILABLE,
+        DispatchError::BadAuthority(_) | DispatchError::NotServedHere { .. } => {
+            StatusCode::BAD_REQUEST
+        }
+        DispatchError::Unknown(_) | DispatchError::NoSuchPort { .. } => {
+            StatusCode::SERVICE_UNAVAILABLE
+        }
     }
 }
 
@@ -100,7 +104,10 @@ mod tests {
             forwarded_for(r#"for="127.0.1.12:4242";host=reviews.default.svc.cluster.local"#),
             Some("127.0.1.12:4242".parse().expect("addr"))
         );
-        assert_eq!(forwarded_for("for=127.0.0.1:1"), Some("127.0.0.1:1".parse().expect("addr")));
+        assert_eq!(
+            forwarded_for("for=127.0.0.1:1"),
+            Some("127.0.0.1:1".parse().expect("addr"))
+        );
         assert_eq!(forwarded_for("host=x"), None);
         assert_eq!(forwarded_for(r#"for="unknown""#), None);
     }

@@ -95,15 +95,28 @@ impl WaypointServer {
                 source,
             }
         };
-        let listener = TcpListener::bind(addr).await.map_err(bind_err(addr.to_string()))?;
-        std::fs::create_dir_all(&settings.runtime_dir).map_err(bind_err(settings.runtime_dir.display().to_string()))?;
-        std::fs::set_permissions(&settings.runtime_dir, std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(bind_err(addr.to_string()))?;
+        std::fs::create_dir_all(&settings.runtime_dir)
             .map_err(bind_err(settings.runtime_dir.display().to_string()))?;
-        let socket = settings.runtime_dir.join(format!("egress-{}.sock", settings.address));
+        std::fs::set_permissions(
+            &settings.runtime_dir,
+            std::os::unix::fs::PermissionsExt::from_mode(0o700),
+        )
+        .map_err(bind_err(settings.runtime_dir.display().to_string()))?;
+        let socket = settings
+            .runtime_dir
+            .join(format!("egress-{}.sock", settings.address));
         let egress = Egress::bind(&socket, pool, settings.identity.clone(), settings.address)
             .map_err(bind_err(socket.display().to_string()))?;
-        let tls = mesh_hbone::server_config(certs, settings.identity.clone())
-            .map_err(|source| WaypointError::Tls { waypoint: name.clone(), source })?;
+        let tls =
+            mesh_hbone::server_config(certs, settings.identity.clone()).map_err(|source| {
+                WaypointError::Tls {
+                    waypoint: name.clone(),
+                    source,
+                }
+            })?;
         let inner = WaypointProxy {
             store: store.clone(),
             waypoint: settings.waypoint.clone(),

@@ -81,11 +81,12 @@ impl Metrics {
             LABELS,
         )?;
         let duration = HistogramVec::new(
-            HistogramOpts::new("istio_request_duration_milliseconds", "Request duration")
-                .buckets(vec![
+            HistogramOpts::new("istio_request_duration_milliseconds", "Request duration").buckets(
+                vec![
                     0.5, 1.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0,
                     10000.0, 30000.0, 60000.0, 300000.0, 600000.0, 1800000.0, 3600000.0,
-                ]),
+                ],
+            ),
             LABELS,
         )?;
         registry.register(Box::new(requests.clone()))?;
@@ -116,6 +117,8 @@ impl Metrics {
             "mutual_tls",
         ];
         self.requests.with_label_values(&values).inc();
-        self.duration.with_label_values(&values).observe(duration_ms);
+        self.duration
+            .with_label_values(&values)
+            .observe(duration_ms);
     }
 }

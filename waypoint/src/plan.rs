@@ -61,9 +61,16 @@ pub fn plan(
     host: &str,
     rolls: Rolls,
 ) -> Result<Plan, Rejection> {
-    let me = snapshot
-        .waypoint(waypoint)
-        .ok_or_else(|| Rejection::new(503, "NR", format!("waypoint {}/{} is not configured", waypoint.namespace, waypoint.name)))?;
+    let me = snapshot.waypoint(waypoint).ok_or_else(|| {
+        Rejection::new(
+            503,
+            "NR",
+            format!(
+                "waypoint {}/{} is not configured",
+                waypoint.namespace, waypoint.name
+            ),
+        )
+    })?;
     let destination = dispatch(snapshot, me, &tunnel.authority)
         .map_err(|e| Rejection::new(503, "NR", e.to_string()))?;
 
@@ -83,7 +90,11 @@ pub fn plan(
     };
     let policies = snapshot.waypoint_policies(me, destination.service().map(|s| s.as_ref()));
     if let Decision::Deny(why) = authz::evaluate(&policies, &attributes) {
-        return Err(Rejection::new(403, "DENY", format!("RBAC: access denied ({why})")));
+        return Err(Rejection::new(
+            403,
+            "DENY",
+            format!("RBAC: access denied ({why})"),
+        ));
     }
 
     let (rule, backend_service, endpoints) = match &destination {
@@ -105,11 +116,22 @@ pub fn plan(
                 let backend = match choose_backend(&rule.backends, rolls.backend) {
                     BackendChoice::Chosen(b) => b,
                     BackendChoice::NoWeight => {
-                        return Err(Rejection::new(500, "NR", "route has no backend with weight"));
+                        return Err(Rejection::new(
+                            500,
+                            "NR",
+                            "route has no backend with weight",
+                        ));
                     }
                 };
                 let service = backend.service.clone().ok_or_else(|| {
-                    Rejection::new(500, "NR", format!("backend service {}/{} not found", backend.namespace, backend.name))
+                    Rejection::new(
+                        500,
+                        "NR",
+                        format!(
+                            "backend service {}/{} not found",
+                            backend.namespace, backend.name
+                        ),
+                    )
                 })?;
                 let endpoints = snapshot.endpoints(&service, backend.port).to_vec();
                 (Some(rule.clone()), Some(service), endpoints)
@@ -132,7 +154,14 @@ pub fn plan(
 
 fn egress_target(endpoint: &Endpoint) -> Result<EgressTarget, Rejection> {
     let identity: Identity = endpoint.workload.identity.parse().map_err(|_| {
-        Rejection::new(500, "UF", format!("endpoint identity {:?} is not SPIFFE", endpoint.workload.identity))
+        Rejection::new(
+            500,
+            "UF",
+            format!(
+                "endpoint identity {:?} is not SPIFFE",
+                endpoint.workload.identity
+            ),
+        )
     })?;
     Ok(EgressTarget {
         authority: SocketAddr::new(endpoint.workload.ip, endpoint.port),
@@ -167,14 +196,27 @@ mod tests {
         }
     }
 
-    fn run(s: &Snapshot, sa: &str, authority: &str, method: &str, roll: u64) -> Result<Plan, Rejection> {
+    fn run(
+        s: &Snapshot,
+        sa: &str,
+        authority: &str,
+        method: &str,
+        roll: u64,
+    ) -> Result<Plan, Rejection> {
         let headers = http::HeaderMap::new();
         let view = RequestView::new(method, "/reviews/1", &headers);
         let rolls = Rolls {
             backend: roll,
             endpoint: 0,
         };
-        plan(s, &waypoint(), &tunnel(sa, authority), &view, "reviews:9080", rolls)
+        plan(
+            s,
+            &waypoint(),
+            &tunnel(sa, authority),
+            &view,
+            "reviews:9080",
+            rolls,
+        )
     }
 
     #[test]
@@ -182,14 +224,26 @@ mod tests {
         let s = snapshot("");
         let v1 = run(&s, "bookinfo-productpage", "127.0.100.12:9080", "GET", 0).expect("planned");
         assert_eq!(v1.endpoint.workload.name, "reviews-v1");
-        assert_eq!(v1.target.authority, "127.0.2.10:9080".parse().expect("addr"));
-        assert_eq!(v1.target.hbone_addr, "127.0.2.10:15008".parse().expect("addr"));
+        assert_eq!(
+            v1.target.authority,
+            "127.0.2.10:9080".parse().expect("addr")
+        );
+        assert_eq!(
+            v1.target.hbone_addr,
+            "127.0.2.10:15008".parse().expect("addr")
+        );
         assert_eq!(v1.target.identity.service_account, "bookinfo-reviews");
         assert!(v1.rule.is_some());
         let v2 = run(&s, "bookinfo-productpage", "127.0.100.12:9080", "GET", 95).expect("planned");
         assert_eq!(v2.endpoint.workload.name, "reviews-v2");
         // Hostname authority works as well as the VIP.
-        let by_host = run(&s, "bookinfo-productpage", "reviews.default.svc.cluster.local:9080", "GET", 0);
+        let by_host = run(
+            &s,
+            "bookinfo-productpage",
+            "reviews.default.svc.cluster.local:9080",
+            "GET",
+            0,
+        );
         assert!(by_host.is_ok());
     }
 
@@ -199,7 +253,8 @@ mod tests {
         let denied = run(&s, "sleep", "127.0.100.12:9080", "GET", 0).expect_err("denied");
         assert_eq!((denied.status, denied.flag), (403, "DENY"));
         assert!(denied.message.starts_with("RBAC: access denied"));
-        let post = run(&s, "bookinfo-productpage", "127.0.100.12:9080", "POST", 0).expect_err("denied");
+        let post =
+            run(&s, "bookinfo-productpage", "127.0.100.12:9080", "POST", 0).expect_err("denied");
         assert_eq!(post.status, 403);
     }
 
@@ -207,18 +262,25 @@ mod tests {
     fn services_this_waypoint_does_not_serve_are_refused() {
         let s = snapshot("");
         // ratings has no waypoint.
-        let refused = run(&s, "bookinfo-productpage", "127.0.100.11:9080", "GET", 0).expect_err("refused");
+        let refused =
+            run(&s, "bookinfo-productpage", "127.0.100.11:9080", "GET", 0).expect_err("refused");
         assert_eq!((refused.status, refused.flag), (503, "NR"));
-        let unknown = run(&s, "bookinfo-productpage", "127.9.9.9:80", "GET", 0).expect_err("refused");
+        let unknown =
+            run(&s, "bookinfo-productpage", "127.9.9.9:80", "GET", 0).expect_err("refused");
         assert_eq!(unknown.status, 503);
     }
 
     #[test]
     fn missing_backend_service_is_a_500_for_its_share() {
-        let yaml = include_str!("../../examples/demo.yaml").replace("- name: reviews-v2\n          port: 9080", "- name: reviews-v9\n          port: 9080");
-        let s2 = mesh_config::compile(vec![("demo.yaml".into(), yaml)]).expect("compiles with a warning");
+        let yaml = include_str!("../../examples/demo.yaml").replace(
+            "- name: reviews-v2\n          port: 9080",
+            "- name: reviews-v9\n          port: 9080",
+        );
+        let s2 = mesh_config::compile(vec![("demo.yaml".into(), yaml)])
+            .expect("compiles with a warning");
         assert!(!s2.warnings().is_empty(), "a missing backend is a warning");
-        let missing = run(&s2, "bookinfo-productpage", "127.0.100.12:9080", "GET", 95).expect_err("500");
+        let missing =
+            run(&s2, "bookinfo-productpage", "127.0.100.12:9080", "GET", 95).expect_err("500");
         assert_eq!(missing.status, 500);
         assert!(run(&s2, "bookinfo-productpage", "127.0.100.12:9080", "GET", 0).is_ok());
     }

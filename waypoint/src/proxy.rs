@@ -87,7 +87,11 @@ impl ProxyHttp for WaypointProxy {
         }
     }
 
-    async fn upstream_peer(&self, _session: &mut Session, ctx: &mut RequestCtx) -> Result<Box<HttpPeer>> {
+    async fn upstream_peer(
+        &self,
+        _session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> Result<Box<HttpPeer>> {
         let plan = ctx
             .plan
             .as_ref()
@@ -171,7 +175,9 @@ async fn respond_locally(session: &mut Session, status: u16, message: String) ->
     let mut response = ResponseHeader::build(status, Some(3))?;
     response.insert_header(http::header::CONTENT_TYPE, "text/plain")?;
     response.insert_header(http::header::CONTENT_LENGTH, body.len().to_string())?;
-    session.write_response_header(Box::new(response), false).await?;
+    session
+        .write_response_header(Box::new(response), false)
+        .await?;
     session.write_response_body(Some(body), true).await?;
     Ok(())
 }
@@ -185,9 +191,21 @@ fn access_log(
     elapsed: Duration,
     error: Option<&Error>,
 ) {
-    let src_addr = ctx.tunnel.as_ref().map(|t| t.client_addr().to_string()).unwrap_or_default();
-    let dst_addr = ctx.plan.as_ref().map(|p| p.target.authority.to_string()).unwrap_or_default();
-    let hbone_addr = ctx.plan.as_ref().map(|p| p.target.hbone_addr.to_string()).unwrap_or_default();
+    let src_addr = ctx
+        .tunnel
+        .as_ref()
+        .map(|t| t.client_addr().to_string())
+        .unwrap_or_default();
+    let dst_addr = ctx
+        .plan
+        .as_ref()
+        .map(|p| p.target.authority.to_string())
+        .unwrap_or_default();
+    let hbone_addr = ctx
+        .plan
+        .as_ref()
+        .map(|p| p.target.hbone_addr.to_string())
+        .unwrap_or_default();
     let error = error.map(|e| e.to_string()).unwrap_or_default();
     info!(
         src.addr = %src_addr,

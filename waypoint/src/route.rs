@@ -32,7 +32,10 @@ impl<'a> RequestView<'a> {
 }
 
 /// The first rule (in precedence order) with a match that holds.
-pub fn select_rule<'r>(rules: &'r [Arc<RouteRule>], req: &RequestView<'_>) -> Option<&'r Arc<RouteRule>> {
+pub fn select_rule<'r>(
+    rules: &'r [Arc<RouteRule>],
+    req: &RequestView<'_>,
+) -> Option<&'r Arc<RouteRule>> {
     rules
         .iter()
         .find(|rule| rule.matches.iter().any(|m| matches(m, req)))
@@ -51,9 +54,9 @@ pub fn matches(m: &RouteMatch, req: &RequestView<'_>) -> bool {
                 .filter_map(|v| v.to_str().ok())
                 .any(|v| value_matches(&h.value, v))
         })
-        && m.query.iter().all(|q| {
-            query_values(req.query, &q.name).any(|v| value_matches(&q.value, v))
-        })
+        && m.query
+            .iter()
+            .all(|q| query_values(req.query, &q.name).any(|v| value_matches(&q.value, v)))
 }
 
 fn path_matches(m: &PathMatch, path: &str) -> bool {
@@ -183,11 +186,26 @@ mod tests {
             }],
         };
         let empty = HeaderMap::new();
-        assert!(matches(&m, &RequestView::new("GET", "/api/x?v=12", &headers_ok)));
-        assert!(!matches(&m, &RequestView::new("POST", "/api/x?v=12", &headers_ok)));
-        assert!(!matches(&m, &RequestView::new("GET", "/api/x?v=12", &empty)));
-        assert!(!matches(&m, &RequestView::new("GET", "/api/x?v=abc", &headers_ok)));
-        assert!(!matches(&m, &RequestView::new("GET", "/apix?v=1", &headers_ok)));
+        assert!(matches(
+            &m,
+            &RequestView::new("GET", "/api/x?v=12", &headers_ok)
+        ));
+        assert!(!matches(
+            &m,
+            &RequestView::new("POST", "/api/x?v=12", &headers_ok)
+        ));
+        assert!(!matches(
+            &m,
+            &RequestView::new("GET", "/api/x?v=12", &empty)
+        ));
+        assert!(!matches(
+            &m,
+            &RequestView::new("GET", "/api/x?v=abc", &headers_ok)
+        ));
+        assert!(!matches(
+            &m,
+            &RequestView::new("GET", "/apix?v=1", &headers_ok)
+        ));
     }
 
     #[test]
@@ -223,7 +241,10 @@ mod tests {
     #[test]
     fn zero_weights_are_an_error() {
         let backends = vec![backend("v1", 0), backend("v2", 0)];
-        assert!(matches!(choose_backend(&backends, 7), BackendChoice::NoWeight));
+        assert!(matches!(
+            choose_backend(&backends, 7),
+            BackendChoice::NoWeight
+        ));
         assert!(matches!(choose_backend(&[], 7), BackendChoice::NoWeight));
     }
 }

@@ -219,7 +219,10 @@ mod tests {
     async fn peek_stops_at_first_byte_of_http1_without_waiting_for_more() {
         let (mut client, server) = tokio::io::duplex(1024);
         // A short HTTP/1.1 request: fewer bytes than the preface; the peek must not block.
-        client.write_all(b"GET / HTTP/1.1\r\n\r\n").await.expect("write");
+        client
+            .write_all(b"GET / HTTP/1.1\r\n\r\n")
+            .await
+            .expect("write");
         let mut io = TunnelIo::new(server, info());
         let mut peeked = [0u8; 24];
         assert!(io.try_peek(&mut peeked).await.expect("peek"));
@@ -245,6 +248,9 @@ mod tests {
         assert_eq!(found.authority, "127.0.100.12:9080");
         assert_eq!(found.peer_identity.service_account, "sleep");
         let peer = digest.socket_digest.as_ref().and_then(|s| s.peer_addr());
-        assert_eq!(peer.map(|a| a.to_string()), Some("127.0.1.12:5555".to_string()));
+        assert_eq!(
+            peer.map(|a| a.to_string()),
+            Some("127.0.1.12:5555".to_string())
+        );
     }
 }

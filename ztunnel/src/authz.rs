@@ -44,7 +44,10 @@ fn has_http_attributes(rule: &Rule) -> bool {
             || !o.not_methods.is_empty()
             || !o.paths.is_empty()
             || !o.not_paths.is_empty()
-    }) || rule.when.iter().any(|c| !L4_WHEN_KEYS.contains(&c.key.as_str()))
+    }) || rule
+        .when
+        .iter()
+        .any(|c| !L4_WHEN_KEYS.contains(&c.key.as_str()))
 }
 
 pub fn evaluate(policies: &[Arc<AuthorizationPolicy>], a: &ConnectionAttributes<'_>) -> Decision {
@@ -55,13 +58,18 @@ pub fn evaluate(policies: &[Arc<AuthorizationPolicy>], a: &ConnectionAttributes<
     if let Some(p) = deny {
         return Decision::Deny(format!("{}/{}", p.namespace, p.name));
     }
-    let allows: Vec<_> = policies.iter().filter(|p| p.action == Action::Allow).collect();
+    let allows: Vec<_> = policies
+        .iter()
+        .filter(|p| p.action == Action::Allow)
+        .collect();
     if allows.is_empty() {
         return Decision::Allow;
     }
-    let allowed = allows
-        .iter()
-        .any(|p| p.rules.iter().any(|r| !has_http_attributes(r) && rule_matches(r, a)));
+    let allowed = allows.iter().any(|p| {
+        p.rules
+            .iter()
+            .any(|r| !has_http_attributes(r) && rule_matches(r, a))
+    });
     if allowed {
         Decision::Allow
     } else {
@@ -98,14 +106,20 @@ fn source_matches(s: &Source, a: &ConnectionAttributes<'_>) -> bool {
         && none_of(&s.not_principals, a.principal)
         && any_of(&s.namespaces, a.namespace)
         && none_of(&s.not_namespaces, a.namespace)
-        && (s.service_accounts.is_empty() || sa.as_ref().is_some_and(|sa| s.service_accounts.contains(sa)))
-        && !sa.as_ref().is_some_and(|sa| s.not_service_accounts.contains(sa))
+        && (s.service_accounts.is_empty()
+            || sa
+                .as_ref()
+                .is_some_and(|sa| s.service_accounts.contains(sa)))
+        && !sa
+            .as_ref()
+            .is_some_and(|sa| s.not_service_accounts.contains(sa))
         && (s.ip_blocks.is_empty() || in_blocks(&s.ip_blocks))
         && !in_blocks(&s.not_ip_blocks)
 }
 
 fn ports_match(o: &Operation, a: &ConnectionAttributes<'_>) -> bool {
-    (o.ports.is_empty() || o.ports.contains(&a.destination_port)) && !o.not_ports.contains(&a.destination_port)
+    (o.ports.is_empty() || o.ports.contains(&a.destination_port))
+        && !o.not_ports.contains(&a.destination_port)
 }
 
 fn condition_matches(c: &Condition, a: &ConnectionAttributes<'_>) -> bool {
@@ -119,9 +133,13 @@ fn condition_matches(c: &Condition, a: &ConnectionAttributes<'_>) -> bool {
     };
     let ip = value.as_deref().and_then(|v| v.parse::<IpAddr>().ok());
     let hit = |list: &[StringMatch]| {
-        value.as_deref().is_some_and(|v| list.iter().any(|m| m.matches(v)))
+        value
+            .as_deref()
+            .is_some_and(|v| list.iter().any(|m| m.matches(v)))
             || list.iter().any(|m| match (m, ip) {
-                (StringMatch::Exact(s), Some(ip)) => s.parse::<ipnet::IpNet>().is_ok_and(|n| n.contains(&ip)),
+                (StringMatch::Exact(s), Some(ip)) => {
+                    s.parse::<ipnet::IpNet>().is_ok_and(|n| n.contains(&ip))
+                }
                 _ => false,
             })
     };
@@ -175,8 +193,14 @@ mod tests {
         };
         let ps = [policy(Action::Allow, rule)];
         assert_eq!(evaluate(&ps, &attrs(WAYPOINT, 9080)), Decision::Allow);
-        assert!(matches!(evaluate(&ps, &attrs(WAYPOINT, 9081)), Decision::Deny(_)));
-        assert!(matches!(evaluate(&ps, &attrs(SLEEP, 9080)), Decision::Deny(_)));
+        assert!(matches!(
+            evaluate(&ps, &attrs(WAYPOINT, 9081)),
+            Decision::Deny(_)
+        ));
+        assert!(matches!(
+            evaluate(&ps, &attrs(SLEEP, 9080)),
+            Decision::Deny(_)
+        ));
     }
 
     #[test]
@@ -190,7 +214,10 @@ mod tests {
             when: Vec::new(),
         };
         let ps = [policy(Action::Allow, rule)];
-        assert!(matches!(evaluate(&ps, &attrs(WAYPOINT, 9080)), Decision::Deny(_)));
+        assert!(matches!(
+            evaluate(&ps, &attrs(WAYPOINT, 9080)),
+            Decision::Deny(_)
+        ));
     }
 
     #[test]
@@ -204,7 +231,10 @@ mod tests {
             when: Vec::new(),
         };
         let ps = [policy(Action::Deny, rule)];
-        assert!(matches!(evaluate(&ps, &attrs(SLEEP, 9080)), Decision::Deny(_)));
+        assert!(matches!(
+            evaluate(&ps, &attrs(SLEEP, 9080)),
+            Decision::Deny(_)
+        ));
         assert_eq!(evaluate(&ps, &attrs(WAYPOINT, 9080)), Decision::Allow);
     }
 
@@ -219,7 +249,10 @@ mod tests {
             ..Rule::default()
         };
         let ps = [policy(Action::Allow, rule)];
-        assert!(matches!(evaluate(&ps, &attrs(SLEEP, 9080)), Decision::Deny(_)));
+        assert!(matches!(
+            evaluate(&ps, &attrs(SLEEP, 9080)),
+            Decision::Deny(_)
+        ));
         let mut other = attrs(SLEEP, 9080);
         other.source_ip = "127.0.3.1".parse().expect("ip");
         assert_eq!(evaluate(&ps, &other), Decision::Allow);

@@ -27,10 +27,16 @@ pub fn check_inbound(
 ) -> Result<SocketAddr, (StatusCode, String)> {
     let target = authority.ok_or((StatusCode::BAD_REQUEST, "authority is not ip:port".into()))?;
     if target.ip() != pod.ip {
-        return Err((StatusCode::BAD_REQUEST, format!("{} is not this pod's address {}", target.ip(), pod.ip)));
+        return Err((
+            StatusCode::BAD_REQUEST,
+            format!("{} is not this pod's address {}", target.ip(), pod.ip),
+        ));
     }
     if PROXY_PORTS.contains(&target.port()) {
-        return Err((StatusCode::BAD_REQUEST, format!("port {} belongs to the proxy", target.port())));
+        return Err((
+            StatusCode::BAD_REQUEST,
+            format!("port {} belongs to the proxy", target.port()),
+        ));
     }
     let principal = peer.without_scheme();
     let attrs = ConnectionAttributes {
@@ -49,8 +55,14 @@ pub fn check_inbound(
 /// TCP from `source_ip` when it is a local address (loopback pods), else from any address.
 /// Nagle is off: a proxy forwards what it reads at once.
 pub async fn connect_from(source_ip: IpAddr, addr: SocketAddr) -> std::io::Result<TcpStream> {
-    let socket = if addr.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
-    let stream = if source_ip.is_ipv4() == addr.is_ipv4() && socket.bind(SocketAddr::new(source_ip, 0)).is_ok() {
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    let stream = if source_ip.is_ipv4() == addr.is_ipv4()
+        && socket.bind(SocketAddr::new(source_ip, 0)).is_ok()
+    {
         socket.connect(addr).await?
     } else {
         TcpStream::connect(addr).await?
@@ -78,7 +90,11 @@ pub(crate) async fn handle(ctx: Arc<NodeContext>, pod: Arc<Workload>, connect: I
         Ok(target) => target,
         Err((status, why)) => {
             info!(src.identity = %peer, dst.addr = connect.authority(), %status, reason = %why, "inbound refused");
-            guard.set_flag(if status == StatusCode::UNAUTHORIZED { "DENY" } else { "NR" });
+            guard.set_flag(if status == StatusCode::UNAUTHORIZED {
+                "DENY"
+            } else {
+                "NR"
+            });
             connect.reject(status);
             return;
         }
@@ -115,15 +131,26 @@ pub(crate) async fn handle(ctx: Arc<NodeContext>, pod: Arc<Workload>, connect: I
 }
 
 /// Resolves when a new snapshot denies this connection.
-async fn policy_revoked(ctx: Arc<NodeContext>, pod: Arc<Workload>, peer: Identity, peer_ip: IpAddr, target: SocketAddr) -> String {
+async fn policy_revoked(
+    ctx: Arc<NodeContext>,
+    pod: Arc<Workload>,
+    peer: Identity,
+    peer_ip: IpAddr,
+    target: SocketAddr,
+) -> String {
     let mut versions = ctx.store.subscribe();
     loop {
         if versions.changed().await.is_err() {
             std::future::pending::<()>().await;
         }
         let snapshot = ctx.store.load();
-        let pod = snapshot.workload_by_ip(pod.ip).cloned().unwrap_or_else(|| pod.clone());
-        if let Err((StatusCode::UNAUTHORIZED, why)) = check_inbound(&snapshot, &pod, &peer, peer_ip, Some(target)) {
+        let pod = snapshot
+            .workload_by_ip(pod.ip)
+            .cloned()
+            .unwrap_or_else(|| pod.clone());
+        if let Err((StatusCode::UNAUTHORIZED, why)) =
+            check_inbound(&snapshot, &pod, &peer, peer_ip, Some(target))
+        {
             return why;
         }
     }
@@ -150,19 +177,40 @@ spec:
     }
 
     fn check(s: &Snapshot, peer_sa: &str, authority: &str) -> Result<SocketAddr, StatusCode> {
-        let pod = s.workload_by_ip("127.0.1.11".parse().expect("ip")).expect("ratings pod");
+        let pod = s
+            .workload_by_ip("127.0.1.11".parse().expect("ip"))
+            .expect("ratings pod");
         let peer = Identity::new("cluster.local", "default", peer_sa);
-        check_inbound(s, pod, &peer, "127.0.1.10".parse().expect("ip"), authority.parse().ok()).map_err(|(status, _)| status)
+        check_inbound(
+            s,
+            pod,
+            &peer,
+            "127.0.1.10".parse().expect("ip"),
+            authority.parse().ok(),
+        )
+        .map_err(|(status, _)| status)
     }
 
     #[test]
     fn delivers_to_this_pod_only() {
         let s = snapshot("");
-        assert_eq!(check(&s, "sleep", "127.0.1.11:9080"), Ok("127.0.1.11:9080".parse().expect("addr")));
-        assert_eq!(check(&s, "sleep", "127.0.1.10:9080"), Err(StatusCode::BAD_REQUEST));
-        assert_eq!(check(&s, "sleep", "not-an-address"), Err(StatusCode::BAD_REQUEST));
+        assert_eq!(
+            check(&s, "sleep", "127.0.1.11:9080"),
+            Ok("127.0.1.11:9080".parse().expect("addr"))
+        );
+        assert_eq!(
+            check(&s, "sleep", "127.0.1.10:9080"),
+            Err(StatusCode::BAD_REQUEST)
+        );
+        assert_eq!(
+            check(&s, "sleep", "not-an-address"),
+            Err(StatusCode::BAD_REQUEST)
+        );
         for port in PROXY_PORTS {
-            assert_eq!(check(&s, "sleep", &format!("127.0.1.11:{port}")), Err(StatusCode::BAD_REQUEST));
+            assert_eq!(
+                check(&s, "sleep", &format!("127.0.1.11:{port}")),
+                Err(StatusCode::BAD_REQUEST)
+            );
         }
     }
 
@@ -170,6 +218,9 @@ spec:
     fn l4_policy_answers_401() {
         let s = snapshot(POLICY);
         assert!(check(&s, "bookinfo-productpage", "127.0.1.11:9080").is_ok());
-        assert_eq!(check(&s, "sleep", "127.0.1.11:9080"), Err(StatusCode::UNAUTHORIZED));
+        assert_eq!(
+            check(&s, "sleep", "127.0.1.11:9080"),
+            Err(StatusCode::UNAUTHORIZED)
+        );
     }
 }

@@ -108,9 +108,10 @@ impl Ztunnel {
         running: &mut HashMap<(IpAddr, String), CancellationToken>,
         shutdown: &CancellationToken,
     ) -> bool {
-        let desired: HashMap<(IpAddr, String), Arc<Workload>> = local_pods(snapshot, &self.settings.node)
-            .map(|w| ((w.ip, w.identity.clone()), w.clone()))
-            .collect();
+        let desired: HashMap<(IpAddr, String), Arc<Workload>> =
+            local_pods(snapshot, &self.settings.node)
+                .map(|w| ((w.ip, w.identity.clone()), w.clone()))
+                .collect();
         running.retain(|key, token| {
             let keep = desired.contains_key(key);
             if !keep {
@@ -138,13 +139,24 @@ impl Ztunnel {
         all_bound
     }
 
-    async fn start_pod(&self, pod: Arc<Workload>, token: CancellationToken) -> Result<(), StartError> {
-        let identity: Identity = pod.identity.parse().map_err(|_| StartError::Identity(pod.identity.clone()))?;
+    async fn start_pod(
+        &self,
+        pod: Arc<Workload>,
+        token: CancellationToken,
+    ) -> Result<(), StartError> {
+        let identity: Identity = pod
+            .identity
+            .parse()
+            .map_err(|_| StartError::Identity(pod.identity.clone()))?;
         let tls = mesh_hbone::server_config(self.ctx.certs.clone(), identity)?;
         let hbone_addr = SocketAddr::new(pod.ip, self.settings.hbone_port);
         let socks_addr = SocketAddr::new(pod.ip, self.settings.socks5_port);
-        let hbone = TcpListener::bind(hbone_addr).await.map_err(|e| StartError::Bind(hbone_addr, e))?;
-        let socks = TcpListener::bind(socks_addr).await.map_err(|e| StartError::Bind(socks_addr, e))?;
+        let hbone = TcpListener::bind(hbone_addr)
+            .await
+            .map_err(|e| StartError::Bind(hbone_addr, e))?;
+        let socks = TcpListener::bind(socks_addr)
+            .await
+            .map_err(|e| StartError::Bind(socks_addr, e))?;
         debug!(pod = %pod.name, %hbone_addr, %socks_addr, "pod listeners bound");
         let ctx = self.ctx.clone();
         let inbound_pod = pod.clone();
@@ -156,7 +168,10 @@ impl Ztunnel {
 }
 
 /// Pods on `node` that ztunnel serves (waypoint pods run their own HBONE listener).
-pub fn local_pods<'a>(snapshot: &'a Snapshot, node: &'a str) -> impl Iterator<Item = &'a Arc<Workload>> {
+pub fn local_pods<'a>(
+    snapshot: &'a Snapshot,
+    node: &'a str,
+) -> impl Iterator<Item = &'a Arc<Workload>> {
     snapshot
         .workloads_on_node(node)
         .filter(move |w| snapshot.waypoint_by_ip(w.ip).is_none())
@@ -172,7 +187,12 @@ enum StartError {
     Bind(SocketAddr, std::io::Error),
 }
 
-async fn serve_socks(ctx: Arc<NodeContext>, pod_ip: IpAddr, listener: TcpListener, shutdown: CancellationToken) {
+async fn serve_socks(
+    ctx: Arc<NodeContext>,
+    pod_ip: IpAddr,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) {
     loop {
         let accepted = tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -205,13 +225,20 @@ pub fn socks_reply(error: &HboneError) -> Reply {
 fn outbound_reply(error: &OutboundError) -> Reply {
     match error {
         OutboundError::UnknownHost(_) => Reply::HostUnreachable,
-        OutboundError::NoSuchPort { .. } | OutboundError::NoEndpoints(_) => Reply::ConnectionRefused,
+        OutboundError::NoSuchPort { .. } | OutboundError::NoEndpoints(_) => {
+            Reply::ConnectionRefused
+        }
         OutboundError::NoWaypoint(_) => Reply::NetworkUnreachable,
         OutboundError::BadIdentity(_) => Reply::GeneralFailure,
     }
 }
 
-async fn outbound_connection(ctx: Arc<NodeContext>, pod_ip: IpAddr, mut client: TcpStream, client_addr: SocketAddr) {
+async fn outbound_connection(
+    ctx: Arc<NodeContext>,
+    pod_ip: IpAddr,
+    mut client: TcpStream,
+    client_addr: SocketAddr,
+) {
     let target = match socks5::handshake(&mut client).await {
         Ok(target) => target,
         Err(e) => {
@@ -244,7 +271,11 @@ async fn outbound_connection(ctx: Arc<NodeContext>, pod_ip: IpAddr, mut client: 
         OutboundPlan::Hbone(plan) => {
             match outbound::connect_hbone(&ctx.pool, &source, client_addr, &plan).await {
                 Ok(mut tunnel) => {
-                    if client.write_all(&encode_reply(Reply::Succeeded)).await.is_err() {
+                    if client
+                        .write_all(&encode_reply(Reply::Succeeded))
+                        .await
+                        .is_err()
+                    {
                         return;
                     }
                     let copied = tokio::io::copy_bidirectional(&mut client, &mut tunnel).await;
@@ -253,25 +284,37 @@ async fn outbound_connection(ctx: Arc<NodeContext>, pod_ip: IpAddr, mut client: 
                 }
                 Err(e) => {
                     info!(src.workload = %source.name, dst = %target, dst.hbone_addr = %plan.next_hop, error = %e, "outbound HBONE failed");
-                    guard.set_flag(if matches!(e, HboneError::Unauthorized) { "DENY" } else { "CONNECT" });
+                    guard.set_flag(if matches!(e, HboneError::Unauthorized) {
+                        "DENY"
+                    } else {
+                        "CONNECT"
+                    });
                     let _ = client.write_all(&encode_reply(socks_reply(&e))).await;
                     return;
                 }
             }
         }
-        OutboundPlan::Passthrough(addr) => match outbound::connect_passthrough(source.ip, addr).await {
-            Ok(mut upstream) => {
-                guard.set_plaintext();
-                if client.write_all(&encode_reply(Reply::Succeeded)).await.is_err() {
+        OutboundPlan::Passthrough(addr) => {
+            match outbound::connect_passthrough(source.ip, addr).await {
+                Ok(mut upstream) => {
+                    guard.set_plaintext();
+                    if client
+                        .write_all(&encode_reply(Reply::Succeeded))
+                        .await
+                        .is_err()
+                    {
+                        return;
+                    }
+                    tokio::io::copy_bidirectional(&mut client, &mut upstream).await
+                }
+                Err(_) => {
+                    let _ = client
+                        .write_all(&encode_reply(Reply::ConnectionRefused))
+                        .await;
                     return;
                 }
-                tokio::io::copy_bidirectional(&mut client, &mut upstream).await
             }
-            Err(_) => {
-                let _ = client.write_all(&encode_reply(Reply::ConnectionRefused)).await;
-                return;
-            }
-        },
+        }
     };
     if let Ok((sent, received)) = copied {
         guard.sent = sent;

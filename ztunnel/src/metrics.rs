@@ -69,7 +69,11 @@ impl ConnectionLabels {
             &self.destination_principal,
             "tcp",
             self.response_flags,
-            if self.mutual_tls { "mutual_tls" } else { "none" },
+            if self.mutual_tls {
+                "mutual_tls"
+            } else {
+                "none"
+            },
         ]
     }
 }
@@ -82,10 +86,22 @@ impl Metrics {
             Ok(c)
         };
         Ok(Metrics {
-            opened: counter("istio_tcp_connections_opened_total", "TCP connections opened")?,
-            closed: counter("istio_tcp_connections_closed_total", "TCP connections closed")?,
-            sent: counter("istio_tcp_sent_bytes_total", "Bytes sent to the destination")?,
-            received: counter("istio_tcp_received_bytes_total", "Bytes received from the destination")?,
+            opened: counter(
+                "istio_tcp_connections_opened_total",
+                "TCP connections opened",
+            )?,
+            closed: counter(
+                "istio_tcp_connections_closed_total",
+                "TCP connections closed",
+            )?,
+            sent: counter(
+                "istio_tcp_sent_bytes_total",
+                "Bytes sent to the destination",
+            )?,
+            received: counter(
+                "istio_tcp_received_bytes_total",
+                "Bytes received from the destination",
+            )?,
         })
     }
 
@@ -123,7 +139,13 @@ impl Drop for ConnectionGuard {
     fn drop(&mut self) {
         let values = self.labels.values();
         self.metrics.closed.with_label_values(&values).inc();
-        self.metrics.sent.with_label_values(&values).inc_by(self.sent);
-        self.metrics.received.with_label_values(&values).inc_by(self.received);
+        self.metrics
+            .sent
+            .with_label_values(&values)
+            .inc_by(self.sent);
+        self.metrics
+            .received
+            .with_label_values(&values)
+            .inc_by(self.received);
     }
 }

@@ -48,7 +48,12 @@ pub enum OutboundError {
 }
 
 /// Decides how `source` reaches `target`; `roll` picks among endpoints or waypoint pods.
-pub fn plan_outbound(snapshot: &Snapshot, source: &Workload, target: &Target, roll: u64) -> Result<OutboundPlan, OutboundError> {
+pub fn plan_outbound(
+    snapshot: &Snapshot,
+    source: &Workload,
+    target: &Target,
+    roll: u64,
+) -> Result<OutboundPlan, OutboundError> {
     match target {
         Target::Host(host, port) => {
             let service = snapshot
@@ -73,7 +78,8 @@ fn is_pod_of(source: &Workload, waypoint: &Waypoint) -> bool {
 }
 
 fn identity(s: &str) -> Result<Identity, OutboundError> {
-    s.parse().map_err(|_| OutboundError::BadIdentity(s.to_string()))
+    s.parse()
+        .map_err(|_| OutboundError::BadIdentity(s.to_string()))
 }
 
 /// The waypoint to use, unless there is none or the source is that waypoint.
@@ -107,7 +113,11 @@ fn via_waypoint(
     }))
 }
 
-fn direct(workload: &Arc<Workload>, port: u16, service: Option<Arc<Service>>) -> Result<OutboundPlan, OutboundError> {
+fn direct(
+    workload: &Arc<Workload>,
+    port: u16,
+    service: Option<Arc<Service>>,
+) -> Result<OutboundPlan, OutboundError> {
     Ok(OutboundPlan::Hbone(HbonePlan {
         next_hop: SocketAddr::new(workload.ip, HBONE_PORT),
         authority: SocketAddr::new(workload.ip, port).to_string(),
@@ -127,7 +137,10 @@ fn service_plan(
 ) -> Result<OutboundPlan, OutboundError> {
     let name = format!("{}/{}", service.namespace, service.name);
     if !service.ports.iter().any(|p| p.port == port) {
-        return Err(OutboundError::NoSuchPort { service: name, port });
+        return Err(OutboundError::NoSuchPort {
+            service: name,
+            port,
+        });
     }
     if let Some(waypoint) = waypoint_for(snapshot, source, service.waypoint.as_ref()) {
         let authority = match service.vip {
@@ -152,7 +165,12 @@ fn workload_plan(
     roll: u64,
 ) -> Result<OutboundPlan, OutboundError> {
     if let Some(waypoint) = waypoint_for(snapshot, source, workload.waypoint.as_ref()) {
-        return via_waypoint(waypoint, SocketAddr::new(workload.ip, port).to_string(), None, roll);
+        return via_waypoint(
+            waypoint,
+            SocketAddr::new(workload.ip, port).to_string(),
+            None,
+            roll,
+        );
     }
     direct(workload, port, None)
 }
@@ -168,8 +186,16 @@ pub fn connect_headers(source: &Workload, client: SocketAddr, plan: &HbonePlan) 
         "k8s.namespace.name={},k8s.pod.name={},service.name={},service.version={}",
         source.namespace, source.name, source.canonical_service, source.canonical_revision
     );
-    let traceparent = format!("00-{:032x}-{:016x}-00", rand::random::<u128>(), rand::random::<u64>());
-    for (name, value) in [("forwarded", forwarded), ("baggage", baggage), ("traceparent", traceparent)] {
+    let traceparent = format!(
+        "00-{:032x}-{:016x}-00",
+        rand::random::<u128>(),
+        rand::random::<u64>()
+    );
+    for (name, value) in [
+        ("forwarded", forwarded),
+        ("baggage", baggage),
+        ("traceparent", traceparent),
+    ] {
         if let Ok(value) = HeaderValue::from_str(&value) {
             headers.insert(name, value);
         }
@@ -202,7 +228,10 @@ pub async fn connect_hbone(
 }
 
 /// Plain TCP to a destination outside the mesh, from the source pod's address.
-pub async fn connect_passthrough(source_ip: IpAddr, addr: SocketAddr) -> std::io::Result<tokio::net::TcpStream> {
+pub async fn connect_passthrough(
+    source_ip: IpAddr,
+    addr: SocketAddr,
+) -> std::io::Result<tokio::net::TcpStream> {
     crate::inbound::connect_from(source_ip, addr).await
 }
 
@@ -216,7 +245,8 @@ mod tests {
     }
 
     fn pod<'s>(s: &'s Snapshot, ip: &str) -> &'s Arc<Workload> {
-        s.workload_by_ip(ip.parse().expect("ip")).expect("pod exists")
+        s.workload_by_ip(ip.parse().expect("ip"))
+            .expect("pod exists")
     }
 
     fn hbone(plan: OutboundPlan) -> HbonePlan {
@@ -269,11 +299,20 @@ mod tests {
         let s = demo();
         let source = pod(&s, "127.0.1.12");
         let unknown = Target::Host("nope.default.svc.cluster.local".into(), 80);
-        assert!(matches!(plan_outbound(&s, source, &unknown, 0), Err(OutboundError::UnknownHost(_))));
+        assert!(matches!(
+            plan_outbound(&s, source, &unknown, 0),
+            Err(OutboundError::UnknownHost(_))
+        ));
         let bad_port = Target::Host("ratings.default".into(), 1234);
-        assert!(matches!(plan_outbound(&s, source, &bad_port, 0), Err(OutboundError::NoSuchPort { .. })));
+        assert!(matches!(
+            plan_outbound(&s, source, &bad_port, 0),
+            Err(OutboundError::NoSuchPort { .. })
+        ));
         let outside = Target::Addr("127.0.0.1:5432".parse().expect("addr"));
-        assert!(matches!(plan_outbound(&s, source, &outside, 0), Ok(OutboundPlan::Passthrough(_))));
+        assert!(matches!(
+            plan_outbound(&s, source, &outside, 0),
+            Ok(OutboundPlan::Passthrough(_))
+        ));
     }
 
     #[test]
@@ -290,6 +329,11 @@ mod tests {
         let traceparent = headers["traceparent"].to_str().expect("ascii");
         assert_eq!(traceparent.len(), 55);
         assert!(traceparent.starts_with("00-") && traceparent.ends_with("-00"));
-        assert!(headers["baggage"].to_str().expect("ascii").contains("k8s.namespace.name=default"));
+        assert!(
+            headers["baggage"]
+                .to_str()
+                .expect("ascii")
+                .contains("k8s.namespace.name=default")
+        );
     }
 }

@@ -75,7 +75,9 @@ pub fn encode_reply(reply: Reply) -> [u8; 10] {
 
 /// Reads the greeting and the CONNECT request; answers the method selection.
 /// The caller sends the final reply with [`encode_reply`] once it knows the outcome.
-pub async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(stream: &mut S) -> Result<Target, Socks5Error> {
+pub async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: &mut S,
+) -> Result<Target, Socks5Error> {
     let mut head = [0u8; 2];
     stream.read_exact(&mut head).await?;
     if head[0] != VERSION {
@@ -103,7 +105,11 @@ pub async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(stream: &mut S) -> Res
     result
 }
 
-async fn read_target<S: AsyncRead + Unpin>(stream: &mut S, command: u8, atyp: u8) -> Result<Target, Socks5Error> {
+async fn read_target<S: AsyncRead + Unpin>(
+    stream: &mut S,
+    command: u8,
+    atyp: u8,
+) -> Result<Target, Socks5Error> {
     let host = match atyp {
         1 => {
             let mut ip = [0u8; 4];
@@ -157,19 +163,28 @@ mod tests {
         input.extend_from_slice(b"reviews");
         input.extend_from_slice(&9080u16.to_be_bytes());
         let (target, out) = run(&input).await;
-        assert_eq!(target.expect("target"), Target::Host("reviews".into(), 9080));
+        assert_eq!(
+            target.expect("target"),
+            Target::Host("reviews".into(), 9080)
+        );
         assert_eq!(out, vec![5, 0]);
     }
 
     #[tokio::test]
     async fn ipv4_connect_and_ip_literal_domain() {
         let (target, _) = run(&[5, 1, 0, 5, 1, 0, 1, 127, 0, 100, 12, 0x23, 0x78]).await;
-        assert_eq!(target.expect("target"), Target::Addr("127.0.100.12:9080".parse().expect("addr")));
+        assert_eq!(
+            target.expect("target"),
+            Target::Addr("127.0.100.12:9080".parse().expect("addr"))
+        );
         let mut input = vec![5, 1, 0, 5, 1, 0, 3, 9];
         input.extend_from_slice(b"127.0.0.1");
         input.extend_from_slice(&80u16.to_be_bytes());
         let (target, _) = run(&input).await;
-        assert_eq!(target.expect("target"), Target::Addr("127.0.0.1:80".parse().expect("addr")));
+        assert_eq!(
+            target.expect("target"),
+            Target::Addr("127.0.0.1:80".parse().expect("addr"))
+        );
     }
 
     #[tokio::test]
