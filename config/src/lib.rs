@@ -3,6 +3,7 @@
 //!
 //! No sockets, no TLS: pure parsing, validation and compilation, plus the file watcher.
 
+pub mod authz;
 mod compile;
 mod error;
 mod manifest;

@@ -6,7 +6,9 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use http::HeaderMap;
-use mesh_config::{Action, AuthorizationPolicy, Condition, Operation, Rule, Source, StringMatch};
+pub use mesh_config::authz::Decision;
+use mesh_config::authz::{Peer, any_of, decide, none_of};
+use mesh_config::{AuthorizationPolicy, Operation, Rule, StringMatch};
 
 /// What a policy can look at for one request.
 #[derive(Clone, Copy, Debug)]
@@ -26,84 +28,33 @@ pub struct RequestAttributes<'a> {
     pub request_principal: Option<&'a str>,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Decision {
-    Allow,
-    /// Denied, naming the deciding policy (`ns/name`) or the reason no ALLOW matched.
-    Deny(String),
-}
-
 pub fn evaluate(policies: &[Arc<AuthorizationPolicy>], attrs: &RequestAttributes<'_>) -> Decision {
-    let matching = |p: &&Arc<AuthorizationPolicy>| p.rules.iter().any(|r| rule_matches(r, attrs));
-    if let Some(deny) = policies
-        .iter()
-        .filter(|p| p.action == Action::Deny)
-        .find(matching)
-    {
-        return Decision::Deny(format!("{}/{}", deny.namespace, deny.name));
-    }
-    let mut allows = policies
-        .iter()
-        .filter(|p| p.action == Action::Allow)
-        .peekable();
-    if allows.peek().is_none() {
-        return Decision::Allow;
-    }
-    if allows.any(|p| matching(&p)) {
-        Decision::Allow
-    } else {
-        Decision::Deny("no ALLOW policy matched".into())
-    }
+    decide(policies, |_, rule| rule_matches(rule, attrs))
 }
 
 fn rule_matches(rule: &Rule, a: &RequestAttributes<'_>) -> bool {
-    (rule.from.is_empty() || rule.from.iter().any(|s| source_matches(s, a)))
+    let peer = Peer {
+        principal: a.principal,
+        namespace: a.namespace,
+        ip: a.source_ip,
+    };
+    (rule.from.is_empty()
+        || rule
+            .from
+            .iter()
+            .any(|s| s.matches_peer(&peer) && s.matches_request(a.request_principal, a.source_ip)))
         && (rule.to.is_empty() || rule.to.iter().any(|o| operation_matches(o, a)))
-        && rule.when.iter().all(|c| condition_matches(c, a))
+        && rule
+            .when
+            .iter()
+            .all(|c| c.matches_value(condition_value(&c.key, a).as_deref()))
 }
 
-/// Positive list: empty = no constraint, else the value must be present and match one entry.
-fn any_of(list: &[StringMatch], value: Option<&str>) -> bool {
-    list.is_empty() || value.is_some_and(|v| list.iter().any(|m| m.matches(v)))
-}
-
-/// Negative list: the value must not match any entry (absent values match nothing).
-fn none_of(list: &[StringMatch], value: Option<&str>) -> bool {
-    list.is_empty() || !value.is_some_and(|v| list.iter().any(|m| m.matches(v)))
-}
-
-fn service_account(a: &RequestAttributes<'_>) -> Option<String> {
-    let principal = a.principal?;
-    let sa = principal.rsplit_once("/sa/")?.1;
-    Some(format!("{}/{}", a.namespace?, sa))
-}
-
-fn source_matches(s: &Source, a: &RequestAttributes<'_>) -> bool {
-    let sa = service_account(a);
-    let in_blocks = |blocks: &[ipnet::IpNet]| blocks.iter().any(|b| b.contains(&a.source_ip));
-    any_of(&s.principals, a.principal)
-        && none_of(&s.not_principals, a.principal)
-        && any_of(&s.namespaces, a.namespace)
-        && none_of(&s.not_namespaces, a.namespace)
-        && any_of(&s.request_principals, a.request_principal)
-        && none_of(&s.not_request_principals, a.request_principal)
-        && (s.service_accounts.is_empty()
-            || sa
-                .as_ref()
-                .is_some_and(|sa| s.service_accounts.contains(sa)))
-        && !sa
-            .as_ref()
-            .is_some_and(|sa| s.not_service_accounts.contains(sa))
-        && (s.ip_blocks.is_empty() || in_blocks(&s.ip_blocks))
-        && !in_blocks(&s.not_ip_blocks)
-        && (s.remote_ip_blocks.is_empty() || in_blocks(&s.remote_ip_blocks))
-        && !in_blocks(&s.not_remote_ip_blocks)
-}
-
+/// Hosts compare case-insensitively, with or without the port.
 fn host_matches(list: &[StringMatch], host: &str) -> bool {
     let host = host.to_ascii_lowercase();
-    list.iter()
-        .any(|m| m.matches(&host) || m.matches(host.split(':').next().unwrap_or("")))
+    let bare = host.split(':').next().unwrap_or_default();
+    list.iter().any(|m| m.matches(&host) || m.matches(bare))
 }
 
 fn operation_matches(o: &Operation, a: &RequestAttributes<'_>) -> bool {
@@ -113,8 +64,7 @@ fn operation_matches(o: &Operation, a: &RequestAttributes<'_>) -> bool {
         && none_of(&o.not_methods, Some(a.method))
         && any_of(&o.paths, Some(a.path))
         && none_of(&o.not_paths, Some(a.path))
-        && (o.ports.is_empty() || o.ports.contains(&a.destination_port))
-        && !o.not_ports.contains(&a.destination_port)
+        && o.matches_port(a.destination_port)
 }
 
 fn condition_value(key: &str, a: &RequestAttributes<'_>) -> Option<String> {
@@ -129,7 +79,7 @@ fn condition_value(key: &str, a: &RequestAttributes<'_>) -> Option<String> {
             .map(str::to_owned);
     }
     match key {
-        "source.ip" => Some(a.source_ip.to_string()),
+        "source.ip" | "remote.ip" => Some(a.source_ip.to_string()),
         "source.namespace" => a.namespace.map(str::to_owned),
         "source.principal" => a.principal.map(str::to_owned),
         "destination.ip" => a.destination_ip.map(|ip| ip.to_string()),
@@ -139,29 +89,10 @@ fn condition_value(key: &str, a: &RequestAttributes<'_>) -> Option<String> {
     }
 }
 
-fn condition_matches(c: &Condition, a: &RequestAttributes<'_>) -> bool {
-    let value = condition_value(&c.key, a);
-    let value = value.as_deref();
-    // `source.ip`/`destination.ip` values may be CIDRs.
-    let ip_match = |list: &[StringMatch]| {
-        let ip: Option<IpAddr> = value.and_then(|v| v.parse().ok());
-        list.iter().any(|m| match (m, ip) {
-            (StringMatch::Exact(cidr), Some(ip)) => cidr
-                .parse::<ipnet::IpNet>()
-                .is_ok_and(|net| net.contains(&ip)),
-            _ => false,
-        })
-    };
-    let positive = c.values.is_empty() || any_of(&c.values, value) || ip_match(&c.values);
-    let negative =
-        c.not_values.is_empty() || (none_of(&c.not_values, value) && !ip_match(&c.not_values));
-    positive && negative
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use mesh_config::PolicyScope;
+    use mesh_config::{Action, Condition, PolicyScope, Source};
 
     fn policy(action: Action, rules: Vec<Rule>) -> Arc<AuthorizationPolicy> {
         Arc::new(AuthorizationPolicy {
