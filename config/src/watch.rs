@@ -27,6 +27,8 @@ pub struct FileSource {
     path: PathBuf,
     store: Arc<Store>,
     debounce: Duration,
+    /// The documents the store's current snapshot was compiled from, if known.
+    initial: Option<Docs>,
 }
 
 impl FileSource {
@@ -36,7 +38,25 @@ impl FileSource {
             path,
             store,
             debounce: DEFAULT_DEBOUNCE,
+            initial: None,
         }
+    }
+
+    /// The documents the store's current snapshot came from: once watching, the source
+    /// compares the files with them, so an edit made before the watch began is not lost.
+    pub fn with_initial(self, docs: Vec<(PathBuf, String)>) -> Self {
+        Self {
+            initial: Some(docs),
+            ..self
+        }
+    }
+
+    /// Registers the watcher now (no change after this call is missed) and runs the reload
+    /// loop on a task until `shutdown` is cancelled.
+    pub fn spawn(self, shutdown: CancellationToken) -> notify::Result<tokio::task::JoinHandle<()>> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let watcher = start_watcher(&self.path, tx)?;
+        Ok(tokio::spawn(self.watch(watcher, rx, shutdown)))
     }
 
     /// Waits this long after the last change before recompiling.
@@ -47,15 +67,26 @@ impl FileSource {
     /// Watches until `shutdown` is cancelled. Each burst of changes is recompiled on the
     /// blocking pool; success swaps the snapshot, failure is recorded and the old one kept.
     pub async fn run(self, shutdown: CancellationToken) {
-        let (tx, mut rx) = mpsc::unbounded_channel();
-        let _watcher = match start_watcher(&self.path, tx) {
-            Ok(w) => w,
+        let (tx, rx) = mpsc::unbounded_channel();
+        match start_watcher(&self.path, tx) {
+            Ok(watcher) => self.watch(watcher, rx, shutdown).await,
             Err(e) => {
-                tracing::error!(path = %self.path.display(), error = %e, "cannot watch config");
-                return;
+                tracing::error!(path = %self.path.display(), error = %e, "cannot watch config")
             }
-        };
-        let mut last: Option<Docs> = None;
+        }
+    }
+
+    async fn watch(
+        mut self,
+        _watcher: Box<dyn Watcher + Send>,
+        mut rx: mpsc::UnboundedReceiver<()>,
+        shutdown: CancellationToken,
+    ) {
+        let mut last = self.initial.take();
+        if last.is_some() {
+            // Catch edits made between the initial read and the start of the watch.
+            self.reload(&mut last).await;
+        }
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => return,

@@ -179,3 +179,26 @@ async fn directory_source_sees_new_files() {
         .expect("stops")
         .expect("no panic");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spawn_watches_before_returning_and_catches_edits_since_the_initial_read() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("mesh.yaml");
+    std::fs::write(&file, manifest(1)).expect("write");
+    let docs = mesh_config::read_path(&file).expect("read");
+    let store = Store::new(mesh_config::compile(docs.clone()).expect("valid"));
+    // Edited after the initial read, before the watch starts: must not be lost.
+    std::fs::write(&file, manifest(2)).expect("write");
+    let token = CancellationToken::new();
+    let task = FileSource::new(file.clone(), Arc::clone(&store))
+        .with_debounce(Duration::from_millis(50))
+        .with_initial(docs)
+        .spawn(token.clone())
+        .expect("watch");
+    eventually("the edit made before the watch", || store.load().workloads().count() == 2).await;
+    // Edited right after spawn returned, with no settling time: seen as well.
+    std::fs::write(&file, manifest(3)).expect("write");
+    eventually("the edit made right after spawn", || store.load().workloads().count() == 3).await;
+    token.cancel();
+    task.await.expect("source task");
+}

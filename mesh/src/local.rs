@@ -1,19 +1,23 @@
 //! A whole mesh in one process, on loopback: one ztunnel per `Node`, one waypoint per waypoint
 //! pod, and an echo app for every pod that opts in with `mesh.dev/echo: "true"`.
+//!
+//! The set of running components follows the config: on every new snapshot the supervisor
+//! starts what appeared and stops what went away (ztunnels in turn follow their pods).
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, SocketAddr};
-use std::path::Path;
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
 use loadtest::echo::EchoServer;
-use mesh_config::{FileSource, ObjectRef, Snapshot, Store};
+use mesh_config::{FileSource, ObjectRef, Snapshot, Store, Waypoint, Workload};
 use mesh_hbone::{CertificateProvider, Identity, LocalCa, Pool, PoolConfig};
 use mesh_runtime::{AdminServer, CancellationToken, Readiness};
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
-use tracing::info;
+use tracing::{error, info};
 use waypoint::{WaypointServer, WaypointSettings};
 use ztunnel::{Ztunnel, ZtunnelSettings};
 
@@ -24,28 +28,118 @@ pub const METRICS_PORT: u16 = 15020;
 /// Readiness port (Istio's).
 pub const READINESS_PORT: u16 = 15021;
 
-/// A running local mesh. Dropping it does not stop it: call [`LocalMesh::stop`].
+/// One thing the local runner runs; the key changes whenever it must be restarted.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Component {
+    Ztunnel {
+        node: String,
+        address: IpAddr,
+    },
+    Waypoint {
+        waypoint: ObjectRef,
+        pod: String,
+        address: IpAddr,
+        identity: String,
+    },
+    Echo {
+        pod: String,
+        address: SocketAddr,
+    },
+}
+
+/// Every component a snapshot asks for. Pure.
+pub fn desired_components(snapshot: &Snapshot) -> BTreeSet<Component> {
+    let mut desired = BTreeSet::new();
+    for node in snapshot.nodes() {
+        desired.insert(Component::Ztunnel {
+            node: node.name.clone(),
+            address: node.address,
+        });
+    }
+    for waypoint in snapshot.waypoints() {
+        for pod in &waypoint.pods {
+            desired.insert(waypoint_component(waypoint, pod));
+        }
+    }
+    for pod in snapshot.workloads().filter(|w| wants_echo(w)) {
+        for port in &pod.container_ports {
+            desired.insert(Component::Echo {
+                pod: format!("{}/{}", pod.namespace, pod.name),
+                address: SocketAddr::new(pod.ip, port.port),
+            });
+        }
+    }
+    desired
+}
+
+fn waypoint_component(waypoint: &Waypoint, pod: &Workload) -> Component {
+    Component::Waypoint {
+        waypoint: ObjectRef {
+            namespace: waypoint.namespace.clone(),
+            name: waypoint.name.clone(),
+        },
+        pod: pod.name.clone(),
+        address: pod.ip,
+        identity: pod.identity.clone(),
+    }
+}
+
+fn wants_echo(pod: &Workload) -> bool {
+    pod.annotations.get(ECHO_ANNOTATION).map(String::as_str) == Some("true")
+}
+
+/// Checks what the runner needs beyond a valid config.
+pub fn check_runnable(snapshot: &Snapshot) -> anyhow::Result<()> {
+    for pod in snapshot.workloads().filter(|w| wants_echo(w)) {
+        if pod.container_ports.is_empty() {
+            bail!(
+                "pod {}/{} asks for an echo app ({ECHO_ANNOTATION}) but declares no containerPorts",
+                pod.namespace,
+                pod.name
+            );
+        }
+    }
+    Ok(())
+}
+
+struct Running {
+    stop: CancellationToken,
+    readiness: Readiness,
+}
+
+/// What every component is started with.
+struct Shared {
+    store: Arc<Store>,
+    certs: Arc<dyn CertificateProvider>,
+    runtime_dir: PathBuf,
+}
+
+/// A running local mesh. Call [`LocalMesh::stop`] to stop it.
 pub struct LocalMesh {
     pub store: Arc<Store>,
     pub ca: Arc<LocalCa>,
     shutdown: CancellationToken,
     tasks: JoinSet<()>,
-    readiness: Vec<(String, Readiness)>,
+    running: Arc<Mutex<BTreeMap<Component, Running>>>,
     _runtime_dir: tempfile::TempDir,
 }
 
 impl LocalMesh {
     /// Loads `path` (file or directory), starts everything, and hot-reloads on changes.
     pub async fn start_from_path(path: &Path) -> anyhow::Result<Self> {
-        let snapshot = mesh_config::load_path(path).map_err(|e| anyhow::anyhow!("{e}"))?;
-        let mut mesh = Self::start(snapshot).await?;
-        let source = FileSource::new(path.to_path_buf(), mesh.store.clone());
-        mesh.tasks.spawn(source.run(mesh.shutdown.child_token()));
+        let docs = mesh_config::read_path(path).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let snapshot = mesh_config::compile(docs.clone()).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let mesh = Self::start(snapshot).await?;
+        FileSource::new(path.to_path_buf(), mesh.store.clone())
+            .with_initial(docs)
+            .spawn(mesh.shutdown.child_token())
+            .with_context(|| format!("watching {}", path.display()))?;
         Ok(mesh)
     }
 
-    /// Starts everything the snapshot describes.
+    /// Starts everything the snapshot describes, and follows later snapshots.
     pub async fn start(snapshot: Snapshot) -> anyhow::Result<Self> {
+        check_runnable(&snapshot)?;
         for warning in snapshot.warnings() {
             tracing::warn!("{warning}");
         }
@@ -55,154 +149,41 @@ impl LocalMesh {
             .prefix("mesh-")
             .tempdir()
             .context("runtime dir")?;
-        let mut mesh = LocalMesh {
+        let shared = Arc::new(Shared {
             store: store.clone(),
-            ca: ca.clone(),
+            certs: ca.clone(),
+            runtime_dir: runtime_dir.path().to_path_buf(),
+        });
+        let mut mesh = LocalMesh {
+            store,
+            ca,
             shutdown: CancellationToken::new(),
             tasks: JoinSet::new(),
-            readiness: Vec::new(),
+            running: Arc::new(Mutex::new(BTreeMap::new())),
             _runtime_dir: runtime_dir,
         };
-        let snapshot = store.load();
-        let certs: Arc<dyn CertificateProvider> = ca;
-        mesh.start_echo_apps(&snapshot).await?;
-        mesh.start_ztunnels(&snapshot, &certs).await?;
-        let runtime_dir = mesh._runtime_dir.path().to_path_buf();
-        mesh.start_waypoints(&snapshot, &certs, &runtime_dir)
-            .await?;
+        // The first snapshot must start completely; later ones are best effort (logged).
+        let first = desired_components(&mesh.store.load());
+        for component in first {
+            let running = start_component(&shared, &component, &mesh.shutdown).await?;
+            lock(&mesh.running).insert(component, running);
+        }
+        mesh.tasks.spawn(supervise(
+            shared,
+            mesh.running.clone(),
+            mesh.shutdown.clone(),
+        ));
         Ok(mesh)
-    }
-
-    async fn start_echo_apps(&mut self, snapshot: &Snapshot) -> anyhow::Result<()> {
-        for pod in snapshot.workloads() {
-            if pod.annotations.get(ECHO_ANNOTATION).map(String::as_str) != Some("true") {
-                continue;
-            }
-            if pod.container_ports.is_empty() {
-                bail!(
-                    "pod {}/{} asks for an echo app but declares no containerPorts",
-                    pod.namespace,
-                    pod.name
-                );
-            }
-            for port in &pod.container_ports {
-                let addr = SocketAddr::new(pod.ip, port.port);
-                let listener = bind(
-                    addr,
-                    &format!("echo app of pod {}/{}", pod.namespace, pod.name),
-                )
-                .await?;
-                let server = EchoServer::new(pod.name.clone());
-                self.tasks
-                    .spawn(server.serve(listener, self.shutdown.child_token()));
-            }
-        }
-        Ok(())
-    }
-
-    async fn start_ztunnels(
-        &mut self,
-        snapshot: &Snapshot,
-        certs: &Arc<dyn CertificateProvider>,
-    ) -> anyhow::Result<()> {
-        for node in snapshot.nodes() {
-            let registry = prometheus::Registry::new();
-            let pool = Pool::new(certs.clone(), PoolConfig::default());
-            let ztunnel = Ztunnel::new(
-                ZtunnelSettings::new(&node.name),
-                self.store.clone(),
-                certs.clone(),
-                pool,
-                &registry,
-            )?;
-            let readiness = ztunnel.readiness();
-            self.serve_admin(
-                node.address,
-                registry,
-                readiness.clone(),
-                &format!("ztunnel of node {}", node.name),
-            )
-            .await?;
-            self.readiness
-                .push((format!("ztunnel {}", node.name), readiness));
-            self.tasks.spawn(ztunnel.run(self.shutdown.child_token()));
-        }
-        Ok(())
-    }
-
-    async fn start_waypoints(
-        &mut self,
-        snapshot: &Snapshot,
-        certs: &Arc<dyn CertificateProvider>,
-        runtime_dir: &Path,
-    ) -> anyhow::Result<()> {
-        for waypoint in snapshot.waypoints() {
-            for pod in &waypoint.pods {
-                let identity: Identity =
-                    pod.identity.parse().map_err(|e| anyhow::anyhow!("{e}"))?;
-                let settings = WaypointSettings {
-                    waypoint: ObjectRef {
-                        namespace: waypoint.namespace.clone(),
-                        name: waypoint.name.clone(),
-                    },
-                    address: pod.ip,
-                    hbone_port: ztunnel::outbound::HBONE_PORT,
-                    identity,
-                    runtime_dir: runtime_dir.join(format!("waypoint-{}", pod.name)),
-                };
-                let registry = prometheus::Registry::new();
-                let pool = Pool::new(certs.clone(), PoolConfig::default());
-                let server = WaypointServer::bind(
-                    settings,
-                    self.store.clone(),
-                    certs.clone(),
-                    pool,
-                    &registry,
-                )
-                .await?;
-                let readiness = Readiness::new();
-                readiness.set_ready(true);
-                self.serve_admin(
-                    pod.ip,
-                    registry,
-                    readiness.clone(),
-                    &format!("waypoint pod {}", pod.name),
-                )
-                .await?;
-                self.readiness
-                    .push((format!("waypoint {}", pod.name), readiness));
-                info!(waypoint = %waypoint.name, pod = %pod.name, addr = %pod.ip, "waypoint started");
-                self.tasks.spawn(server.run(self.shutdown.child_token()));
-            }
-        }
-        Ok(())
-    }
-
-    async fn serve_admin(
-        &mut self,
-        ip: IpAddr,
-        registry: prometheus::Registry,
-        readiness: Readiness,
-        what: &str,
-    ) -> anyhow::Result<()> {
-        for port in [METRICS_PORT, READINESS_PORT] {
-            let listener = bind(SocketAddr::new(ip, port), &format!("admin of {what}")).await?;
-            let admin = AdminServer::new(registry.clone(), readiness.clone());
-            self.tasks
-                .spawn(admin.serve(listener, self.shutdown.child_token()));
-        }
-        Ok(())
     }
 
     /// Waits until every proxy reports ready, or fails naming the ones that are not.
     pub async fn wait_ready(&self, timeout: Duration) -> anyhow::Result<()> {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
-            let waiting: Vec<&str> = self
-                .readiness
+            let waiting: Vec<String> = lock(&self.running)
                 .iter()
-                .filter(|(_, r)| !r.is_ready())
-                .map(|(name, _)| name.as_str())
+                .filter(|(_, r)| !r.readiness.is_ready())
+                .map(|(c, _)| format!("{c:?}"))
                 .collect();
             if waiting.is_empty() {
                 return Ok(());
@@ -214,9 +195,9 @@ impl LocalMesh {
         }
     }
 
-    /// A token that stops the mesh when cancelled.
-    pub fn shutdown_token(&self) -> CancellationToken {
-        self.shutdown.clone()
+    /// The components running now.
+    pub fn components(&self) -> Vec<Component> {
+        lock(&self.running).keys().cloned().collect()
     }
 
     /// Stops every component and waits for them.
@@ -230,6 +211,193 @@ impl LocalMesh {
             self.tasks.abort_all();
         }
     }
+}
+
+fn lock(
+    running: &Mutex<BTreeMap<Component, Running>>,
+) -> std::sync::MutexGuard<'_, BTreeMap<Component, Running>> {
+    running
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Follows the store: starts components that appear, stops those that disappear.
+async fn supervise(
+    shared: Arc<Shared>,
+    running: Arc<Mutex<BTreeMap<Component, Running>>>,
+    shutdown: CancellationToken,
+) {
+    let mut versions = shared.store.subscribe();
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            changed = versions.changed() => if changed.is_err() { return },
+        }
+        let desired = desired_components(&shared.store.load());
+        let (stale, missing): (Vec<Component>, Vec<Component>) = {
+            let running = lock(&running);
+            let stale = running
+                .keys()
+                .filter(|c| !desired.contains(*c))
+                .cloned()
+                .collect();
+            let missing = desired
+                .iter()
+                .filter(|c| !running.contains_key(*c))
+                .cloned()
+                .collect();
+            (stale, missing)
+        };
+        for component in stale {
+            if let Some(gone) = lock(&running).remove(&component) {
+                info!(?component, "stopping: no longer in the config");
+                gone.stop.cancel();
+            }
+        }
+        for component in missing {
+            match start_with_retries(&shared, &component, &shutdown).await {
+                Ok(started) => {
+                    info!(?component, "started: new in the config");
+                    lock(&running).insert(component, started);
+                }
+                Err(e) => error!(?component, error = %format!("{e:#}"), "cannot start"),
+            }
+        }
+    }
+}
+
+/// A component replacing a stopped one may find its address still held for a moment.
+async fn start_with_retries(
+    shared: &Shared,
+    component: &Component,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<Running> {
+    let mut attempt = 0;
+    loop {
+        match start_component(shared, component, shutdown).await {
+            Ok(running) => return Ok(running),
+            Err(e) if attempt < 20 => {
+                attempt += 1;
+                tracing::debug!(?component, error = %format!("{e:#}"), attempt, "start failed; retrying");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+async fn start_component(
+    shared: &Shared,
+    component: &Component,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<Running> {
+    let stop = shutdown.child_token();
+    let readiness = match component {
+        Component::Ztunnel { node, address } => {
+            start_ztunnel(shared, node, *address, &stop).await?
+        }
+        Component::Waypoint {
+            waypoint,
+            pod,
+            address,
+            identity,
+        } => start_waypoint(shared, waypoint, pod, *address, identity, &stop).await?,
+        Component::Echo { pod, address } => {
+            let listener = bind(*address, &format!("echo app of pod {pod}")).await?;
+            let name = pod.rsplit('/').next().unwrap_or(pod).to_string();
+            tokio::spawn(EchoServer::new(name).serve(listener, stop.clone()));
+            let ready = Readiness::new();
+            ready.set_ready(true);
+            ready
+        }
+    };
+    Ok(Running { stop, readiness })
+}
+
+async fn start_ztunnel(
+    shared: &Shared,
+    node: &str,
+    address: IpAddr,
+    stop: &CancellationToken,
+) -> anyhow::Result<Readiness> {
+    let registry = prometheus::Registry::new();
+    let pool = Pool::new(shared.certs.clone(), PoolConfig::default());
+    let ztunnel = Ztunnel::new(
+        ZtunnelSettings::new(node),
+        shared.store.clone(),
+        shared.certs.clone(),
+        pool,
+        &registry,
+    )?;
+    let readiness = ztunnel.readiness();
+    serve_admin(
+        address,
+        registry,
+        readiness.clone(),
+        &format!("ztunnel of node {node}"),
+        stop,
+    )
+    .await?;
+    tokio::spawn(ztunnel.run(stop.clone()));
+    Ok(readiness)
+}
+
+async fn start_waypoint(
+    shared: &Shared,
+    waypoint: &ObjectRef,
+    pod: &str,
+    address: IpAddr,
+    identity: &str,
+    stop: &CancellationToken,
+) -> anyhow::Result<Readiness> {
+    let identity: Identity = identity
+        .parse()
+        .map_err(|e| anyhow::anyhow!("waypoint pod {pod}: {e}"))?;
+    let settings = WaypointSettings {
+        waypoint: waypoint.clone(),
+        address,
+        hbone_port: ztunnel::outbound::HBONE_PORT,
+        identity,
+        runtime_dir: shared.runtime_dir.join(format!("waypoint-{pod}")),
+    };
+    let registry = prometheus::Registry::new();
+    let pool = Pool::new(shared.certs.clone(), PoolConfig::default());
+    let server = WaypointServer::bind(
+        settings,
+        shared.store.clone(),
+        shared.certs.clone(),
+        pool,
+        &registry,
+    )
+    .await?;
+    let readiness = Readiness::new();
+    readiness.set_ready(true);
+    serve_admin(
+        address,
+        registry,
+        readiness.clone(),
+        &format!("waypoint pod {pod}"),
+        stop,
+    )
+    .await?;
+    info!(waypoint = %waypoint.name, %pod, %address, "waypoint started");
+    tokio::spawn(server.run(stop.clone()));
+    Ok(readiness)
+}
+
+async fn serve_admin(
+    ip: IpAddr,
+    registry: prometheus::Registry,
+    readiness: Readiness,
+    what: &str,
+    stop: &CancellationToken,
+) -> anyhow::Result<()> {
+    for port in [METRICS_PORT, READINESS_PORT] {
+        let listener = bind(SocketAddr::new(ip, port), &format!("admin of {what}")).await?;
+        let admin = AdminServer::new(registry.clone(), readiness.clone());
+        tokio::spawn(admin.serve(listener, stop.clone()));
+    }
+    Ok(())
 }
 
 async fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<TcpListener> {
@@ -262,4 +430,27 @@ pub fn describe(snapshot: &Snapshot) -> Vec<String> {
         }
     }
     lines
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn demo() -> Snapshot {
+        mesh_config::compile(vec![(
+            "demo.yaml".into(),
+            crate::demo::DEMO_YAML.to_string(),
+        )])
+        .expect("demo compiles")
+    }
+
+    #[test]
+    fn demo_components() {
+        let components = desired_components(&demo());
+        let count = |f: fn(&Component) -> bool| components.iter().filter(|c| f(c)).count();
+        assert_eq!(count(|c| matches!(c, Component::Ztunnel { .. })), 2);
+        assert_eq!(count(|c| matches!(c, Component::Waypoint { .. })), 1);
+        // productpage, ratings, reviews-v1, reviews-v2 opt in; sleep and the waypoint do not.
+        assert_eq!(count(|c| matches!(c, Component::Echo { .. })), 4);
+    }
 }

@@ -311,3 +311,57 @@ spec:
     t.stop().await;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pods_and_services_added_on_disk_start_serving() -> anyhow::Result<()> {
+    let t = TestMesh::start(19).await?;
+    let details = r#"
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: details-v1
+  namespace: default
+  labels: {app: details}
+  annotations: {mesh.dev/echo: "true"}
+spec:
+  nodeName: node-b
+  serviceAccountName: bookinfo-details
+  containers: [{name: details, image: echo, ports: [{containerPort: 9080}]}]
+status: {podIP: 127.19.2.30}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: details, namespace: default}
+spec:
+  clusterIP: 127.19.100.30
+  selector: {app: details}
+  ports: [{name: http, port: 9080, targetPort: 9080}]
+"#;
+    t.edit(&format!("{}{details}", demo_yaml_in_block(19)))
+        .await?;
+    // The new echo app and the ztunnel listeners for the new pod come up shortly after.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    let response = loop {
+        let attempt = async {
+            let mut client =
+                MeshClient::connect(t.socks(SLEEP), "details.default.svc.cluster.local", 9080)
+                    .await?;
+            client.get("/debug").await
+        };
+        match attempt.await {
+            Ok(response) => break response,
+            Err(e) => {
+                anyhow::ensure!(
+                    tokio::time::Instant::now() < deadline,
+                    "details never served: {e:#}"
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
+    assert_eq!(response.status, 200);
+    assert_eq!(response.json()?["server"], "details-v1");
+    t.stop().await;
+    Ok(())
+}

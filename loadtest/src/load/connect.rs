@@ -1,9 +1,16 @@
 //! Opening one client connection: TCP (directly or through a SOCKS5 proxy that resolves the
-//! target name), then an HTTP/1.1 or HTTP/2 (prior knowledge) handshake driven by a task.
+//! target name), then an HTTP/1.1 or HTTP/2 (prior knowledge) handshake.
+//!
+//! An HTTP/1.1 connection is driven inline by the task that uses it (polled together with each
+//! exchange) rather than by a spawned task: no cross-task wake-ups per request, which keeps the
+//! generator cheap. HTTP/2 connections are driven by their own task.
 
+use std::future::Future;
+use std::pin::{Pin, pin};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use futures::future::{Either, select};
 use http::{Request, Response};
 use http_body_util::Full;
 use hyper::body::Incoming;
@@ -15,9 +22,15 @@ use tokio_socks::tcp::Socks5Stream;
 use super::LoadError;
 use super::options::Target;
 
+type Http1Driver = http1::Connection<TokioIo<TcpStream>, Full<Bytes>>;
+
 /// The request side of an open connection.
 pub enum Sender {
-    Http1(http1::SendRequest<Full<Bytes>>),
+    Http1 {
+        sender: http1::SendRequest<Full<Bytes>>,
+        /// `None` once the connection has ended.
+        driver: Option<Pin<Box<Http1Driver>>>,
+    },
     Http2(http2::SendRequest<Full<Bytes>>),
 }
 
@@ -25,18 +38,47 @@ impl Sender {
     /// Waits until the connection can take a request; `false` if it is closed.
     pub async fn ready(&mut self) -> bool {
         match self {
-            Self::Http1(s) => s.ready().await.is_ok(),
-            Self::Http2(s) => s.ready().await.is_ok(),
+            Self::Http1 { sender, driver } => drive(driver, sender.ready()).await.is_ok(),
+            Self::Http2(sender) => sender.ready().await.is_ok(),
         }
     }
 
-    pub async fn send(
+    /// Sends `request` and hands the response to `read` (which consumes the body), driving
+    /// the connection meanwhile.
+    pub async fn exchange<T, F, Fut>(
         &mut self,
         request: Request<Full<Bytes>>,
-    ) -> Result<Response<Incoming>, hyper::Error> {
+        read: F,
+    ) -> Result<T, hyper::Error>
+    where
+        F: FnOnce(Response<Incoming>) -> Fut,
+        Fut: Future<Output = Result<T, hyper::Error>>,
+    {
         match self {
-            Self::Http1(s) => s.send_request(request).await,
-            Self::Http2(s) => s.send_request(request).await,
+            Self::Http1 { sender, driver } => {
+                let exchange = async { read(sender.send_request(request).await?).await };
+                drive(driver, exchange).await
+            }
+            Self::Http2(sender) => read(sender.send_request(request).await?).await,
+        }
+    }
+}
+
+/// Runs `work` while polling the HTTP/1.1 connection. If the connection ends first (the
+/// server closed it), `work` still completes: with what was already received, or an error.
+async fn drive<F: Future>(driver: &mut Option<Pin<Box<Http1Driver>>>, work: F) -> F::Output {
+    let work = pin!(work);
+    let Some(connection) = driver.as_mut() else {
+        return work.await;
+    };
+    match select(work, connection.as_mut()).await {
+        Either::Left((output, _)) => output,
+        Either::Right((ended, work)) => {
+            if let Err(error) = ended {
+                tracing::debug!(%error, "http1 connection ended");
+            }
+            *driver = None;
+            work.await
         }
     }
 }
@@ -119,12 +161,10 @@ impl Dialer {
             Ok(Sender::Http2(sender))
         } else {
             let (sender, conn) = http1::handshake(io).await.map_err(error)?;
-            tokio::spawn(async move {
-                if let Err(e) = conn.await {
-                    tracing::debug!(error = %e, "http1 connection ended");
-                }
-            });
-            Ok(Sender::Http1(sender))
+            Ok(Sender::Http1 {
+                sender,
+                driver: Some(Box::pin(conn)),
+            })
         }
     }
 }

@@ -19,6 +19,17 @@ pub struct Fetched {
     pub body: Bytes,
 }
 
+async fn collect(response: http::Response<hyper::body::Incoming>) -> Result<Fetched, hyper::Error> {
+    let (parts, body) = response.into_parts();
+    let body = body.collect().await?.to_bytes();
+    Ok(Fetched {
+        status: parts.status,
+        version: parts.version,
+        headers: parts.headers,
+        body,
+    })
+}
+
 /// Sends one request as a load run would (same headers, payload, protocol, proxy, timeout).
 pub async fn curl(options: &LoadOptions) -> Result<Fetched, LoadError> {
     let dialer = Dialer {
@@ -35,19 +46,11 @@ pub async fn curl(options: &LoadOptions) -> Result<Fetched, LoadError> {
             target: target.clone(),
             source,
         };
-        let response = connected
+        connected
             .sender
-            .send(template.build())
+            .exchange(template.build(), collect)
             .await
-            .map_err(handshake)?;
-        let (parts, body) = response.into_parts();
-        let body = body.collect().await.map_err(handshake)?.to_bytes();
-        Ok(Fetched {
-            status: parts.status,
-            version: parts.version,
-            headers: parts.headers,
-            body,
-        })
+            .map_err(handshake)
     };
     tokio::time::timeout(options.timeout, exchange)
         .await

@@ -4,8 +4,10 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use http::Response;
 use http::header::CONNECTION;
 use http_body_util::BodyExt;
+use hyper::body::Incoming;
 use mesh_runtime::CancellationToken;
 
 use super::LoadError;
@@ -151,27 +153,45 @@ impl Client {
             self.connect().await?;
         }
         let sender = self.sender.as_mut().ok_or(FetchError::NotConnected)?;
-        let response = sender.send(self.template.build()).await?;
-        let headers = header_size(response.status(), response.headers());
-        let code = i32::from(response.status().as_u16());
-        let closing = response
-            .headers()
-            .get(CONNECTION)
-            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"close"));
-        let mut body = response.into_body();
-        let mut size = 0u64;
-        while let Some(frame) = body.frame().await {
-            size += frame?.data_ref().map_or(0, |d| d.len() as u64);
-        }
-        if closing || !self.template.keepalive() {
+        let counted = sender.exchange(self.template.build(), count_body).await?;
+        if counted.closing || !self.template.keepalive() {
             self.sender = None;
         }
         Ok(Outcome {
-            code,
-            size: size + headers,
-            header_size: headers,
+            code: counted.code,
+            size: counted.body + counted.headers,
+            header_size: counted.headers,
         })
     }
+}
+
+/// What [`count_body`] learns from a response.
+struct Counted {
+    code: i32,
+    headers: u64,
+    body: u64,
+    closing: bool,
+}
+
+/// Reads a response to its end, counting bytes without keeping them.
+async fn count_body(response: Response<Incoming>) -> Result<Counted, hyper::Error> {
+    let headers = header_size(response.status(), response.headers());
+    let code = i32::from(response.status().as_u16());
+    let closing = response
+        .headers()
+        .get(CONNECTION)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"close"));
+    let mut body = response.into_body();
+    let mut size = 0u64;
+    while let Some(frame) = body.frame().await {
+        size += frame?.data_ref().map_or(0, |d| d.len() as u64);
+    }
+    Ok(Counted {
+        code,
+        headers,
+        body: size,
+        closing,
+    })
 }
 
 #[derive(Debug, thiserror::Error)]
