@@ -365,3 +365,41 @@ spec:
     t.stop().await;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn destination_ztunnel_authorizes_the_waypoint_identity() -> anyhow::Result<()> {
+    // reviews accepts only productpage at L4; traffic via the waypoint arrives with the
+    // waypoint's identity, so the destination ztunnel refuses it and the caller sees 503.
+    let policy = r#"
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: reviews-l4, namespace: default}
+spec:
+  selector: {matchLabels: {app: reviews}}
+  rules:
+  - from: [{source: {principals: ["cluster.local/ns/default/sa/bookinfo-productpage"]}}]
+"#;
+    let t = TestMesh::start_with(20, &format!("{}{policy}", demo_yaml_in_block(20))).await?;
+    let mut client = MeshClient::connect(t.socks(PRODUCTPAGE), REVIEWS, 9080).await?;
+    let refused = client.get("/reviews/1").await?;
+    assert_eq!(refused.status, 503);
+    let flagged = scrape_sum(
+        t.addr(WAYPOINT_POD, 15020),
+        "istio_requests_total",
+        &[("response_flags", "UF")],
+    )
+    .await?;
+    assert_eq!(flagged, 1.0);
+    // Allowing the waypoint's identity as well lets the same traffic through.
+    let allowing = policy.replace(
+        r#"principals: ["cluster.local/ns/default/sa/bookinfo-productpage"]"#,
+        r#"principals: ["cluster.local/ns/default/sa/bookinfo-productpage", "cluster.local/ns/default/sa/waypoint"]"#,
+    );
+    t.edit(&format!("{}{allowing}", demo_yaml_in_block(20)))
+        .await?;
+    let mut client = MeshClient::connect(t.socks(PRODUCTPAGE), REVIEWS, 9080).await?;
+    assert_eq!(client.get("/reviews/1").await?.status, 200);
+    t.stop().await;
+    Ok(())
+}

@@ -110,6 +110,19 @@ impl ProxyHttp for WaypointProxy {
         Ok(Box::new(peer))
     }
 
+    fn fail_to_connect(
+        &self,
+        _session: &mut Session,
+        _peer: &HttpPeer,
+        ctx: &mut RequestCtx,
+        e: Box<Error>,
+    ) -> Box<Error> {
+        // The HBONE dial failed (refused, denied by the destination's L4 policy, unreachable):
+        // answer as Envoy does, 503 with flag UF, rather than Pingora's 502.
+        ctx.flag = "UF";
+        Error::because(ErrorType::HTTPStatus(503), "upstream connect error", e)
+    }
+
     async fn upstream_request_filter(
         &self,
         _session: &mut Session,
