@@ -46,6 +46,8 @@ pub enum BenchError {
         seconds: u64,
         last: String,
     },
+    #[error("{0} is not available")]
+    Unavailable(String),
     #[error("Envoy: {0}")]
     Envoy(String),
     #[error("certificates for {subject}: {source}")]

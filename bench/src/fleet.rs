@@ -96,6 +96,7 @@ struct Managed {
 pub struct Fleet {
     logs: PathBuf,
     children: Vec<Managed>,
+    started: Vec<(String, String)>,
 }
 
 impl Fleet {
@@ -104,6 +105,7 @@ impl Fleet {
         Fleet {
             logs: logs.to_owned(),
             children: Vec::new(),
+            started: Vec::new(),
         }
     }
 
@@ -120,7 +122,9 @@ impl Fleet {
                 source,
             })?;
         let pid = child.id();
-        tracing::debug!(name = %spec.name, pid, command = ?spec.command_line(), "started");
+        let line = spec.command_line().join(" ");
+        tracing::debug!(name = %spec.name, pid, command = %line, "started");
+        self.started.push((spec.name.clone(), line));
         self.children.push(Managed {
             name: spec.name,
             log,
@@ -142,6 +146,11 @@ impl Fleet {
             }
         }
         Ok(())
+    }
+
+    /// Every process started so far (name, command line), stopped ones included.
+    pub fn started(&self) -> &[(String, String)] {
+        &self.started
     }
 
     /// PIDs of the processes still registered, by name.

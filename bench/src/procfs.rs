@@ -36,7 +36,7 @@ fn proc_file(pid: u32, name: &str) -> PathBuf {
 }
 
 /// Memory of a set of processes, summed, in kB.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Memory {
     /// VmRSS: resident now.
     pub rss_kb: u64,

@@ -181,16 +181,10 @@ async fn scenario(mesh: &LocalMesh) -> anyhow::Result<()> {
     );
 
     // 4. A short fixed-rate load through the waypoint.
-    let report = crate::load::fixed_rate(
-        socks(PRODUCTPAGE_SOCKS),
-        REVIEWS,
-        REVIEWS_PORT,
-        200.0,
-        4,
-        Duration::from_secs(3),
-    )
-    .await?;
-    println!("\n[load] {report}");
+    let report = crate::load::demo_load(socks(PRODUCTPAGE_SOCKS), REVIEWS, REVIEWS_PORT).await?;
+    println!(
+        "\n[load] through productpage's ztunnel, the waypoint and reviews' ztunnel:\n  {report}"
+    );
     if report.errors > 0 {
         bail!(
             "{} of {} requests failed under load",

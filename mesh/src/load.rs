@@ -1,113 +1,91 @@
-//! The demo's short fixed-rate load. Latency is measured from each request's scheduled send
-//! time, so a stall shows up in the percentiles instead of silently lowering the rate.
+//! The demo's short fixed-rate load, run by `loadtest`'s fortio-compatible client through a
+//! pod's SOCKS5 entry. Latency counts from the scheduled send time when a call is late.
 
 use std::fmt;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use tokio::time::Instant;
+use anyhow::Context;
+use clap::Parser;
+use loadtest::cli::{Cli, Command, normalize_args};
+use loadtest::load::HttpRunnerResults;
+use mesh_runtime::CancellationToken;
 
-use crate::client::MeshClient;
-
+/// What the demo prints about a load run.
 #[derive(Debug)]
 pub struct LoadReport {
-    pub qps: f64,
-    pub connections: usize,
-    pub duration: Duration,
-    pub requests: usize,
-    pub errors: usize,
-    pub p50: Duration,
-    pub p90: Duration,
-    pub p99: Duration,
+    pub args: String,
+    pub requests: u64,
+    pub errors: u64,
+    pub actual_qps: f64,
+    /// (percentile, seconds)
+    pub percentiles: Vec<(f64, f64)>,
+}
+
+impl LoadReport {
+    pub fn from_results(args: String, results: &HttpRunnerResults) -> Self {
+        let requests = results.duration_histogram.count;
+        let ok = results.ret_codes.get("200").copied().unwrap_or(0);
+        LoadReport {
+            args,
+            requests,
+            errors: requests.saturating_sub(ok),
+            actual_qps: results.actual_qps,
+            percentiles: results
+                .duration_histogram
+                .percentiles
+                .iter()
+                .map(|p| (p.percentile, p.value))
+                .collect(),
+        }
+    }
 }
 
 impl fmt::Display for LoadReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+        writeln!(f, "loadtest load {}", self.args)?;
         write!(
             f,
-            "{} qps for {:?} over {} connections: {} requests, {} errors; latency p50 {:.2} ms, p90 {:.2} ms, p99 {:.2} ms (from scheduled send time)",
-            self.qps,
-            self.duration,
-            self.connections,
-            self.requests,
-            self.errors,
-            ms(self.p50),
-            ms(self.p90),
-            ms(self.p99)
-        )
+            "  {} requests at {:.0} qps, {} errors; latency",
+            self.requests, self.actual_qps, self.errors
+        )?;
+        for (p, seconds) in &self.percentiles {
+            write!(f, " p{p} {:.2} ms", seconds * 1000.0)?;
+        }
+        Ok(())
     }
 }
 
-/// The `q` quantile (0..=1) of sorted samples, nearest rank.
-pub fn quantile(sorted: &[Duration], q: f64) -> Duration {
-    if sorted.is_empty() {
-        return Duration::ZERO;
-    }
-    let rank = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
-    sorted[rank - 1]
-}
-
-pub async fn fixed_rate(
+/// Runs `loadtest load` with fortio flags (`-c`, `-qps`, `-t`, ...) in process.
+pub async fn fortio_load(
+    flags: &[&str],
     socks: SocketAddr,
-    host: &str,
-    port: u16,
-    qps: f64,
-    connections: usize,
-    duration: Duration,
+    url: &str,
 ) -> anyhow::Result<LoadReport> {
-    let per_connection = (qps * duration.as_secs_f64() / connections as f64).round() as usize;
-    let interval = Duration::from_secs_f64(connections as f64 / qps);
-    let mut workers = tokio::task::JoinSet::new();
-    for c in 0..connections {
-        let mut client = MeshClient::connect(socks, host, port).await?;
-        let offset = interval.mul_f64(c as f64 / connections as f64);
-        workers.spawn(async move {
-            let start = Instant::now() + offset;
-            let mut latencies = Vec::with_capacity(per_connection);
-            let mut errors = 0;
-            for i in 0..per_connection {
-                let scheduled = start + interval * i as u32;
-                tokio::time::sleep_until(scheduled).await;
-                match client.get("/reviews/1?size=1024").await {
-                    Ok(r) if r.status == 200 => latencies.push(scheduled.elapsed()),
-                    _ => errors += 1,
-                }
-            }
-            (latencies, errors)
-        });
-    }
-    let mut latencies = Vec::new();
-    let mut errors = 0;
-    while let Some(joined) = workers.join_next().await {
-        let (l, e) = joined?;
-        latencies.extend(l);
-        errors += e;
-    }
-    latencies.sort();
-    Ok(LoadReport {
-        qps,
-        connections,
-        duration,
-        requests: latencies.len() + errors,
-        errors,
-        p50: quantile(&latencies, 0.5),
-        p90: quantile(&latencies, 0.9),
-        p99: quantile(&latencies, 0.99),
-    })
+    let socks = socks.to_string();
+    let mut argv: Vec<&str> = vec!["loadtest", "load"];
+    argv.extend_from_slice(flags);
+    argv.extend_from_slice(&["-p", "50,90,99", "-socks5", &socks, url]);
+    let cli =
+        Cli::try_parse_from(normalize_args(argv.iter().map(Into::into))).context("load flags")?;
+    let Command::Load(args) = cli.command else {
+        anyhow::bail!("not a load command");
+    };
+    let options = args.into_options("mesh-demo")?;
+    let mut text = Vec::new();
+    let results = loadtest::load::run(&options, &mut text, CancellationToken::new()).await?;
+    Ok(LoadReport::from_results(argv[2..].join(" "), &results))
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn nearest_rank_quantiles() {
-        let samples: Vec<Duration> = (1..=100).map(Duration::from_millis).collect();
-        assert_eq!(quantile(&samples, 0.5), Duration::from_millis(50));
-        assert_eq!(quantile(&samples, 0.9), Duration::from_millis(90));
-        assert_eq!(quantile(&samples, 0.99), Duration::from_millis(99));
-        assert_eq!(quantile(&samples, 1.0), Duration::from_millis(100));
-        assert_eq!(quantile(&[], 0.5), Duration::ZERO);
-    }
+/// The demo's load: 200 qps over 4 connections for 3 s, 1 KB responses.
+pub async fn demo_load(socks: SocketAddr, host: &str, port: u16) -> anyhow::Result<LoadReport> {
+    let url = format!("http://{host}:{port}/reviews/1?size=1024");
+    let duration = Duration::from_secs(3);
+    let t = format!("{}s", duration.as_secs());
+    fortio_load(
+        &["-c", "4", "-qps", "200", "-t", &t, "-uniform", "-nocatchup"],
+        socks,
+        &url,
+    )
+    .await
 }

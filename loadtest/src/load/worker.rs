@@ -121,26 +121,17 @@ impl Client {
     /// fresh connection next time.
     pub async fn fetch(&mut self) -> Outcome {
         let timeout = self.dialer.timeout;
-        match tokio::time::timeout(timeout, self.fetch_once()).await {
-            Ok(Ok(outcome)) => outcome,
-            Ok(Err(error)) => {
-                tracing::debug!(%error, "request failed");
-                self.sender = None;
-                Outcome {
-                    code: SOCKET_ERROR,
-                    size: 0,
-                    header_size: 0,
-                }
-            }
-            Err(_) => {
-                tracing::debug!(?timeout, "request timed out");
-                self.sender = None;
-                Outcome {
-                    code: SOCKET_ERROR,
-                    size: 0,
-                    header_size: 0,
-                }
-            }
+        let error = match tokio::time::timeout(timeout, self.fetch_once()).await {
+            Ok(Ok(outcome)) => return outcome,
+            Ok(Err(error)) => error.to_string(),
+            Err(_) => format!("timed out after {timeout:?}"),
+        };
+        tracing::debug!(%error, "request failed");
+        self.sender = None;
+        Outcome {
+            code: SOCKET_ERROR,
+            size: 0,
+            header_size: 0,
         }
     }
 
