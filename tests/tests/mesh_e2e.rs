@@ -135,34 +135,52 @@ async fn route_edited_on_disk_while_requests_flow() -> anyhow::Result<()> {
         .replace("weight: 10", "weight: 100");
     assert_ne!(original, edited, "the demo route's weights changed shape");
     let socks = t.socks(PRODUCTPAGE);
+    let swapped = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let seen_swap = swapped.clone();
     let load = tokio::spawn(async move {
+        use std::sync::atomic::Ordering;
         let mut client = MeshClient::connect(socks, REVIEWS, 9080).await?;
+        // (sent after the swap?, server) for every request; bounded in count.
         let mut served = Vec::new();
-        for _ in 0..400 {
+        let mut after_swap = 0;
+        while after_swap < 100 && served.len() < 5000 {
+            let after = seen_swap.load(Ordering::SeqCst);
             let response = client.get("/reviews/1").await?;
             anyhow::ensure!(
                 response.status == 200,
                 "a request failed during the reload: {}",
                 response.status
             );
-            served.push(
+            served.push((
+                after,
                 response
                     .header("x-echo-server")
                     .unwrap_or_default()
                     .to_string(),
-            );
+            ));
+            after_swap += usize::from(after);
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
         Ok(served)
     });
     tokio::time::sleep(Duration::from_millis(200)).await;
     t.edit(&edited).await?;
+    swapped.store(true, std::sync::atomic::Ordering::SeqCst);
     let served = load.await??;
-    // After the swap, every request goes to v2: the tail is all v2.
-    let tail = &served[served.len() - 50..];
+    let before = served.iter().filter(|(after, _)| !after).count();
     assert!(
-        tail.iter().all(|s| s == "reviews-v2"),
-        "tail after edit: {tail:?}"
+        before > 10,
+        "the edit landed before traffic flowed ({before} requests before)"
+    );
+    let after: Vec<_> = served
+        .iter()
+        .filter(|(after, _)| *after)
+        .map(|(_, s)| s.as_str())
+        .collect();
+    assert_eq!(after.len(), 100);
+    assert!(
+        after.iter().all(|s| *s == "reviews-v2"),
+        "after the swap: {after:?}"
     );
 
     // An invalid edit is rejected and the last good config keeps serving.
