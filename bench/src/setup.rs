@@ -59,15 +59,22 @@ impl Binaries {
     }
 }
 
-/// The nearest ancestor of `start` holding a Cargo workspace (where `.bench/venv` lives), else `start`.
-pub fn workspace_root(start: &Path) -> PathBuf {
+/// The nearest ancestor of `start` holding a Cargo workspace.
+pub fn find_workspace(start: &Path) -> Option<PathBuf> {
     start
         .ancestors()
         .find(|dir| {
             std::fs::read_to_string(dir.join("Cargo.toml")).is_ok_and(|text| text.contains("[workspace]"))
         })
-        .unwrap_or(start)
-        .to_owned()
+        .map(Path::to_owned)
+}
+
+/// Where `.bench/venv` lives: the workspace around `cwd`, else the workspace this crate was
+/// built from (when it still exists), else `cwd`.
+pub fn workspace_root(cwd: &Path) -> PathBuf {
+    find_workspace(cwd)
+        .or_else(|| find_workspace(Path::new(env!("CARGO_MANIFEST_DIR"))))
+        .unwrap_or_else(|| cwd.to_owned())
 }
 
 /// Starts the echo backend on the load core and waits until it answers.
@@ -133,6 +140,7 @@ mod tests {
     fn workspace_root_is_found_from_the_crate_directory() {
         let root = workspace_root(Path::new(env!("CARGO_MANIFEST_DIR")));
         assert!(root.join("bench").is_dir(), "{}", root.display());
+        assert_eq!(workspace_root(Path::new("/")), root, "falls back to the build's workspace");
         let missing = Binaries::find(Path::new("/nonexistent-dir")).expect_err("no loadtest");
         assert!(missing.to_string().contains("cargo build -p loadtest"), "{missing}");
     }

@@ -89,6 +89,24 @@ pub async fn scrape_sum(
     Ok(sum_samples(&text, name, labels))
 }
 
+/// Scrapes until the sum equals `expected` (metrics are recorded after the response is
+/// sent, so a scrape right after a response can be early); returns the last value seen.
+pub async fn scrape_until(
+    admin: SocketAddr,
+    name: &str,
+    labels: &[(&str, &str)],
+    expected: f64,
+) -> anyhow::Result<f64> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+    loop {
+        let value = scrape_sum(admin, name, labels).await?;
+        if value == expected || tokio::time::Instant::now() > deadline {
+            return Ok(value);
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// Pure part of [`scrape_sum`]: sums matching samples in Prometheus text format.
 pub fn sum_samples(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
     text.lines()

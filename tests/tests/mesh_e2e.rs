@@ -7,7 +7,7 @@ use std::time::Duration;
 use http::Method;
 use mesh::client::MeshClient;
 use mesh::demo::{measure_split, within_tolerance};
-use mesh_tests::{TestMesh, demo_yaml_in_block, scrape_sum};
+use mesh_tests::{TestMesh, demo_yaml_in_block, scrape_sum, scrape_until};
 
 const REVIEWS: &str = "reviews.default.svc.cluster.local";
 const RATINGS: &str = "ratings.default.svc.cluster.local";
@@ -86,9 +86,20 @@ async fn authorization_policy_denies_and_allows_at_the_waypoint() -> anyhow::Res
     assert_eq!(productpage.get("/reviews/2").await?.status, 200);
     // The waypoint counted both outcomes.
     let admin = t.addr(WAYPOINT_POD, 15020);
-    let denied_count =
-        scrape_sum(admin, "istio_requests_total", &[("response_code", "403")]).await?;
-    let ok_count = scrape_sum(admin, "istio_requests_total", &[("response_code", "200")]).await?;
+    let denied_count = scrape_until(
+        admin,
+        "istio_requests_total",
+        &[("response_code", "403")],
+        2.0,
+    )
+    .await?;
+    let ok_count = scrape_until(
+        admin,
+        "istio_requests_total",
+        &[("response_code", "200")],
+        2.0,
+    )
+    .await?;
     assert_eq!(denied_count, 2.0);
     assert_eq!(ok_count, 2.0);
     t.stop().await;
@@ -402,10 +413,11 @@ spec:
     let mut client = MeshClient::connect(t.socks(PRODUCTPAGE), REVIEWS, 9080).await?;
     let refused = client.get("/reviews/1").await?;
     assert_eq!(refused.status, 503);
-    let flagged = scrape_sum(
+    let flagged = scrape_until(
         t.addr(WAYPOINT_POD, 15020),
         "istio_requests_total",
         &[("response_flags", "UF")],
+        1.0,
     )
     .await?;
     assert_eq!(flagged, 1.0);

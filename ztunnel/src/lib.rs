@@ -10,6 +10,7 @@ pub mod inbound;
 pub mod metrics;
 pub mod outbound;
 pub mod socks5;
+mod socks_entry;
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -18,14 +19,11 @@ use std::sync::Arc;
 use mesh_config::{Snapshot, Store, Workload};
 use mesh_hbone::{CertificateProvider, HboneError, Identity, Pool};
 use mesh_runtime::Readiness;
-use tokio::io::AsyncWriteExt;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info};
 
-use crate::metrics::{ConnectionLabels, Metrics};
-use crate::outbound::{OutboundError, OutboundPlan, plan_outbound};
-use crate::socks5::{Reply, encode_reply};
+use crate::metrics::Metrics;
 
 /// Static settings of one node's ztunnel.
 #[derive(Clone, Debug)]
@@ -162,7 +160,7 @@ impl Ztunnel {
         let inbound_pod = pod.clone();
         let handler = move |connect| inbound::handle(ctx.clone(), inbound_pod.clone(), connect);
         tokio::spawn(mesh_hbone::Server::new(tls).serve(hbone, handler, token.clone()));
-        tokio::spawn(serve_socks(self.ctx.clone(), pod.ip, socks, token));
+        tokio::spawn(socks_entry::serve(self.ctx.clone(), pod.ip, socks, token));
         Ok(())
     }
 }
@@ -185,139 +183,4 @@ enum StartError {
     Tls(#[from] HboneError),
     #[error("bind {0}: {1}")]
     Bind(SocketAddr, std::io::Error),
-}
-
-async fn serve_socks(
-    ctx: Arc<NodeContext>,
-    pod_ip: IpAddr,
-    listener: TcpListener,
-    shutdown: CancellationToken,
-) {
-    loop {
-        let accepted = tokio::select! {
-            _ = shutdown.cancelled() => return,
-            accepted = listener.accept() => accepted,
-        };
-        match accepted {
-            Ok((stream, client)) => {
-                // A proxy forwards what it reads at once; Nagle would hold small writes ~40 ms.
-                let _ = stream.set_nodelay(true);
-                tokio::spawn(outbound_connection(ctx.clone(), pod_ip, stream, client));
-            }
-            Err(e) => {
-                debug!(error = %e, "SOCKS5 accept failed");
-                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-            }
-        }
-    }
-}
-
-/// The SOCKS5 reply for an HBONE failure.
-pub fn socks_reply(error: &HboneError) -> Reply {
-    match error {
-        HboneError::Unauthorized => Reply::NotAllowed,
-        HboneError::Unavailable => Reply::ConnectionRefused,
-        HboneError::Connect { .. } | HboneError::Timeout { .. } => Reply::HostUnreachable,
-        _ => Reply::GeneralFailure,
-    }
-}
-
-fn outbound_reply(error: &OutboundError) -> Reply {
-    match error {
-        OutboundError::UnknownHost(_) => Reply::HostUnreachable,
-        OutboundError::NoSuchPort { .. } | OutboundError::NoEndpoints(_) => {
-            Reply::ConnectionRefused
-        }
-        OutboundError::NoWaypoint(_) => Reply::NetworkUnreachable,
-        OutboundError::BadIdentity(_) => Reply::GeneralFailure,
-    }
-}
-
-async fn outbound_connection(
-    ctx: Arc<NodeContext>,
-    pod_ip: IpAddr,
-    mut client: TcpStream,
-    client_addr: SocketAddr,
-) {
-    let target = match socks5::handshake(&mut client).await {
-        Ok(target) => target,
-        Err(e) => {
-            debug!(src.addr = %client_addr, error = %e, "SOCKS5 handshake failed");
-            return;
-        }
-    };
-    let snapshot = ctx.store.load();
-    let Some(source) = snapshot.workload_by_ip(pod_ip).cloned() else {
-        let _ = client.write_all(&encode_reply(Reply::GeneralFailure)).await;
-        return;
-    };
-    let mut labels = ConnectionLabels::new("source");
-    labels.source_workload = source.name.clone();
-    labels.source_workload_namespace = source.namespace.clone();
-    labels.source_principal = source.identity.clone();
-    let mut guard = ctx.metrics.open(labels);
-    // The client is the source pod: report its address, not the loopback socket's.
-    let client_addr = SocketAddr::new(source.ip, client_addr.port());
-    let plan = match plan_outbound(&snapshot, &source, &target, rand::random()) {
-        Ok(plan) => plan,
-        Err(e) => {
-            info!(src.workload = %source.name, dst = %target, error = %e, "outbound refused");
-            guard.set_flag("NR");
-            let _ = client.write_all(&encode_reply(outbound_reply(&e))).await;
-            return;
-        }
-    };
-    let copied = match plan {
-        OutboundPlan::Hbone(plan) => {
-            match outbound::connect_hbone(&ctx.pool, &source, client_addr, &plan).await {
-                Ok(mut tunnel) => {
-                    if client
-                        .write_all(&encode_reply(Reply::Succeeded))
-                        .await
-                        .is_err()
-                    {
-                        return;
-                    }
-                    let copied = tokio::io::copy_bidirectional(&mut client, &mut tunnel).await;
-                    let _ = tunnel.shutdown().await;
-                    copied
-                }
-                Err(e) => {
-                    info!(src.workload = %source.name, dst = %target, dst.hbone_addr = %plan.next_hop, error = %e, "outbound HBONE failed");
-                    guard.set_flag(if matches!(e, HboneError::Unauthorized) {
-                        "DENY"
-                    } else {
-                        "CONNECT"
-                    });
-                    let _ = client.write_all(&encode_reply(socks_reply(&e))).await;
-                    return;
-                }
-            }
-        }
-        OutboundPlan::Passthrough(addr) => {
-            match outbound::connect_passthrough(source.ip, addr).await {
-                Ok(mut upstream) => {
-                    guard.set_plaintext();
-                    if client
-                        .write_all(&encode_reply(Reply::Succeeded))
-                        .await
-                        .is_err()
-                    {
-                        return;
-                    }
-                    tokio::io::copy_bidirectional(&mut client, &mut upstream).await
-                }
-                Err(_) => {
-                    let _ = client
-                        .write_all(&encode_reply(Reply::ConnectionRefused))
-                        .await;
-                    return;
-                }
-            }
-        }
-    };
-    if let Ok((sent, received)) = copied {
-        guard.sent = sent;
-        guard.received = received;
-    }
 }

@@ -90,7 +90,16 @@ pub struct TestSummary {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct PathSummary {
     pub path: PathId,
+    #[serde(serialize_with = "by_test_name")]
     pub tests: BTreeMap<TestKind, TestSummary>,
+}
+
+/// JSON object keys must be strings: key the tests by their names (`lat-c16`, `max`, ...).
+fn by_test_name<S: serde::Serializer>(
+    tests: &BTreeMap<TestKind, TestSummary>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    serializer.collect_map(tests.iter().map(|(test, summary)| (test.name(), summary)))
 }
 
 impl PathSummary {

@@ -1,0 +1,172 @@
+//! The SOCKS5 entry of one local pod: every accepted client is an outbound connection from that
+//! pod, planned against the snapshot and sent over HBONE (or passed through outside the mesh).
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+use mesh_config::Workload;
+use mesh_hbone::{HboneError, HboneStream};
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info};
+
+use crate::NodeContext;
+use crate::metrics::{ConnectionGuard, ConnectionLabels};
+use crate::outbound::{self, OutboundError, OutboundPlan, plan_outbound};
+use crate::socks5::{self, Reply, encode_reply};
+
+pub(crate) async fn serve(
+    ctx: Arc<NodeContext>,
+    pod_ip: IpAddr,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) {
+    loop {
+        let accepted = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            accepted = listener.accept() => accepted,
+        };
+        match accepted {
+            Ok((stream, client)) => {
+                // A proxy forwards what it reads at once; Nagle would hold small writes ~40 ms.
+                let _ = stream.set_nodelay(true);
+                tokio::spawn(outbound_connection(ctx.clone(), pod_ip, stream, client));
+            }
+            Err(e) => {
+                debug!(error = %e, "SOCKS5 accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+        }
+    }
+}
+
+/// The SOCKS5 reply for an HBONE failure.
+pub fn socks_reply(error: &HboneError) -> Reply {
+    match error {
+        HboneError::Unauthorized => Reply::NotAllowed,
+        HboneError::Unavailable => Reply::ConnectionRefused,
+        HboneError::Connect { .. } | HboneError::Timeout { .. } => Reply::HostUnreachable,
+        _ => Reply::GeneralFailure,
+    }
+}
+
+fn outbound_reply(error: &OutboundError) -> Reply {
+    match error {
+        OutboundError::UnknownHost(_) => Reply::HostUnreachable,
+        OutboundError::NoSuchPort { .. } | OutboundError::NoEndpoints(_) => {
+            Reply::ConnectionRefused
+        }
+        OutboundError::NoWaypoint(_) => Reply::NetworkUnreachable,
+        OutboundError::BadIdentity(_) => Reply::GeneralFailure,
+    }
+}
+
+/// Where an accepted client's bytes go.
+enum Upstream {
+    Hbone(HboneStream),
+    Plain(TcpStream),
+}
+
+/// Why an outbound connection was not made: the SOCKS reply and the metrics flag.
+struct Refusal {
+    reply: Reply,
+    flag: &'static str,
+}
+
+async fn dial(
+    ctx: &NodeContext,
+    source: &Workload,
+    client: SocketAddr,
+    plan: OutboundPlan,
+) -> Result<Upstream, Refusal> {
+    match plan {
+        OutboundPlan::Hbone(plan) => outbound::connect_hbone(&ctx.pool, source, client, &plan)
+            .await
+            .map(Upstream::Hbone)
+            .map_err(|e| {
+                info!(src.workload = %source.name, dst.hbone_addr = %plan.next_hop, dst.addr = %plan.authority, error = %e, "outbound HBONE failed");
+                let flag = if matches!(e, HboneError::Unauthorized) { "DENY" } else { "CONNECT" };
+                Refusal { reply: socks_reply(&e), flag }
+            }),
+        OutboundPlan::Passthrough(addr) => outbound::connect_passthrough(source.ip, addr)
+            .await
+            .map(Upstream::Plain)
+            .map_err(|e| {
+                info!(src.workload = %source.name, dst.addr = %addr, error = %e, "passthrough connect failed");
+                Refusal { reply: Reply::ConnectionRefused, flag: "CONNECT" }
+            }),
+    }
+}
+
+fn source_labels(source: &Workload) -> ConnectionLabels {
+    let mut labels = ConnectionLabels::new("source");
+    labels.source_workload = source.name.clone();
+    labels.source_workload_namespace = source.namespace.clone();
+    labels.source_principal = source.identity.clone();
+    labels
+}
+
+async fn outbound_connection(
+    ctx: Arc<NodeContext>,
+    pod_ip: IpAddr,
+    mut client: TcpStream,
+    client_addr: SocketAddr,
+) {
+    let target = match socks5::handshake(&mut client).await {
+        Ok(target) => target,
+        Err(e) => {
+            debug!(src.addr = %client_addr, error = %e, "SOCKS5 handshake failed");
+            return;
+        }
+    };
+    let snapshot = ctx.store.load();
+    let Some(source) = snapshot.workload_by_ip(pod_ip).cloned() else {
+        let _ = client.write_all(&encode_reply(Reply::GeneralFailure)).await;
+        return;
+    };
+    let mut guard = ctx.metrics.open(source_labels(&source));
+    // The client is the source pod: report its address, not the loopback socket's.
+    let client_addr = SocketAddr::new(source.ip, client_addr.port());
+    let connected = match plan_outbound(&snapshot, &source, &target, rand::random()) {
+        Ok(plan) => dial(&ctx, &source, client_addr, plan).await,
+        Err(e) => {
+            info!(src.workload = %source.name, dst = %target, error = %e, "outbound refused");
+            Err(Refusal {
+                reply: outbound_reply(&e),
+                flag: "NR",
+            })
+        }
+    };
+    match connected {
+        Ok(upstream) => {
+            if client
+                .write_all(&encode_reply(Reply::Succeeded))
+                .await
+                .is_ok()
+            {
+                splice(&mut guard, client, upstream).await;
+            }
+        }
+        Err(refusal) => {
+            guard.set_flag(refusal.flag);
+            let _ = client.write_all(&encode_reply(refusal.reply)).await;
+        }
+    }
+}
+
+async fn splice(guard: &mut ConnectionGuard, mut client: TcpStream, upstream: Upstream) {
+    let copied = match upstream {
+        Upstream::Hbone(mut tunnel) => {
+            tokio::io::copy_bidirectional(&mut client, &mut tunnel).await
+        }
+        Upstream::Plain(mut tcp) => {
+            guard.set_plaintext();
+            tokio::io::copy_bidirectional(&mut client, &mut tcp).await
+        }
+    };
+    if let Ok((sent, received)) = copied {
+        guard.sent = sent;
+        guard.received = received;
+    }
+}
