@@ -78,10 +78,7 @@ mod tests {
         ])
         .expect("parse")
         .bench;
-        assert_eq!(
-            parsed.paths,
-            [PathId::Direct, PathId::EnvoyHboneWaypoint]
-        );
+        assert_eq!(parsed.paths, [PathId::Direct, PathId::EnvoyHboneWaypoint]);
         assert_eq!(parsed.duration, Duration::from_secs(2));
         assert!(parsed.quick);
         assert!(Cli::try_parse_from(["bench", "--paths", "nginx"]).is_err());

@@ -46,6 +46,8 @@ pub enum BenchError {
         seconds: u64,
         last: String,
     },
+    #[error("{0} already accepts connections: is another bench still running?")]
+    AddressInUse(std::net::SocketAddr),
     #[error("{0} is not available")]
     Unavailable(String),
     #[error("Envoy: {0}")]
@@ -66,7 +68,10 @@ pub enum BenchError {
     },
 }
 
-pub(crate) fn io(what: &'static str, path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> BenchError {
+pub(crate) fn io(
+    what: &'static str,
+    path: impl Into<PathBuf>,
+) -> impl FnOnce(std::io::Error) -> BenchError {
     let path = path.into();
     move |source| BenchError::Io { what, path, source }
 }

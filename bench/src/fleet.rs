@@ -75,7 +75,9 @@ impl Spawn {
         let line = self.command_line();
         let mut command = Command::new(&line[0]);
         command.args(&line[1..]);
-        let stderr = log.try_clone().map_err(io("duplicating log of", &self.name))?;
+        let stderr = log
+            .try_clone()
+            .map_err(io("duplicating log of", &self.name))?;
         command
             .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
@@ -217,7 +219,9 @@ mod tests {
         let error = loop {
             match fleet.check_alive() {
                 Err(e) => break e,
-                Ok(()) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
+                Ok(()) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(20))
+                }
                 Ok(()) => panic!("quitter never reported"),
             }
         };
@@ -225,7 +229,14 @@ mod tests {
         assert!(text.contains("quitter") && text.contains("bye"), "{text}");
         let started = Instant::now();
         drop(fleet);
-        assert!(started.elapsed() < GRACE, "sleep ignores SIGINT? {:?}", started.elapsed());
-        assert!(!Path::new(&format!("/proc/{pid}")).exists(), "sleep {pid} survived");
+        assert!(
+            started.elapsed() < GRACE,
+            "sleep ignores SIGINT? {:?}",
+            started.elapsed()
+        );
+        assert!(
+            !Path::new(&format!("/proc/{pid}")).exists(),
+            "sleep {pid} survived"
+        );
     }
 }

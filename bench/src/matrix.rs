@@ -131,7 +131,11 @@ impl Matrix {
             .collect();
         tests.push(TestKind::Throughput);
         if path.has_proxy() {
-            tests.extend(self.stream_sizes.iter().map(|&bytes| TestKind::Stream { bytes }));
+            tests.extend(
+                self.stream_sizes
+                    .iter()
+                    .map(|&bytes| TestKind::Stream { bytes }),
+            );
         }
         tests
     }
@@ -157,7 +161,12 @@ pub fn go_duration(duration: Duration) -> String {
 }
 
 /// The `loadtest load` arguments (fortio's flags) for one run; `json` is where the result goes.
-pub fn load_args(test: TestKind, duration: Duration, entry: &Entry, json: Option<&Path>) -> Vec<String> {
+pub fn load_args(
+    test: TestKind,
+    duration: Duration,
+    entry: &Entry,
+    json: Option<&Path>,
+) -> Vec<String> {
     let mut args = vec![
         "load".to_owned(),
         "-c".to_owned(),
@@ -198,7 +207,11 @@ mod tests {
         assert_eq!(quick.rounds, 1);
         assert_eq!(quick.duration, Duration::from_secs(1));
         assert_eq!(quick.stream_sizes, [1024, 1 << 20]);
-        assert!(quick.load_time() < Duration::from_secs(70), "{:?}", quick.load_time());
+        assert!(
+            quick.load_time() < Duration::from_secs(70),
+            "{:?}",
+            quick.load_time()
+        );
 
         let full = Matrix::from_args(&BenchArgs::default());
         assert_eq!(full.connections, [2, 16, 64]);
@@ -211,7 +224,15 @@ mod tests {
             .collect();
         assert_eq!(
             names,
-            ["lat-c2", "lat-c16", "lat-c64", "max", "stream-1KB", "stream-1MB", "stream-10MB"]
+            [
+                "lat-c2",
+                "lat-c16",
+                "lat-c64",
+                "max",
+                "stream-1KB",
+                "stream-1MB",
+                "stream-10MB"
+            ]
         );
         assert_eq!(full.tests_for(PathId::Direct).len(), 4);
     }
@@ -237,11 +258,19 @@ mod tests {
         let line = args.join(" ");
         assert!(line.starts_with("load -c 64 -qps 1000 -t 5s "), "{line}");
         assert!(line.contains("-uniform -nocatchup"), "{line}");
-        assert!(line.contains("-json /o/x.json -socks5 127.0.50.111:15080 "), "{line}");
+        assert!(
+            line.contains("-json /o/x.json -socks5 127.0.50.111:15080 "),
+            "{line}"
+        );
         assert!(line.ends_with("/echo?size=1024"), "{line}");
 
-        let max = load_args(TestKind::Throughput, Duration::from_millis(1500), &PathId::Direct.entry(), None)
-            .join(" ");
+        let max = load_args(
+            TestKind::Throughput,
+            Duration::from_millis(1500),
+            &PathId::Direct.entry(),
+            None,
+        )
+        .join(" ");
         assert!(max.starts_with("load -c 16 -qps 0 -t 1500ms "), "{max}");
         assert!(!max.contains("-uniform") && !max.contains("-json"), "{max}");
     }

@@ -32,7 +32,12 @@ struct Finished {
 }
 
 impl LoadRunner {
-    async fn loadtest(&self, args: &[String], limit: Duration, what: (&str, &str)) -> Result<Finished, BenchError> {
+    async fn loadtest(
+        &self,
+        args: &[String],
+        limit: Duration,
+        what: (&str, &str),
+    ) -> Result<Finished, BenchError> {
         let failed = |reason: String| BenchError::Run {
             path: what.0.to_owned(),
             test: what.1.to_owned(),
@@ -57,7 +62,12 @@ impl LoadRunner {
         if !output.status.success() {
             let tail: Vec<&str> = stderr.lines().rev().take(8).collect();
             let tail: Vec<&str> = tail.into_iter().rev().collect();
-            return Err(failed(format!("loadtest {} ({}): {}", args.join(" "), output.status, tail.join(" / "))));
+            return Err(failed(format!(
+                "loadtest {} ({}): {}",
+                args.join(" "),
+                output.status,
+                tail.join(" / ")
+            )));
         }
         Ok(Finished {
             stdout: output.stdout,
@@ -72,8 +82,15 @@ impl LoadRunner {
             args.extend(["-socks5".to_owned(), socks.to_string()]);
         }
         args.push(entry.echo_url(size));
-        let finished = self.loadtest(&args, Duration::from_secs(15), (path.name(), "verify")).await?;
-        let status_line = finished.stderr.lines().next().unwrap_or_default().to_owned();
+        let finished = self
+            .loadtest(&args, Duration::from_secs(15), (path.name(), "verify"))
+            .await?;
+        let status_line = finished
+            .stderr
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .to_owned();
         let ok = status_line.split_whitespace().nth(1) == Some("200");
         if ok && finished.stdout.len() as u64 == size {
             return Ok(());
@@ -89,7 +106,12 @@ impl LoadRunner {
     }
 
     /// `verify`, retried for a few seconds (a path may need a moment after readiness).
-    pub async fn verify_with_retries(&self, path: PathId, entry: &Entry, size: u64) -> Result<(), BenchError> {
+    pub async fn verify_with_retries(
+        &self,
+        path: PathId,
+        entry: &Entry,
+        size: u64,
+    ) -> Result<(), BenchError> {
         let mut attempt = 0;
         loop {
             match self.verify(path, entry, size).await {
@@ -103,32 +125,46 @@ impl LoadRunner {
 
     /// The JSON file of one measured run.
     pub fn json_path(&self, path: PathId, test: TestKind, round: u32) -> PathBuf {
-        self.json_dir.join(format!("{}-{}-r{round}.json", path.name(), test.name()))
+        self.json_dir
+            .join(format!("{}-{}-r{round}.json", path.name(), test.name()))
     }
 
     /// Warm-up, then the measured run with the proxy's CPU and memory read around it.
-    pub async fn measure(&self, path: PathId, pids: &[u32], test: TestKind, round: u32) -> Result<Sample, BenchError> {
+    pub async fn measure(
+        &self,
+        path: PathId,
+        pids: &[u32],
+        test: TestKind,
+        round: u32,
+    ) -> Result<Sample, BenchError> {
         let entry = path.entry();
         let what = (path.name(), test.name());
         let warmup = matrix::load_args(test, self.warmup, &entry, None);
-        self.loadtest(&warmup, self.warmup + RUN_SLACK, (what.0, &what.1)).await?;
-        if matches!(test, TestKind::Stream { .. }) && !pids.is_empty() && !procfs::reset_peak(pids) {
+        self.loadtest(&warmup, self.warmup + RUN_SLACK, (what.0, &what.1))
+            .await?;
+        if matches!(test, TestKind::Stream { .. }) && !pids.is_empty() && !procfs::reset_peak(pids)
+        {
             tracing::warn!(%path, "cannot reset VmHWM; stream peaks include earlier runs");
         }
         let json = self.json_path(path, test, round);
         let args = matrix::load_args(test, self.duration, &entry, Some(&json));
         let cpu_before = proxy_cpu(pids);
-        self.loadtest(&args, self.duration + RUN_SLACK, (what.0, &what.1)).await?;
+        self.loadtest(&args, self.duration + RUN_SLACK, (what.0, &what.1))
+            .await?;
         let cpu_after = proxy_cpu(pids);
         let memory = (!pids.is_empty()).then(|| procfs::memory(pids)).flatten();
         let result = FortioResult::read(&json)?;
-        let cpu = cpu_before.zip(cpu_after).map(|(before, after)| after - before);
+        let cpu = cpu_before
+            .zip(cpu_after)
+            .map(|(before, after)| after - before);
         Ok(Sample::new(path, test, round, json, &result, cpu, memory))
     }
 }
 
 fn proxy_cpu(pids: &[u32]) -> Option<f64> {
-    (!pids.is_empty()).then(|| procfs::cpu_seconds(pids)).flatten()
+    (!pids.is_empty())
+        .then(|| procfs::cpu_seconds(pids))
+        .flatten()
 }
 
 /// Removes and recreates `dir` (only directories the harness owns inside `--out`).

@@ -9,6 +9,7 @@ use serde::Serialize;
 
 use crate::args::BenchArgs;
 use crate::certs::BenchCa;
+use crate::envoy;
 use crate::fleet::Fleet;
 use crate::matrix::{Matrix, SMALL_RESPONSE};
 use crate::measure::{LoadRunner, fresh_dir};
@@ -16,7 +17,6 @@ use crate::paths::PathId;
 use crate::procfs::{self, Machine};
 use crate::report::{self, PathSummary, ReportInput, Sample};
 use crate::setup::{self, Binaries, Cores, Launch};
-use crate::envoy;
 
 /// The outcome of a run; the files are already written.
 #[derive(Debug, Clone, Serialize)]
@@ -30,6 +30,7 @@ pub struct Report {
     pub machine: Machine,
     pub matrix: Matrix,
     pub envoy_version: Option<String>,
+    pub bin_dir: PathBuf,
     pub samples: Vec<Sample>,
     pub results: Vec<PathSummary>,
     /// Paths not run, and why (only: the mesh binary is missing).
@@ -70,7 +71,11 @@ impl Layout {
 }
 
 /// Paths, minus the mesh ones when the mesh binary is missing (printed and recorded).
-fn runnable_paths(matrix: &Matrix, binaries: &Binaries, bin_dir: &Path) -> (Vec<PathId>, Vec<(PathId, String)>) {
+fn runnable_paths(
+    matrix: &Matrix,
+    binaries: &Binaries,
+    bin_dir: &Path,
+) -> (Vec<PathId>, Vec<(PathId, String)>) {
     let mut not_run = Vec::new();
     let paths = matrix
         .paths
@@ -78,7 +83,10 @@ fn runnable_paths(matrix: &Matrix, binaries: &Binaries, bin_dir: &Path) -> (Vec<
         .copied()
         .filter(|path| {
             if path.is_mesh() && binaries.mesh.is_none() {
-                eprintln!("mesh-bench: {path}: not run: mesh binary not found in {}", bin_dir.display());
+                eprintln!(
+                    "mesh-bench: {path}: not run: mesh binary not found in {}",
+                    bin_dir.display()
+                );
                 not_run.push((*path, "mesh binary not found".to_owned()));
                 return false;
             }
@@ -88,13 +96,28 @@ fn runnable_paths(matrix: &Matrix, binaries: &Binaries, bin_dir: &Path) -> (Vec<
     (paths, not_run)
 }
 
-async fn run_to_completion(args: BenchArgs) -> anyhow::Result<Report> {
+/// Everything decided and located before any process starts.
+struct Prepared {
+    started_at: String,
+    matrix: Matrix,
+    bin_dir: PathBuf,
+    binaries: Binaries,
+    layout: Layout,
+    paths: Vec<PathId>,
+    not_run: Vec<(PathId, String)>,
+    envoy: Option<PathBuf>,
+    envoy_version: Option<String>,
+    machine: Machine,
+}
+
+async fn prepare(args: BenchArgs) -> anyhow::Result<Prepared> {
     let started_at = humantime::format_rfc3339_seconds(SystemTime::now()).to_string();
     let matrix = Matrix::from_args(&args);
     let bin_dir = setup::bin_dir(args.bin_dir.as_deref())?;
     let binaries = Binaries::find(&bin_dir)?;
     let layout = Layout::create(&args.out)?;
     let (paths, not_run) = runnable_paths(&matrix, &binaries, &bin_dir);
+    setup::ensure_free(&paths)?;
     let envoy = if paths.iter().any(|p| p.is_envoy()) {
         let cwd = std::env::current_dir().context("current directory")?;
         Some(envoy::locate(args.envoy.as_deref(), &setup::workspace_root(&cwd)).await?)
@@ -105,10 +128,32 @@ async fn run_to_completion(args: BenchArgs) -> anyhow::Result<Report> {
         Some(binary) => Some(envoy::version(binary).await?),
         None => None,
     };
-    let machine = Machine::detect();
+    Ok(Prepared {
+        started_at,
+        matrix,
+        bin_dir,
+        binaries,
+        layout,
+        paths,
+        not_run,
+        envoy,
+        envoy_version,
+        machine: Machine::detect(),
+    })
+}
+
+async fn run_to_completion(args: BenchArgs) -> anyhow::Result<Report> {
+    let prepared = prepare(args).await?;
+    let Prepared {
+        matrix,
+        layout,
+        binaries,
+        machine,
+        ..
+    } = &prepared;
     eprintln!(
         "mesh-bench: {} path(s), {} round(s), about {} s of load; output in {}",
-        paths.len(),
+        prepared.paths.len(),
         matrix.rounds,
         matrix.load_time().as_secs(),
         layout.out.display()
@@ -122,26 +167,56 @@ async fn run_to_completion(args: BenchArgs) -> anyhow::Result<Report> {
         duration: matrix.duration,
         warmup: matrix.warmup,
     };
-    setup::start_backend(&binaries, cores, &mut fleet).await?;
+    setup::start_backend(binaries, cores, &mut fleet).await?;
     let ca = BenchCa::create(&layout.run)?;
     let launch = Launch {
-        envoy: envoy.as_deref(),
+        envoy: prepared.envoy.as_deref(),
         mesh: binaries.mesh.as_deref(),
         run_dir: &layout.run,
         ca: &ca,
         cores,
     };
     let mut failures = Vec::new();
-    let running = start_paths(&paths, &launch, &runner, &mut fleet, &mut failures).await;
-    let samples = run_rounds(&runner, &matrix, &running, &mut fleet, &mut failures).await;
+    let running = start_paths(&prepared.paths, &launch, &runner, &mut fleet, &mut failures).await;
+    let samples = run_rounds(&runner, matrix, &running, &mut fleet, &mut failures).await;
     let processes = fleet.started().to_vec();
     fleet.stop();
-    let outcome = Outcome { started_at, matrix, machine, envoy_version, samples, not_run, failures, processes };
-    let report = write_report(&layout, outcome)?;
+    finish(prepared, samples, failures, processes)
+}
+
+/// Writes the report; fails (after writing it) when a path failed.
+fn finish(
+    prepared: Prepared,
+    samples: Vec<Sample>,
+    failures: Vec<(PathId, String)>,
+    processes: Vec<(String, String)>,
+) -> anyhow::Result<Report> {
+    let layout = &prepared.layout;
+    let outcome = Outcome {
+        started_at: prepared.started_at.clone(),
+        bin_dir: prepared.bin_dir.clone(),
+        matrix: prepared.matrix.clone(),
+        machine: prepared.machine.clone(),
+        envoy_version: prepared.envoy_version.clone(),
+        samples,
+        not_run: prepared.not_run.clone(),
+        failures,
+        processes,
+    };
+    let report = write_report(layout, outcome)?;
     eprintln!("mesh-bench: report in {}", report.report_path.display());
     if !report.failures.is_empty() {
-        let list: Vec<String> = report.failures.iter().map(|(p, why)| format!("{p}: {why}")).collect();
-        anyhow::bail!("{} path(s) failed (partial report in {}):\n{}", list.len(), report.report_path.display(), list.join("\n"));
+        let list: Vec<String> = report
+            .failures
+            .iter()
+            .map(|(p, why)| format!("{p}: {why}"))
+            .collect();
+        anyhow::bail!(
+            "{} path(s) failed (partial report in {}):\n{}",
+            list.len(),
+            report.report_path.display(),
+            list.join("\n")
+        );
     }
     Ok(report)
 }
@@ -159,7 +234,9 @@ async fn start_paths(
     for &path in paths {
         let started = async {
             let pids = setup::start_path(path, launch, &mut mesh_pid, fleet).await?;
-            runner.verify_with_retries(path, &path.entry(), SMALL_RESPONSE).await?;
+            runner
+                .verify_with_retries(path, &path.entry(), SMALL_RESPONSE)
+                .await?;
             Ok::<_, crate::BenchError>(pids)
         }
         .await;
@@ -201,7 +278,10 @@ async fn run_rounds(
                         samples.push(sample);
                     }
                     Err(error) => {
-                        let why = fleet.check_alive().err().map_or(error.to_string(), |dead| format!("{error}; {dead}"));
+                        let why = fleet
+                            .check_alive()
+                            .err()
+                            .map_or(error.to_string(), |dead| format!("{error}; {dead}"));
                         eprintln!("mesh-bench: {path}: FAILED: {why}");
                         failures.push((*path, why));
                         break;
@@ -215,8 +295,12 @@ async fn run_rounds(
 
 fn progress_line(sample: &Sample) -> String {
     let ms = |v: Option<f64>| v.map_or("—".to_owned(), |s| format!("{:.3}", s * 1000.0));
-    let cpu = sample.cpu_per_1k().map_or(String::new(), |c| format!(", CPU {c:.4} s/1k req"));
-    let rss = sample.memory.map_or(String::new(), |m| format!(", RSS {} / peak {} MiB", m.rss_kb / 1024, m.peak_kb / 1024));
+    let cpu = sample
+        .cpu_per_1k()
+        .map_or(String::new(), |c| format!(", CPU {c:.4} s/1k req"));
+    let rss = sample.memory.map_or(String::new(), |m| {
+        format!(", RSS {} / peak {} MiB", m.rss_kb / 1024, m.peak_kb / 1024)
+    });
     format!(
         "{} {}: {:.0} qps, p50 {} p90 {} p99 {} ms, {} errors{cpu}{rss}",
         sample.path,
@@ -231,6 +315,7 @@ fn progress_line(sample: &Sample) -> String {
 
 struct Outcome {
     started_at: String,
+    bin_dir: PathBuf,
     matrix: Matrix,
     machine: Machine,
     envoy_version: Option<String>,
@@ -263,6 +348,7 @@ fn write_report(layout: &Layout, outcome: Outcome) -> anyhow::Result<Report> {
         machine: &outcome.machine,
         matrix: &outcome.matrix,
         envoy_version: outcome.envoy_version.as_deref(),
+        bin_dir: &outcome.bin_dir,
         results: &results,
         not_run: &outcome.not_run,
         failures: &outcome.failures,
@@ -270,9 +356,11 @@ fn write_report(layout: &Layout, outcome: Outcome) -> anyhow::Result<Report> {
     });
     let report_path = layout.out.join("report.md");
     let chart_path = layout.out.join("latency.svg");
-    std::fs::write(&report_path, &markdown).with_context(|| format!("writing {}", report_path.display()))?;
+    std::fs::write(&report_path, &markdown)
+        .with_context(|| format!("writing {}", report_path.display()))?;
     let svg = report::render_svg(&results, &outcome.matrix.connections);
-    std::fs::write(&chart_path, svg).with_context(|| format!("writing {}", chart_path.display()))?;
+    std::fs::write(&chart_path, svg)
+        .with_context(|| format!("writing {}", chart_path.display()))?;
     let report = Report {
         out_dir: layout.out.clone(),
         report_path,
@@ -281,6 +369,7 @@ fn write_report(layout: &Layout, outcome: Outcome) -> anyhow::Result<Report> {
         machine: outcome.machine,
         matrix: outcome.matrix,
         envoy_version: outcome.envoy_version,
+        bin_dir: outcome.bin_dir,
         samples: outcome.samples,
         results,
         not_run: outcome.not_run,

@@ -7,9 +7,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use serde::Serialize;
 
 /// One way from the load generator to the echo backend.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, clap::ValueEnum, Serialize,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, clap::ValueEnum, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum PathId {
     /// Straight to the echo backend: the baseline.
@@ -92,6 +90,31 @@ impl PathId {
     /// Whether a proxy process sits on the path (its CPU and memory are measured).
     pub fn has_proxy(self) -> bool {
         self != PathId::Direct
+    }
+
+    /// The addresses this path's processes listen on (they must be free before the run).
+    pub fn listen_addresses(self) -> Vec<SocketAddr> {
+        let envoys = |listeners: &[SocketAddr]| {
+            listeners
+                .iter()
+                .flat_map(|&l| [l, addr::envoy_admin(l)])
+                .collect()
+        };
+        let readiness = |ip| SocketAddr::new(ip, addr::MESH_READINESS_PORT);
+        match self {
+            PathId::Direct => Vec::new(),
+            PathId::EnvoyTls => envoys(&[addr::TLS_OUT, addr::TLS_IN]),
+            PathId::EnvoyHbone => envoys(&[addr::PAIR_ENCAP, addr::PAIR_DECAP]),
+            PathId::EnvoyHboneWaypoint => {
+                envoys(&[addr::WP_ENCAP, addr::WP_WAYPOINT, addr::WP_DECAP])
+            }
+            PathId::MeshZtunnel | PathId::MeshWaypoint => vec![
+                addr::MESH_CLIENT_SOCKS,
+                readiness(addr::MESH_NODE_A),
+                readiness(addr::MESH_NODE_B),
+                readiness(addr::MESH_WAYPOINT_POD),
+            ],
+        }
     }
 
     /// Where the load generator sends requests for this path.
@@ -206,6 +229,28 @@ mod tests {
         );
         assert_eq!(PathId::Direct.envoy_counterpart(), None);
         assert!(!PathId::Direct.has_proxy());
+    }
+
+    #[test]
+    fn listen_addresses_are_distinct_across_paths() {
+        let mut all: Vec<SocketAddr> = vec![addr::BACKEND];
+        for path in [
+            PathId::EnvoyTls,
+            PathId::EnvoyHbone,
+            PathId::EnvoyHboneWaypoint,
+            PathId::MeshZtunnel,
+        ] {
+            all.extend(path.listen_addresses());
+        }
+        let count = all.len();
+        all.sort();
+        all.dedup();
+        assert_eq!(all.len(), count, "an address is shared between paths");
+        assert!(all.iter().all(|a| a.ip().is_loopback()));
+        assert_eq!(
+            PathId::MeshWaypoint.listen_addresses(),
+            PathId::MeshZtunnel.listen_addresses()
+        );
     }
 
     #[test]

@@ -72,7 +72,10 @@ mod tests {
     #[test]
     fn status_lines() {
         assert_eq!(parse_status_line("HTTP/1.1 200 OK\r\n"), Some(200));
-        assert_eq!(parse_status_line("HTTP/1.0 503 Service Unavailable"), Some(503));
+        assert_eq!(
+            parse_status_line("HTTP/1.0 503 Service Unavailable"),
+            Some(503)
+        );
         assert_eq!(parse_status_line("SSH-2.0-OpenSSH"), None);
         assert_eq!(parse_status_line(""), None);
     }

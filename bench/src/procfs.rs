@@ -132,6 +132,9 @@ mod tests {
         assert!(cpu_seconds(&[me]).is_some());
         let mem = memory(&[me]).expect("own status");
         assert!(mem.rss_kb > 0 && mem.peak_kb >= mem.rss_kb);
-        assert_eq!(cpu_model("model name\t: AMD EPYC\n").as_deref(), Some("AMD EPYC"));
+        assert_eq!(
+            cpu_model("model name\t: AMD EPYC\n").as_deref(),
+            Some("AMD EPYC")
+        );
     }
 }

@@ -39,7 +39,8 @@ pub fn bin_dir(explicit: Option<&Path>) -> Result<PathBuf, BenchError> {
     if let Some(dir) = explicit {
         return Ok(dir.to_owned());
     }
-    let exe = std::env::current_exe().map_err(crate::error::io("locating", "the current executable"))?;
+    let exe =
+        std::env::current_exe().map_err(crate::error::io("locating", "the current executable"))?;
     Ok(exe.parent().map(Path::to_owned).unwrap_or_default())
 }
 
@@ -64,7 +65,8 @@ pub fn find_workspace(start: &Path) -> Option<PathBuf> {
     start
         .ancestors()
         .find(|dir| {
-            std::fs::read_to_string(dir.join("Cargo.toml")).is_ok_and(|text| text.contains("[workspace]"))
+            std::fs::read_to_string(dir.join("Cargo.toml"))
+                .is_ok_and(|text| text.contains("[workspace]"))
         })
         .map(Path::to_owned)
 }
@@ -77,14 +79,43 @@ pub fn workspace_root(cwd: &Path) -> PathBuf {
         .unwrap_or_else(|| cwd.to_owned())
 }
 
+/// Fails if something already listens where the run will listen (e.g. a bench still running).
+pub fn ensure_free(paths: &[PathId]) -> Result<(), BenchError> {
+    let mut addresses = vec![addr::BACKEND];
+    addresses.extend(paths.iter().flat_map(|p| p.listen_addresses()));
+    for address in addresses {
+        if std::net::TcpStream::connect_timeout(&address, Duration::from_millis(200)).is_ok() {
+            return Err(BenchError::AddressInUse(address));
+        }
+    }
+    Ok(())
+}
+
 /// Starts the echo backend on the load core and waits until it answers.
-pub async fn start_backend(binaries: &Binaries, cores: Cores, fleet: &mut Fleet) -> Result<u32, BenchError> {
+pub async fn start_backend(
+    binaries: &Binaries,
+    cores: Cores,
+    fleet: &mut Fleet,
+) -> Result<u32, BenchError> {
     let spawn = Spawn::new("backend", &binaries.loadtest)
-        .args(["server", "-http-port", &addr::BACKEND.to_string(), "-name", "backend"])
+        .args([
+            "server",
+            "-http-port",
+            &addr::BACKEND.to_string(),
+            "-name",
+            "backend",
+        ])
         .core(cores.load)
         .env("RUST_LOG", "warn");
     let pid = fleet.spawn(spawn)?;
-    probe::wait_ready("echo backend", addr::BACKEND, "/echo", Duration::from_secs(10), fleet).await?;
+    probe::wait_ready(
+        "echo backend",
+        addr::BACKEND,
+        "/echo",
+        Duration::from_secs(10),
+        fleet,
+    )
+    .await?;
     Ok(pid)
 }
 
@@ -111,7 +142,9 @@ pub async fn start_path(
             if let Some(pid) = *mesh_pid {
                 return Ok(vec![pid]);
             }
-            let binary = launch.mesh.ok_or_else(|| BenchError::Unavailable("the mesh binary".to_owned()))?;
+            let binary = launch
+                .mesh
+                .ok_or_else(|| BenchError::Unavailable("the mesh binary".to_owned()))?;
             let pid = mesh::start(binary, launch.run_dir, launch.cores.proxy, fleet).await?;
             *mesh_pid = Some(pid);
             Ok(vec![pid])
@@ -140,8 +173,15 @@ mod tests {
     fn workspace_root_is_found_from_the_crate_directory() {
         let root = workspace_root(Path::new(env!("CARGO_MANIFEST_DIR")));
         assert!(root.join("bench").is_dir(), "{}", root.display());
-        assert_eq!(workspace_root(Path::new("/")), root, "falls back to the build's workspace");
+        assert_eq!(
+            workspace_root(Path::new("/")),
+            root,
+            "falls back to the build's workspace"
+        );
         let missing = Binaries::find(Path::new("/nonexistent-dir")).expect_err("no loadtest");
-        assert!(missing.to_string().contains("cargo build -p loadtest"), "{missing}");
+        assert!(
+            missing.to_string().contains("cargo build -p loadtest"),
+            "{missing}"
+        );
     }
 }

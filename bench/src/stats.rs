@@ -44,7 +44,12 @@ pub fn summarize(values: &[f64]) -> Option<Summary> {
     let median = median(values)?;
     let (min, max) = range(values)?;
     let n = values.iter().filter(|v| v.is_finite()).count();
-    Some(Summary { median, min, max, n })
+    Some(Summary {
+        median,
+        min,
+        max,
+        n,
+    })
 }
 
 /// `value / base`, when both are finite and the base is positive.

@@ -195,10 +195,16 @@ async fn spawn_watches_before_returning_and_catches_edits_since_the_initial_read
         .with_initial(docs)
         .spawn(token.clone())
         .expect("watch");
-    eventually("the edit made before the watch", || store.load().workloads().count() == 2).await;
+    eventually("the edit made before the watch", || {
+        store.load().workloads().count() == 2
+    })
+    .await;
     // Edited right after spawn returned, with no settling time: seen as well.
     std::fs::write(&file, manifest(3)).expect("write");
-    eventually("the edit made right after spawn", || store.load().workloads().count() == 3).await;
+    eventually("the edit made right after spawn", || {
+        store.load().workloads().count() == 3
+    })
+    .await;
     token.cancel();
     task.await.expect("source task");
 }

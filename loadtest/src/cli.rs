@@ -25,6 +25,8 @@ pub enum Command {
     Load(Box<crate::load::LoadArgs>),
     /// Send one request with the load client's settings and print the response.
     Curl(Box<crate::load::LoadArgs>),
+    /// Side-by-side benchmark: direct, the mesh and Envoy on loopback, with a report.
+    Bench(Box<mesh_bench::BenchArgs>),
 }
 
 #[derive(Debug, Clone, Args)]

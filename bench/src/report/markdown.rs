@@ -18,6 +18,8 @@ pub struct ReportInput<'a> {
     pub machine: &'a Machine,
     pub matrix: &'a Matrix,
     pub envoy_version: Option<&'a str>,
+    /// Where `loadtest` and `mesh` came from.
+    pub bin_dir: &'a std::path::Path,
     pub results: &'a [PathSummary],
     /// Paths that were not run, and why (e.g. the mesh binary is missing).
     pub not_run: &'a [(PathId, String)],
@@ -89,7 +91,23 @@ fn header(out: &mut String, input: &ReportInput<'_>) {
         "- Machine: {} × {}, {} memory, Linux {}",
         m.cpus, m.model, m.memory, m.kernel
     );
-    let _ = writeln!(out, "- Envoy: {}", input.envoy_version.unwrap_or("not used"));
+    let _ = writeln!(
+        out,
+        "- Envoy: {}",
+        input.envoy_version.unwrap_or("not used")
+    );
+    let _ = writeln!(
+        out,
+        "- Binaries (`loadtest`, `mesh`): `{}`",
+        input.bin_dir.display()
+    );
+    if is_debug_build(input.bin_dir) {
+        let _ = writeln!(
+            out,
+            "- **Unoptimised (debug) binaries: the mesh's numbers are not representative.** Build \
+             with `cargo build --release -p loadtest -p mesh` and pass `--bin-dir target/release`."
+        );
+    }
     let _ = writeln!(
         out,
         "- Matrix: {} round(s), interleaved (every path in turn each round: A/B/A/B); each run {} \
@@ -109,6 +127,21 @@ fn header(out: &mut String, input: &ReportInput<'_>) {
     );
 }
 
+/// Text made safe for one Markdown table cell: one line, no column separators.
+pub fn table_cell(text: &str) -> String {
+    text.split('\n')
+        .map(str::trim)
+        .filter(|line| !line.is_empty())
+        .collect::<Vec<_>>()
+        .join(" / ")
+        .replace('|', "\\|")
+}
+
+/// Whether binaries from `dir` are a Cargo debug build (`.../debug`).
+pub fn is_debug_build(dir: &std::path::Path) -> bool {
+    dir.file_name().is_some_and(|name| name == "debug")
+}
+
 fn join(items: impl Iterator<Item = String>, separator: &str) -> String {
     items.collect::<Vec<_>>().join(separator)
 }
@@ -117,17 +150,28 @@ fn status(input: &ReportInput<'_>, path: PathId) -> Option<String> {
     let find = |list: &[(PathId, String)], prefix: &str| {
         list.iter()
             .find(|(p, _)| *p == path)
-            .map(|(_, why)| format!("{prefix}{why}"))
+            .map(|(_, why)| format!("{prefix}{}", table_cell(why)))
     };
     find(input.not_run, "not run: ").or_else(|| find(input.failures, "FAILED: "))
 }
 
 /// Every path of the matrix: measured ones and the ones with a status instead.
-fn rows<'a>(input: &'a ReportInput<'_>) -> impl Iterator<Item = (PathId, Option<&'a PathSummary>)> + 'a {
-    input.matrix.paths.iter().map(move |&path| (path, input.results.iter().find(|r| r.path == path)))
+fn rows<'a>(
+    input: &'a ReportInput<'_>,
+) -> impl Iterator<Item = (PathId, Option<&'a PathSummary>)> + 'a {
+    input
+        .matrix
+        .paths
+        .iter()
+        .map(move |&path| (path, input.results.iter().find(|r| r.path == path)))
 }
 
-fn metric(input: &ReportInput<'_>, path: PathId, test: TestKind, pick: fn(&TestSummary) -> Option<&Summary>) -> Option<f64> {
+fn metric(
+    input: &ReportInput<'_>,
+    path: PathId,
+    test: TestKind,
+    pick: fn(&TestSummary) -> Option<&Summary>,
+) -> Option<f64> {
     let result = input.results.iter().find(|r| r.path == path)?;
     pick(result.test(test)?).map(|s| s.median)
 }
@@ -143,28 +187,59 @@ fn table_head(out: &mut String, title: &str, note: &str, columns: &[&str]) {
 
 /// A row for a path without results: its status in the second cell.
 fn status_row(out: &mut String, input: &ReportInput<'_>, path: PathId, columns: usize) -> bool {
-    let measured = input.results.iter().any(|r| r.path == path && !r.tests.is_empty());
+    let measured = input
+        .results
+        .iter()
+        .any(|r| r.path == path && !r.tests.is_empty());
     if measured {
         return false;
     }
     let why = status(input, path).unwrap_or_else(|| "no result".to_owned());
-    let _ = writeln!(out, "| {path} | {why} |{}", " |".repeat(columns.saturating_sub(2)));
+    let _ = writeln!(
+        out,
+        "| {path} | {why} |{}",
+        " |".repeat(columns.saturating_sub(2))
+    );
     true
 }
 
 fn paths_table(out: &mut String, input: &ReportInput<'_>) {
-    table_head(out, "Paths", "", &["path", "through", "compared with", "status"]);
+    table_head(
+        out,
+        "Paths",
+        "",
+        &["path", "through", "compared with", "status"],
+    );
     for path in input.matrix.paths.iter().copied() {
-        let compared = path.envoy_counterpart().map_or("—".to_owned(), |p| p.to_string());
+        let compared = path
+            .envoy_counterpart()
+            .map_or("—".to_owned(), |p| p.to_string());
         let state = status(input, path).unwrap_or_else(|| "measured".to_owned());
-        let _ = writeln!(out, "| {path} | {} | {compared} | {state} |", path.describe());
+        let _ = writeln!(
+            out,
+            "| {path} | {} | {compared} | {state} |",
+            path.describe()
+        );
     }
     out.push('\n');
 }
 
 fn throughput_table(out: &mut String, input: &ReportInput<'_>) {
-    let columns = ["path", "requests/s", "× direct", "× Envoy", "proxy CPU s / 1000 req", "CPU × Envoy", "errors"];
-    table_head(out, "Max throughput (16 connections, 1 KB, proxy on one core)", "Higher rps is better; lower CPU is better.", &columns);
+    let columns = [
+        "path",
+        "requests/s",
+        "× direct",
+        "× Envoy",
+        "proxy CPU s / 1000 req",
+        "CPU × Envoy",
+        "errors",
+    ];
+    table_head(
+        out,
+        "Max throughput (16 connections, 1 KB, proxy on one core)",
+        "Higher rps is better; lower CPU is better.",
+        &columns,
+    );
     let test = TestKind::Throughput;
     let qps = |p| metric(input, p, test, |t| t.qps.as_ref());
     let cpu = |p| metric(input, p, test, |t| t.cpu_per_1k.as_ref());
@@ -172,7 +247,9 @@ fn throughput_table(out: &mut String, input: &ReportInput<'_>) {
         if status_row(out, input, path, columns.len()) {
             continue;
         }
-        let Some(t) = result.and_then(|r| r.test(test)) else { continue };
+        let Some(t) = result.and_then(|r| r.test(test)) else {
+            continue;
+        };
         let envoy = path.envoy_counterpart();
         let _ = writeln!(
             out,
@@ -188,48 +265,106 @@ fn throughput_table(out: &mut String, input: &ReportInput<'_>) {
     out.push('\n');
 }
 
+const LATENCY_COLUMNS: [&str; 12] = [
+    "path",
+    "p50 ms",
+    "p90 ms",
+    "p99 ms",
+    "added p50",
+    "added p90",
+    "added p99",
+    "added p50 × Envoy",
+    "added p99 × Envoy",
+    "CPU s / 1000 req",
+    "achieved qps",
+    "errors",
+];
+
+type Pick = fn(&TestSummary) -> Option<&Summary>;
+const P50: Pick = |t| t.p50_ms.as_ref();
+const P90: Pick = |t| t.p90_ms.as_ref();
+const P99: Pick = |t| t.p99_ms.as_ref();
+
+/// Median latency of `path` minus direct's, in ms.
+fn added(input: &ReportInput<'_>, path: PathId, test: TestKind, pick: Pick) -> Option<f64> {
+    Some(metric(input, path, test, pick)? - metric(input, PathId::Direct, test, pick)?)
+}
+
 fn latency_table(out: &mut String, input: &ReportInput<'_>, connections: u32) {
-    let columns = [
-        "path", "p50 ms", "p90 ms", "p99 ms", "added p50", "added p90", "added p99",
-        "added p50 × Envoy", "added p99 × Envoy", "CPU s / 1000 req", "achieved qps", "errors",
-    ];
-    let title = format!("Latency at {} qps, {connections} connections, 1 KB", crate::matrix::LATENCY_QPS);
-    table_head(out, &title, "Added = this path's median minus direct's (ms). Lower is better.", &columns);
+    let title = format!(
+        "Latency at {} qps, {connections} connections, 1 KB",
+        crate::matrix::LATENCY_QPS
+    );
+    let note = "Added = this path's median minus direct's (ms). Lower is better.";
+    table_head(out, &title, note, &LATENCY_COLUMNS);
     let test = TestKind::Latency { connections };
-    let p = |path, pick: fn(&TestSummary) -> Option<&Summary>| metric(input, path, test, pick);
-    let added = |path, pick: fn(&TestSummary) -> Option<&Summary>| Some(p(path, pick)? - p(PathId::Direct, pick)?);
-    let fmt_added = |v: Option<f64>| v.map_or("—".to_owned(), |v| format!("{v:+.3}"));
     for (path, result) in rows(input) {
-        if status_row(out, input, path, columns.len()) {
+        if status_row(out, input, path, LATENCY_COLUMNS.len()) {
             continue;
         }
-        let Some(t) = result.and_then(|r| r.test(test)) else { continue };
-        let envoy = path.envoy_counterpart();
-        let (a50, a90, a99) = (added(path, |t| t.p50_ms.as_ref()), added(path, |t| t.p90_ms.as_ref()), added(path, |t| t.p99_ms.as_ref()));
-        let direct_row = path == PathId::Direct;
-        let _ = writeln!(
-            out,
-            "| {path} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
-            summary(t.p50_ms.as_ref()),
-            summary(t.p90_ms.as_ref()),
-            summary(t.p99_ms.as_ref()),
-            if direct_row { "—".to_owned() } else { fmt_added(a50) },
-            if direct_row { "—".to_owned() } else { fmt_added(a90) },
-            if direct_row { "—".to_owned() } else { fmt_added(a99) },
-            times(a50, envoy.and_then(|e| added(e, |t| t.p50_ms.as_ref()))),
-            times(a99, envoy.and_then(|e| added(e, |t| t.p99_ms.as_ref()))),
-            summary(t.cpu_per_1k.as_ref()),
-            summary(t.qps.as_ref()),
-            t.errors
-        );
+        if let Some(t) = result.and_then(|r| r.test(test)) {
+            latency_row(out, input, path, test, t);
+        }
     }
     out.push('\n');
 }
 
+fn latency_row(
+    out: &mut String,
+    input: &ReportInput<'_>,
+    path: PathId,
+    test: TestKind,
+    t: &TestSummary,
+) {
+    let added_cell = |pick| {
+        let value = (path != PathId::Direct)
+            .then(|| added(input, path, test, pick))
+            .flatten();
+        value.map_or("—".to_owned(), |v| format!("{v:+.3}"))
+    };
+    let versus_envoy = |pick| {
+        let envoy = path.envoy_counterpart();
+        times(
+            added(input, path, test, pick),
+            envoy.and_then(|e| added(input, e, test, pick)),
+        )
+    };
+    let _ = writeln!(
+        out,
+        "| {path} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+        summary(t.p50_ms.as_ref()),
+        summary(t.p90_ms.as_ref()),
+        summary(t.p99_ms.as_ref()),
+        added_cell(P50),
+        added_cell(P90),
+        added_cell(P99),
+        versus_envoy(P50),
+        versus_envoy(P99),
+        summary(t.cpu_per_1k.as_ref()),
+        summary(t.qps.as_ref()),
+        t.errors
+    );
+}
+
 fn memory_table(out: &mut String, input: &ReportInput<'_>) {
-    let columns = ["path", "RSS MiB at 1000 qps", "RSS × Envoy", "peak RSS MiB (latency + max runs)", "peak × Envoy"];
-    table_head(out, "Memory of the proxy processes", "RSS right after the last latency run; peak = VmHWM over the round's latency and max runs.", &columns);
-    let last_latency = input.matrix.connections.last().map(|&connections| TestKind::Latency { connections });
+    let columns = [
+        "path",
+        "RSS MiB at 1000 qps",
+        "RSS × Envoy",
+        "peak RSS MiB (latency + max runs)",
+        "peak × Envoy",
+    ];
+    table_head(
+        out,
+        "Memory of the proxy processes",
+        "RSS right after the last latency run; peak = VmHWM over the round's latency and max runs.",
+        &columns,
+    );
+    let last_latency = input
+        .matrix
+        .connections
+        .last()
+        .map(|&connections| TestKind::Latency { connections });
     let rss = |p| metric(input, p, last_latency?, |t| t.rss_mib.as_ref());
     let peak = |p| metric(input, p, TestKind::Throughput, |t| t.peak_mib.as_ref());
     for (path, result) in rows(input) {
@@ -238,8 +373,12 @@ fn memory_table(out: &mut String, input: &ReportInput<'_>) {
         }
         let Some(result) = result else { continue };
         let envoy = path.envoy_counterpart();
-        let rss_cell = last_latency.and_then(|t| result.test(t)).map(|t| summary(t.rss_mib.as_ref()));
-        let peak_cell = result.test(TestKind::Throughput).map(|t| summary(t.peak_mib.as_ref()));
+        let rss_cell = last_latency
+            .and_then(|t| result.test(t))
+            .map(|t| summary(t.rss_mib.as_ref()));
+        let peak_cell = result
+            .test(TestKind::Throughput)
+            .map(|t| summary(t.peak_mib.as_ref()));
         let _ = writeln!(
             out,
             "| {path} | {} | {} | {} | {} |",
@@ -261,7 +400,12 @@ fn streaming_table(out: &mut String, input: &ReportInput<'_>) {
     }
     columns.push("peak growth, smallest → largest".to_owned());
     let refs: Vec<&str> = columns.iter().map(String::as_str).collect();
-    table_head(out, "Streaming responses (4 connections, as fast as possible)", "Peak RSS of the proxy processes during each run (VmHWM reset just before it). Flat = streaming, not buffering.", &refs);
+    table_head(
+        out,
+        "Streaming responses (4 connections, as fast as possible)",
+        "Peak RSS of the proxy processes during each run (VmHWM reset just before it). Flat = streaming, not buffering.",
+        &refs,
+    );
     for (path, result) in rows(input) {
         if !path.has_proxy() || status_row(out, input, path, refs.len()) {
             continue;
@@ -279,7 +423,10 @@ fn streaming_table(out: &mut String, input: &ReportInput<'_>) {
                 summary(test.and_then(|t| t.mib_per_second.as_ref()))
             );
         }
-        let growth = match (peaks.first().copied().flatten(), peaks.last().copied().flatten()) {
+        let growth = match (
+            peaks.first().copied().flatten(),
+            peaks.last().copied().flatten(),
+        ) {
             (Some(first), Some(last)) => format!("{:+.1} MiB", last - first),
             _ => "—".to_owned(),
         };

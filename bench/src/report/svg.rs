@@ -1,5 +1,5 @@
 //! A hand-written SVG bar chart of p50/p90/p99 latency per path at 1000 qps: one panel per
-//! connection count, whiskers for the min–max over rounds (pure).
+//! connection count, log scale, whiskers for the min–max over rounds (pure).
 
 use std::fmt::Write as _;
 
@@ -14,6 +14,7 @@ const TOP: f64 = 70.0;
 const LEFT: f64 = 70.0;
 const GROUP_WIDTH: f64 = 150.0;
 const BAR_WIDTH: f64 = 30.0;
+const MIN_WIDTH: f64 = 620.0;
 const SERIES: [(&str, &str); 3] = [("p50", "#4e79a7"), ("p90", "#f28e2b"), ("p99", "#e15759")];
 
 /// Escapes text for an SVG text node or attribute.
@@ -24,17 +25,15 @@ pub fn escape(text: &str) -> String {
         .replace('"', "&quot;")
 }
 
-/// A round upper bound for an axis whose largest value is `max` (1, 2, 2.5 or 5 × 10^k).
-pub fn nice_ceiling(max: f64) -> f64 {
-    if !(max.is_finite() && max > 0.0) {
-        return 1.0;
+/// Whole decades around `[min, max]` for a log axis: `(10^floor(log min), 10^ceil(log max))`,
+/// at least one decade apart; `(0.01, 1)` without positive finite values.
+pub fn decade_bounds(min: f64, max: f64) -> (f64, f64) {
+    if !(min.is_finite() && max.is_finite() && min > 0.0 && max >= min) {
+        return (0.01, 1.0);
     }
-    let power = 10f64.powf(max.log10().floor());
-    [1.0, 2.0, 2.5, 5.0, 10.0]
-        .into_iter()
-        .map(|step| step * power)
-        .find(|&bound| bound >= max * 0.999_999)
-        .unwrap_or(10.0 * power)
+    let lo = min.log10().floor();
+    let hi = max.log10().ceil().max(lo + 1.0);
+    (10f64.powf(lo), 10f64.powf(hi))
 }
 
 fn percentiles(result: &PathSummary, connections: u32) -> [Option<Summary>; 3] {
@@ -50,9 +49,13 @@ fn percentiles(result: &PathSummary, connections: u32) -> [Option<Summary>; 3] {
 pub fn render(results: &[PathSummary], connections: &[u32]) -> String {
     let paths: Vec<&PathSummary> = results
         .iter()
-        .filter(|r| connections.iter().any(|&c| r.test(TestKind::Latency { connections: c }).is_some()))
+        .filter(|r| {
+            connections
+                .iter()
+                .any(|&c| r.test(TestKind::Latency { connections: c }).is_some())
+        })
         .collect();
-    let width = LEFT + 20.0 + GROUP_WIDTH * paths.len().max(1) as f64;
+    let width = (LEFT + 20.0 + GROUP_WIDTH * paths.len().max(1) as f64).max(MIN_WIDTH);
     let height = TOP + (PANEL_HEIGHT + PANEL_GAP) * connections.len().max(1) as f64;
     let mut svg = String::new();
     let _ = writeln!(
@@ -62,7 +65,12 @@ pub fn render(results: &[PathSummary], connections: &[u32]) -> String {
     let _ = writeln!(svg, r#"<rect width="100%" height="100%" fill="white"/>"#);
     let _ = writeln!(
         svg,
-        r#"<text x="{LEFT}" y="24" font-size="16" font-weight="bold">Latency at {LATENCY_QPS} qps, 1 KB responses (ms; bar = median, whisker = min–max over rounds)</text>"#
+        r#"<text x="{LEFT}" y="22" font-size="16" font-weight="bold">Latency at {LATENCY_QPS} qps, 1 KB responses, ms (log scale)</text>"#
+    );
+    let _ = writeln!(
+        svg,
+        r##"<text x="{}" y="47" fill="#555">bar = median, whisker = min–max over rounds</text>"##,
+        LEFT + 220.0
     );
     legend(&mut svg);
     for (index, &c) in connections.iter().enumerate() {
@@ -76,49 +84,106 @@ pub fn render(results: &[PathSummary], connections: &[u32]) -> String {
 fn legend(svg: &mut String) {
     for (i, (name, color)) in SERIES.iter().enumerate() {
         let x = LEFT + i as f64 * 70.0;
-        let _ = writeln!(svg, r#"<rect x="{x}" y="36" width="12" height="12" fill="{color}"/>"#);
+        let _ = writeln!(
+            svg,
+            r#"<rect x="{x}" y="36" width="12" height="12" fill="{color}"/>"#
+        );
         let _ = writeln!(svg, r#"<text x="{}" y="47">{name}</text>"#, x + 16.0);
     }
 }
 
+/// A log-scale vertical axis over one panel.
+struct Axis {
+    lo: f64,
+    hi: f64,
+    bottom: f64,
+}
+
+impl Axis {
+    fn new(values: &[Summary], bottom: f64) -> Axis {
+        let positive = values.iter().map(|s| s.min).filter(|v| *v > 0.0);
+        let smallest = positive.fold(f64::INFINITY, f64::min);
+        let largest = values.iter().map(|s| s.max).fold(0.0, f64::max);
+        let (lo, hi) = decade_bounds(smallest, largest);
+        Axis { lo, hi, bottom }
+    }
+
+    /// The y coordinate of `value`; values below the axis (0 included) sit on its bottom.
+    fn y(&self, value: f64) -> f64 {
+        let span = self.hi.log10() - self.lo.log10();
+        let fraction = (value.max(self.lo).log10() - self.lo.log10()) / span;
+        self.bottom - fraction.clamp(0.0, 1.0) * (PANEL_HEIGHT - 20.0)
+    }
+
+    /// Grid lines at 1, 2 and 5 × each decade; labels at the decades.
+    fn grid(&self, svg: &mut String, right: f64) {
+        let mut decade = self.lo;
+        while decade <= self.hi * 1.000_001 {
+            for (step, labelled) in [(1.0, true), (2.0, false), (5.0, false)] {
+                let value = decade * step;
+                if value > self.hi * 1.000_001 {
+                    break;
+                }
+                let ty = self.y(value);
+                let stroke = if labelled { "#ccc" } else { "#eee" };
+                let _ = writeln!(
+                    svg,
+                    r#"<line x1="{LEFT}" y1="{ty:.1}" x2="{right:.1}" y2="{ty:.1}" stroke="{stroke}"/>"#
+                );
+                if labelled {
+                    let _ = writeln!(
+                        svg,
+                        r#"<text x="{}" y="{:.1}" text-anchor="end">{}</text>"#,
+                        LEFT - 6.0,
+                        ty + 4.0,
+                        tick_label(value)
+                    );
+                }
+            }
+            decade *= 10.0;
+        }
+    }
+}
+
 fn panel(svg: &mut String, paths: &[&PathSummary], connections: u32, top: f64) {
-    let max = paths
+    let values: Vec<Summary> = paths
         .iter()
         .flat_map(|r| percentiles(r, connections))
         .flatten()
-        .map(|s| s.max)
-        .fold(0.0, f64::max);
-    let ceiling = nice_ceiling(max);
+        .collect();
     let bottom = top + PANEL_HEIGHT;
-    let y = |value: f64| bottom - (value / ceiling).clamp(0.0, 1.0) * (PANEL_HEIGHT - 20.0);
-    let _ = writeln!(svg, r#"<text x="{LEFT}" y="{}" font-weight="bold">{connections} connections</text>"#, top + 4.0);
-    for tick in 0..=4 {
-        let value = ceiling * f64::from(tick) / 4.0;
-        let ty = y(value);
-        let right = LEFT + GROUP_WIDTH * paths.len().max(1) as f64;
-        let _ = writeln!(svg, r##"<line x1="{LEFT}" y1="{ty:.1}" x2="{right:.1}" y2="{ty:.1}" stroke="#ddd"/>"##);
-        let _ = writeln!(svg, r#"<text x="{}" y="{:.1}" text-anchor="end">{}</text>"#, LEFT - 6.0, ty + 4.0, tick_label(value));
-    }
+    let axis = Axis::new(&values, bottom);
+    let _ = writeln!(
+        svg,
+        r#"<text x="{LEFT}" y="{}" font-weight="bold">{connections} connections</text>"#,
+        top + 4.0
+    );
+    axis.grid(svg, LEFT + GROUP_WIDTH * paths.len().max(1) as f64);
     for (group, result) in paths.iter().enumerate() {
         let x0 = LEFT + group as f64 * GROUP_WIDTH + 20.0;
         for (series, value) in percentiles(result, connections).into_iter().enumerate() {
             let Some(value) = value else { continue };
-            bar(svg, x0 + series as f64 * (BAR_WIDTH + 4.0), &value, SERIES[series].1, &y);
+            let x = x0 + series as f64 * (BAR_WIDTH + 4.0);
+            bar(svg, x, &value, SERIES[series].1, &axis);
         }
-        let name = escape(result.path.name());
         let _ = writeln!(
             svg,
-            r#"<text x="{:.1}" y="{:.1}" text-anchor="middle">{name}</text>"#,
+            r#"<text x="{:.1}" y="{:.1}" text-anchor="middle">{}</text>"#,
             x0 + 1.5 * BAR_WIDTH + 4.0,
-            bottom + 18.0
+            bottom + 18.0,
+            escape(result.path.name())
         );
     }
-    let _ = writeln!(svg, r#"<line x1="{LEFT}" y1="{bottom}" x2="{LEFT}" y2="{}" stroke="black"/>"#, top + 10.0);
+    let _ = writeln!(
+        svg,
+        r#"<line x1="{LEFT}" y1="{bottom}" x2="{LEFT}" y2="{}" stroke="black"/>"#,
+        top + 10.0
+    );
 }
 
-fn bar(svg: &mut String, x: f64, value: &Summary, color: &str, y: &dyn Fn(f64) -> f64) {
-    let top = y(value.median);
-    let bottom = y(0.0);
+fn bar(svg: &mut String, x: f64, value: &Summary, color: &str, axis: &Axis) {
+    let top = axis.y(value.median);
+    let bottom = axis.y(0.0);
     let _ = writeln!(
         svg,
         r#"<rect class="bar" x="{x:.1}" y="{top:.1}" width="{BAR_WIDTH}" height="{:.1}" fill="{color}"><title>{:.3} ms</title></rect>"#,
@@ -127,13 +192,18 @@ fn bar(svg: &mut String, x: f64, value: &Summary, color: &str, y: &dyn Fn(f64) -
     );
     if value.max > value.min {
         let cx = x + BAR_WIDTH / 2.0;
-        let _ = writeln!(svg, r#"<line x1="{cx:.1}" y1="{:.1}" x2="{cx:.1}" y2="{:.1}" stroke="black"/>"#, y(value.min), y(value.max));
+        let _ = writeln!(
+            svg,
+            r#"<line x1="{cx:.1}" y1="{:.1}" x2="{cx:.1}" y2="{:.1}" stroke="black"/>"#,
+            axis.y(value.min),
+            axis.y(value.max)
+        );
     }
     let _ = writeln!(
         svg,
         r#"<text x="{:.1}" y="{:.1}" text-anchor="middle" font-size="10">{}</text>"#,
         x + BAR_WIDTH / 2.0,
-        y(value.max) - 3.0,
+        axis.y(value.max) - 3.0,
         tick_label(value.median)
     );
 }
@@ -143,7 +213,9 @@ fn tick_label(value: f64) -> String {
         format!("{value:.0}")
     } else if value >= 1.0 {
         format!("{value:.1}")
-    } else {
+    } else if value >= 0.01 {
         format!("{value:.2}")
+    } else {
+        format!("{value:.3}")
     }
 }
