@@ -433,3 +433,36 @@ spec:
     t.stop().await;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn response_header_modifier_edits_what_the_client_sees() -> anyhow::Result<()> {
+    let filters = "        - type: ResponseHeaderModifier
+          responseHeaderModifier:
+            set:
+              - name: x-served-via
+                value: waypoint
+            add:
+              - name: x-extra
+                value: one
+            remove:
+              - x-echo-server
+        - type: RequestHeaderModifier";
+    let yaml = demo_yaml_in_block(21).replacen("        - type: RequestHeaderModifier", filters, 1);
+    assert!(
+        yaml.contains("responseHeaderModifier"),
+        "the demo route changed shape"
+    );
+    let t = TestMesh::start_with(21, &yaml).await?;
+    let mut client = MeshClient::connect(t.socks(PRODUCTPAGE), REVIEWS, 9080).await?;
+    let response = client.get("/reviews/1").await?;
+    assert_eq!(response.status, 200);
+    assert_eq!(response.header("x-served-via"), Some("waypoint"));
+    assert_eq!(response.header("x-extra"), Some("one"));
+    assert_eq!(
+        response.header("x-echo-server"),
+        None,
+        "removed by the route"
+    );
+    t.stop().await;
+    Ok(())
+}
