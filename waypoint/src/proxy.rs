@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use bytes::Bytes;
 use mesh_config::{HeaderModifier, ObjectRef, RouteFilter, Store, Workload};
+use pingora_core::protocols::ALPN;
 use pingora_core::upstreams::peer::HttpPeer;
 use pingora_error::{Error, ErrorType, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
@@ -27,6 +28,9 @@ pub struct WaypointProxy {
     /// The waypoint's own SPIFFE id, reported upstream in `x-forwarded-client-cert`.
     pub(crate) identity: String,
 }
+
+/// Pool group of upstream connections that speak HTTP/2.
+const H2_POOL: u64 = 2;
 
 /// Envoy's header for the identity of the mTLS peer a proxy authorized.
 pub const XFCC: &str = "x-forwarded-client-cert";
@@ -89,7 +93,7 @@ impl ProxyHttp for WaypointProxy {
 
     async fn upstream_peer(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         ctx: &mut RequestCtx,
     ) -> Result<Box<HttpPeer>> {
         let plan = ctx
@@ -105,6 +109,13 @@ impl ProxyHttp for WaypointProxy {
             "",
             target.proxy_headers(),
         );
+        if session.is_http2() {
+            // An h2c caller (gRPC) keeps HTTP/2 to the backend, for trailers and streaming.
+            // Through the CONNECT-proxy peer this needs exactly ALPN::H2, and its own pool
+            // (ALPN is not part of Pingora's pool key; `group_key` is).
+            peer.options.alpn = ALPN::H2;
+            peer.group_key = H2_POOL;
+        }
         peer.options.connection_timeout = Some(Duration::from_secs(15));
         peer.options.idle_timeout = Some(Duration::from_secs(300));
         Ok(Box::new(peer))
