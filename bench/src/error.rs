@@ -56,7 +56,7 @@ pub enum BenchError {
     Certificate {
         subject: String,
         #[source]
-        source: rcgen::Error,
+        source: mesh_hbone::CertError,
     },
     #[error("path {path}: request check failed: {reason}")]
     Verify { path: String, reason: String },
