@@ -23,6 +23,15 @@ impl Destination {
         }
     }
 
+    /// The address the caller addressed: the Service VIP (also when it used the hostname) or
+    /// the pod IP.
+    pub fn ip(&self) -> Option<IpAddr> {
+        match self {
+            Destination::Service { service, .. } => service.vip,
+            Destination::Workload { workload, .. } => Some(workload.ip),
+        }
+    }
+
     pub fn port(&self) -> u16 {
         match self {
             Destination::Service { port, .. } | Destination::Workload { port, .. } => *port,

@@ -79,8 +79,7 @@ pub fn plan(
         principal: Some(&principal),
         namespace: Some(&tunnel.peer_identity.namespace),
         source_ip: tunnel.client_addr().ip(),
-        destination_ip: crate::dispatch::split_authority(&tunnel.authority)
-            .and_then(|(h, _)| h.parse().ok()),
+        destination_ip: destination.ip(),
         destination_port: destination.port(),
         host,
         method: request.method,

@@ -7,7 +7,6 @@ use std::sync::Arc;
 use http::StatusCode;
 use mesh_config::{Snapshot, Workload};
 use mesh_hbone::{Identity, InboundConnect};
-use tokio::net::{TcpSocket, TcpStream};
 use tracing::{debug, info};
 
 use crate::NodeContext;
@@ -52,25 +51,6 @@ pub fn check_inbound(
     }
 }
 
-/// TCP from `source_ip` when it is a local address (loopback pods), else from any address.
-/// Nagle is off: a proxy forwards what it reads at once.
-pub async fn connect_from(source_ip: IpAddr, addr: SocketAddr) -> std::io::Result<TcpStream> {
-    let socket = if addr.is_ipv4() {
-        TcpSocket::new_v4()?
-    } else {
-        TcpSocket::new_v6()?
-    };
-    let stream = if source_ip.is_ipv4() == addr.is_ipv4()
-        && socket.bind(SocketAddr::new(source_ip, 0)).is_ok()
-    {
-        socket.connect(addr).await?
-    } else {
-        TcpStream::connect(addr).await?
-    };
-    stream.set_nodelay(true)?;
-    Ok(stream)
-}
-
 pub(crate) async fn handle(ctx: Arc<NodeContext>, pod: Arc<Workload>, connect: InboundConnect) {
     let snapshot = ctx.store.load();
     let peer = connect.peer_identity().clone();
@@ -99,7 +79,7 @@ pub(crate) async fn handle(ctx: Arc<NodeContext>, pod: Arc<Workload>, connect: I
             return;
         }
     };
-    let mut app = match connect_from(peer_ip, target).await {
+    let mut app = match crate::dial::connect_from(peer_ip, target).await {
         Ok(app) => app,
         Err(e) => {
             debug!(dst.addr = %target, error = %e, "app unreachable");

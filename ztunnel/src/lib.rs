@@ -6,6 +6,7 @@
 //! get listeners, pods that disappear lose them.
 
 pub mod authz;
+pub mod dial;
 pub mod inbound;
 pub mod metrics;
 pub mod outbound;

@@ -1,6 +1,6 @@
 //! Outbound: where a connection from a local pod goes. `plan_outbound` is pure; `connect` dials.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use http::{HeaderMap, HeaderValue};
@@ -225,14 +225,6 @@ pub async fn connect_hbone(
         headers: connect_headers(source, client, plan),
     };
     pool.connect(&key, request).await
-}
-
-/// Plain TCP to a destination outside the mesh, from the source pod's address.
-pub async fn connect_passthrough(
-    source_ip: IpAddr,
-    addr: SocketAddr,
-) -> std::io::Result<tokio::net::TcpStream> {
-    crate::inbound::connect_from(source_ip, addr).await
 }
 
 #[cfg(test)]

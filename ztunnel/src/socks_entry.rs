@@ -89,7 +89,8 @@ async fn dial(
                 let flag = if matches!(e, HboneError::Unauthorized) { "DENY" } else { "CONNECT" };
                 Refusal { reply: socks_reply(&e), flag }
             }),
-        OutboundPlan::Passthrough(addr) => outbound::connect_passthrough(source.ip, addr)
+        // Outside the mesh: plain TCP from the source pod's address.
+        OutboundPlan::Passthrough(addr) => crate::dial::connect_from(source.ip, addr)
             .await
             .map(Upstream::Plain)
             .map_err(|e| {
