@@ -1,7 +1,8 @@
 //! Opening one client connection: TCP (directly or through a SOCKS5 proxy that resolves the
-//! target name), then an HTTP/1.1 or HTTP/2 (prior knowledge) handshake.
+//! target name), then the fast HTTP/1.1 client, or a hyper HTTP/1.1 or HTTP/2 (prior
+//! knowledge) handshake.
 //!
-//! An HTTP/1.1 connection is driven inline by the task that uses it (polled together with each
+//! A hyper HTTP/1.1 connection is driven inline by the task that uses it (polled together with each
 //! exchange) rather than by a spawned task: no cross-task wake-ups per request, which keeps the
 //! generator cheap. HTTP/2 connections are driven by their own task.
 
@@ -20,6 +21,7 @@ use tokio::net::TcpStream;
 use tokio_socks::tcp::Socks5Stream;
 
 use super::LoadError;
+use super::fast::FastConnection;
 use super::options::Target;
 
 type Http1Driver = http1::Connection<TokioIo<TcpStream>, Full<Bytes>>;
@@ -83,9 +85,26 @@ async fn drive<F: Future>(driver: &mut Option<Pin<Box<Http1Driver>>>, work: F) -
     }
 }
 
+/// Which client speaks on the connections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    /// The fast HTTP/1.1 client (fortio's default).
+    FastHttp1,
+    /// hyper's HTTP/1.1 client (`-stdclient`).
+    Http1,
+    /// hyper's HTTP/2 client, prior knowledge (`-h2`).
+    Http2,
+}
+
+/// An open connection, ready for requests.
+pub enum Connection {
+    Fast(FastConnection),
+    Hyper(Sender),
+}
+
 /// A freshly opened connection.
-pub struct Connected {
-    pub sender: Sender,
+pub struct Connected<C> {
+    pub connection: C,
     /// The address the socket is connected to (the proxy's, through SOCKS5).
     pub peer: String,
     pub connect_time: Duration,
@@ -96,12 +115,44 @@ pub struct Connected {
 pub struct Dialer {
     pub target: Target,
     pub socks5: Option<String>,
-    pub h2: bool,
+    pub protocol: Protocol,
     pub timeout: Duration,
 }
 
 impl Dialer {
-    pub async fn dial(&self) -> Result<Connected, LoadError> {
+    /// Opens a connection for [`Self::protocol`].
+    pub async fn dial(&self) -> Result<Connected<Connection>, LoadError> {
+        if self.protocol == Protocol::FastHttp1 {
+            let opened = self.open().await?;
+            Ok(Connected {
+                connection: Connection::Fast(FastConnection::new(opened.connection)),
+                peer: opened.peer,
+                connect_time: opened.connect_time,
+            })
+        } else {
+            let dialed = self.dial_hyper().await?;
+            Ok(Connected {
+                connection: Connection::Hyper(dialed.connection),
+                peer: dialed.peer,
+                connect_time: dialed.connect_time,
+            })
+        }
+    }
+
+    /// Opens a connection with hyper's client (HTTP/2 for [`Protocol::Http2`], else
+    /// HTTP/1.1).
+    pub async fn dial_hyper(&self) -> Result<Connected<Sender>, LoadError> {
+        let opened = self.open().await?;
+        let sender = self.handshake(opened.connection).await?;
+        Ok(Connected {
+            connection: sender,
+            peer: opened.peer,
+            connect_time: opened.connect_time,
+        })
+    }
+
+    /// The TCP connection, timed.
+    async fn open(&self) -> Result<Connected<TcpStream>, LoadError> {
         let started = Instant::now();
         let stream = tokio::time::timeout(self.timeout, self.tcp())
             .await
@@ -113,9 +164,8 @@ impl Dialer {
         let peer = stream
             .peer_addr()
             .map_or_else(|_| self.target.authority.clone(), |a| a.to_string());
-        let sender = self.handshake(stream).await?;
         Ok(Connected {
-            sender,
+            connection: stream,
             peer,
             connect_time: started.elapsed(),
         })
@@ -148,7 +198,7 @@ impl Dialer {
             target: self.target.authority.clone(),
             source,
         };
-        if self.h2 {
+        if self.protocol == Protocol::Http2 {
             let (sender, conn) = http2::Builder::new(TokioExecutor::new())
                 .handshake(io)
                 .await

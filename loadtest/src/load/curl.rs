@@ -6,7 +6,7 @@ use http::{HeaderMap, StatusCode, Version};
 use http_body_util::BodyExt;
 
 use super::LoadError;
-use super::connect::Dialer;
+use super::connect::{Dialer, Protocol};
 use super::options::LoadOptions;
 use super::request::RequestTemplate;
 
@@ -35,19 +35,23 @@ pub async fn curl(options: &LoadOptions) -> Result<Fetched, LoadError> {
     let dialer = Dialer {
         target: options.target.clone(),
         socks5: options.socks5.clone(),
-        h2: options.h2,
+        protocol: if options.h2 {
+            Protocol::Http2
+        } else {
+            Protocol::Http1
+        },
         timeout: options.timeout,
     };
     let template = RequestTemplate::new(options)?;
     let target = options.target.authority.clone();
     let exchange = async {
-        let mut connected = dialer.dial().await?;
+        let mut connected = dialer.dial_hyper().await?;
         let handshake = |source| LoadError::Handshake {
             target: target.clone(),
             source,
         };
         connected
-            .sender
+            .connection
             .exchange(template.build(), collect)
             .await
             .map_err(handshake)

@@ -5,6 +5,8 @@
 mod connect;
 mod curl;
 mod error;
+mod fast;
+pub mod framing;
 pub mod gofmt;
 pub mod histogram;
 mod options;

@@ -69,6 +69,11 @@ pub struct LoadArgs {
           require_equals = true, default_missing_value = "true",
           value_parser = clap::builder::BoolishValueParser::new())]
     pub h2: bool,
+    /// Use hyper's HTTP/1.1 client instead of the fast one (fortio's `-stdclient`).
+    #[arg(long, default_value_t = false, action = ArgAction::Set, num_args = 0..=1,
+          require_equals = true, default_missing_value = "true",
+          value_parser = clap::builder::BoolishValueParser::new())]
+    pub stdclient: bool,
     /// Write fortio's JSON result to this file ("-" for stdout).
     #[arg(long)]
     pub json: Option<String>,
@@ -120,6 +125,8 @@ pub struct LoadOptions {
     pub percentiles: Vec<f64>,
     pub resolution: f64,
     pub h2: bool,
+    /// hyper's HTTP/1.1 client instead of the fast one.
+    pub std_client: bool,
     pub socks5: Option<String>,
     pub timeout: Duration,
     pub allow_initial_errors: bool,
@@ -160,6 +167,7 @@ impl LoadArgs {
             percentiles: parse_percentiles(&self.percentiles)?,
             resolution: self.resolution,
             h2: self.h2,
+            std_client: self.stdclient,
             socks5: self.socks5,
             timeout,
             allow_initial_errors: self.allow_initial_errors,
@@ -297,6 +305,7 @@ mod tests {
         assert_eq!(o.duration, Some(Duration::from_secs(5)));
         assert_eq!(o.exactly, 0);
         assert!(o.keepalive && !o.uniform && !o.jitter && !o.nocatchup && !o.h2);
+        assert!(!o.std_client, "the fast client is the default");
         assert_eq!(o.percentiles, [50.0, 75.0, 90.0, 99.0, 99.9]);
         assert_eq!(o.resolution, 0.001);
         assert_eq!(o.timeout, Duration::from_secs(3));
@@ -332,6 +341,7 @@ mod tests {
             "-r",
             "0.0001",
             "-h2",
+            "-stdclient",
             "-json",
             "-",
             "-socks5",
@@ -346,7 +356,7 @@ mod tests {
         assert_eq!(o.qps, -1.0);
         assert_eq!(o.duration, None);
         assert_eq!(o.exactly, 100);
-        assert!(o.uniform && o.jitter && o.nocatchup && !o.keepalive && o.h2);
+        assert!(o.uniform && o.jitter && o.nocatchup && !o.keepalive && o.h2 && o.std_client);
         assert_eq!(o.headers.len(), 1);
         assert_eq!(o.host_override.as_deref(), Some("svc.ns"));
         assert_eq!(o.payload.as_ref().map(Bytes::len), Some(10));

@@ -11,7 +11,7 @@ use super::options::LoadOptions;
 /// Sent as User-Agent.
 pub const USER_AGENT_VALUE: &str = concat!("loadtest/", env!("CARGO_PKG_VERSION"));
 
-/// A prebuilt request: cloned for every call.
+/// A prebuilt request: cloned for every call (hyper), or written as is (fast client).
 #[derive(Debug, Clone)]
 pub struct RequestTemplate {
     method: Method,
@@ -20,6 +20,8 @@ pub struct RequestTemplate {
     body: Bytes,
     h2: bool,
     keepalive: bool,
+    /// The whole HTTP/1.1 request as sent on the wire.
+    wire: Bytes,
 }
 
 impl RequestTemplate {
@@ -53,18 +55,33 @@ impl RequestTemplate {
             headers.append(name.clone(), value.clone());
         }
         let body = options.payload.clone().unwrap_or_default();
+        let method = if body.is_empty() {
+            Method::GET
+        } else {
+            Method::POST
+        };
+        let wire = serialize_http1(&method, &target.path_and_query, &headers, &body);
         Ok(Self {
-            method: if body.is_empty() {
-                Method::GET
-            } else {
-                Method::POST
-            },
+            method,
             uri,
             headers,
             body,
             h2: options.h2,
             keepalive: options.keepalive,
+            wire,
         })
+    }
+
+    /// Whether the request may be sent again when a reused connection turns out to have been
+    /// closed (a GET; a POST could have been processed).
+    pub fn is_idempotent(&self) -> bool {
+        self.method == Method::GET
+    }
+
+    /// The request in HTTP/1.1 wire form (origin-form target, Host first, Content-Length
+    /// when there is a body).
+    pub fn http1_wire(&self) -> &[u8] {
+        &self.wire
     }
 
     /// Whether a connection is reused for the next call.
@@ -82,6 +99,29 @@ impl RequestTemplate {
         }
         request
     }
+}
+
+fn serialize_http1(method: &Method, target: &str, headers: &HeaderMap, body: &Bytes) -> Bytes {
+    let mut wire = Vec::with_capacity(256 + body.len());
+    wire.extend_from_slice(method.as_str().as_bytes());
+    wire.push(b' ');
+    wire.extend_from_slice(target.as_bytes());
+    wire.extend_from_slice(b" HTTP/1.1\r\n");
+    let mut field = |name: &[u8], value: &[u8]| {
+        wire.extend_from_slice(name);
+        wire.extend_from_slice(b": ");
+        wire.extend_from_slice(value);
+        wire.extend_from_slice(b"\r\n");
+    };
+    for (name, value) in headers {
+        field(name.as_str().as_bytes(), value.as_bytes());
+    }
+    if !body.is_empty() {
+        field(b"content-length", body.len().to_string().as_bytes());
+    }
+    wire.extend_from_slice(b"\r\n");
+    wire.extend_from_slice(body);
+    Bytes::from(wire)
 }
 
 /// fortio's notion of success: 2xx, or 418.
@@ -109,6 +149,24 @@ mod tests {
     fn success_codes() {
         assert!(code_is_ok(200) && code_is_ok(204) && code_is_ok(299) && code_is_ok(418));
         assert!(!code_is_ok(-1) && !code_is_ok(302) && !code_is_ok(503) && !code_is_ok(199));
+    }
+
+    #[test]
+    fn http1_wire_form() {
+        let mut headers = HeaderMap::new();
+        headers.insert(HOST, HeaderValue::from_static("svc:80"));
+        headers.insert("x-a", HeaderValue::from_static("1"));
+        headers.append("x-a", HeaderValue::from_static("2"));
+        let wire = serialize_http1(&Method::GET, "/echo?size=1", &headers, &Bytes::new());
+        assert_eq!(
+            wire,
+            "GET /echo?size=1 HTTP/1.1\r\nhost: svc:80\r\nx-a: 1\r\nx-a: 2\r\n\r\n"
+        );
+        let wire = serialize_http1(&Method::POST, "/", &headers, &Bytes::from_static(b"abc"));
+        assert!(
+            wire.ends_with(b"x-a: 2\r\ncontent-length: 3\r\n\r\nabc"),
+            "{wire:?}"
+        );
     }
 
     #[test]

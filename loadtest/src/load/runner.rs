@@ -9,7 +9,7 @@ use base64::Engine as _;
 use mesh_runtime::CancellationToken;
 
 use super::LoadError;
-use super::connect::Dialer;
+use super::connect::{Dialer, Protocol};
 use super::histogram::HistogramData;
 use super::options::LoadOptions;
 use super::pacing::{PaceConfig, Pacer};
@@ -52,7 +52,7 @@ pub async fn run(
     let mut per_connection = Vec::with_capacity(workers.len());
     for handle in workers {
         match handle.await {
-            Ok(stats) => per_connection.push(stats),
+            Ok(stats) => per_connection.push(*stats),
             Err(error) => tracing::error!(%error, "load worker failed"),
         }
     }
@@ -93,7 +93,7 @@ async fn prepare_clients(options: &LoadOptions, threads: usize) -> Result<Vec<Cl
     let dialer = Arc::new(Dialer {
         target: options.target.clone(),
         socks5: options.socks5.clone(),
-        h2: options.h2,
+        protocol: protocol(options),
         timeout: options.timeout,
     });
     let template = Arc::new(RequestTemplate::new(options)?);
@@ -110,7 +110,7 @@ async fn prepare_clients(options: &LoadOptions, threads: usize) -> Result<Vec<Cl
                 return (index, client, connected.map(|()| None));
             }
             let outcome = match connected {
-                Ok(()) => Ok(Some(client.fetch().await)),
+                Ok(()) => Ok(Some(client.fetch(Instant::now()).await)),
                 Err(e) => Err(e),
             };
             (index, client, outcome)
@@ -141,7 +141,7 @@ fn spawn_workers(
     clients: Vec<Client>,
     start: Instant,
     stop: &CancellationToken,
-) -> Vec<tokio::task::JoinHandle<WorkerStats>> {
+) -> Vec<tokio::task::JoinHandle<Box<WorkerStats>>> {
     let pace = plan.interval.map(|interval| PaceConfig {
         interval,
         uniform: options.uniform,
@@ -243,11 +243,21 @@ fn connection_stats(total: &WorkerStats, percentiles: &[f64]) -> HistogramData {
     total.connect_times.export().with_percentiles(percentiles)
 }
 
+/// fortio's choice: its fast HTTP/1.1 client unless `-stdclient` or `-h2`.
+fn protocol(options: &LoadOptions) -> Protocol {
+    match (options.h2, options.std_client) {
+        (true, _) => Protocol::Http2,
+        (false, true) => Protocol::Http1,
+        (false, false) => Protocol::FastHttp1,
+    }
+}
+
 fn http_options(options: &LoadOptions) -> HttpOptions {
     HttpOptions {
         url: options.target.url.clone(),
         num_connections: 1,
         h2: options.h2,
+        disable_fast_client: options.std_client,
         disable_keep_alive: !options.keepalive,
         http_req_timeout: i64::try_from(options.timeout.as_nanos()).unwrap_or(i64::MAX),
         payload: options

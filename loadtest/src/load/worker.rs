@@ -1,6 +1,7 @@
 //! One connection's load loop (thin I/O): pace, send, read the body, record.
 
 use std::collections::BTreeMap;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -9,9 +10,11 @@ use http::header::CONNECTION;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use mesh_runtime::CancellationToken;
+use tokio::time::Sleep;
 
 use super::LoadError;
-use super::connect::{Dialer, Sender};
+use super::connect::{Connection, Dialer};
+use super::fast::{self, FastError};
 use super::histogram::{Counter, Histogram};
 use super::pacing::{Pacer, latency_origin};
 use super::request::{RequestTemplate, code_is_ok, header_size};
@@ -91,7 +94,10 @@ impl WorkerStats {
 pub struct Client {
     dialer: Arc<Dialer>,
     template: Arc<RequestTemplate>,
-    sender: Option<Sender>,
+    connection: Option<Connection>,
+    /// The per-call timeout, reused from call to call: moving a timer's deadline later is
+    /// cheaper than a new timer per call.
+    deadline: Option<Pin<Box<Sleep>>>,
     pub stats: WorkerStats,
 }
 
@@ -100,7 +106,8 @@ impl Client {
         Self {
             dialer,
             template,
-            sender: None,
+            connection: None,
+            deadline: None,
             stats: WorkerStats::new(resolution),
         }
     }
@@ -113,21 +120,35 @@ impl Client {
         self.stats
             .connect_times
             .record(connected.connect_time.as_secs_f64());
-        self.sender = Some(connected.sender);
+        self.connection = Some(connected.connection);
         Ok(())
     }
 
-    /// One call, bounded by the dialer's timeout; any failure yields [`SOCKET_ERROR`] and a
-    /// fresh connection next time.
-    pub async fn fetch(&mut self) -> Outcome {
+    /// One call sent at `sent`, bounded by the dialer's timeout; any failure yields
+    /// [`SOCKET_ERROR`] and a fresh connection next time.
+    pub async fn fetch(&mut self, sent: Instant) -> Outcome {
         let timeout = self.dialer.timeout;
-        let error = match tokio::time::timeout(timeout, self.fetch_once()).await {
-            Ok(Ok(outcome)) => return outcome,
-            Ok(Err(error)) => error.to_string(),
-            Err(_) => format!("timed out after {timeout:?}"),
+        let expires = tokio::time::Instant::from_std(sent + timeout);
+        let mut deadline = match self.deadline.take() {
+            Some(mut deadline) => {
+                deadline.as_mut().reset(expires);
+                deadline
+            }
+            None => Box::pin(tokio::time::sleep_until(expires)),
+        };
+        let result = tokio::select! {
+            biased;
+            result = self.fetch_once() => Some(result),
+            () = deadline.as_mut() => None,
+        };
+        self.deadline = Some(deadline);
+        let error = match result {
+            Some(Ok(outcome)) => return outcome,
+            Some(Err(error)) => error.to_string(),
+            None => format!("timed out after {timeout:?}"),
         };
         tracing::debug!(%error, "request failed");
-        self.sender = None;
+        self.connection = None;
         Outcome {
             code: SOCKET_ERROR,
             size: 0,
@@ -136,17 +157,31 @@ impl Client {
     }
 
     async fn fetch_once(&mut self) -> Result<Outcome, FetchError> {
-        let reusable = match &mut self.sender {
-            Some(sender) => sender.ready().await,
+        let reusable = match &mut self.connection {
+            Some(Connection::Hyper(sender)) => Box::pin(sender.ready()).await,
+            Some(Connection::Fast(_)) => true,
             None => false,
         };
         if !reusable {
-            self.connect().await?;
+            self.reconnect().await?;
         }
-        let sender = self.sender.as_mut().ok_or(FetchError::NotConnected)?;
-        let counted = sender.exchange(self.template.build(), count_body).await?;
+        let counted = match self.connection.as_mut().ok_or(FetchError::NotConnected)? {
+            Connection::Hyper(sender) => {
+                Box::pin(sender.exchange(self.template.build(), count_body)).await?
+            }
+            Connection::Fast(connection) => {
+                match connection.exchange(self.template.http1_wire()).await {
+                    Err(error) if self.template.is_idempotent() && connection.was_stale(&error) => {
+                        tracing::debug!(%error, "reused connection was closed; retrying once");
+                        self.reconnect().await?;
+                        self.exchange_fast().await?
+                    }
+                    result => result?.into(),
+                }
+            }
+        };
         if counted.closing || !self.template.keepalive() {
-            self.sender = None;
+            self.connection = None;
         }
         Ok(Outcome {
             code: counted.code,
@@ -154,9 +189,25 @@ impl Client {
             header_size: counted.headers,
         })
     }
+
+    /// [`Self::connect`] on the heap: it runs once per connection, and inline it would make
+    /// every call's future (moved on each call) several times larger.
+    async fn reconnect(&mut self) -> Result<(), LoadError> {
+        Box::pin(self.connect()).await
+    }
+
+    async fn exchange_fast(&mut self) -> Result<Counted, FetchError> {
+        match self.connection.as_mut() {
+            Some(Connection::Fast(connection)) => Ok(connection
+                .exchange(self.template.http1_wire())
+                .await?
+                .into()),
+            _ => Err(FetchError::NotConnected),
+        }
+    }
 }
 
-/// What [`count_body`] learns from a response.
+/// What a response was, whichever client read it.
 struct Counted {
     code: i32,
     headers: u64,
@@ -164,7 +215,18 @@ struct Counted {
     closing: bool,
 }
 
-/// Reads a response to its end, counting bytes without keeping them.
+impl From<fast::Counted> for Counted {
+    fn from(counted: fast::Counted) -> Self {
+        Self {
+            code: i32::from(counted.code),
+            headers: counted.header_bytes,
+            body: counted.body_bytes,
+            closing: !counted.keep_alive,
+        }
+    }
+}
+
+/// Reads a hyper response to its end, counting bytes without keeping them.
 async fn count_body(response: Response<Incoming>) -> Result<Counted, hyper::Error> {
     let headers = header_size(response.status(), response.headers());
     let code = i32::from(response.status().as_u16());
@@ -191,6 +253,8 @@ enum FetchError {
     Connect(#[from] LoadError),
     #[error(transparent)]
     Http(#[from] hyper::Error),
+    #[error(transparent)]
+    Fast(#[from] FastError),
     #[error("no connection")]
     NotConnected,
 }
@@ -207,12 +271,14 @@ pub struct WorkerPlan {
     pub stop: CancellationToken,
 }
 
-/// Runs the calls of one connection and returns its measurements.
-pub async fn run_worker(mut client: Client, mut plan: WorkerPlan) -> WorkerStats {
+/// Runs the calls of one connection and returns its measurements, boxed: a task's output is
+/// part of what every poll returns, so a large one would be copied on each wake-up.
+pub async fn run_worker(mut client: Client, mut plan: WorkerPlan) -> Box<WorkerStats> {
     let mut done = 0u64;
     while plan.calls.is_none_or(|n| done < n) && !plan.stop.is_cancelled() {
-        let now = plan.start.elapsed();
-        let origin = match plan.pacer.as_mut() {
+        let ready = Instant::now();
+        let now = ready - plan.start;
+        let (origin, sent) = match plan.pacer.as_mut() {
             Some(pacer) => {
                 let slot = pacer.next_slot(now, rand::random_range(-1.0..=1.0));
                 // Time is up: stop unless this call is scheduled within the duration.
@@ -231,20 +297,24 @@ pub async fn run_worker(mut client: Client, mut plan: WorkerPlan) -> WorkerStats
                         _ = plan.stop.cancelled() => break,
                     }
                 }
-                plan.start + latency_origin(slot, now, plan.start.elapsed())
+                let sent = Instant::now();
+                (
+                    plan.start + latency_origin(slot, now, sent - plan.start),
+                    sent,
+                )
             }
             None => {
                 if plan.deadline.is_some_and(|d| now >= d) {
                     break;
                 }
-                Instant::now()
+                (ready, ready)
             }
         };
-        let outcome = client.fetch().await;
+        let outcome = client.fetch(sent).await;
         client.stats.record(outcome, origin.elapsed().as_secs_f64());
         done += 1;
     }
-    client.stats
+    Box::new(client.stats)
 }
 
 fn record_sleep(stats: &mut WorkerStats, slot: Duration, now: Duration) {
@@ -252,5 +322,53 @@ fn record_sleep(stats: &mut WorkerStats, slot: Duration, now: Duration) {
     stats.sleep.record(sleep);
     if sleep < 0.0 {
         stats.sleep_behind += 1;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::mem::{size_of, size_of_val};
+
+    use clap::Parser;
+
+    use super::*;
+    use crate::cli::{Cli, Command};
+    use crate::load::connect::Protocol;
+
+    fn client() -> Client {
+        let cli = Cli::try_parse_from(["loadtest", "load", "http://127.0.0.1:9/"]).expect("parse");
+        let Command::Load(args) = cli.command else {
+            panic!("expected load");
+        };
+        let options = args.into_options("testhost").expect("valid options");
+        let dialer = Dialer {
+            target: options.target.clone(),
+            socks5: None,
+            protocol: Protocol::FastHttp1,
+            timeout: options.timeout,
+        };
+        let template = RequestTemplate::new(&options).expect("valid template");
+        Client::new(Arc::new(dialer), Arc::new(template), options.resolution)
+    }
+
+    /// Size budgets on what is built or moved on every call: a call's future is created per
+    /// request, and a task's output is part of every poll's return value. Connecting (SOCKS5,
+    /// handshakes) inline, or returning the stats by value, multiplies the bytes copied per
+    /// request (it cost 10% of the generator's instructions before they were boxed).
+    #[test]
+    fn per_call_futures_stay_small() {
+        let mut client = client();
+        let call = size_of_val(&client.fetch(Instant::now()));
+        assert!(call <= 640, "a call's future is {call} bytes");
+        let connect = size_of_val(&client.connect());
+        assert!(
+            connect > call,
+            "connecting ({connect} bytes) must stay out of the call's future ({call} bytes)"
+        );
+        assert!(
+            size_of::<WorkerStats>() > 1024,
+            "the stats are large, hence boxed"
+        );
+        assert_eq!(size_of::<Box<WorkerStats>>(), size_of::<usize>());
     }
 }
