@@ -110,6 +110,17 @@ pub struct Connected<C> {
     pub connect_time: Duration,
 }
 
+impl<C> Connected<C> {
+    /// The same connection, wrapped or upgraded by `f`.
+    fn map<D>(self, f: impl FnOnce(C) -> D) -> Connected<D> {
+        Connected {
+            connection: f(self.connection),
+            peer: self.peer,
+            connect_time: self.connect_time,
+        }
+    }
+}
+
 /// How to open connections to one target.
 #[derive(Debug, Clone)]
 pub struct Dialer {
@@ -123,19 +134,12 @@ impl Dialer {
     /// Opens a connection for [`Self::protocol`].
     pub async fn dial(&self) -> Result<Connected<Connection>, LoadError> {
         if self.protocol == Protocol::FastHttp1 {
-            let opened = self.open().await?;
-            Ok(Connected {
-                connection: Connection::Fast(FastConnection::new(opened.connection)),
-                peer: opened.peer,
-                connect_time: opened.connect_time,
-            })
+            Ok(self
+                .open()
+                .await?
+                .map(|stream| Connection::Fast(FastConnection::new(stream))))
         } else {
-            let dialed = self.dial_hyper().await?;
-            Ok(Connected {
-                connection: Connection::Hyper(dialed.connection),
-                peer: dialed.peer,
-                connect_time: dialed.connect_time,
-            })
+            Ok(self.dial_hyper().await?.map(Connection::Hyper))
         }
     }
 
