@@ -5,6 +5,7 @@
 
 pub mod authz;
 mod compile;
+pub mod destination;
 mod error;
 mod manifest;
 mod model;
@@ -23,6 +24,7 @@ pub use compile::services::resolve_target;
 pub use compile::waypoints::WAYPOINT_CLASSES;
 pub use compile::workloads::identity;
 pub use compile::{compile, load_path, read_path};
+pub use destination::{Destination, pick, split_authority};
 pub use error::{ConfigError, ConfigErrors};
 pub use model::{
     ContainerPort, Endpoint, Node, ObjectRef, Service, ServicePort, TargetPort, Waypoint,

@@ -1,31 +1,11 @@
 //! The compiled mesh model: nodes, workloads, services, endpoints and waypoints.
 
 use std::collections::BTreeMap;
-use std::fmt;
 use std::net::IpAddr;
 use std::sync::Arc;
 
-/// A namespaced object name.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct ObjectRef {
-    pub namespace: String,
-    pub name: String,
-}
-
-impl ObjectRef {
-    pub fn new(namespace: impl Into<String>, name: impl Into<String>) -> Self {
-        Self {
-            namespace: namespace.into(),
-            name: name.into(),
-        }
-    }
-}
-
-impl fmt::Display for ObjectRef {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.namespace, self.name)
-    }
-}
+use mesh_core::Identity;
+pub use mesh_core::ObjectRef;
 
 /// A node: where its ztunnel serves metrics and readiness.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -50,7 +30,7 @@ pub struct Workload {
     pub node: String,
     pub service_account: String,
     /// `spiffe://cluster.local/ns/<ns>/sa/<sa>`.
-    pub identity: String,
+    pub identity: Identity,
     pub labels: BTreeMap<String, String>,
     pub annotations: BTreeMap<String, String>,
     pub container_ports: Vec<ContainerPort>,
@@ -146,8 +126,6 @@ pub struct Waypoint {
     pub namespace: String,
     pub waypoint_for: WaypointFor,
     pub pods: Vec<Arc<Workload>>,
-    /// The first pod's identity.
-    pub identity: Option<String>,
 }
 
 impl Waypoint {

@@ -34,6 +34,19 @@ impl StringMatch {
             Self::Presence => !value.is_empty(),
         }
     }
+
+    /// As [`StringMatch::matches`], ignoring ASCII case (for host names).
+    pub fn matches_ignore_ascii_case(&self, value: &str) -> bool {
+        let (v, n) = (value.as_bytes(), |s: &str| s.len());
+        match self {
+            Self::Exact(e) => value.eq_ignore_ascii_case(e),
+            Self::Prefix(p) => v.len() >= n(p) && v[..n(p)].eq_ignore_ascii_case(p.as_bytes()),
+            Self::Suffix(s) => {
+                v.len() >= n(s) && v[v.len() - n(s)..].eq_ignore_ascii_case(s.as_bytes())
+            }
+            Self::Presence => !value.is_empty(),
+        }
+    }
 }
 
 /// Policy action.
@@ -162,6 +175,10 @@ mod tests {
         assert!(!StringMatch::parse("cluster.local/ns/a/*").matches("cluster.local/ns/b/sa/x"));
         assert!(StringMatch::parse("GET").matches("GET"));
         assert!(!StringMatch::parse("GET").matches("GETX"));
+        assert!(StringMatch::parse("*.Example.com").matches_ignore_ascii_case("a.EXAMPLE.com"));
+        assert!(StringMatch::parse("API.*").matches_ignore_ascii_case("api.x"));
+        assert!(StringMatch::parse("Host").matches_ignore_ascii_case("hOST"));
+        assert!(!StringMatch::parse("*.example.com").matches_ignore_ascii_case("com"));
     }
 
     #[test]

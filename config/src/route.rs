@@ -4,6 +4,8 @@ use std::cmp::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
+use http::{HeaderName, HeaderValue};
+
 use crate::model::{ObjectRef, Service};
 
 /// One HTTPRoute rule, compiled.
@@ -110,12 +112,12 @@ pub enum RouteFilter {
     ResponseHeaderModifier(HeaderModifier),
 }
 
-/// `set`/`add`/`remove` of a header modifier, in manifest order.
+/// `set`/`add`/`remove` of a header modifier, in manifest order, parsed at compile time.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct HeaderModifier {
-    pub set: Vec<(String, String)>,
-    pub add: Vec<(String, String)>,
-    pub remove: Vec<String>,
+    pub set: Vec<(HeaderName, HeaderValue)>,
+    pub add: Vec<(HeaderName, HeaderValue)>,
+    pub remove: Vec<HeaderName>,
 }
 
 /// One weighted backend of a rule.

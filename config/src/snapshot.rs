@@ -50,6 +50,18 @@ pub struct Snapshot {
     waypoints_by_ip: HashMap<IpAddr, Arc<Waypoint>>,
     waypoint_classes: BTreeMap<ObjectRef, String>,
     policies: Vec<Arc<AuthorizationPolicy>>,
+    waypoint_policies: HashMap<ObjectRef, WaypointPolicies>,
+}
+
+/// The policies one waypoint enforces, per destination, found once per snapshot so the
+/// request path scans nothing.
+#[derive(Debug, Default)]
+struct WaypointPolicies {
+    /// Targeting the waypoint's Gateway or GatewayClass: every request (pod-addressed too).
+    gateway: Vec<Arc<AuthorizationPolicy>>,
+    /// For each Service some policy targets (by hostname): the above plus those targeting
+    /// the Service, in policy order.
+    services: HashMap<String, Vec<Arc<AuthorizationPolicy>>>,
 }
 
 impl Snapshot {
@@ -91,7 +103,39 @@ impl Snapshot {
         snap.waypoints = parts.waypoints;
         snap.waypoint_classes = parts.waypoint_classes;
         snap.policies = parts.policies;
+        snap.waypoint_policies = (snap.waypoints.iter())
+            .map(|wp| (wp.object_ref(), snap.policies_of(wp)))
+            .collect();
         snap
+    }
+
+    fn policies_of(&self, waypoint: &Waypoint) -> WaypointPolicies {
+        let me = waypoint.object_ref();
+        let class = self.waypoint_classes.get(&me).map(String::as_str);
+        let targeting = |service: Option<&Service>| -> Vec<Arc<AuthorizationPolicy>> {
+            (self.policies.iter())
+                .filter(|p| match &p.scope {
+                    PolicyScope::TargetRefs(refs) => refs
+                        .iter()
+                        .any(|r| targets(r, &p.namespace, waypoint, service, class)),
+                    _ => false,
+                })
+                .cloned()
+                .collect()
+        };
+        let targeted = (self.policies.iter()).flat_map(|p| match &p.scope {
+            PolicyScope::TargetRefs(refs) => refs.as_slice(),
+            _ => &[],
+        });
+        let services = targeted
+            .filter(|r| r.group.is_empty() && r.kind == "Service")
+            .filter_map(|r| self.service(&r.namespace, &r.name))
+            .map(|s| (s.hostname.clone(), targeting(Some(s))))
+            .collect();
+        WaypointPolicies {
+            gateway: targeting(None),
+            services,
+        }
     }
 
     pub(crate) fn set_version(&mut self, version: u64) {
@@ -211,27 +255,20 @@ impl Snapshot {
             .collect()
     }
 
-    /// Policies a waypoint enforces for traffic to `service` (or workload traffic when `None`):
-    /// targetRefs naming the waypoint's Gateway, the Service, or (root namespace) its GatewayClass.
+    /// Policies `waypoint` enforces for traffic to `service` (pod-addressed traffic when
+    /// `None`): targetRefs naming the waypoint's Gateway, the Service, or (root namespace) its
+    /// GatewayClass. A Service the waypoint does not serve gets only the Gateway-wide ones.
     pub fn waypoint_policies(
         &self,
-        waypoint: &Waypoint,
+        waypoint: &ObjectRef,
         service: Option<&Service>,
-    ) -> Vec<Arc<AuthorizationPolicy>> {
-        let class = self
-            .waypoint_classes
-            .get(&waypoint.object_ref())
-            .map(String::as_str);
-        self.policies
-            .iter()
-            .filter(|p| match &p.scope {
-                PolicyScope::TargetRefs(refs) => refs
-                    .iter()
-                    .any(|r| targets(r, &p.namespace, waypoint, service, class)),
-                _ => false,
-            })
-            .cloned()
-            .collect()
+    ) -> &[Arc<AuthorizationPolicy>] {
+        let Some(found) = self.waypoint_policies.get(waypoint) else {
+            return &[];
+        };
+        service
+            .and_then(|s| found.services.get(&s.hostname))
+            .unwrap_or(&found.gateway)
     }
 
     fn entry(&self, namespace: &str, name: &str) -> Option<&(Arc<Service>, ServiceEntry)> {

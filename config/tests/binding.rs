@@ -151,8 +151,8 @@ fn waypoint_pods_never_get_a_waypoint() {
     assert_eq!(wp.pods.len(), 1);
     assert_eq!(wp.pods[0].waypoint, None);
     assert_eq!(
-        wp.identity.as_deref(),
-        Some("spiffe://cluster.local/ns/default/sa/ns-wp-0")
+        wp.pods[0].identity.to_string(),
+        "spiffe://cluster.local/ns/default/sa/ns-wp-0"
     );
     let by_ip = snap
         .waypoint_by_ip("127.0.1.50".parse().expect("ip"))

@@ -39,7 +39,7 @@ fn demo_loads_nodes_and_workloads() {
     let r1 = snap.workload_by_ip(ip("127.0.2.10")).expect("reviews-v1");
     assert_eq!(r1.name, "reviews-v1");
     assert_eq!(
-        r1.identity,
+        r1.identity.to_string(),
         "spiffe://cluster.local/ns/default/sa/bookinfo-reviews"
     );
     assert_eq!(r1.canonical_service, "reviews");
@@ -86,8 +86,8 @@ fn demo_services_waypoint_and_endpoints() {
         .expect("waypoint");
     assert_eq!(wp.waypoint_for, WaypointFor::Service);
     assert_eq!(
-        wp.identity.as_deref(),
-        Some("spiffe://cluster.local/ns/default/sa/waypoint")
+        wp.pods[0].identity.to_string(),
+        "spiffe://cluster.local/ns/default/sa/waypoint"
     );
     assert_eq!(wp.pods.len(), 1);
     assert_eq!(
@@ -120,13 +120,16 @@ fn demo_route_and_policy() {
     };
     assert_eq!(
         m.set,
-        vec![("x-mesh-route".to_string(), "reviews".to_string())]
+        vec![(
+            http::HeaderName::from_static("x-mesh-route"),
+            http::HeaderValue::from_static("reviews")
+        )]
     );
     assert_eq!(rule.request_timeout, None::<Duration>);
     let wp = snap
         .waypoint(&ObjectRef::new("default", "waypoint"))
         .expect("waypoint");
-    let policies = snap.waypoint_policies(wp, Some(reviews));
+    let policies = snap.waypoint_policies(&wp.object_ref(), Some(reviews));
     assert_eq!(policies.len(), 1);
     let p = &policies[0];
     assert_eq!(

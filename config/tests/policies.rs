@@ -142,7 +142,7 @@ fn waypoint_policies_follow_target_refs() {
     let web = snap.service("default", "web").expect("web").clone();
     let db = snap.service("default", "db").expect("db").clone();
     assert_eq!(
-        names(&snap.waypoint_policies(&wp, Some(&web))),
+        names(snap.waypoint_policies(&wp.object_ref(), Some(&web))),
         vec![
             "default/on-gateway",
             "default/on-web-svc",
@@ -150,11 +150,11 @@ fn waypoint_policies_follow_target_refs() {
         ]
     );
     assert_eq!(
-        names(&snap.waypoint_policies(&wp, Some(&db))),
+        names(snap.waypoint_policies(&wp.object_ref(), Some(&db))),
         vec!["default/on-gateway", "istio-system/on-class"]
     );
     assert_eq!(
-        names(&snap.waypoint_policies(&wp, None)),
+        names(snap.waypoint_policies(&wp.object_ref(), None)),
         vec!["default/on-gateway", "istio-system/on-class"]
     );
 }

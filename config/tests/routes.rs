@@ -152,8 +152,14 @@ fn compiled_rule_contents() {
     let RouteFilter::RequestHeaderModifier(req) = &rule.filters[0] else {
         panic!("req filter")
     };
-    assert_eq!(req.add, vec![("x-add".to_string(), "a".to_string())]);
-    assert_eq!(req.remove, vec!["x-drop".to_string()]);
+    assert_eq!(
+        req.add,
+        vec![(
+            http::HeaderName::from_static("x-add"),
+            http::HeaderValue::from_static("a")
+        )]
+    );
+    assert_eq!(req.remove, vec![http::HeaderName::from_static("x-drop")]);
     assert!(matches!(&rule.filters[1], RouteFilter::ResponseHeaderModifier(r) if r.add.len() == 1));
     assert_eq!(rule.backends[0].weight, 1);
     assert_eq!(rule.backends[1].weight, 0);

@@ -248,6 +248,47 @@ fn route_errors_are_all_reported() {
 }
 
 #[test]
+fn header_modifiers_are_parsed_when_compiled() {
+    let parent = json!([{"group": "", "kind": "Service", "name": "svc"}]);
+    let rules = json!([{
+        "filters": [{"type": "RequestHeaderModifier", "requestHeaderModifier": {
+            "set": [{"name": "x-ok", "value": "line\nbreak"}],
+            "add": [{"name": "bad name", "value": "v"}],
+            "remove": ["x-fine", "bad:name"]}}],
+        "backendRefs": [{"name": "svc", "port": 80}]
+    }]);
+    let svc = service("default", "svc", "127.0.100.1", json!({"app": "a"}));
+    let errors = must_fail(&[svc, http_route("default", "r", parent, rules)]);
+    assert_eq!(errors.len(), 3, "{errors}");
+    let field = "spec.rules[0].filters[0].requestHeaderModifier";
+    let obj = "HTTPRoute default/r";
+    assert_error(
+        &errors,
+        &[
+            obj,
+            &format!("{field}.set[0].value"),
+            "invalid header value",
+        ],
+    );
+    assert_error(
+        &errors,
+        &[
+            obj,
+            &format!("{field}.add[0].name"),
+            "invalid header name \"bad name\"",
+        ],
+    );
+    assert_error(
+        &errors,
+        &[
+            obj,
+            &format!("{field}.remove[1]"),
+            "invalid header name \"bad:name\"",
+        ],
+    );
+}
+
+#[test]
 fn route_backend_port_is_validated() {
     let parent = json!([{"group": "", "kind": "Service", "name": "svc"}]);
     let rules = json!([{"backendRefs": [{"name": "svc", "port": 0}, {"name": "svc"}]}]);

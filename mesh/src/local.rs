@@ -39,7 +39,7 @@ pub enum Component {
         waypoint: ObjectRef,
         pod: String,
         address: IpAddr,
-        identity: String,
+        identity: Identity,
     },
     Echo {
         pod: String,
@@ -347,17 +347,14 @@ async fn start_waypoint(
     waypoint: &ObjectRef,
     pod: &str,
     address: IpAddr,
-    identity: &str,
+    identity: &Identity,
     stop: &CancellationToken,
 ) -> anyhow::Result<Readiness> {
-    let identity: Identity = identity
-        .parse()
-        .map_err(|e| anyhow::anyhow!("waypoint pod {pod}: {e}"))?;
     let settings = WaypointSettings {
         waypoint: waypoint.clone(),
         address,
-        hbone_port: ztunnel::outbound::HBONE_PORT,
-        identity,
+        hbone_port: mesh_core::ports::HBONE,
+        identity: identity.clone(),
         runtime_dir: shared.runtime_dir.join(format!("waypoint-{pod}")),
     };
     let registry = prometheus::Registry::new();

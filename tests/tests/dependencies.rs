@@ -35,11 +35,12 @@ fn workspace_graph() -> (
 /// Which workspace crates each crate may depend on (normal dependencies).
 fn allowed(crate_name: &str) -> Option<&'static [&'static str]> {
     Some(match crate_name {
-        "mesh-config" | "mesh-runtime" => &[],
+        "mesh-core" | "mesh-runtime" => &[],
+        "mesh-config" => &["mesh-core"],
         "mesh-bench" => &["mesh-hbone"],
-        "mesh-hbone" => &["mesh-runtime"],
-        "ztunnel" => &["mesh-config", "mesh-hbone", "mesh-runtime"],
-        "waypoint" => &["mesh-config", "mesh-hbone", "mesh-runtime"],
+        "mesh-hbone" => &["mesh-core", "mesh-runtime"],
+        "ztunnel" => &["mesh-core", "mesh-config", "mesh-hbone", "mesh-runtime"],
+        "waypoint" => &["mesh-core", "mesh-config", "mesh-hbone", "mesh-runtime"],
         "loadtest" => &["mesh-runtime", "mesh-bench"],
         "mesh" | "mesh-tests" => return None,
         other => panic!("crate {other} has no dependency rule: add it to ARCHITECTURE.md and here"),

@@ -5,10 +5,11 @@
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use http::HeaderMap;
 pub use mesh_config::authz::Decision;
 use mesh_config::authz::{Peer, any_of, decide, none_of};
 use mesh_config::{AuthorizationPolicy, Operation, Rule, StringMatch};
+
+use crate::request::attrs::RequestAttrs;
 
 /// What a policy can look at for one request.
 #[derive(Clone, Copy, Debug)]
@@ -19,11 +20,7 @@ pub struct RequestAttributes<'a> {
     pub source_ip: IpAddr,
     pub destination_ip: Option<IpAddr>,
     pub destination_port: u16,
-    pub host: &'a str,
-    pub method: &'a str,
-    /// Path without the query string.
-    pub path: &'a str,
-    pub headers: &'a HeaderMap,
+    pub request: RequestAttrs<'a>,
     /// `<iss>/<sub>` of a validated JWT (none until RequestAuthentication lands).
     pub request_principal: Option<&'a str>,
 }
@@ -52,18 +49,19 @@ fn rule_matches(rule: &Rule, a: &RequestAttributes<'_>) -> bool {
 
 /// Hosts compare case-insensitively, with or without the port.
 fn host_matches(list: &[StringMatch], host: &str) -> bool {
-    let host = host.to_ascii_lowercase();
     let bare = host.split(':').next().unwrap_or_default();
-    list.iter().any(|m| m.matches(&host) || m.matches(bare))
+    list.iter()
+        .any(|m| m.matches_ignore_ascii_case(host) || m.matches_ignore_ascii_case(bare))
 }
 
 fn operation_matches(o: &Operation, a: &RequestAttributes<'_>) -> bool {
-    (o.hosts.is_empty() || host_matches(&o.hosts, a.host))
-        && !host_matches(&o.not_hosts, a.host)
-        && any_of(&o.methods, Some(a.method))
-        && none_of(&o.not_methods, Some(a.method))
-        && any_of(&o.paths, Some(a.path))
-        && none_of(&o.not_paths, Some(a.path))
+    let r = &a.request;
+    (o.hosts.is_empty() || host_matches(&o.hosts, r.host))
+        && !host_matches(&o.not_hosts, r.host)
+        && any_of(&o.methods, Some(r.method))
+        && none_of(&o.not_methods, Some(r.method))
+        && any_of(&o.paths, Some(r.path))
+        && none_of(&o.not_paths, Some(r.path))
         && o.matches_port(a.destination_port)
 }
 
@@ -73,6 +71,7 @@ fn condition_value(key: &str, a: &RequestAttributes<'_>) -> Option<String> {
         .and_then(|k| k.strip_suffix(']'))
     {
         return a
+            .request
             .headers
             .get(name)
             .and_then(|v| v.to_str().ok())
@@ -92,6 +91,7 @@ fn condition_value(key: &str, a: &RequestAttributes<'_>) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http::HeaderMap;
     use mesh_config::{Action, Condition, PolicyScope, Source};
 
     fn policy(action: Action, rules: Vec<Rule>) -> Arc<AuthorizationPolicy> {
@@ -129,10 +129,7 @@ mod tests {
             source_ip: "127.0.1.10".parse().expect("ip"),
             destination_ip: Some("127.0.100.12".parse().expect("ip")),
             destination_port: 9080,
-            host: "reviews:9080",
-            method,
-            path: "/reviews/1",
-            headers,
+            request: RequestAttrs::new(method, "/reviews/1", "reviews:9080", headers),
             request_principal: None,
         }
     }

@@ -61,7 +61,7 @@ pub(crate) async fn serve(
         async move {
             let snapshot = store.load();
             let served = match snapshot.waypoint(&waypoint) {
-                Some(me) => dispatch(&snapshot, me, connect.authority()).map(|_| ()),
+                Some(_) => dispatch(&snapshot, &waypoint, connect.authority()).map(|_| ()),
                 None => Err(DispatchError::Unknown(connect.authority().to_string())),
             };
             if let Err(e) = served {
@@ -69,17 +69,16 @@ pub(crate) async fn serve(
                 connect.reject(refusal(&e));
                 return;
             }
-            let info = TunnelInfo {
-                peer_identity: connect.peer_identity().clone(),
-                peer_addr: connect.peer_addr(),
-                local_addr: connect.local_addr(),
-                authority: connect.authority().to_string(),
-                forwarded_for: connect
-                    .headers()
-                    .get("forwarded")
+            let forwarded = connect.headers().get("forwarded");
+            let info = TunnelInfo::new(
+                connect.peer_identity().clone(),
+                connect.peer_addr(),
+                connect.local_addr(),
+                connect.authority().to_string(),
+                forwarded
                     .and_then(|v| v.to_str().ok())
                     .and_then(forwarded_for),
-            };
+            );
             let stream = match connect.accept(http::HeaderMap::new()) {
                 Ok(stream) => stream,
                 Err(e) => {

@@ -12,13 +12,16 @@
 
 pub mod authz;
 pub mod dispatch;
-pub mod egress;
+pub mod filters;
 pub mod ingress;
-pub mod metrics;
-pub mod plan;
+pub mod outcome;
 pub mod proxy;
+pub mod reply;
+pub mod request;
 pub mod route;
+pub mod telemetry;
 pub mod tunnel_io;
+pub mod upstream;
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -32,9 +35,9 @@ use pingora_proxy::HttpProxy;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::egress::Egress;
-use crate::metrics::Metrics;
 use crate::proxy::WaypointProxy;
+use crate::telemetry::Metrics;
+use crate::upstream::Egress;
 
 /// Static settings of one waypoint instance (one pod of a waypoint `Gateway`).
 #[derive(Clone, Debug)]

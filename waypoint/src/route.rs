@@ -3,38 +3,14 @@
 
 use std::sync::Arc;
 
-use http::HeaderMap;
-use mesh_config::{PathMatch, RouteBackend, RouteMatch, RouteRule, ValueMatch};
+use mesh_config::{RouteBackend, RouteMatch, RouteRule};
 
-/// The parts of a request that routing looks at.
-#[derive(Clone, Copy, Debug)]
-pub struct RequestView<'a> {
-    pub method: &'a str,
-    /// Path without the query string.
-    pub path: &'a str,
-    pub query: Option<&'a str>,
-    pub headers: &'a HeaderMap,
-}
-
-impl<'a> RequestView<'a> {
-    pub fn new(method: &'a str, path_and_query: &'a str, headers: &'a HeaderMap) -> Self {
-        let (path, query) = match path_and_query.split_once('?') {
-            Some((path, query)) => (path, Some(query)),
-            None => (path_and_query, None),
-        };
-        RequestView {
-            method,
-            path,
-            query,
-            headers,
-        }
-    }
-}
+use crate::request::attrs::RequestAttrs;
 
 /// The first rule (in precedence order) with a match that holds.
 pub fn select_rule<'r>(
     rules: &'r [Arc<RouteRule>],
-    req: &RequestView<'_>,
+    req: &RequestAttrs<'_>,
 ) -> Option<&'r Arc<RouteRule>> {
     rules
         .iter()
@@ -42,8 +18,8 @@ pub fn select_rule<'r>(
 }
 
 /// All conditions of one match hold.
-pub fn matches(m: &RouteMatch, req: &RequestView<'_>) -> bool {
-    path_matches(&m.path, req.path)
+pub fn matches(m: &RouteMatch, req: &RequestAttrs<'_>) -> bool {
+    m.path.matches(req.path)
         && m.method
             .as_deref()
             .is_none_or(|method| method.eq_ignore_ascii_case(req.method))
@@ -52,35 +28,11 @@ pub fn matches(m: &RouteMatch, req: &RequestView<'_>) -> bool {
                 .get_all(h.name.as_str())
                 .iter()
                 .filter_map(|v| v.to_str().ok())
-                .any(|v| value_matches(&h.value, v))
+                .any(|v| h.value.matches(v))
         })
         && m.query
             .iter()
-            .all(|q| query_values(req.query, &q.name).any(|v| value_matches(&q.value, v)))
-}
-
-fn path_matches(m: &PathMatch, path: &str) -> bool {
-    match m {
-        PathMatch::Exact(exact) => path == exact,
-        PathMatch::Prefix(prefix) => prefix_matches(prefix, path),
-        PathMatch::Regex(re) => re.is_match(path),
-    }
-}
-
-/// Segment-wise prefix: `/foo` matches `/foo` and `/foo/bar`, not `/foobar`.
-pub fn prefix_matches(prefix: &str, path: &str) -> bool {
-    let prefix = prefix.trim_end_matches('/');
-    match path.strip_prefix(prefix) {
-        Some(rest) => rest.is_empty() || rest.starts_with('/') || prefix.is_empty(),
-        None => false,
-    }
-}
-
-fn value_matches(m: &ValueMatch, value: &str) -> bool {
-    match m {
-        ValueMatch::Exact(exact) => value == exact,
-        ValueMatch::Regex(re) => re.is_match(value),
-    }
+            .all(|q| query_values(req.query, &q.name).any(|v| q.value.matches(v)))
 }
 
 fn query_values<'q>(query: Option<&'q str>, name: &'q str) -> impl Iterator<Item = &'q str> {
@@ -120,7 +72,8 @@ pub fn choose_backend(backends: &[RouteBackend], roll: u64) -> BackendChoice<'_>
 #[cfg(test)]
 mod tests {
     use super::*;
-    use mesh_config::{HeaderMatch, ObjectRef, QueryMatch};
+    use http::HeaderMap;
+    use mesh_config::{HeaderMatch, ObjectRef, PathMatch, QueryMatch, ValueMatch};
 
     fn rule(matches: Vec<RouteMatch>) -> Arc<RouteRule> {
         Arc::new(RouteRule {
@@ -157,15 +110,6 @@ mod tests {
     }
 
     #[test]
-    fn prefix_is_segment_wise() {
-        assert!(prefix_matches("/foo", "/foo"));
-        assert!(prefix_matches("/foo", "/foo/bar"));
-        assert!(prefix_matches("/foo/", "/foo/bar"));
-        assert!(!prefix_matches("/foo", "/foobar"));
-        assert!(prefix_matches("/", "/anything"));
-    }
-
-    #[test]
     fn all_conditions_of_a_match_must_hold() {
         let headers_ok: HeaderMap = [(
             http::header::HeaderName::from_static("x-user"),
@@ -188,23 +132,23 @@ mod tests {
         let empty = HeaderMap::new();
         assert!(matches(
             &m,
-            &RequestView::new("GET", "/api/x?v=12", &headers_ok)
+            &RequestAttrs::new("GET", "/api/x?v=12", "", &headers_ok)
         ));
         assert!(!matches(
             &m,
-            &RequestView::new("POST", "/api/x?v=12", &headers_ok)
+            &RequestAttrs::new("POST", "/api/x?v=12", "", &headers_ok)
         ));
         assert!(!matches(
             &m,
-            &RequestView::new("GET", "/api/x?v=12", &empty)
+            &RequestAttrs::new("GET", "/api/x?v=12", "", &empty)
         ));
         assert!(!matches(
             &m,
-            &RequestView::new("GET", "/api/x?v=abc", &headers_ok)
+            &RequestAttrs::new("GET", "/api/x?v=abc", "", &headers_ok)
         ));
         assert!(!matches(
             &m,
-            &RequestView::new("GET", "/apix?v=1", &headers_ok)
+            &RequestAttrs::new("GET", "/apix?v=1", "", &headers_ok)
         ));
     }
 
@@ -215,11 +159,12 @@ mod tests {
             rule(vec![path(PathMatch::Prefix("/".into()))]),
         ];
         let h = HeaderMap::new();
-        let chosen = select_rule(&rules, &RequestView::new("GET", "/login", &h)).expect("match");
+        let chosen =
+            select_rule(&rules, &RequestAttrs::new("GET", "/login", "", &h)).expect("match");
         assert!(Arc::ptr_eq(chosen, &rules[0]));
-        let chosen = select_rule(&rules, &RequestView::new("GET", "/x", &h)).expect("match");
+        let chosen = select_rule(&rules, &RequestAttrs::new("GET", "/x", "", &h)).expect("match");
         assert!(Arc::ptr_eq(chosen, &rules[1]));
-        assert!(select_rule(&rules[..1], &RequestView::new("GET", "/x", &h)).is_none());
+        assert!(select_rule(&rules[..1], &RequestAttrs::new("GET", "/x", "", &h)).is_none());
     }
 
     #[test]

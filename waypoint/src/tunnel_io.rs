@@ -31,6 +31,10 @@ const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 pub struct TunnelInfo {
     /// Identity of the HBONE peer (the caller's ztunnel sends with the caller's identity).
     pub peer_identity: Identity,
+    /// The same identity as policies name principals, without `spiffe://`.
+    pub principal: String,
+    /// The same identity as a SPIFFE URI, as metrics and `x-forwarded-client-cert` write it.
+    pub peer_uri: String,
     /// TCP peer of the HBONE connection.
     pub peer_addr: SocketAddr,
     /// Where the HBONE connection was accepted (the waypoint's address).
@@ -42,20 +46,39 @@ pub struct TunnelInfo {
 }
 
 impl TunnelInfo {
+    pub fn new(
+        peer_identity: Identity,
+        peer_addr: SocketAddr,
+        local_addr: SocketAddr,
+        authority: String,
+        forwarded_for: Option<SocketAddr>,
+    ) -> Self {
+        TunnelInfo {
+            principal: peer_identity.without_scheme(),
+            peer_uri: peer_identity.to_string(),
+            peer_identity,
+            peer_addr,
+            local_addr,
+            authority,
+            forwarded_for,
+        }
+    }
+
     /// The address of the original client: `forwarded for=` when given, else the tunnel peer.
     pub fn client_addr(&self) -> SocketAddr {
         self.forwarded_for.unwrap_or(self.peer_addr)
     }
 }
 
-/// Reads the tunnel info back from a Pingora connection digest.
-pub fn tunnel_info(digest: Option<&pingora_core::protocols::Digest>) -> Option<&TunnelInfo> {
+/// Reads the tunnel info back from a Pingora connection digest (shared by every request of
+/// the tunnel: cloning it is a reference count).
+pub fn tunnel_info(digest: Option<&pingora_core::protocols::Digest>) -> Option<&Arc<TunnelInfo>> {
     digest?
         .proxy_digest
         .as_ref()?
         .user_data
         .as_ref()?
-        .downcast_ref::<TunnelInfo>()
+        .downcast_ref::<Arc<TunnelInfo>>()
 }
 
 static NEXT_ID: AtomicI32 = AtomicI32::new(1);
@@ -75,7 +98,7 @@ impl<S> TunnelIo<S> {
         let _ = socket_digest.peer_addr.set(Some(info.client_addr().into()));
         let _ = socket_digest.local_addr.set(Some(info.local_addr.into()));
         let connected = ResponseHeader::build(200, None).expect("200 is a valid status");
-        let proxy_digest = ProxyDigest::new(Box::new(connected), Some(Box::new(info)));
+        let proxy_digest = ProxyDigest::new(Box::new(connected), Some(Box::new(Arc::new(info))));
         TunnelIo {
             inner,
             sniffed: BytesMut::new(),
@@ -191,13 +214,13 @@ mod tests {
     use super::*;
 
     fn info() -> TunnelInfo {
-        TunnelInfo {
-            peer_identity: Identity::new("cluster.local", "default", "sleep"),
-            peer_addr: "127.0.1.12:40000".parse().expect("addr"),
-            local_addr: "127.0.2.20:15008".parse().expect("addr"),
-            authority: "127.0.100.12:9080".into(),
-            forwarded_for: None,
-        }
+        TunnelInfo::new(
+            Identity::new("cluster.local", "default", "sleep"),
+            "127.0.1.12:40000".parse().expect("addr"),
+            "127.0.2.20:15008".parse().expect("addr"),
+            "127.0.100.12:9080".into(),
+            None,
+        )
     }
 
     #[tokio::test]
@@ -247,6 +270,7 @@ mod tests {
         let found = tunnel_info(Some(&digest)).expect("tunnel info");
         assert_eq!(found.authority, "127.0.100.12:9080");
         assert_eq!(found.peer_identity.service_account, "sleep");
+        assert_eq!(found.principal, "cluster.local/ns/default/sa/sleep");
         let peer = digest.socket_digest.as_ref().and_then(|s| s.peer_addr());
         assert_eq!(
             peer.map(|a| a.to_string()),

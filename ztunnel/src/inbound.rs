@@ -6,15 +6,14 @@ use std::sync::Arc;
 
 use http::StatusCode;
 use mesh_config::{Snapshot, Workload};
+use mesh_core::ResponseFlag;
+use mesh_core::ports::PROXY_PORTS;
 use mesh_hbone::{Identity, InboundConnect};
 use tracing::{debug, info};
 
 use crate::NodeContext;
 use crate::authz::{self, ConnectionAttributes, Decision};
 use crate::metrics::ConnectionLabels;
-
-/// Ports of the proxies themselves: never a final destination (no loops through the proxy).
-pub const PROXY_PORTS: [u16; 4] = [15001, 15006, 15008, 15080];
 
 /// Decides whether a CONNECT to `pod` may proceed; returns the app address to dial.
 pub fn check_inbound(
@@ -63,7 +62,7 @@ pub(crate) async fn handle(ctx: Arc<NodeContext>, pod: Arc<Workload>, connect: I
     }
     labels.destination_workload = pod.name.clone();
     labels.destination_workload_namespace = pod.namespace.clone();
-    labels.destination_principal = pod.identity.clone();
+    labels.destination_principal = pod.identity.to_string();
     let mut guard = ctx.metrics.open(labels);
 
     let target = match check_inbound(&snapshot, &pod, &peer, peer_ip, connect.authority_addr()) {
@@ -71,9 +70,9 @@ pub(crate) async fn handle(ctx: Arc<NodeContext>, pod: Arc<Workload>, connect: I
         Err((status, why)) => {
             info!(src.identity = %peer, dst.addr = connect.authority(), %status, reason = %why, "inbound refused");
             guard.set_flag(if status == StatusCode::UNAUTHORIZED {
-                "DENY"
+                ResponseFlag::Deny
             } else {
-                "NR"
+                ResponseFlag::NoRouteFound
             });
             connect.reject(status);
             return;
@@ -83,7 +82,7 @@ pub(crate) async fn handle(ctx: Arc<NodeContext>, pod: Arc<Workload>, connect: I
         Ok(app) => app,
         Err(e) => {
             debug!(dst.addr = %target, error = %e, "app unreachable");
-            guard.set_flag("UF");
+            guard.set_flag(ResponseFlag::Connect);
             connect.reject(StatusCode::SERVICE_UNAVAILABLE);
             return;
         }
@@ -105,7 +104,7 @@ pub(crate) async fn handle(ctx: Arc<NodeContext>, pod: Arc<Workload>, connect: I
         }
         why = revoked => {
             info!(dst.addr = %target, reason = %why, "connection closed: policy changed");
-            guard.set_flag("DENY");
+            guard.set_flag(ResponseFlag::Deny);
         }
     }
 }

@@ -38,7 +38,7 @@ impl ZtunnelSettings {
     pub fn new(node: impl Into<String>) -> Self {
         ZtunnelSettings {
             node: node.into(),
-            hbone_port: outbound::HBONE_PORT,
+            hbone_port: mesh_core::ports::HBONE,
             socks5_port: 15080,
         }
     }
@@ -86,7 +86,7 @@ impl Ztunnel {
     /// Runs until `shutdown`, reconciling pod listeners with each snapshot.
     pub async fn run(self, shutdown: CancellationToken) {
         let mut versions = self.ctx.store.subscribe();
-        let mut running: HashMap<(IpAddr, String), CancellationToken> = HashMap::new();
+        let mut running: HashMap<(IpAddr, Identity), CancellationToken> = HashMap::new();
         loop {
             let snapshot = self.ctx.store.load();
             let ok = self.reconcile(&snapshot, &mut running, &shutdown).await;
@@ -104,10 +104,10 @@ impl Ztunnel {
     async fn reconcile(
         &self,
         snapshot: &Snapshot,
-        running: &mut HashMap<(IpAddr, String), CancellationToken>,
+        running: &mut HashMap<(IpAddr, Identity), CancellationToken>,
         shutdown: &CancellationToken,
     ) -> bool {
-        let desired: HashMap<(IpAddr, String), Arc<Workload>> =
+        let desired: HashMap<(IpAddr, Identity), Arc<Workload>> =
             local_pods(snapshot, &self.settings.node)
                 .map(|w| ((w.ip, w.identity.clone()), w.clone()))
                 .collect();
@@ -143,11 +143,7 @@ impl Ztunnel {
         pod: Arc<Workload>,
         token: CancellationToken,
     ) -> Result<(), StartError> {
-        let identity: Identity = pod
-            .identity
-            .parse()
-            .map_err(|_| StartError::Identity(pod.identity.clone()))?;
-        let tls = mesh_hbone::server_config(self.ctx.certs.clone(), identity)?;
+        let tls = mesh_hbone::server_config(self.ctx.certs.clone(), pod.identity.clone())?;
         let hbone_addr = SocketAddr::new(pod.ip, self.settings.hbone_port);
         let socks_addr = SocketAddr::new(pod.ip, self.settings.socks5_port);
         let hbone = TcpListener::bind(hbone_addr)
@@ -178,8 +174,6 @@ pub fn local_pods<'a>(
 
 #[derive(Debug, thiserror::Error)]
 enum StartError {
-    #[error("identity {0:?} is not a SPIFFE id")]
-    Identity(String),
     #[error("TLS: {0}")]
     Tls(#[from] HboneError),
     #[error("bind {0}: {1}")]

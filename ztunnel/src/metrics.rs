@@ -1,6 +1,7 @@
 //! Istio-compatible TCP metrics. Each connection records opened/closed/bytes exactly once,
 //! through a guard, even when it ends early.
 
+use mesh_core::ResponseFlag;
 use prometheus::{IntCounterVec, Opts, Registry};
 
 const LABELS: &[&str] = &[
@@ -36,7 +37,7 @@ pub struct ConnectionLabels {
     pub destination_workload: String,
     pub destination_workload_namespace: String,
     pub destination_principal: String,
-    pub response_flags: &'static str,
+    pub response_flags: ResponseFlag,
     pub mutual_tls: bool,
 }
 
@@ -52,7 +53,7 @@ impl ConnectionLabels {
             destination_workload: unknown(),
             destination_workload_namespace: unknown(),
             destination_principal: unknown(),
-            response_flags: "-",
+            response_flags: ResponseFlag::None,
             mutual_tls: true,
         }
     }
@@ -68,7 +69,7 @@ impl ConnectionLabels {
             &self.destination_workload_namespace,
             &self.destination_principal,
             "tcp",
-            self.response_flags,
+            self.response_flags.as_str(),
             if self.mutual_tls {
                 "mutual_tls"
             } else {
@@ -125,7 +126,7 @@ pub struct ConnectionGuard {
 }
 
 impl ConnectionGuard {
-    pub fn set_flag(&mut self, flag: &'static str) {
+    pub fn set_flag(&mut self, flag: ResponseFlag) {
         self.labels.response_flags = flag;
     }
 

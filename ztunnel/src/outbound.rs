@@ -5,12 +5,10 @@ use std::sync::Arc;
 
 use http::{HeaderMap, HeaderValue};
 use mesh_config::{Service, Snapshot, Waypoint, Workload};
+use mesh_core::ports::HBONE as HBONE_PORT;
 use mesh_hbone::{ConnectRequest, HboneError, HboneStream, Identity, Pool, PoolKey};
 
 use crate::socks5::Target;
-
-/// The port every ztunnel and waypoint accepts HBONE on.
-pub const HBONE_PORT: u16 = 15008;
 
 /// How an outbound connection leaves the node.
 #[derive(Clone, Debug)]
@@ -43,8 +41,6 @@ pub enum OutboundError {
     NoEndpoints(String),
     #[error("waypoint {0} is not running (no pods)")]
     NoWaypoint(String),
-    #[error("identity {0:?} is not a SPIFFE id")]
-    BadIdentity(String),
 }
 
 /// Decides how `source` reaches `target`; `roll` picks among endpoints or waypoint pods.
@@ -77,11 +73,6 @@ fn is_pod_of(source: &Workload, waypoint: &Waypoint) -> bool {
     waypoint.pods.iter().any(|pod| pod.ip == source.ip)
 }
 
-fn identity(s: &str) -> Result<Identity, OutboundError> {
-    s.parse()
-        .map_err(|_| OutboundError::BadIdentity(s.to_string()))
-}
-
 /// The waypoint to use, unless there is none or the source is that waypoint.
 fn waypoint_for<'s>(
     snapshot: &'s Snapshot,
@@ -106,7 +97,7 @@ fn via_waypoint(
     Ok(OutboundPlan::Hbone(HbonePlan {
         next_hop: SocketAddr::new(pod.ip, HBONE_PORT),
         authority,
-        expected: identity(&pod.identity)?,
+        expected: pod.identity.clone(),
         via_waypoint: true,
         service,
         workload: None,
@@ -121,7 +112,7 @@ fn direct(
     Ok(OutboundPlan::Hbone(HbonePlan {
         next_hop: SocketAddr::new(workload.ip, HBONE_PORT),
         authority: SocketAddr::new(workload.ip, port).to_string(),
-        expected: identity(&workload.identity)?,
+        expected: workload.identity.clone(),
         via_waypoint: false,
         service,
         workload: Some(workload.clone()),
@@ -210,12 +201,8 @@ pub async fn connect_hbone(
     client: SocketAddr,
     plan: &HbonePlan,
 ) -> Result<HboneStream, HboneError> {
-    let source_identity: Identity = source
-        .identity
-        .parse()
-        .map_err(|_| HboneError::PeerIdentity(source.identity.clone()))?;
     let key = PoolKey {
-        source: source_identity,
+        source: source.identity.clone(),
         source_ip: Some(source.ip),
         destination: plan.next_hop,
         expected: vec![plan.expected.clone()],

@@ -5,6 +5,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use mesh_config::Workload;
+use mesh_core::ResponseFlag;
 use mesh_hbone::{HboneError, HboneStream};
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
@@ -58,7 +59,6 @@ fn outbound_reply(error: &OutboundError) -> Reply {
             Reply::ConnectionRefused
         }
         OutboundError::NoWaypoint(_) => Reply::NetworkUnreachable,
-        OutboundError::BadIdentity(_) => Reply::GeneralFailure,
     }
 }
 
@@ -71,7 +71,7 @@ enum Upstream {
 /// Why an outbound connection was not made: the SOCKS reply and the metrics flag.
 struct Refusal {
     reply: Reply,
-    flag: &'static str,
+    flag: ResponseFlag,
 }
 
 async fn dial(
@@ -86,7 +86,7 @@ async fn dial(
             .map(Upstream::Hbone)
             .map_err(|e| {
                 info!(src.workload = %source.name, dst.hbone_addr = %plan.next_hop, dst.addr = %plan.authority, error = %e, "outbound HBONE failed");
-                let flag = if matches!(e, HboneError::Unauthorized) { "DENY" } else { "CONNECT" };
+                let flag = if matches!(e, HboneError::Unauthorized) { ResponseFlag::Deny } else { ResponseFlag::Connect };
                 Refusal { reply: socks_reply(&e), flag }
             }),
         // Outside the mesh: plain TCP from the source pod's address.
@@ -95,7 +95,7 @@ async fn dial(
             .map(Upstream::Plain)
             .map_err(|e| {
                 info!(src.workload = %source.name, dst.addr = %addr, error = %e, "passthrough connect failed");
-                Refusal { reply: Reply::ConnectionRefused, flag: "CONNECT" }
+                Refusal { reply: Reply::ConnectionRefused, flag: ResponseFlag::Connect }
             }),
     }
 }
@@ -104,7 +104,7 @@ fn source_labels(source: &Workload) -> ConnectionLabels {
     let mut labels = ConnectionLabels::new("source");
     labels.source_workload = source.name.clone();
     labels.source_workload_namespace = source.namespace.clone();
-    labels.source_principal = source.identity.clone();
+    labels.source_principal = source.identity.to_string();
     labels
 }
 
@@ -135,7 +135,7 @@ async fn outbound_connection(
             info!(src.workload = %source.name, dst = %target, error = %e, "outbound refused");
             Err(Refusal {
                 reply: outbound_reply(&e),
-                flag: "NR",
+                flag: ResponseFlag::NoRouteFound,
             })
         }
     };

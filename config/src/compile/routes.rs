@@ -10,6 +10,7 @@ use gateway_api::httproutes::{
     HttpRouteRulesMatchesHeadersType as HeaderType, HttpRouteRulesMatchesPathType as PathType,
     HttpRouteRulesMatchesQueryParamsType as QueryType,
 };
+use http::{HeaderName, HeaderValue};
 use regex::Regex;
 
 use crate::error::{Diagnostics, Origin};
@@ -207,6 +208,7 @@ impl RuleCx<'_> {
                     .iter()
                     .flatten()
                     .map(|h| (h.name.clone(), h.value.clone()));
+                let field = format!("{field}.requestHeaderModifier");
                 let modifier = self.modifier(&field, set.collect(), add.collect(), &m.remove);
                 Some(RouteFilter::RequestHeaderModifier(modifier))
             }
@@ -225,6 +227,7 @@ impl RuleCx<'_> {
                     .iter()
                     .flatten()
                     .map(|h| (h.name.clone(), h.value.clone()));
+                let field = format!("{field}.responseHeaderModifier");
                 let modifier = self.modifier(&field, set.collect(), add.collect(), &m.remove);
                 Some(RouteFilter::ResponseHeaderModifier(modifier))
             }
@@ -242,6 +245,8 @@ impl RuleCx<'_> {
         }
     }
 
+    /// Header names and values are parsed here, once, so applying the filter per request
+    /// parses nothing.
     fn modifier(
         &mut self,
         field: &str,
@@ -249,15 +254,39 @@ impl RuleCx<'_> {
         add: Vec<(String, String)>,
         remove: &Option<Vec<String>>,
     ) -> HeaderModifier {
-        let remove = remove.clone().unwrap_or_default();
-        let names = (set.iter().map(|(n, _)| n))
-            .chain(add.iter().map(|(n, _)| n))
-            .chain(remove.iter());
-        let bad: Vec<String> = names.filter(|n| !valid_header_name(n)).cloned().collect();
-        for name in bad {
-            self.error(field, format!("invalid header name {name:?}"));
-        }
+        let mut pairs =
+            |list: Vec<(String, String)>, key: &str| -> Vec<(HeaderName, HeaderValue)> {
+                let mut out = Vec::new();
+                for (i, (name, value)) in list.into_iter().enumerate() {
+                    let name = self.header_name(&format!("{field}.{key}[{i}].name"), &name);
+                    let value = match HeaderValue::from_str(&value) {
+                        Ok(v) => Some(v),
+                        Err(_) => {
+                            let msg = format!("invalid header value {value:?}");
+                            self.error(&format!("{field}.{key}[{i}].value"), msg);
+                            None
+                        }
+                    };
+                    out.extend(name.zip(value));
+                }
+                out
+            };
+        let set = pairs(set, "set");
+        let add = pairs(add, "add");
+        let remove = (remove.iter().flatten().enumerate())
+            .filter_map(|(i, name)| self.header_name(&format!("{field}.remove[{i}]"), name))
+            .collect();
         HeaderModifier { set, add, remove }
+    }
+
+    fn header_name(&mut self, field: &str, name: &str) -> Option<HeaderName> {
+        match HeaderName::from_bytes(name.as_bytes()) {
+            Ok(name) if valid_header_name(name.as_str()) => Some(name),
+            _ => {
+                self.error(field, format!("invalid header name {name:?}"));
+                None
+            }
+        }
     }
 
     fn backend(

@@ -145,7 +145,6 @@ pub(crate) fn build(
             diag.warn(&doc.origin, "metadata.name", msg);
         }
         out.push(Arc::new(Waypoint {
-            identity: pods.first().map(|p| p.identity.clone()),
             name: key.name,
             namespace: key.namespace,
             waypoint_for: info.waypoint_for,

@@ -8,6 +8,8 @@ use k8s_openapi::api::core::v1 as core;
 
 use super::labels::{self, Labels};
 use super::waypoints::{self, Gateways, Traffic};
+use mesh_core::Identity;
+
 use crate::TRUST_DOMAIN;
 use crate::error::Diagnostics;
 use crate::manifest::Doc;
@@ -133,8 +135,13 @@ fn workload(doc: &Doc<core::Pod>, ctx: &Context<'_>, diag: &mut Diagnostics) -> 
         .service_account_name
         .filter(|s| !s.is_empty())
         .unwrap_or_else(|| "default".to_string());
+    let identity = identity(&doc.namespace, &service_account);
+    if let Err(e) = identity.to_string().parse::<Identity>() {
+        diag.error(&doc.origin, "spec.serviceAccountName", e.to_string());
+        return None;
+    }
     Some(Workload {
-        identity: identity(&doc.namespace, &service_account),
+        identity,
         canonical_service: canonical_service(&labels, &doc.name),
         canonical_revision: canonical_revision(&labels),
         name: doc.name.clone(),
@@ -150,8 +157,8 @@ fn workload(doc: &Doc<core::Pod>, ctx: &Context<'_>, diag: &mut Diagnostics) -> 
 }
 
 /// `spiffe://cluster.local/ns/<ns>/sa/<sa>`.
-pub fn identity(namespace: &str, service_account: &str) -> String {
-    format!("spiffe://{TRUST_DOMAIN}/ns/{namespace}/sa/{service_account}")
+pub fn identity(namespace: &str, service_account: &str) -> Identity {
+    Identity::new(TRUST_DOMAIN, namespace, service_account)
 }
 
 fn pod_ip(doc: &Doc<core::Pod>, diag: &mut Diagnostics) -> Option<IpAddr> {

@@ -13,6 +13,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use mesh_config::Endpoint;
 use mesh_hbone::{ConnectRequest, HboneError, Identity, Pool, PoolKey};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{UnixListener, UnixStream};
@@ -37,9 +38,30 @@ pub struct EgressTarget {
     /// The HBONE next hop.
     pub hbone_addr: SocketAddr,
     pub identity: Identity,
+    /// `identity` as a SPIFFE URI (written once, read by the proxy headers and metrics).
+    pub identity_uri: String,
 }
 
 impl EgressTarget {
+    /// The target for `endpoint`: its pod's ztunnel, presenting the pod's identity.
+    pub fn for_endpoint(endpoint: &Endpoint) -> Self {
+        let workload = &endpoint.workload;
+        EgressTarget::new(
+            SocketAddr::new(workload.ip, endpoint.port),
+            SocketAddr::new(workload.ip, mesh_core::ports::HBONE),
+            workload.identity.clone(),
+        )
+    }
+
+    pub fn new(authority: SocketAddr, hbone_addr: SocketAddr, identity: Identity) -> Self {
+        EgressTarget {
+            authority,
+            hbone_addr,
+            identity_uri: identity.to_string(),
+            identity,
+        }
+    }
+
     /// The proxy headers that carry this target through Pingora. They are part of Pingora's
     /// pool key, so connections to different identities or next hops never mix.
     pub fn proxy_headers(&self) -> BTreeMap<String, Vec<u8>> {
@@ -50,7 +72,7 @@ impl EgressTarget {
             ),
             (
                 HBONE_IDENTITY_HEADER.to_string(),
-                self.identity.to_string().into_bytes(),
+                self.identity_uri.clone().into_bytes(),
             ),
         ])
     }
@@ -97,22 +119,9 @@ pub fn parse_connect(buf: &[u8]) -> Result<Option<(EgressTarget, usize)>, Egress
         .parse()
         .map_err(|_| EgressRequestError::Header(HBONE_IDENTITY_HEADER))?;
     Ok(Some((
-        EgressTarget {
-            authority,
-            hbone_addr,
-            identity,
-        },
+        EgressTarget::new(authority, hbone_addr, identity),
         len,
     )))
-}
-
-/// The status line the egress answers Pingora with for an HBONE failure.
-pub fn failure_status(error: &HboneError) -> u16 {
-    match error {
-        HboneError::Unauthorized => 403,
-        HboneError::Timeout { .. } => 504,
-        _ => 503,
-    }
 }
 
 /// The in-process HBONE egress of one waypoint.
@@ -233,11 +242,10 @@ async fn tunnel(
     let mut upstream = match connected {
         Ok(stream) => stream,
         Err(e) => {
-            let status = failure_status(&e);
             warn!(dst.hbone_addr = %target.hbone_addr, dst.addr = %target.authority, error = %e, "upstream HBONE connect failed");
             let reason = e.to_string().replace(['\r', '\n'], " ");
             let head = format!(
-                "HTTP/1.1 {status} Upstream Unavailable\r\n{HBONE_ERROR_HEADER}: {reason}\r\ncontent-length: 0\r\n\r\n"
+                "HTTP/1.1 503 Upstream Unavailable\r\n{HBONE_ERROR_HEADER}: {reason}\r\ncontent-length: 0\r\n\r\n"
             );
             let _ = downstream.write_all(head.as_bytes()).await;
             return Ok(());
@@ -286,11 +294,11 @@ x-mesh-hbone-identity: spiffe://cluster.local/ns/default/sa/bookinfo-reviews\r\n
 
     #[test]
     fn proxy_headers_round_trip() {
-        let target = EgressTarget {
-            authority: "127.0.2.10:9080".parse().expect("addr"),
-            hbone_addr: "127.0.2.10:15008".parse().expect("addr"),
-            identity: Identity::new("cluster.local", "default", "reviews"),
-        };
+        let target = EgressTarget::new(
+            "127.0.2.10:9080".parse().expect("addr"),
+            "127.0.2.10:15008".parse().expect("addr"),
+            Identity::new("cluster.local", "default", "reviews"),
+        );
         let mut head = format!("CONNECT {} HTTP/1.1\r\n", target.authority);
         for (k, v) in target.proxy_headers() {
             head.push_str(&format!("{k}: {}\r\n", String::from_utf8(v).expect("utf8")));

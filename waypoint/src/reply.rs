@@ -1,0 +1,179 @@
+//! Local replies: answers the waypoint gives itself (a deny, no route, no upstream, a failed
+//! upstream), rendered once, here, for the kind of caller that asked. An HTTP caller gets the
+//! status with a short text body; a gRPC caller gets what gRPC clients understand, as Envoy
+//! does: HTTP 200 with `grpc-status` and `grpc-message` in a trailers-only response.
+
+use bytes::Bytes;
+use mesh_core::ResponseFlag;
+use pingora_error::Result;
+use pingora_http::{RequestHeader, ResponseHeader};
+
+/// An answer from the waypoint itself.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LocalReply {
+    /// The HTTP status an HTTP caller sees.
+    pub status: u16,
+    /// Why, for metrics and the access log.
+    pub flag: ResponseFlag,
+    /// One line for the caller (and the access log).
+    pub message: String,
+}
+
+impl LocalReply {
+    pub fn new(status: u16, flag: ResponseFlag, message: impl Into<String>) -> Self {
+        LocalReply {
+            status,
+            flag,
+            message: message.into(),
+        }
+    }
+}
+
+/// Who is asking, which decides the shape of a local reply.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Caller {
+    Http,
+    /// `content-type: application/grpc` (or `application/grpc+proto`, ...).
+    Grpc,
+}
+
+impl Caller {
+    pub fn of(request: &RequestHeader) -> Self {
+        let grpc = request
+            .headers
+            .get(http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|ct| {
+                ct.strip_prefix("application/grpc")
+                    .is_some_and(|rest| rest.is_empty() || rest.starts_with(['+', ';']))
+            });
+        if grpc { Caller::Grpc } else { Caller::Http }
+    }
+}
+
+/// gRPC status codes a local reply can carry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum GrpcStatus {
+    Unknown = 2,
+    PermissionDenied = 7,
+    Unimplemented = 12,
+    Internal = 13,
+    Unavailable = 14,
+    Unauthenticated = 16,
+}
+
+impl GrpcStatus {
+    /// gRPC's mapping of HTTP statuses (the one Envoy applies to its local replies).
+    pub fn from_http(status: u16) -> Self {
+        match status {
+            400 => Self::Internal,
+            401 => Self::Unauthenticated,
+            403 => Self::PermissionDenied,
+            404 => Self::Unimplemented,
+            429 | 502 | 503 | 504 => Self::Unavailable,
+            _ => Self::Unknown,
+        }
+    }
+}
+
+/// A rendered reply: the response head and, for HTTP callers, a body.
+#[derive(Debug)]
+pub struct Rendered {
+    pub header: ResponseHeader,
+    pub body: Option<Bytes>,
+}
+
+/// Renders `reply` for `caller`.
+pub fn render(reply: &LocalReply, caller: Caller) -> Result<Rendered> {
+    match caller {
+        Caller::Http => {
+            let body = Bytes::from(format!("{}\n", reply.message));
+            let mut header = ResponseHeader::build(reply.status, Some(2))?;
+            header.insert_header(http::header::CONTENT_TYPE, "text/plain")?;
+            header.insert_header(http::header::CONTENT_LENGTH, body.len())?;
+            Ok(Rendered {
+                header,
+                body: Some(body),
+            })
+        }
+        Caller::Grpc => {
+            let status = GrpcStatus::from_http(reply.status) as u8;
+            let mut header = ResponseHeader::build(200, Some(3))?;
+            header.insert_header(http::header::CONTENT_TYPE, "application/grpc")?;
+            header.insert_header("grpc-status", status.to_string())?;
+            header.insert_header("grpc-message", percent_encode(&reply.message))?;
+            Ok(Rendered { header, body: None })
+        }
+    }
+}
+
+/// gRPC's `grpc-message` encoding: bytes outside printable ASCII, and `%`, as `%XX`.
+fn percent_encode(message: &str) -> String {
+    let mut out = String::with_capacity(message.len());
+    for byte in message.bytes() {
+        if (0x20..=0x7e).contains(&byte) && byte != b'%' {
+            out.push(char::from(byte));
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn header(value: &str) -> RequestHeader {
+        let mut req = RequestHeader::build("POST", b"/pkg.Svc/Method", None).expect("request");
+        req.insert_header("content-type", value).expect("header");
+        req
+    }
+
+    fn value<'h>(h: &'h ResponseHeader, name: &str) -> &'h str {
+        h.headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn grpc_callers_are_recognised_by_content_type() {
+        assert_eq!(Caller::of(&header("application/grpc")), Caller::Grpc);
+        assert_eq!(Caller::of(&header("application/grpc+proto")), Caller::Grpc);
+        assert_eq!(Caller::of(&header("application/grpc-web")), Caller::Http);
+        assert_eq!(Caller::of(&header("application/json")), Caller::Http);
+        let plain = RequestHeader::build("GET", b"/", None).expect("request");
+        assert_eq!(Caller::of(&plain), Caller::Http);
+    }
+
+    #[test]
+    fn http_callers_get_the_status_and_a_text_body() {
+        let reply = LocalReply::new(403, ResponseFlag::Deny, "RBAC: access denied");
+        let r = render(&reply, Caller::Http).expect("renders");
+        assert_eq!(r.header.status.as_u16(), 403);
+        assert_eq!(r.body.as_deref(), Some(&b"RBAC: access denied\n"[..]));
+        assert_eq!(value(&r.header, "content-length"), "20");
+    }
+
+    #[test]
+    fn grpc_callers_get_200_with_a_grpc_status() {
+        for (http, grpc) in [
+            (403, "7"),
+            (404, "12"),
+            (503, "14"),
+            (504, "14"),
+            (401, "16"),
+            (500, "2"),
+        ] {
+            let reply = LocalReply::new(http, ResponseFlag::None, "no: 100% sure\n");
+            let r = render(&reply, Caller::Grpc).expect("renders");
+            assert_eq!(r.header.status.as_u16(), 200);
+            assert!(r.body.is_none(), "trailers-only");
+            assert_eq!(value(&r.header, "grpc-status"), grpc, "http {http}");
+            assert_eq!(value(&r.header, "content-type"), "application/grpc");
+            assert_eq!(value(&r.header, "grpc-message"), "no: 100%25 sure%0A");
+        }
+    }
+}

@@ -1,0 +1,42 @@
+//! Per-request state, carried from the first hook to the access log.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use mesh_config::Snapshot;
+use mesh_core::ResponseFlag;
+
+use super::pipeline::Plan;
+use crate::reply::Caller;
+use crate::tunnel_io::TunnelInfo;
+
+/// Everything one request accumulates. The snapshot is the one the request started with:
+/// every decision and every label of this request comes from it, however many snapshots are
+/// swapped in meanwhile.
+pub struct RequestCtx {
+    pub start: Instant,
+    pub snapshot: Arc<Snapshot>,
+    pub tunnel: Option<Arc<TunnelInfo>>,
+    pub caller: Caller,
+    pub plan: Option<Plan>,
+    /// Why the request ended as it did (`-` when served normally).
+    pub flag: ResponseFlag,
+}
+
+impl RequestCtx {
+    pub fn new(snapshot: Arc<Snapshot>) -> Self {
+        RequestCtx {
+            start: Instant::now(),
+            snapshot,
+            tunnel: None,
+            caller: crate::reply::Caller::Http,
+            plan: None,
+            flag: ResponseFlag::None,
+        }
+    }
+
+    /// The chosen route rule, once the pipeline has run.
+    pub fn rule(&self) -> Option<&mesh_config::RouteRule> {
+        self.plan.as_ref()?.rule.as_deref()
+    }
+}

@@ -1,0 +1,10 @@
+//! One request through the waypoint: its context, its attributes, and the pipeline of stages
+//! that decides where it goes.
+
+pub mod attrs;
+pub mod ctx;
+pub mod pipeline;
+
+pub use attrs::RequestAttrs;
+pub use ctx::RequestCtx;
+pub use pipeline::{Flow, Plan, Rolls, plan};

@@ -1,0 +1,298 @@
+//! The request pipeline: the stages that decide where a request goes, each a pure function
+//! of the snapshot the request started with, each either continuing or answering locally.
+//!
+//! ```text
+//! resolve ──▶ authorize ──▶ route ──▶ choose endpoint ──▶ Plan (the upstream carries it out)
+//!   │ NR 503     │ DENY 403     │ NR 404 / NC 500   │ UH 503
+//!   └────────────┴──────────────┴───────────────────┴──▶ LocalReply
+//! ```
+//! New stages (authentication, filters that answer locally such as redirects) slot in here;
+//! the Pingora hooks only run the pipeline and carry out its plan.
+
+use std::sync::Arc;
+
+use mesh_config::{Destination, Endpoint, ObjectRef, RouteRule, Service, Snapshot, pick};
+use mesh_core::ResponseFlag;
+
+use crate::authz::{self, Decision, RequestAttributes};
+use crate::dispatch::dispatch;
+use crate::reply::LocalReply;
+use crate::request::attrs::RequestAttrs;
+use crate::route::{BackendChoice, choose_backend, select_rule};
+use crate::tunnel_io::TunnelInfo;
+use crate::upstream::EgressTarget;
+
+/// What a stage returns: go on with `T`, or answer the caller with a local reply.
+pub type Flow<T> = Result<T, LocalReply>;
+
+/// Where a request goes.
+#[derive(Clone, Debug)]
+pub struct Plan {
+    pub destination: Destination,
+    pub rule: Option<Arc<RouteRule>>,
+    /// The Service that serves the request (the route's backend), if any.
+    pub backend_service: Option<Arc<Service>>,
+    pub endpoint: Endpoint,
+    pub target: EgressTarget,
+}
+
+/// Randomness the pipeline consumes, supplied by the caller so tests are deterministic.
+#[derive(Clone, Copy, Debug)]
+pub struct Rolls {
+    pub backend: u64,
+    pub endpoint: u64,
+}
+
+impl Rolls {
+    pub fn random() -> Self {
+        Rolls {
+            backend: rand::random(),
+            endpoint: rand::random(),
+        }
+    }
+}
+
+/// Runs every stage for one request.
+pub fn plan(
+    snapshot: &Snapshot,
+    waypoint: &ObjectRef,
+    tunnel: &TunnelInfo,
+    request: &RequestAttrs<'_>,
+    rolls: Rolls,
+) -> Flow<Plan> {
+    let destination = resolve(snapshot, waypoint, tunnel)?;
+    authorize(snapshot, waypoint, tunnel, &destination, request)?;
+    let routed = route(snapshot, &destination, request, rolls.backend)?;
+    let endpoint = routed.upstreams.choose(rolls.endpoint).ok_or_else(|| {
+        LocalReply::new(503, ResponseFlag::NoHealthyUpstream, "no healthy upstream")
+    })?;
+    Ok(Plan {
+        target: EgressTarget::for_endpoint(&endpoint),
+        destination,
+        rule: routed.rule,
+        backend_service: routed.backend_service,
+        endpoint,
+    })
+}
+
+/// The destination the tunnel addressed, if this waypoint serves it.
+fn resolve(snapshot: &Snapshot, waypoint: &ObjectRef, tunnel: &TunnelInfo) -> Flow<Destination> {
+    if snapshot.waypoint(waypoint).is_none() {
+        let message = format!("waypoint {waypoint} is not configured");
+        return Err(LocalReply::new(503, ResponseFlag::NoRouteFound, message));
+    }
+    dispatch(snapshot, waypoint, &tunnel.authority)
+        .map_err(|e| LocalReply::new(503, ResponseFlag::NoRouteFound, e.to_string()))
+}
+
+/// L7 AuthorizationPolicy for the destination.
+fn authorize(
+    snapshot: &Snapshot,
+    waypoint: &ObjectRef,
+    tunnel: &TunnelInfo,
+    destination: &Destination,
+    request: &RequestAttrs<'_>,
+) -> Flow<()> {
+    let attributes = RequestAttributes {
+        principal: Some(&tunnel.principal),
+        namespace: Some(&tunnel.peer_identity.namespace),
+        source_ip: tunnel.client_addr().ip(),
+        destination_ip: destination.ip(),
+        destination_port: destination.port(),
+        request: *request,
+        request_principal: None,
+    };
+    let policies = snapshot.waypoint_policies(waypoint, destination.service().map(|s| s.as_ref()));
+    match authz::evaluate(policies, &attributes) {
+        Decision::Allow => Ok(()),
+        Decision::Deny(why) => Err(LocalReply::new(
+            403,
+            ResponseFlag::Deny,
+            format!("RBAC: access denied ({why})"),
+        )),
+    }
+}
+
+/// The outcome of routing: the rule that matched and the endpoints of its chosen backend.
+struct Routed<'s> {
+    rule: Option<Arc<RouteRule>>,
+    backend_service: Option<Arc<Service>>,
+    upstreams: Upstreams<'s>,
+}
+
+/// The endpoints a request may go to.
+enum Upstreams<'s> {
+    /// A Service port's endpoints.
+    Service(&'s [Endpoint]),
+    /// A pod addressed directly.
+    Pod(Endpoint),
+}
+
+impl Upstreams<'_> {
+    fn choose(self, roll: u64) -> Option<Endpoint> {
+        match self {
+            Upstreams::Service(endpoints) => pick(endpoints, roll).cloned(),
+            Upstreams::Pod(endpoint) => Some(endpoint),
+        }
+    }
+}
+
+/// HTTPRoute matching and the weighted backend choice; a Service without routes gets the
+/// default route (all its endpoints), a pod addressed directly gets itself.
+fn route<'s>(
+    snapshot: &'s Snapshot,
+    destination: &Destination,
+    request: &RequestAttrs<'_>,
+    roll: u64,
+) -> Flow<Routed<'s>> {
+    let (service, port) = match destination {
+        Destination::Workload { workload, port } => {
+            let endpoint = Endpoint {
+                workload: workload.clone(),
+                port: *port,
+            };
+            return Ok(Routed {
+                rule: None,
+                backend_service: None,
+                upstreams: Upstreams::Pod(endpoint),
+            });
+        }
+        Destination::Service { service, port } => (service, *port),
+    };
+    let rules = snapshot.routes(service, port);
+    if rules.is_empty() {
+        return Ok(Routed {
+            rule: None,
+            backend_service: Some(service.clone()),
+            upstreams: Upstreams::Service(snapshot.endpoints(service, port)),
+        });
+    }
+    let rule = select_rule(rules, request)
+        .ok_or_else(|| LocalReply::new(404, ResponseFlag::NoRouteFound, "no route matched"))?;
+    let backend = match choose_backend(&rule.backends, roll) {
+        BackendChoice::Chosen(backend) => backend,
+        BackendChoice::NoWeight => {
+            let message = "route has no backend with weight";
+            return Err(LocalReply::new(500, ResponseFlag::NoClusterFound, message));
+        }
+    };
+    let service = backend.service.as_ref().ok_or_else(|| {
+        let message = format!(
+            "backend service {}/{} not found",
+            backend.namespace, backend.name
+        );
+        LocalReply::new(500, ResponseFlag::NoClusterFound, message)
+    })?;
+    Ok(Routed {
+        rule: Some(rule.clone()),
+        backend_service: Some(service.clone()),
+        upstreams: Upstreams::Service(snapshot.endpoints(service, backend.port)),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mesh_core::Identity;
+
+    fn snapshot(extra: &str) -> Snapshot {
+        let yaml = format!("{}{extra}", include_str!("../../../examples/demo.yaml"));
+        mesh_config::compile(vec![("demo.yaml".into(), yaml)]).expect("demo compiles")
+    }
+
+    fn tunnel(sa: &str, authority: &str) -> TunnelInfo {
+        TunnelInfo::new(
+            Identity::new("cluster.local", "default", sa),
+            "127.0.1.10:40000".parse().expect("addr"),
+            "127.0.2.20:15008".parse().expect("addr"),
+            authority.into(),
+            None,
+        )
+    }
+
+    fn waypoint() -> ObjectRef {
+        ObjectRef {
+            namespace: "default".into(),
+            name: "waypoint".into(),
+        }
+    }
+
+    fn run(s: &Snapshot, sa: &str, authority: &str, method: &str, roll: u64) -> Flow<Plan> {
+        let headers = http::HeaderMap::new();
+        let request = RequestAttrs::new(method, "/reviews/1", "reviews:9080", &headers);
+        let rolls = Rolls {
+            backend: roll,
+            endpoint: 0,
+        };
+        plan(s, &waypoint(), &tunnel(sa, authority), &request, rolls)
+    }
+
+    #[test]
+    fn routes_by_weight_to_an_endpoint_of_the_chosen_backend() {
+        let s = snapshot("");
+        let v1 = run(&s, "bookinfo-productpage", "127.0.100.12:9080", "GET", 0).expect("planned");
+        assert_eq!(v1.endpoint.workload.name, "reviews-v1");
+        assert_eq!(
+            v1.target.authority,
+            "127.0.2.10:9080".parse().expect("addr")
+        );
+        assert_eq!(
+            v1.target.hbone_addr,
+            "127.0.2.10:15008".parse().expect("addr")
+        );
+        assert_eq!(v1.target.identity.service_account, "bookinfo-reviews");
+        assert!(v1.rule.is_some());
+        let v2 = run(&s, "bookinfo-productpage", "127.0.100.12:9080", "GET", 95).expect("planned");
+        assert_eq!(v2.endpoint.workload.name, "reviews-v2");
+        // Hostname authority works as well as the VIP.
+        let by_host = run(
+            &s,
+            "bookinfo-productpage",
+            "reviews.default.svc.cluster.local:9080",
+            "GET",
+            0,
+        );
+        assert!(by_host.is_ok());
+    }
+
+    #[test]
+    fn policy_denies_with_403() {
+        let s = snapshot("");
+        let denied = run(&s, "sleep", "127.0.100.12:9080", "GET", 0).expect_err("denied");
+        assert_eq!((denied.status, denied.flag), (403, ResponseFlag::Deny));
+        assert!(denied.message.starts_with("RBAC: access denied"));
+        let post =
+            run(&s, "bookinfo-productpage", "127.0.100.12:9080", "POST", 0).expect_err("denied");
+        assert_eq!(post.status, 403);
+    }
+
+    #[test]
+    fn services_this_waypoint_does_not_serve_are_refused() {
+        let s = snapshot("");
+        // ratings has no waypoint.
+        let refused =
+            run(&s, "bookinfo-productpage", "127.0.100.11:9080", "GET", 0).expect_err("refused");
+        assert_eq!(
+            (refused.status, refused.flag),
+            (503, ResponseFlag::NoRouteFound)
+        );
+        let unknown =
+            run(&s, "bookinfo-productpage", "127.9.9.9:80", "GET", 0).expect_err("refused");
+        assert_eq!(unknown.status, 503);
+    }
+
+    #[test]
+    fn missing_backend_service_is_a_500_for_its_share() {
+        let yaml = include_str!("../../../examples/demo.yaml").replace(
+            "- name: reviews-v2\n          port: 9080",
+            "- name: reviews-v9\n          port: 9080",
+        );
+        let s2 = mesh_config::compile(vec![("demo.yaml".into(), yaml)])
+            .expect("compiles with a warning");
+        assert!(!s2.warnings().is_empty(), "a missing backend is a warning");
+        let missing =
+            run(&s2, "bookinfo-productpage", "127.0.100.12:9080", "GET", 95).expect_err("500");
+        assert_eq!(missing.status, 500);
+        assert!(run(&s2, "bookinfo-productpage", "127.0.100.12:9080", "GET", 0).is_ok());
+    }
+}

@@ -1,0 +1,165 @@
+//! Istio-compatible request metrics (`reporter="waypoint"`) on an explicit registry.
+
+use mesh_core::ResponseFlag;
+use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry};
+
+use crate::request::RequestCtx;
+
+const LABELS: &[&str] = &[
+    "reporter",
+    "source_workload",
+    "source_workload_namespace",
+    "source_principal",
+    "source_canonical_service",
+    "source_canonical_revision",
+    "destination_workload",
+    "destination_workload_namespace",
+    "destination_principal",
+    "destination_service",
+    "destination_service_name",
+    "destination_service_namespace",
+    "destination_canonical_service",
+    "destination_canonical_revision",
+    "request_protocol",
+    "response_code",
+    "response_flags",
+    "connection_security_policy",
+];
+
+/// Label values for one request, borrowed from the request's context (nothing is copied);
+/// `unknown` where a value is not known.
+#[derive(Clone, Debug)]
+pub struct RequestLabels<'a> {
+    pub source_workload: &'a str,
+    pub source_workload_namespace: &'a str,
+    pub source_principal: &'a str,
+    pub source_canonical_service: &'a str,
+    pub source_canonical_revision: &'a str,
+    pub destination_workload: &'a str,
+    pub destination_workload_namespace: &'a str,
+    pub destination_principal: &'a str,
+    pub destination_service: &'a str,
+    pub destination_service_name: &'a str,
+    pub destination_service_namespace: &'a str,
+    pub destination_canonical_service: &'a str,
+    pub destination_canonical_revision: &'a str,
+    pub request_protocol: &'static str,
+    pub response_code: u16,
+    pub response_flags: ResponseFlag,
+}
+
+const UNKNOWN: &str = "unknown";
+
+impl Default for RequestLabels<'_> {
+    fn default() -> Self {
+        RequestLabels {
+            source_workload: UNKNOWN,
+            source_workload_namespace: UNKNOWN,
+            source_principal: UNKNOWN,
+            source_canonical_service: UNKNOWN,
+            source_canonical_revision: UNKNOWN,
+            destination_workload: UNKNOWN,
+            destination_workload_namespace: UNKNOWN,
+            destination_principal: UNKNOWN,
+            destination_service: UNKNOWN,
+            destination_service_name: UNKNOWN,
+            destination_service_namespace: UNKNOWN,
+            destination_canonical_service: UNKNOWN,
+            destination_canonical_revision: UNKNOWN,
+            request_protocol: "http",
+            response_code: 0,
+            response_flags: ResponseFlag::None,
+        }
+    }
+}
+
+impl<'a> RequestLabels<'a> {
+    /// The labels of the request `ctx` describes, answered with `code`.
+    pub fn of(ctx: &'a RequestCtx, code: u16, http2: bool) -> Self {
+        let mut labels = RequestLabels {
+            response_code: code,
+            response_flags: ctx.flag,
+            request_protocol: if http2 { "grpc_or_http2" } else { "http" },
+            ..RequestLabels::default()
+        };
+        if let Some(tunnel) = &ctx.tunnel {
+            labels.source_principal = &tunnel.peer_uri;
+            labels.source_workload_namespace = &tunnel.peer_identity.namespace;
+            if let Some(source) = ctx.snapshot.workload_by_ip(tunnel.client_addr().ip()) {
+                labels.source_workload = &source.name;
+                labels.source_workload_namespace = &source.namespace;
+                labels.source_canonical_service = &source.canonical_service;
+                labels.source_canonical_revision = &source.canonical_revision;
+            }
+        }
+        if let Some(plan) = &ctx.plan {
+            let w = &plan.endpoint.workload;
+            labels.destination_workload = &w.name;
+            labels.destination_workload_namespace = &w.namespace;
+            labels.destination_principal = &plan.target.identity_uri;
+            labels.destination_canonical_service = &w.canonical_service;
+            labels.destination_canonical_revision = &w.canonical_revision;
+            if let Some(service) = plan.destination.service() {
+                labels.destination_service = &service.hostname;
+                labels.destination_service_name = &service.name;
+                labels.destination_service_namespace = &service.namespace;
+            }
+        }
+        labels
+    }
+}
+
+#[derive(Clone)]
+pub struct Metrics {
+    requests: IntCounterVec,
+    duration: HistogramVec,
+}
+
+impl Metrics {
+    pub fn new(registry: &Registry) -> Result<Self, prometheus::Error> {
+        let requests = IntCounterVec::new(
+            Opts::new("istio_requests_total", "Requests handled by the waypoint"),
+            LABELS,
+        )?;
+        let duration = HistogramVec::new(
+            HistogramOpts::new("istio_request_duration_milliseconds", "Request duration").buckets(
+                vec![
+                    0.5, 1.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0,
+                    10000.0, 30000.0, 60000.0, 300000.0, 600000.0, 1800000.0, 3600000.0,
+                ],
+            ),
+            LABELS,
+        )?;
+        registry.register(Box::new(requests.clone()))?;
+        registry.register(Box::new(duration.clone()))?;
+        Ok(Metrics { requests, duration })
+    }
+
+    pub fn record(&self, l: &RequestLabels<'_>, duration_ms: f64) {
+        let code = l.response_code.to_string();
+        let values = [
+            "waypoint",
+            l.source_workload,
+            l.source_workload_namespace,
+            l.source_principal,
+            l.source_canonical_service,
+            l.source_canonical_revision,
+            l.destination_workload,
+            l.destination_workload_namespace,
+            l.destination_principal,
+            l.destination_service,
+            l.destination_service_name,
+            l.destination_service_namespace,
+            l.destination_canonical_service,
+            l.destination_canonical_revision,
+            l.request_protocol,
+            &code,
+            l.response_flags.as_str(),
+            "mutual_tls",
+        ];
+        self.requests.with_label_values(&values).inc();
+        self.duration
+            .with_label_values(&values)
+            .observe(duration_ms);
+    }
+}

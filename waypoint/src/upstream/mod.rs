@@ -1,0 +1,13 @@
+//! The upstream half: from "this endpoint was chosen" to bytes on an HBONE stream.
+//!
+//! - [`peer`]: the Pingora peer for an endpoint (a CONNECT-proxy peer whose next hop is the
+//!   in-process egress), with the pool separation and timeouts that go with it.
+//! - [`egress`]: the Unix-socket egress that turns each Pingora CONNECT into an HBONE stream.
+//!
+//! Load balancing, retries, budgets and outlier detection land here.
+
+pub mod egress;
+pub mod peer;
+
+pub use egress::{Egress, EgressTarget};
+pub use peer::{UpstreamProtocol, http_peer};
