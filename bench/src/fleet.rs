@@ -164,6 +164,10 @@ impl Fleet {
     }
 
     /// Asks every process to exit, waits up to 3 s, kills the rest, and reaps them all.
+    #[allow(
+        clippy::disallowed_methods,
+        reason = "synchronous by design: also runs from Drop, outside any runtime"
+    )]
     pub fn stop(&mut self) {
         for managed in &mut self.children {
             if matches!(managed.child.try_wait(), Ok(None)) {
@@ -204,6 +208,10 @@ mod tests {
     use super::*;
 
     #[test]
+    #[allow(
+        clippy::disallowed_methods,
+        reason = "a synchronous test polls a child process"
+    )]
     fn stop_ends_started_processes_and_check_alive_reports_exits() {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut fleet = Fleet::new(dir.path());

@@ -2,19 +2,14 @@
 //! Istio's decision order, peer matching, port matching and `when` values. Pure functions; each
 //! proxy decides which attributes it can see and how a whole rule matches.
 
+use std::borrow::Cow;
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use crate::policy::{Action, AuthorizationPolicy, Condition, Operation, Rule, Source, StringMatch};
-
-/// `when` keys that an L4 proxy can evaluate.
-pub const L4_CONDITION_KEYS: &[&str] = &[
-    "source.ip",
-    "source.namespace",
-    "source.principal",
-    "destination.ip",
-    "destination.port",
-];
+use crate::policy::{
+    Action, AuthorizationPolicy, Condition, ConditionKey, ConditionValues, Operation, Rule, Source,
+    StringMatch,
+};
 
 /// The outcome of evaluating policies.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -33,11 +28,38 @@ pub struct Peer<'a> {
     pub ip: IpAddr,
 }
 
-impl Peer<'_> {
+impl<'a> Peer<'a> {
     /// `<namespace>/<service account>` as `serviceAccounts` entries name it.
     fn service_account(&self) -> Option<String> {
         let (_, sa) = self.principal?.rsplit_once("/sa/")?;
         Some(format!("{}/{sa}", self.namespace?))
+    }
+
+    /// The value of a `source.*` condition key, `None` for other keys.
+    pub fn condition_value(&self, key: &ConditionKey) -> Option<Value<'a>> {
+        match key {
+            ConditionKey::SourceIp => Some(Value::Ip(self.ip)),
+            ConditionKey::SourceNamespace => self.namespace.map(Value::from),
+            ConditionKey::SourcePrincipal => self.principal.map(Value::from),
+            ConditionKey::SourceServiceAccount => {
+                self.service_account().map(|sa| Value::Str(Cow::Owned(sa)))
+            }
+            _ => None,
+        }
+    }
+}
+
+/// The value an attribute has for one request or connection, typed like condition values.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Value<'a> {
+    Ip(IpAddr),
+    Port(u16),
+    Str(Cow<'a, str>),
+}
+
+impl<'a> From<&'a str> for Value<'a> {
+    fn from(s: &'a str) -> Self {
+        Value::Str(Cow::Borrowed(s))
     }
 }
 
@@ -133,25 +155,27 @@ impl Operation {
     }
 }
 
+impl ConditionValues {
+    /// Whether `value` is one of these (an address within one of the networks).
+    fn contain(&self, value: &Value<'_>) -> bool {
+        match (self, value) {
+            (Self::Ips(nets), Value::Ip(ip)) => in_blocks(nets, *ip),
+            (Self::Ports(ports), Value::Port(port)) => ports.contains(port),
+            (Self::Strings(list), Value::Str(s)) => list.iter().any(|m| m.matches(s)),
+            _ => false,
+        }
+    }
+}
+
 impl Condition {
-    /// Whether `value` (None = absent) satisfies `values`/`notValues`. For IP-valued keys an
-    /// entry may be a CIDR.
-    pub fn matches_value(&self, value: Option<&str>) -> bool {
-        let ip: Option<IpAddr> = value.and_then(|v| v.parse().ok());
-        let hit = |list: &[StringMatch]| {
-            value.is_some_and(|v| list.iter().any(|m| m.matches(v)))
-                || list.iter().any(|m| match (m, ip) {
-                    (StringMatch::Exact(cidr), Some(ip)) => {
-                        cidr.parse::<ipnet::IpNet>().is_ok_and(|n| n.contains(&ip))
-                    }
-                    _ => false,
-                })
-        };
-        (self.values.is_empty() || hit(&self.values)) && !hit(&self.not_values)
+    /// Whether `value` (None = absent) satisfies `values`/`notValues`.
+    pub fn matches(&self, value: Option<&Value<'_>>) -> bool {
+        (self.values.is_empty() || value.is_some_and(|v| self.values.contain(v)))
+            && !value.is_some_and(|v| self.not_values.contain(v))
     }
 
     pub fn is_l4(&self) -> bool {
-        L4_CONDITION_KEYS.contains(&self.key.as_str())
+        self.key.is_l4()
     }
 }
 
@@ -199,15 +223,42 @@ mod tests {
     #[test]
     fn conditions_with_cidrs_and_negation() {
         let c = Condition {
-            key: "source.ip".into(),
-            values: vec![StringMatch::parse("127.0.0.0/8")],
-            not_values: vec![StringMatch::parse("127.0.0.9")],
+            key: ConditionKey::SourceIp,
+            values: ConditionValues::Ips(vec!["127.0.0.0/8".parse().expect("cidr")]),
+            not_values: ConditionValues::Ips(vec!["127.0.0.9/32".parse().expect("cidr")]),
         };
-        assert!(c.matches_value(Some("127.0.1.1")));
-        assert!(!c.matches_value(Some("127.0.0.9")));
-        assert!(!c.matches_value(Some("10.0.0.1")));
-        assert!(!c.matches_value(None));
+        let ip = |s: &str| Value::Ip(s.parse().expect("ip"));
+        assert!(c.matches(Some(&ip("127.0.1.1"))));
+        assert!(!c.matches(Some(&ip("127.0.0.9"))));
+        assert!(!c.matches(Some(&ip("10.0.0.1"))));
+        assert!(!c.matches(None));
+        assert!(
+            !c.matches(Some(&Value::from("127.0.1.1"))),
+            "typed, not text"
+        );
         assert!(c.is_l4());
+    }
+
+    #[test]
+    fn ports_strings_and_source_keys() {
+        let port = Condition {
+            key: ConditionKey::DestinationPort,
+            values: ConditionValues::Ports(vec![9080]),
+            not_values: ConditionValues::Ports(Vec::new()),
+        };
+        assert!(port.matches(Some(&Value::Port(9080))));
+        assert!(!port.matches(Some(&Value::Port(80))));
+        let p = peer("cluster.local/ns/default/sa/sleep");
+        let sa = p.condition_value(&ConditionKey::SourceServiceAccount);
+        assert_eq!(sa, Some(Value::from("default/sleep")));
+        let ns = Condition {
+            key: ConditionKey::SourceNamespace,
+            values: ConditionValues::Strings(Vec::new()),
+            not_values: ConditionValues::Strings(vec![StringMatch::parse("kube-*")]),
+        };
+        let value = p.condition_value(&ns.key);
+        assert!(ns.matches(value.as_ref()));
+        assert_eq!(p.condition_value(&ConditionKey::DestinationPort), None);
     }
 
     #[test]

@@ -1,20 +1,85 @@
 //! Configuration errors: one problem each, always naming the file, the object and the field.
 
 use std::fmt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 /// One problem found in the manifests (also used for warnings kept on the snapshot).
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("{}: {object}: {field}: {message}", file.display())]
+#[error("{location}: {object}: {field}: {message}")]
 pub struct ConfigError {
-    /// The manifest file the object came from.
-    pub file: PathBuf,
+    /// Where the object was read.
+    pub location: Location,
     /// The object, e.g. `HTTPRoute default/reviews`.
     pub object: String,
     /// The field path inside the object, e.g. `spec.rules[0].matches[1].path.value`.
     pub field: String,
     /// What is wrong.
     pub message: String,
+    /// The kind of problem, as a controller reports it on the object's status.
+    pub reason: Reason,
+}
+
+/// Where an object was read: a manifest file, or the Kubernetes API.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Location {
+    /// A file; documents are counted from 1.
+    File { path: PathBuf },
+    /// An object of the Kubernetes API.
+    Kube {
+        uid: String,
+        resource_version: String,
+    },
+}
+
+impl Location {
+    pub fn file(path: impl Into<PathBuf>) -> Self {
+        Location::File { path: path.into() }
+    }
+}
+
+impl fmt::Display for Location {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Location::File { path } => write!(f, "{}", path.display()),
+            Location::Kube {
+                uid,
+                resource_version,
+            } => write!(f, "kubernetes uid={uid} resourceVersion={resource_version}"),
+        }
+    }
+}
+
+/// Why an object, or part of it, is not accepted: what a controller writes into the object's
+/// `status.conditions` (Gateway API's condition types and reasons where it has them).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Reason {
+    /// The object or a field cannot be read or is out of range.
+    #[default]
+    Invalid,
+    /// A value is valid Kubernetes but not supported here (a filter type, a field).
+    UnsupportedValue,
+    /// A parentRef names nothing this mesh can attach to.
+    NoMatchingParent,
+    /// The parent does not admit routes from the route's namespace.
+    NotAllowedByListeners,
+    /// A reference names a kind that cannot be referenced there.
+    InvalidKind,
+    /// A backendRef names a Service that does not exist.
+    BackendNotFound,
+}
+
+impl Reason {
+    /// The `(type, reason)` of the `status: "False"` condition this problem sets.
+    pub fn condition(self) -> (&'static str, &'static str) {
+        match self {
+            Reason::Invalid => ("Accepted", "Invalid"),
+            Reason::UnsupportedValue => ("Accepted", "UnsupportedValue"),
+            Reason::NoMatchingParent => ("Accepted", "NoMatchingParent"),
+            Reason::NotAllowedByListeners => ("Accepted", "NotAllowedByListeners"),
+            Reason::InvalidKind => ("ResolvedRefs", "InvalidKind"),
+            Reason::BackendNotFound => ("ResolvedRefs", "BackendNotFound"),
+        }
+    }
 }
 
 /// Every error found in one load; returned when there is at least one.
@@ -55,24 +120,34 @@ impl std::error::Error for ConfigErrors {}
 /// Where an object came from: builds errors that name it.
 #[derive(Clone, Debug)]
 pub(crate) struct Origin {
-    pub file: PathBuf,
+    pub location: Location,
     pub object: String,
 }
 
 impl Origin {
-    pub fn new(file: &Path, object: impl Into<String>) -> Self {
+    pub fn new(location: Location, object: impl Into<String>) -> Self {
         Self {
-            file: file.to_path_buf(),
+            location,
             object: object.into(),
         }
     }
 
     pub fn err(&self, field: impl Into<String>, message: impl Into<String>) -> ConfigError {
+        self.err_because(Reason::Invalid, field, message)
+    }
+
+    pub fn err_because(
+        &self,
+        reason: Reason,
+        field: impl Into<String>,
+        message: impl Into<String>,
+    ) -> ConfigError {
         ConfigError {
-            file: self.file.clone(),
+            location: self.location.clone(),
             object: self.object.clone(),
             field: field.into(),
             message: one_line(&message.into()),
+            reason,
         }
     }
 }
@@ -105,5 +180,26 @@ impl Diagnostics {
 
     pub fn warn(&mut self, origin: &Origin, field: impl Into<String>, message: impl Into<String>) {
         self.warnings.push(origin.err(field, message));
+    }
+
+    pub fn error_because(
+        &mut self,
+        reason: Reason,
+        origin: &Origin,
+        field: impl Into<String>,
+        message: impl Into<String>,
+    ) {
+        self.errors.push(origin.err_because(reason, field, message));
+    }
+
+    pub fn warn_because(
+        &mut self,
+        reason: Reason,
+        origin: &Origin,
+        field: impl Into<String>,
+        message: impl Into<String>,
+    ) {
+        self.warnings
+            .push(origin.err_because(reason, field, message));
     }
 }

@@ -7,6 +7,7 @@ pub mod authz;
 mod compile;
 pub mod destination;
 mod error;
+pub mod fixtures;
 mod manifest;
 mod model;
 pub mod policy;
@@ -25,14 +26,15 @@ pub use compile::waypoints::WAYPOINT_CLASSES;
 pub use compile::workloads::identity;
 pub use compile::{compile, load_path, read_path};
 pub use destination::{Destination, pick, split_authority};
-pub use error::{ConfigError, ConfigErrors};
+pub use error::{ConfigError, ConfigErrors, Location, Reason};
+pub use manifest::Resources;
 pub use model::{
     ContainerPort, Endpoint, Node, ObjectRef, Service, ServicePort, TargetPort, Waypoint,
     WaypointFor, Workload,
 };
 pub use policy::{
-    Action, AuthorizationPolicy, Condition, Operation, PolicyScope, PolicyTargetRef, Rule, Source,
-    StringMatch,
+    Action, AuthorizationPolicy, Condition, ConditionKey, ConditionValues, Operation, PolicyScope,
+    PolicyTargetRef, Rule, Source, StringMatch, ValueKind,
 };
 pub use route::{
     HeaderMatch, HeaderModifier, MatchRank, PathMatch, QueryMatch, RouteBackend, RouteFilter,

@@ -143,12 +143,110 @@ pub struct Operation {
     pub not_ports: Vec<u16>,
 }
 
-/// `when[]`.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+/// `when[]`, with its key and values parsed once, when compiled.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Condition {
-    pub key: String,
-    pub values: Vec<StringMatch>,
-    pub not_values: Vec<StringMatch>,
+    pub key: ConditionKey,
+    pub values: ConditionValues,
+    pub not_values: ConditionValues,
+}
+
+/// A `when` key Istio documents.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ConditionKey {
+    SourceIp,
+    RemoteIp,
+    SourceNamespace,
+    SourcePrincipal,
+    SourceServiceAccount,
+    DestinationIp,
+    DestinationPort,
+    ConnectionSni,
+    /// `request.headers[<name>]`.
+    RequestHeader(http::HeaderName),
+    RequestAuthPrincipal,
+    RequestAuthAudiences,
+    RequestAuthPresenter,
+    /// `request.auth.claims[<claim>]` (nested claims as `[a][b]`, kept as written inside).
+    RequestAuthClaim(String),
+}
+
+impl ConditionKey {
+    /// Parses a key as written in a policy; `None` for a key Istio does not document.
+    pub fn parse(key: &str) -> Option<Self> {
+        let bracketed = |prefix: &str| key.strip_prefix(prefix)?.strip_suffix(']');
+        if let Some(name) = bracketed("request.headers[") {
+            return http::HeaderName::from_bytes(name.as_bytes())
+                .ok()
+                .map(Self::RequestHeader);
+        }
+        if let Some(claim) = bracketed("request.auth.claims[").filter(|c| !c.is_empty()) {
+            return Some(Self::RequestAuthClaim(claim.to_string()));
+        }
+        Some(match key {
+            "source.ip" => Self::SourceIp,
+            "remote.ip" => Self::RemoteIp,
+            "source.namespace" => Self::SourceNamespace,
+            "source.principal" => Self::SourcePrincipal,
+            "source.serviceAccount" => Self::SourceServiceAccount,
+            "destination.ip" => Self::DestinationIp,
+            "destination.port" => Self::DestinationPort,
+            "connection.sni" => Self::ConnectionSni,
+            "request.auth.principal" => Self::RequestAuthPrincipal,
+            "request.auth.audiences" => Self::RequestAuthAudiences,
+            "request.auth.presenter" => Self::RequestAuthPresenter,
+            _ => return None,
+        })
+    }
+
+    /// Whether an L4 proxy (no HTTP, no SNI) can evaluate the key.
+    pub fn is_l4(&self) -> bool {
+        matches!(
+            self,
+            Self::SourceIp
+                | Self::SourceNamespace
+                | Self::SourcePrincipal
+                | Self::SourceServiceAccount
+                | Self::DestinationIp
+                | Self::DestinationPort
+        )
+    }
+
+    /// What the key's values are: addresses, ports or strings.
+    pub fn value_kind(&self) -> ValueKind {
+        match self {
+            Self::SourceIp | Self::RemoteIp | Self::DestinationIp => ValueKind::Ip,
+            Self::DestinationPort => ValueKind::Port,
+            _ => ValueKind::String,
+        }
+    }
+}
+
+/// The kind of value a condition key has.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ValueKind {
+    Ip,
+    Port,
+    String,
+}
+
+/// `values` or `notValues` of a condition, typed by its key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ConditionValues {
+    /// Addresses or CIDRs (a bare address is a single-host network).
+    Ips(Vec<ipnet::IpNet>),
+    Ports(Vec<u16>),
+    Strings(Vec<StringMatch>),
+}
+
+impl ConditionValues {
+    pub fn is_empty(&self) -> bool {
+        match self {
+            Self::Ips(v) => v.is_empty(),
+            Self::Ports(v) => v.is_empty(),
+            Self::Strings(v) => v.is_empty(),
+        }
+    }
 }
 
 #[cfg(test)]

@@ -66,16 +66,6 @@ impl FileSource {
 
     /// Watches until `shutdown` is cancelled. Each burst of changes is recompiled on the
     /// blocking pool; success swaps the snapshot, failure is recorded and the old one kept.
-    pub async fn run(self, shutdown: CancellationToken) {
-        let (tx, rx) = mpsc::unbounded_channel();
-        match start_watcher(&self.path, tx) {
-            Ok(watcher) => self.watch(watcher, rx, shutdown).await,
-            Err(e) => {
-                tracing::error!(path = %self.path.display(), error = %e, "cannot watch config")
-            }
-        }
-    }
-
     async fn watch(
         mut self,
         _watcher: Box<dyn Watcher + Send>,

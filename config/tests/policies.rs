@@ -3,7 +3,7 @@
 mod common;
 
 use common::*;
-use mesh_config::{Action, ObjectRef, PolicyScope, StringMatch};
+use mesh_config::{Action, ConditionKey, ConditionValues, ObjectRef, PolicyScope, StringMatch};
 use serde_json::json;
 
 fn names(list: &[std::sync::Arc<mesh_config::AuthorizationPolicy>]) -> Vec<String> {
@@ -248,8 +248,14 @@ fn ports_and_cidrs_compile() {
     );
     assert_eq!(rule.to[0].ports, vec![9080, 8080]);
     assert_eq!(rule.to[0].paths, vec![StringMatch::Prefix("/api/".into())]);
+    assert_eq!(rule.when[0].key, ConditionKey::DestinationPort);
+    assert_eq!(rule.when[0].values, ConditionValues::Ports(vec![9080]));
+    assert_eq!(
+        rule.when[1].key,
+        ConditionKey::RequestHeader(http::HeaderName::from_static("x-user"))
+    );
     assert_eq!(
         rule.when[1].not_values,
-        vec![StringMatch::Exact("bob".into())]
+        ConditionValues::Strings(vec![StringMatch::Exact("bob".into())])
     );
 }

@@ -81,7 +81,7 @@ fn start(path: &Path) -> (Arc<Store>, CancellationToken, tokio::task::JoinHandle
     let token = CancellationToken::new();
     let source = FileSource::new(path.to_path_buf(), Arc::clone(&store))
         .with_debounce(Duration::from_millis(50));
-    let task = tokio::spawn(source.run(token.clone()));
+    let task = source.spawn(token.clone()).expect("watching");
     (store, token, task)
 }
 

@@ -444,10 +444,11 @@ fn missing_references_are_warnings_not_errors() {
 #[test]
 fn error_display_format() {
     let e = mesh_config::ConfigError {
-        file: PathBuf::from("f.yaml"),
+        location: mesh_config::Location::file("f.yaml"),
         object: "HTTPRoute default/reviews".into(),
         field: "spec.rules[0].matches[1].path.value".into(),
         message: "bad".into(),
+        reason: mesh_config::Reason::Invalid,
     };
     assert_eq!(
         e.to_string(),
@@ -455,4 +456,80 @@ fn error_display_format() {
     );
     let all = mesh_config::ConfigErrors(vec![e.clone(), e]);
     assert_eq!(all.to_string().lines().count(), 2);
+}
+
+#[test]
+fn objects_from_the_kubernetes_api_are_named_by_uid() {
+    let mut resources = mesh_config::Resources::default();
+    for (i, obj) in nodes().into_iter().enumerate() {
+        let location = mesh_config::Location::Kube {
+            uid: format!("node-{i}"),
+            resource_version: "1".into(),
+        };
+        resources.add_object(location, obj);
+    }
+    let mut svc = service("default", "svc", "not-an-ip", json!({"app": "a"}));
+    svc["metadata"]["uid"] = json!("u-1");
+    let location = mesh_config::Location::Kube {
+        uid: "u-1".into(),
+        resource_version: "42".into(),
+    };
+    resources.add_object(location, svc);
+    let errors = resources.compile().expect_err("invalid clusterIP");
+    assert_eq!(errors.len(), 1, "{errors}");
+    assert_error(
+        &errors,
+        &[
+            "kubernetes uid=u-1 resourceVersion=42",
+            "Service default/svc",
+            "spec.clusterIP",
+        ],
+    );
+}
+
+#[test]
+fn problems_carry_the_status_condition_a_controller_would_write() {
+    let parent = json!([{"group": "", "kind": "Service", "name": "svc"},
+                        {"group": "", "kind": "Service", "name": "nowhere"}]);
+    let rules =
+        json!([{"backendRefs": [{"name": "svc", "port": 80}, {"name": "gone", "port": 80}]}]);
+    let mut objs = nodes();
+    objs.push(service(
+        "default",
+        "svc",
+        "127.0.100.1",
+        json!({"app": "a"}),
+    ));
+    objs.push(http_route("default", "r", parent, rules));
+    let snap = must_compile(&objs);
+    let reasons: Vec<_> = snap
+        .warnings()
+        .iter()
+        .map(|w| (w.field.as_str(), w.reason.condition()))
+        .collect();
+    assert!(
+        reasons.contains(&(
+            "spec.rules[0].backendRefs[1].name",
+            ("ResolvedRefs", "BackendNotFound")
+        )),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons.contains(&("spec.parentRefs[1].name", ("Accepted", "NoMatchingParent"))),
+        "{reasons:?}"
+    );
+    let bad = json!([{"filters": [{"type": "URLRewrite", "urlRewrite": {"hostname": "x"}}],
+                      "backendRefs": [{"name": "svc", "port": 80}]}]);
+    let parent = json!([{"group": "", "kind": "Service", "name": "svc"}]);
+    let mut objs = nodes();
+    objs.push(service(
+        "default",
+        "svc",
+        "127.0.100.1",
+        json!({"app": "a"}),
+    ));
+    objs.push(http_route("default", "r", parent, bad));
+    let errors = must_fail(&objs);
+    let reason = errors.iter().next().map(|e| e.reason.condition());
+    assert_eq!(reason, Some(("Accepted", "UnsupportedValue")));
 }

@@ -13,6 +13,10 @@ use mesh_hbone::{
 use rustls_pki_types::{CertificateDer, ServerName};
 
 #[test]
+#[allow(
+    clippy::disallowed_methods,
+    reason = "a synchronous test waits out a lifetime"
+)]
 fn local_ca_rotates_after_half_the_lifetime() {
     let ca = LocalCa::with_lifetime(TD, Duration::from_secs(2)).expect("ca");
     let id = server_id();

@@ -6,8 +6,8 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 pub use mesh_config::authz::Decision;
-use mesh_config::authz::{Peer, any_of, decide, none_of};
-use mesh_config::{AuthorizationPolicy, Operation, Rule, StringMatch};
+use mesh_config::authz::{Peer, Value, any_of, decide, none_of};
+use mesh_config::{AuthorizationPolicy, ConditionKey, Operation, Rule, StringMatch};
 
 use crate::request::attrs::RequestAttrs;
 
@@ -41,10 +41,7 @@ fn rule_matches(rule: &Rule, a: &RequestAttributes<'_>) -> bool {
             .iter()
             .any(|s| s.matches_peer(&peer) && s.matches_request(a.request_principal, a.source_ip)))
         && (rule.to.is_empty() || rule.to.iter().any(|o| operation_matches(o, a)))
-        && rule
-            .when
-            .iter()
-            .all(|c| c.matches_value(condition_value(&c.key, a).as_deref()))
+        && (rule.when.iter()).all(|c| c.matches(condition_value(&c.key, &peer, a).as_ref()))
 }
 
 /// Hosts compare case-insensitively, with or without the port.
@@ -65,26 +62,26 @@ fn operation_matches(o: &Operation, a: &RequestAttributes<'_>) -> bool {
         && o.matches_port(a.destination_port)
 }
 
-fn condition_value(key: &str, a: &RequestAttributes<'_>) -> Option<String> {
-    if let Some(name) = key
-        .strip_prefix("request.headers[")
-        .and_then(|k| k.strip_suffix(']'))
-    {
-        return a
-            .request
-            .headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
-    }
+fn condition_value<'a>(
+    key: &ConditionKey,
+    peer: &Peer<'a>,
+    a: &RequestAttributes<'a>,
+) -> Option<Value<'a>> {
     match key {
-        "source.ip" | "remote.ip" => Some(a.source_ip.to_string()),
-        "source.namespace" => a.namespace.map(str::to_owned),
-        "source.principal" => a.principal.map(str::to_owned),
-        "destination.ip" => a.destination_ip.map(|ip| ip.to_string()),
-        "destination.port" => Some(a.destination_port.to_string()),
-        "request.auth.principal" => a.request_principal.map(str::to_owned),
-        _ => None,
+        ConditionKey::RequestHeader(name) => (a.request.headers.get(name))
+            .and_then(|v| v.to_str().ok())
+            .map(Value::from),
+        ConditionKey::RemoteIp => Some(Value::Ip(a.source_ip)),
+        ConditionKey::DestinationIp => a.destination_ip.map(Value::Ip),
+        ConditionKey::DestinationPort => Some(Value::Port(a.destination_port)),
+        ConditionKey::RequestAuthPrincipal => a.request_principal.map(Value::from),
+        // Present only with a validated JWT (none until RequestAuthentication lands) or a
+        // TLS-terminating listener (a waypoint has none): absent, so `values` never match.
+        ConditionKey::RequestAuthAudiences
+        | ConditionKey::RequestAuthPresenter
+        | ConditionKey::RequestAuthClaim(_)
+        | ConditionKey::ConnectionSni => None,
+        _ => peer.condition_value(key),
     }
 }
 
@@ -92,7 +89,7 @@ fn condition_value(key: &str, a: &RequestAttributes<'_>) -> Option<String> {
 mod tests {
     use super::*;
     use http::HeaderMap;
-    use mesh_config::{Action, Condition, PolicyScope, Source};
+    use mesh_config::{Action, Condition, ConditionValues, PolicyScope, Source};
 
     fn policy(action: Action, rules: Vec<Rule>) -> Arc<AuthorizationPolicy> {
         Arc::new(AuthorizationPolicy {
@@ -195,13 +192,20 @@ mod tests {
     fn when_conditions_read_headers_and_ips() {
         let mut h = HeaderMap::new();
         h.insert("x-token", http::HeaderValue::from_static("admin"));
-        let rule = |key: &str, value: &str| Rule {
-            when: vec![Condition {
-                key: key.into(),
-                values: vec![StringMatch::parse(value)],
-                not_values: Vec::new(),
-            }],
-            ..Rule::default()
+        let rule = |key: &str, value: &str| {
+            let key = ConditionKey::parse(key).expect("known key");
+            let values = match key {
+                ConditionKey::SourceIp => ConditionValues::Ips(vec![value.parse().expect("cidr")]),
+                _ => ConditionValues::Strings(vec![StringMatch::parse(value)]),
+            };
+            Rule {
+                when: vec![Condition {
+                    key,
+                    values,
+                    not_values: ConditionValues::Strings(Vec::new()),
+                }],
+                ..Rule::default()
+            }
         };
         let ps = [policy(
             Action::Allow,

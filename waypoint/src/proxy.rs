@@ -17,6 +17,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use mesh_config::{ObjectRef, Store};
+use pingora_core::protocols::http::HttpTask;
 use pingora_core::upstreams::peer::HttpPeer;
 use pingora_error::{Error, ErrorType, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
@@ -164,15 +165,20 @@ fn upstream_message(e: &Error) -> String {
 
 /// Sends a local reply, shaped for the caller. Unlike Pingora's `respond_error`, the
 /// downstream connection stays alive (as with Envoy's local replies, e.g. an RBAC 403).
+/// Written as tasks so the end of stream travels with the last one: a bodiless reply to an
+/// HTTP/2 caller is a single HEADERS frame with END_STREAM (gRPC's trailers-only response),
+/// and no stream is left open for Pingora to reset when it drops it.
 async fn respond(session: &mut Session, ctx: &mut RequestCtx, reply: &LocalReply) -> Result<()> {
     ctx.flag = reply.flag;
     let rendered = reply::render(reply, ctx.caller)?;
-    let end = rendered.body.is_none();
-    session
-        .write_response_header(Box::new(rendered.header), end)
-        .await?;
-    if let Some(body) = rendered.body {
-        session.write_response_body(Some(body), true).await?;
-    }
+    let header = Box::new(rendered.header);
+    let tasks = match rendered.body {
+        Some(body) => vec![
+            HttpTask::Header(header, false),
+            HttpTask::Body(Some(body), true),
+        ],
+        None => vec![HttpTask::Header(header, true)],
+    };
+    session.write_response_tasks(tasks).await?;
     Ok(())
 }

@@ -4,9 +4,9 @@
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use mesh_config::AuthorizationPolicy;
 pub use mesh_config::authz::Decision;
-use mesh_config::authz::{Peer, decide};
+use mesh_config::authz::{Peer, Value, decide};
+use mesh_config::{AuthorizationPolicy, ConditionKey};
 
 /// What L4 policy can see of a connection.
 #[derive(Clone, Copy, Debug)]
@@ -19,15 +19,12 @@ pub struct ConnectionAttributes<'a> {
     pub destination_port: u16,
 }
 
-impl ConnectionAttributes<'_> {
-    fn condition_value(&self, key: &str) -> Option<String> {
+impl<'a> ConnectionAttributes<'a> {
+    fn condition_value(&self, peer: &Peer<'a>, key: &ConditionKey) -> Option<Value<'a>> {
         match key {
-            "source.ip" => Some(self.source_ip.to_string()),
-            "source.namespace" => self.namespace.map(str::to_owned),
-            "source.principal" => self.principal.map(str::to_owned),
-            "destination.ip" => Some(self.destination_ip.to_string()),
-            "destination.port" => Some(self.destination_port.to_string()),
-            _ => None,
+            ConditionKey::DestinationIp => Some(Value::Ip(self.destination_ip)),
+            ConditionKey::DestinationPort => Some(Value::Port(self.destination_port)),
+            _ => peer.condition_value(key),
         }
     }
 }
@@ -50,7 +47,7 @@ pub fn evaluate(policies: &[Arc<AuthorizationPolicy>], a: &ConnectionAttributes<
                 .when
                 .iter()
                 .filter(|c| c.is_l4())
-                .all(|c| c.matches_value(a.condition_value(&c.key).as_deref()))
+                .all(|c| c.matches(a.condition_value(&peer, &c.key).as_ref()))
     })
 }
 

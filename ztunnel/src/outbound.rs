@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use http::{HeaderMap, HeaderValue};
-use mesh_config::{Service, Snapshot, Waypoint, Workload};
+use mesh_config::{Destination, Service, Snapshot, Waypoint, Workload, pick};
 use mesh_core::ports::HBONE as HBONE_PORT;
 use mesh_hbone::{ConnectRequest, HboneError, HboneStream, Identity, Pool, PoolKey};
 
@@ -27,8 +27,6 @@ pub struct HbonePlan {
     pub via_waypoint: bool,
     /// The Service that was addressed, if any (for `forwarded host=` and metrics).
     pub service: Option<Arc<Service>>,
-    /// The destination workload when known (direct traffic).
-    pub workload: Option<Arc<Workload>>,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -50,21 +48,21 @@ pub fn plan_outbound(
     target: &Target,
     roll: u64,
 ) -> Result<OutboundPlan, OutboundError> {
-    match target {
-        Target::Host(host, port) => {
-            let service = snapshot
-                .service_by_host(host)
-                .ok_or_else(|| OutboundError::UnknownHost(host.clone()))?;
+    let destination = match target {
+        Target::Host(host, port) => snapshot
+            .destination(host, *port)
+            .ok_or_else(|| OutboundError::UnknownHost(host.clone()))?,
+        Target::Addr(addr) => match snapshot.destination_by_ip(addr.ip(), addr.port()) {
+            Some(destination) => destination,
+            None => return Ok(OutboundPlan::Passthrough(*addr)),
+        },
+    };
+    match &destination {
+        Destination::Service { service, port } => {
             service_plan(snapshot, source, service, *port, roll)
         }
-        Target::Addr(addr) => {
-            if let Some(service) = snapshot.service_by_vip(addr.ip()) {
-                return service_plan(snapshot, source, service, addr.port(), roll);
-            }
-            match snapshot.workload_by_ip(addr.ip()) {
-                Some(workload) => workload_plan(snapshot, source, workload, addr.port(), roll),
-                None => Ok(OutboundPlan::Passthrough(*addr)),
-            }
+        Destination::Workload { workload, port } => {
+            workload_plan(snapshot, source, workload, *port, roll)
         }
     }
 }
@@ -89,34 +87,25 @@ fn via_waypoint(
     service: Option<Arc<Service>>,
     roll: u64,
 ) -> Result<OutboundPlan, OutboundError> {
-    let name = format!("{}/{}", waypoint.namespace, waypoint.name);
-    if waypoint.pods.is_empty() {
-        return Err(OutboundError::NoWaypoint(name));
-    }
-    let pod = &waypoint.pods[(roll % waypoint.pods.len() as u64) as usize];
+    let pod = pick(&waypoint.pods, roll)
+        .ok_or_else(|| OutboundError::NoWaypoint(waypoint.object_ref().to_string()))?;
     Ok(OutboundPlan::Hbone(HbonePlan {
         next_hop: SocketAddr::new(pod.ip, HBONE_PORT),
         authority,
         expected: pod.identity.clone(),
         via_waypoint: true,
         service,
-        workload: None,
     }))
 }
 
-fn direct(
-    workload: &Arc<Workload>,
-    port: u16,
-    service: Option<Arc<Service>>,
-) -> Result<OutboundPlan, OutboundError> {
-    Ok(OutboundPlan::Hbone(HbonePlan {
+fn direct(workload: &Arc<Workload>, port: u16, service: Option<Arc<Service>>) -> OutboundPlan {
+    OutboundPlan::Hbone(HbonePlan {
         next_hop: SocketAddr::new(workload.ip, HBONE_PORT),
         authority: SocketAddr::new(workload.ip, port).to_string(),
         expected: workload.identity.clone(),
         via_waypoint: false,
         service,
-        workload: Some(workload.clone()),
-    }))
+    })
 }
 
 fn service_plan(
@@ -126,10 +115,10 @@ fn service_plan(
     port: u16,
     roll: u64,
 ) -> Result<OutboundPlan, OutboundError> {
-    let name = format!("{}/{}", service.namespace, service.name);
-    if !service.ports.iter().any(|p| p.port == port) {
+    let name = || format!("{}/{}", service.namespace, service.name);
+    if service.port(port).is_none() {
         return Err(OutboundError::NoSuchPort {
-            service: name,
+            service: name(),
             port,
         });
     }
@@ -140,12 +129,13 @@ fn service_plan(
         };
         return via_waypoint(waypoint, authority, Some(service.clone()), roll);
     }
-    let endpoints = snapshot.endpoints(service, port);
-    if endpoints.is_empty() {
-        return Err(OutboundError::NoEndpoints(name));
-    }
-    let endpoint = &endpoints[(roll % endpoints.len() as u64) as usize];
-    direct(&endpoint.workload, endpoint.port, Some(service.clone()))
+    let endpoint = pick(snapshot.endpoints(service, port), roll)
+        .ok_or_else(|| OutboundError::NoEndpoints(name()))?;
+    Ok(direct(
+        &endpoint.workload,
+        endpoint.port,
+        Some(service.clone()),
+    ))
 }
 
 fn workload_plan(
@@ -163,7 +153,7 @@ fn workload_plan(
             roll,
         );
     }
-    direct(workload, port, None)
+    Ok(direct(workload, port, None))
 }
 
 /// The optional CONNECT headers Istio sends: `forwarded`, `baggage`, `traceparent`.

@@ -8,6 +8,7 @@ use gateway_api::httproutes::{HttpRoute, HttpRouteParentRefs};
 use super::routes::ServiceMap;
 use super::waypoints::Gateways;
 use crate::error::Diagnostics;
+use crate::error::Reason::{NoMatchingParent as NoParent, NotAllowedByListeners as NotAllowed};
 use crate::manifest::Doc;
 use crate::model::ObjectRef;
 use crate::route::{self, RankedRule, RouteRule};
@@ -76,7 +77,7 @@ fn targets(
             }
             _ => {
                 let msg = format!("unsupported parentRef kind {group:?}/{kind:?}: ignored");
-                diag.warn(&doc.origin, format!("{field}.kind"), msg);
+                diag.warn_because(NoParent, &doc.origin, format!("{field}.kind"), msg);
             }
         }
     }
@@ -106,18 +107,18 @@ fn service_parent(
     };
     if namespace != doc.namespace {
         let msg = format!("Service {key} is in another namespace: only producer routes apply");
-        diag.warn(&doc.origin, format!("{field}.namespace"), msg);
+        diag.warn_because(NotAllowed, &doc.origin, format!("{field}.namespace"), msg);
         return;
     }
     let Some(service) = services.get(&key) else {
         let msg = format!("parent Service {key} does not exist");
-        diag.warn(&doc.origin, format!("{field}.name"), msg);
+        diag.warn_because(NoParent, &doc.origin, format!("{field}.name"), msg);
         return;
     };
     match port {
         Some(p) if service.port(p).is_none() => {
             let msg = format!("Service {key} has no port {p}");
-            diag.warn(&doc.origin, format!("{field}.port"), msg);
+            diag.warn_because(NoParent, &doc.origin, format!("{field}.port"), msg);
         }
         Some(p) => {
             out.insert((key, p));
@@ -139,12 +140,12 @@ fn gateway_parent(
     let key = ObjectRef::new(namespace, &parent.name);
     let Some(info) = gateways.get(&key) else {
         let msg = format!("parent Gateway {key} does not exist");
-        diag.warn(&doc.origin, format!("{field}.name"), msg);
+        diag.warn_because(NoParent, &doc.origin, format!("{field}.name"), msg);
         return;
     };
     if !info.is_waypoint {
         let msg = format!("parent Gateway {key} is not a waypoint: ignored");
-        diag.warn(&doc.origin, format!("{field}.name"), msg);
+        diag.warn_because(NoParent, &doc.origin, format!("{field}.name"), msg);
         return;
     }
     if namespace != doc.namespace && !info.routes_from_all {
@@ -152,7 +153,7 @@ fn gateway_parent(
             "waypoint {key} does not admit routes from namespace {}",
             doc.namespace
         );
-        diag.warn(&doc.origin, format!("{field}.namespace"), msg);
+        diag.warn_because(NotAllowed, &doc.origin, format!("{field}.namespace"), msg);
         return;
     }
     for (svc_key, service) in services {

@@ -12,15 +12,28 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crate::error::{ConfigError, ConfigErrors, Diagnostics};
-use crate::manifest;
+use crate::error::{ConfigErrors, Diagnostics, Location, Origin};
+use crate::manifest::{Manifests, Resources};
 use crate::model::ObjectRef;
 use crate::snapshot::{Parts, Snapshot};
 
 /// Parses, validates and compiles `(file name, contents)` pairs into a snapshot.
 pub fn compile(docs: Vec<(PathBuf, String)>) -> Result<Snapshot, ConfigErrors> {
-    let mut diag = Diagnostics::default();
-    let m = manifest::parse(&docs, &mut diag);
+    let mut resources = Resources::default();
+    for (path, text) in &docs {
+        resources.add_file(path, text);
+    }
+    resources.compile()
+}
+
+impl Resources {
+    /// Validates and compiles everything added into a snapshot, or reports every problem.
+    pub fn compile(self) -> Result<Snapshot, ConfigErrors> {
+        build(self.manifests, self.diag)
+    }
+}
+
+fn build(m: Manifests, mut diag: Diagnostics) -> Result<Snapshot, ConfigErrors> {
     let namespaces = workloads::namespaces(&m.namespaces, &mut diag);
     let nodes = workloads::nodes(&m.nodes, &mut diag);
     let gateways = waypoints::classify(&m.gateways, &mut diag);
@@ -78,11 +91,8 @@ pub fn load_path(path: &Path) -> Result<Snapshot, ConfigErrors> {
 
 /// Reads the manifest files `load_path` would compile.
 pub fn read_path(path: &Path) -> Result<Vec<(PathBuf, String)>, ConfigErrors> {
-    let read_err = |file: &Path, e: std::io::Error| ConfigError {
-        file: file.to_path_buf(),
-        object: "-".to_string(),
-        field: "-".to_string(),
-        message: format!("cannot read: {e}"),
+    let read_err = |file: &Path, e: std::io::Error| {
+        Origin::new(Location::file(file), "-").err("-", format!("cannot read: {e}"))
     };
     let files = if path.is_dir() {
         let entries = std::fs::read_dir(path).map_err(|e| ConfigErrors(vec![read_err(path, e)]))?;

@@ -13,27 +13,11 @@ use crate::manifest::authz::{
 };
 use crate::manifest::{AuthzObject, Doc};
 use crate::policy::{
-    Action, AuthorizationPolicy, Condition, Operation, PolicyScope, PolicyTargetRef, Rule, Source,
-    StringMatch,
+    Action, AuthorizationPolicy, Condition, ConditionKey, ConditionValues, Operation, PolicyScope,
+    PolicyTargetRef, Rule, Source, StringMatch, ValueKind,
 };
 
 const GATEWAY_GROUP: &str = "gateway.networking.k8s.io";
-
-/// `when` keys Istio accepts (`[..]` keys by prefix).
-const KNOWN_KEYS: [&str; 10] = [
-    "source.ip",
-    "remote.ip",
-    "source.namespace",
-    "source.principal",
-    "source.serviceAccount",
-    "request.auth.principal",
-    "request.auth.audiences",
-    "request.auth.presenter",
-    "destination.ip",
-    "destination.port",
-];
-const KNOWN_KEY_PREFIXES: [&str; 3] =
-    ["request.headers[", "request.auth.claims[", "connection.sni"];
 
 /// Compiles every policy, sorted by namespace/name.
 pub(crate) fn policies(
@@ -187,7 +171,7 @@ impl Cx<'_> {
             .map(|(i, t)| self.operation(&format!("{field}.to[{i}].operation"), &t.operation))
             .collect();
         let when = (r.when.iter().flatten().enumerate())
-            .map(|(i, c)| self.condition(&format!("{field}.when[{i}]"), c))
+            .filter_map(|(i, c)| self.condition(&format!("{field}.when[{i}]"), c))
             .collect();
         Rule { from, to, when }
     }
@@ -225,35 +209,34 @@ impl Cx<'_> {
         }
     }
 
-    fn condition(&mut self, field: &str, c: &ConditionSpec) -> Condition {
-        let known = KNOWN_KEYS.contains(&c.key.as_str())
-            || KNOWN_KEY_PREFIXES.iter().any(|p| c.key.starts_with(p));
-        if !known {
-            self.error(
-                format!("{field}.key"),
-                format!("unknown condition key {:?}", c.key),
-            );
+    fn condition(&mut self, field: &str, c: &ConditionSpec) -> Option<Condition> {
+        let key = ConditionKey::parse(&c.key);
+        if key.is_none() {
+            let msg = format!("unknown condition key {:?}", c.key);
+            self.error(format!("{field}.key"), msg);
         }
         if c.values.is_empty() && c.not_values.is_empty() {
             self.error(format!("{field}.values"), "values or notValues is required");
         }
-        for (list, name) in [(&c.values, "values"), (&c.not_values, "notValues")] {
-            match c.key.as_str() {
-                "source.ip" | "remote.ip" | "destination.ip" => {
-                    self.cidrs(&format!("{field}.{name}"), list);
-                }
-                "destination.port" => {
+        let key = key?;
+        let mut typed = |list: &[String], name: &str| -> ConditionValues {
+            let field = format!("{field}.{name}");
+            match key.value_kind() {
+                ValueKind::Ip => ConditionValues::Ips(self.cidrs(&field, list)),
+                ValueKind::Port => {
                     let ports: Vec<PortValue> = list.iter().cloned().map(PortValue::Text).collect();
-                    self.ports(&format!("{field}.{name}"), &ports);
+                    ConditionValues::Ports(self.ports(&field, &ports))
                 }
-                _ => {}
+                ValueKind::String => ConditionValues::Strings(patterns(list)),
             }
-        }
-        Condition {
-            key: c.key.clone(),
-            values: patterns(&c.values),
-            not_values: patterns(&c.not_values),
-        }
+        };
+        let values = typed(&c.values, "values");
+        let not_values = typed(&c.not_values, "notValues");
+        Some(Condition {
+            key,
+            values,
+            not_values,
+        })
     }
 
     fn cidrs(&mut self, field: &str, list: &[String]) -> Vec<IpNet> {

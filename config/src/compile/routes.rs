@@ -13,7 +13,7 @@ use gateway_api::httproutes::{
 use http::{HeaderName, HeaderValue};
 use regex::Regex;
 
-use crate::error::{Diagnostics, Origin};
+use crate::error::{Diagnostics, Origin, Reason};
 use crate::manifest::Doc;
 use crate::model::{ObjectRef, Service};
 use crate::route::{
@@ -60,9 +60,13 @@ struct RuleCx<'a> {
 
 impl RuleCx<'_> {
     fn error(&mut self, field: &str, message: impl Into<String>) {
+        self.error_because(Reason::Invalid, field, message);
+    }
+
+    fn error_because(&mut self, reason: Reason, field: &str, message: impl Into<String>) {
         self.failed = true;
         let field = format!("{}.{field}", self.prefix);
-        self.diag.error(self.origin, field, message);
+        self.diag.error_because(reason, self.origin, field, message);
     }
 
     fn rule(
@@ -236,7 +240,8 @@ impl RuleCx<'_> {
                     .ok()
                     .and_then(|v| v.as_str().map(str::to_string))
                     .unwrap_or_else(|| format!("{other:?}"));
-                self.error(
+                self.error_because(
+                    Reason::UnsupportedValue,
                     &format!("{field}.type"),
                     format!("unsupported filter type {name}"),
                 );
@@ -301,11 +306,12 @@ impl RuleCx<'_> {
         let kind = b.kind.as_deref().unwrap_or("Service");
         if !matches!(group, "" | "core") || kind != "Service" {
             let msg = format!("unsupported backendRef kind {group:?}/{kind:?}");
-            self.error(&format!("{field}.kind"), msg);
+            self.error_because(Reason::InvalidKind, &format!("{field}.kind"), msg);
             return None;
         }
         if b.filters.as_ref().is_some_and(|f| !f.is_empty()) {
-            self.error(
+            self.error_because(
+                Reason::UnsupportedValue,
                 &format!("{field}.filters"),
                 "backendRef filters are not supported",
             );
@@ -331,13 +337,13 @@ impl RuleCx<'_> {
         match (&service, port) {
             (None, _) => {
                 let msg = format!("Service {key} does not exist: its share of traffic gets 500");
-                self.diag
-                    .warn(self.origin, format!("{}.{field}.name", self.prefix), msg);
+                let field = format!("{}.{field}.name", self.prefix);
+                (self.diag).warn_because(Reason::BackendNotFound, self.origin, field, msg);
             }
             (Some(svc), Some(p)) if svc.port(p).is_none() => {
                 let msg = format!("Service {key} has no port {p}");
-                self.diag
-                    .warn(self.origin, format!("{}.{field}.port", self.prefix), msg);
+                let field = format!("{}.{field}.port", self.prefix);
+                (self.diag).warn_because(Reason::BackendNotFound, self.origin, field, msg);
             }
             _ => {}
         }

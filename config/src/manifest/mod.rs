@@ -3,7 +3,7 @@
 pub(crate) mod authz;
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use gateway_api::gateways::Gateway;
 use gateway_api::httproutes::HttpRoute;
@@ -12,7 +12,7 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-use crate::error::{ConfigError, Diagnostics, Origin};
+use crate::error::{ConfigError, Diagnostics, Location, Origin};
 
 /// An AuthorizationPolicy object (hand-written spec; name/namespace come from the header).
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -31,91 +31,84 @@ pub(crate) struct Doc<T> {
     pub obj: T,
 }
 
-/// Every object of every supported kind, in file order.
-#[derive(Default, Debug)]
-pub(crate) struct Manifests {
-    pub namespaces: Vec<Doc<core::Namespace>>,
-    pub nodes: Vec<Doc<core::Node>>,
-    pub services: Vec<Doc<core::Service>>,
-    pub pods: Vec<Doc<core::Pod>>,
-    pub gateways: Vec<Doc<Gateway>>,
-    pub routes: Vec<Doc<HttpRoute>>,
-    pub policies: Vec<Doc<AuthzObject>>,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-enum Kind {
-    Namespace,
-    Node,
-    Service,
-    Pod,
-    Gateway,
-    HttpRoute,
-    AuthorizationPolicy,
-}
-
-impl Kind {
-    fn lookup(api_version: &str, kind: &str) -> Option<Self> {
-        let gateway = matches!(
-            api_version,
-            "gateway.networking.k8s.io/v1" | "gateway.networking.k8s.io/v1beta1"
-        );
-        let security = matches!(
-            api_version,
-            "security.istio.io/v1" | "security.istio.io/v1beta1"
-        );
-        match (kind, api_version) {
-            ("Namespace", "v1") => Some(Self::Namespace),
-            ("Node", "v1") => Some(Self::Node),
-            ("Service", "v1") => Some(Self::Service),
-            ("Pod", "v1") => Some(Self::Pod),
-            ("Gateway", _) if gateway => Some(Self::Gateway),
-            ("HTTPRoute", _) if gateway => Some(Self::HttpRoute),
-            ("AuthorizationPolicy", _) if security => Some(Self::AuthorizationPolicy),
-            _ => None,
+/// The kinds the mesh reads: one line each. A kind added here gets its `Manifests` field, its
+/// apiVersion/kind lookup and its parsing; then it needs a compile step in `compile`.
+macro_rules! kinds {
+    ($($kind:ident: $ty:ty => $field:ident, $name:literal, [$($api:literal),+], $namespaced:literal;)+) => {
+        /// Every object of every supported kind, in the order read.
+        #[derive(Default, Debug)]
+        pub(crate) struct Manifests {
+            $(pub $field: Vec<Doc<$ty>>,)+
         }
-    }
 
-    fn name(self) -> &'static str {
-        match self {
-            Self::Namespace => "Namespace",
-            Self::Node => "Node",
-            Self::Service => "Service",
-            Self::Pod => "Pod",
-            Self::Gateway => "Gateway",
-            Self::HttpRoute => "HTTPRoute",
-            Self::AuthorizationPolicy => "AuthorizationPolicy",
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+        enum Kind {
+            $($kind,)+
         }
-    }
 
-    fn namespaced(self) -> bool {
-        !matches!(self, Self::Namespace | Self::Node)
-    }
+        impl Kind {
+            fn lookup(api_version: &str, kind: &str) -> Option<Self> {
+                $(if kind == $name && [$($api),+].contains(&api_version) {
+                    return Some(Self::$kind);
+                })+
+                None
+            }
+
+            fn name(self) -> &'static str {
+                match self {
+                    $(Self::$kind => $name,)+
+                }
+            }
+
+            fn namespaced(self) -> bool {
+                match self {
+                    $(Self::$kind => $namespaced,)+
+                }
+            }
+        }
+
+        impl Manifests {
+            fn push(&mut self, header: Header, origin: Origin, value: Value, diag: &mut Diagnostics) {
+                match header.kind {
+                    $(Kind::$kind => push(&mut self.$field, header, origin, value, diag),)+
+                }
+            }
+        }
+    };
 }
 
-/// Parses every document of every file; problems go to `diag`.
-pub(crate) fn parse(docs: &[(PathBuf, String)], diag: &mut Diagnostics) -> Manifests {
-    let mut parser = Parser::default();
-    for (file, text) in docs {
-        parser.parse_file(file, text, diag);
-    }
-    parser.out
+kinds! {
+    Namespace: core::Namespace => namespaces, "Namespace", ["v1"], false;
+    Node: core::Node => nodes, "Node", ["v1"], false;
+    Service: core::Service => services, "Service", ["v1"], true;
+    Pod: core::Pod => pods, "Pod", ["v1"], true;
+    Gateway: Gateway => gateways, "Gateway",
+        ["gateway.networking.k8s.io/v1", "gateway.networking.k8s.io/v1beta1"], true;
+    HttpRoute: HttpRoute => routes, "HTTPRoute",
+        ["gateway.networking.k8s.io/v1", "gateway.networking.k8s.io/v1beta1"], true;
+    AuthorizationPolicy: AuthzObject => policies, "AuthorizationPolicy",
+        ["security.istio.io/v1", "security.istio.io/v1beta1"], true;
 }
 
+/// Objects from any source (manifest files, or the Kubernetes API), checked for duplicates
+/// and parsed into typed objects that each remember where they came from, ready to compile.
 #[derive(Default)]
-struct Parser {
-    out: Manifests,
-    seen: HashMap<(Kind, String, String), PathBuf>,
+pub struct Resources {
+    pub(crate) manifests: Manifests,
+    pub(crate) diag: Diagnostics,
+    seen: HashMap<(Kind, String, String), Location>,
 }
 
-impl Parser {
-    fn parse_file(&mut self, file: &Path, text: &str, diag: &mut Diagnostics) {
+impl Resources {
+    /// Adds every YAML document of a manifest file.
+    pub fn add_file(&mut self, path: &Path, text: &str) {
         for (index, document) in serde_norway::Deserializer::from_str(text).enumerate() {
+            let unnamed = Origin::new(Location::file(path), format!("document {}", index + 1));
             match Value::deserialize(document) {
                 Ok(Value::Null) => {}
-                Ok(value) => self.add(file, index + 1, value, diag),
+                Ok(value) => self.add(&unnamed, value),
                 Err(e) => {
-                    diag.errors.push(yaml_error(file, index + 1, &e));
+                    self.diag.errors.push(yaml_error(&unnamed, &e));
                     // The YAML parser cannot resume after a syntax error.
                     return;
                 }
@@ -123,42 +116,34 @@ impl Parser {
         }
     }
 
-    fn add(&mut self, file: &Path, index: usize, value: Value, diag: &mut Diagnostics) {
-        let Some(header) = Header::read(file, index, &value, diag) else {
+    /// Adds one object, as the Kubernetes API serves it, read at `location`.
+    pub fn add_object(&mut self, location: Location, value: Value) {
+        self.add(&Origin::new(location, "object"), value);
+    }
+
+    /// `unnamed` names the object in errors until its kind and name are known.
+    fn add(&mut self, unnamed: &Origin, value: Value) {
+        let Some(header) = Header::read(unnamed, &value, &mut self.diag) else {
             return;
         };
+        let origin = Origin::new(unnamed.location.clone(), header.object.clone());
         let key = (header.kind, header.namespace.clone(), header.name.clone());
         if let Some(first) = self.seen.get(&key) {
-            let msg = format!(
-                "duplicate {} (first defined in {})",
-                header.object,
-                first.display()
-            );
-            diag.error(&header.origin(file), "metadata.name", msg);
+            let msg = format!("duplicate {} (first defined in {first})", header.object);
+            self.diag.error(&origin, "metadata.name", msg);
             return;
         }
-        self.seen.insert(key, file.to_path_buf());
-        let origin = header.origin(file);
-        let (ns, name) = (header.namespace, header.name);
-        let out = &mut self.out;
-        match header.kind {
-            Kind::Namespace => push(&mut out.namespaces, origin, ns, name, value, diag),
-            Kind::Node => push(&mut out.nodes, origin, ns, name, value, diag),
-            Kind::Service => push(&mut out.services, origin, ns, name, value, diag),
-            Kind::Pod => push(&mut out.pods, origin, ns, name, value, diag),
-            Kind::Gateway => push(&mut out.gateways, origin, ns, name, value, diag),
-            Kind::HttpRoute => push(&mut out.routes, origin, ns, name, value, diag),
-            Kind::AuthorizationPolicy => push(&mut out.policies, origin, ns, name, value, diag),
-        }
+        self.seen.insert(key, unnamed.location.clone());
+        self.manifests.push(header, origin, value, &mut self.diag);
     }
 }
 
-fn yaml_error(file: &Path, index: usize, e: &serde_norway::Error) -> ConfigError {
+fn yaml_error(origin: &Origin, e: &serde_norway::Error) -> ConfigError {
     let field = match e.location() {
         Some(loc) => format!("line {} column {}", loc.line(), loc.column()),
         None => "-".to_string(),
     };
-    Origin::new(file, format!("document {index}")).err(field, format!("YAML syntax error: {e}"))
+    origin.err(field, format!("YAML syntax error: {e}"))
 }
 
 /// The identifying part of an object: kind, namespace, name.
@@ -170,24 +155,27 @@ struct Header {
 }
 
 impl Header {
-    fn read(file: &Path, index: usize, value: &Value, diag: &mut Diagnostics) -> Option<Self> {
-        let doc = Origin::new(file, format!("document {index}"));
+    fn read(unnamed: &Origin, value: &Value, diag: &mut Diagnostics) -> Option<Self> {
         let Some(map) = value.as_object() else {
-            diag.error(&doc, "-", "expected a Kubernetes object (a mapping)");
+            diag.error(unnamed, "-", "expected a Kubernetes object (a mapping)");
             return None;
         };
         let text = |key: &str| map.get(key).and_then(Value::as_str).unwrap_or_default();
         let (api_version, kind_name) = (text("apiVersion"), text("kind"));
         let Some(kind) = Kind::lookup(api_version, kind_name) else {
             let msg = format!("unknown apiVersion/kind {api_version:?}/{kind_name:?}");
-            diag.error(&doc, "kind", msg);
+            diag.error(unnamed, "kind", msg);
             return None;
         };
         let meta = map.get("metadata").and_then(Value::as_object);
         let meta_text = |key: &str| meta.and_then(|m| m.get(key)).and_then(Value::as_str);
         let Some(name) = meta_text("name").filter(|n| !n.is_empty()) else {
-            let origin = Origin::new(file, format!("{} (document {index})", kind.name()));
-            diag.error(&origin, "metadata.name", "required");
+            let object = format!("{} ({})", kind.name(), unnamed.object);
+            diag.error(
+                &Origin::new(unnamed.location.clone(), object),
+                "metadata.name",
+                "required",
+            );
             return None;
         };
         let namespace = match kind.namespaced() {
@@ -205,25 +193,20 @@ impl Header {
             object,
         })
     }
-
-    fn origin(&self, file: &Path) -> Origin {
-        Origin::new(file, self.object.clone())
-    }
 }
 
 fn push<T: DeserializeOwned>(
     list: &mut Vec<Doc<T>>,
+    header: Header,
     origin: Origin,
-    namespace: String,
-    name: String,
     value: Value,
     diag: &mut Diagnostics,
 ) {
     match serde_path_to_error::deserialize::<_, T>(value) {
         Ok(obj) => list.push(Doc {
             origin,
-            namespace,
-            name,
+            namespace: header.namespace,
+            name: header.name,
             obj,
         }),
         Err(e) => diag.error(&origin, e.path().to_string(), e.inner().to_string()),

@@ -1,0 +1,336 @@
+//! A waypoint on its own, for testing one L7 feature at a time: real HBONE in (a client with
+//! the identity a test chooses), the real waypoint (Pingora, egress, pool), and real HBONE out
+//! to test backends that play each endpoint's ztunnel and serve HTTP/1.1 and h2c inside the
+//! tunnel. Everything binds its own loopback block, so tests run in parallel.
+#![allow(dead_code)]
+
+use std::convert::Infallible;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::{Request, Response};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use mesh_config::fixtures::{self, yaml};
+use mesh_config::{ObjectRef, Store};
+use mesh_hbone::{
+    CertificateProvider, ConnectRequest, Identity, LocalCa, Pool, PoolConfig, PoolKey,
+};
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use waypoint::{WaypointServer, WaypointSettings};
+
+pub const TRUST_DOMAIN: &str = "cluster.local";
+
+/// `127.<block>.<rest>`.
+pub fn ip(block: u8, rest: &str) -> IpAddr {
+    format!("127.{block}.{rest}").parse().expect("test address")
+}
+
+/// A mesh of the smallest shape a waypoint test needs, in loopback block `block`: node `node-a`,
+/// a waypoint `default/waypoint` (pod `127.<block>.2.20`), Service `reviews` (VIP
+/// `127.<block>.100.12`, port 9080, bound to the waypoint) with pods `reviews-v1`
+/// (`127.<block>.2.10`) and `reviews-v2` (`127.<block>.2.11`), and a caller pod `sleep`
+/// (`127.<block>.1.10`). `extra` objects (routes, policies) are added as given.
+pub fn manifest(block: u8, extra: &[Value]) -> String {
+    let at = |rest: &str| ip(block, rest).to_string();
+    let mut reviews = fixtures::service(
+        "default",
+        "reviews",
+        &at("100.12"),
+        json!({"app": "reviews"}),
+    );
+    reviews["metadata"]["labels"] = json!({"istio.io/use-waypoint": "waypoint"});
+    reviews["spec"]["ports"] = json!([{"name": "http", "port": 9080, "targetPort": 9080}]);
+    let mut objs = vec![
+        fixtures::node("node-a", &at("0.1")),
+        fixtures::waypoint_gateway("default", "waypoint", Some("service")),
+        fixtures::waypoint_pod("default", "waypoint", &at("2.20")),
+        reviews,
+        fixtures::pod(
+            "default",
+            "reviews-v1",
+            &at("2.10"),
+            json!({"app": "reviews", "version": "v1"}),
+        ),
+        fixtures::pod(
+            "default",
+            "reviews-v2",
+            &at("2.11"),
+            json!({"app": "reviews", "version": "v2"}),
+        ),
+        fixtures::pod("default", "sleep", &at("1.10"), json!({"app": "sleep"})),
+    ];
+    objs.extend_from_slice(extra);
+    yaml(&objs)
+}
+
+/// A running waypoint and the CA every party's certificate comes from.
+pub struct Harness {
+    pub block: u8,
+    pub store: Arc<Store>,
+    pub registry: prometheus::Registry,
+    pub ca: Arc<LocalCa>,
+    pub waypoint_addr: SocketAddr,
+    client_pool: Pool,
+    shutdown: CancellationToken,
+    _runtime_dir: tempfile::TempDir,
+}
+
+impl Harness {
+    /// Starts waypoint `default/waypoint` from `manifest` (see [`manifest`]).
+    pub async fn start(block: u8, manifest: &str) -> anyhow::Result<Self> {
+        let snapshot = mesh_config::compile(vec![("test.yaml".into(), manifest.to_string())])
+            .map_err(|e| anyhow::anyhow!("manifest: {e}"))?;
+        let store = Store::new(snapshot);
+        let ca = Arc::new(LocalCa::new(TRUST_DOMAIN)?);
+        let certs: Arc<dyn CertificateProvider> = ca.clone();
+        let runtime_dir = tempfile::tempdir()?;
+        let settings = WaypointSettings {
+            waypoint: ObjectRef::new("default", "waypoint"),
+            address: ip(block, "2.20"),
+            hbone_port: mesh_core::ports::HBONE,
+            identity: Identity::new(TRUST_DOMAIN, "default", "waypoint-0"),
+            runtime_dir: runtime_dir.path().join("waypoint"),
+        };
+        let registry = prometheus::Registry::new();
+        let pool = Pool::new(certs.clone(), PoolConfig::default());
+        let server = WaypointServer::bind(settings, store.clone(), certs.clone(), pool, &registry)
+            .await
+            .context("binding the waypoint")?;
+        let waypoint_addr = server.local_addr()?;
+        let shutdown = CancellationToken::new();
+        tokio::spawn(server.run(shutdown.clone()));
+        Ok(Harness {
+            block,
+            store,
+            registry,
+            ca: ca.clone(),
+            waypoint_addr,
+            client_pool: Pool::new(certs, PoolConfig::default()),
+            shutdown,
+            _runtime_dir: runtime_dir,
+        })
+    }
+
+    /// An HBONE tunnel to the waypoint from pod `127.<block>.<source>` with service account
+    /// `caller`, addressed to `authority` (what the caller's ztunnel would send).
+    pub async fn tunnel(
+        &self,
+        caller: &str,
+        source: &str,
+        authority: &str,
+    ) -> anyhow::Result<mesh_hbone::HboneStream> {
+        let key = PoolKey {
+            source: Identity::new(TRUST_DOMAIN, "default", caller),
+            source_ip: Some(ip(self.block, source)),
+            destination: self.waypoint_addr,
+            expected: vec![Identity::new(TRUST_DOMAIN, "default", "waypoint-0")],
+        };
+        let request = ConnectRequest {
+            authority: authority.to_string(),
+            headers: http::HeaderMap::new(),
+        };
+        Ok(self.client_pool.connect(&key, request).await?)
+    }
+
+    /// An HTTP/1.1 client inside a tunnel from `sleep` to the reviews VIP.
+    pub async fn http1(&self, caller: &str) -> anyhow::Result<Client> {
+        let stream = self.tunnel(caller, "1.10", &self.reviews_vip()).await?;
+        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+        tokio::spawn(conn);
+        Ok(Client::Http1(sender))
+    }
+
+    /// An h2c client inside a tunnel from `sleep` to the reviews VIP.
+    pub async fn h2c(&self, caller: &str) -> anyhow::Result<Client> {
+        let stream = self.tunnel(caller, "1.10", &self.reviews_vip()).await?;
+        let (sender, conn) =
+            hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+                .await?;
+        tokio::spawn(conn);
+        Ok(Client::Http2(sender))
+    }
+
+    pub fn reviews_vip(&self) -> String {
+        SocketAddr::new(ip(self.block, "100.12"), 9080).to_string()
+    }
+
+    /// Starts the backend pod `reviews-<version>` (`v1` at `.2.10`, `v2` at `.2.11`).
+    pub async fn backend(&self, version: &str) -> anyhow::Result<Backend> {
+        let rest = match version {
+            "v1" => "2.10",
+            "v2" => "2.11",
+            other => anyhow::bail!("no backend pod reviews-{other}"),
+        };
+        let identity = Identity::new(TRUST_DOMAIN, "default", format!("reviews-{version}"));
+        Backend::start(self.ca.clone(), ip(self.block, rest), identity, version).await
+    }
+
+    /// The value of `metric` whose labels include all of `labels` (summed), from the registry.
+    pub fn metric(&self, metric: &str, labels: &[(&str, &str)]) -> f64 {
+        let mut total = 0.0;
+        for family in self.registry.gather().iter().filter(|f| f.name() == metric) {
+            for m in family.get_metric() {
+                let all = labels.iter().all(|(k, v)| {
+                    m.get_label()
+                        .iter()
+                        .any(|l| l.name() == *k && l.value() == *v)
+                });
+                if all {
+                    total += m.get_counter().get_value();
+                }
+            }
+        }
+        total
+    }
+}
+
+impl Drop for Harness {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+/// A client on one tunnel.
+pub enum Client {
+    Http1(hyper::client::conn::http1::SendRequest<Full<Bytes>>),
+    Http2(hyper::client::conn::http2::SendRequest<Full<Bytes>>),
+}
+
+/// A response read whole.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub headers: http::HeaderMap,
+    pub body: String,
+    pub trailers: Option<http::HeaderMap>,
+}
+
+impl Reply {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+}
+
+impl Client {
+    pub async fn send(&mut self, request: Request<Full<Bytes>>) -> anyhow::Result<Reply> {
+        let response = match self {
+            Client::Http1(s) => s.send_request(request).await?,
+            Client::Http2(s) => s.send_request(request).await?,
+        };
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let collected =
+            tokio::time::timeout(Duration::from_secs(10), response.into_body().collect())
+                .await
+                .context("response body timed out")??;
+        let trailers = collected.trailers().cloned();
+        let body = String::from_utf8_lossy(&collected.to_bytes()).into_owned();
+        Ok(Reply {
+            status,
+            headers,
+            body,
+            trailers,
+        })
+    }
+
+    /// `GET path` with the reviews Service as host.
+    pub async fn get(&mut self, path: &str) -> anyhow::Result<Reply> {
+        let request = Request::get(format!("http://reviews.default:9080{path}"))
+            .header(http::header::HOST, "reviews.default:9080")
+            .body(Full::new(Bytes::new()))?;
+        self.send(request).await
+    }
+
+    /// A unary gRPC-shaped call (`POST /<service>/<method>`, `content-type: application/grpc`).
+    pub async fn grpc(&mut self, path: &str) -> anyhow::Result<Reply> {
+        let request = Request::post(format!("http://reviews.default:9080{path}"))
+            .header(http::header::CONTENT_TYPE, "application/grpc")
+            .header("te", "trailers")
+            .body(Full::new(Bytes::from_static(b"\0\0\0\0\0")))?;
+        self.send(request).await
+    }
+}
+
+/// A backend pod: its "ztunnel" (an HBONE server presenting the pod's identity) and, inside
+/// each tunnel, an HTTP/1.1 + h2c echo app. Each response says which backend served it and
+/// echoes the request's headers as `x-echo-<name>`; gRPC calls get `grpc-status: 0` trailers.
+pub struct Backend {
+    shutdown: CancellationToken,
+}
+
+impl Backend {
+    pub async fn start(
+        ca: Arc<LocalCa>,
+        ip: IpAddr,
+        identity: Identity,
+        name: &str,
+    ) -> anyhow::Result<Self> {
+        let listener = TcpListener::bind(SocketAddr::new(ip, mesh_core::ports::HBONE)).await?;
+        let tls = mesh_hbone::server_config(ca, identity)?;
+        let shutdown = CancellationToken::new();
+        let name: Arc<str> = name.into();
+        let handler = move |connect: mesh_hbone::InboundConnect| {
+            let name = name.clone();
+            async move {
+                let Ok(stream) = connect.accept(http::HeaderMap::new()) else {
+                    return;
+                };
+                let service = hyper::service::service_fn(move |req| echo(name.clone(), req));
+                let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+                let _ = builder
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            }
+        };
+        tokio::spawn(mesh_hbone::Server::new(tls).serve(listener, handler, shutdown.clone()));
+        Ok(Backend { shutdown })
+    }
+}
+
+impl Drop for Backend {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+async fn echo(
+    name: Arc<str>,
+    req: Request<Incoming>,
+) -> Result<Response<http_body_util::combinators::BoxBody<Bytes, Infallible>>, Infallible> {
+    let grpc = req
+        .headers()
+        .get(http::header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
+    let mut response = Response::builder().status(200).header("x-backend", &*name);
+    for (header, value) in req.headers() {
+        response = response.header(format!("x-echo-{header}"), value);
+    }
+    let body = format!("{name} {} {}", req.method(), req.uri().path());
+    if grpc {
+        let trailers: http::HeaderMap = [(
+            http::HeaderName::from_static("grpc-status"),
+            http::HeaderValue::from_static("0"),
+        )]
+        .into_iter()
+        .collect();
+        let frames = http_body_util::StreamBody::new(futures::stream::iter([
+            Ok::<_, Infallible>(hyper::body::Frame::data(Bytes::from_static(b"\0\0\0\0\0"))),
+            Ok(hyper::body::Frame::trailers(trailers)),
+        ]));
+        let response = response
+            .header(http::header::CONTENT_TYPE, "application/grpc")
+            .body(frames.boxed())
+            .expect("valid response");
+        return Ok(response);
+    }
+    Ok(response
+        .body(Full::new(Bytes::from(body)).boxed())
+        .expect("valid response"))
+}

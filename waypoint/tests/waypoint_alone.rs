@@ -1,0 +1,184 @@
+//! The waypoint on its own (see `common`): routing, filters, local replies shaped for HTTP and
+//! gRPC callers, and failed upstreams — each through real HBONE, Pingora and HTTP/2.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Harness, manifest};
+use mesh_config::fixtures::{http_route, policy};
+use serde_json::json;
+
+const SLEEP: &str = "sleep";
+
+fn route_to_reviews(rules: serde_json::Value) -> serde_json::Value {
+    let parent = json!([{"group": "", "kind": "Service", "name": "reviews", "port": 9080}]);
+    http_route("default", "reviews", parent, rules)
+}
+
+fn allow_only_productpage() -> serde_json::Value {
+    policy(
+        "default",
+        "only-productpage",
+        json!({
+            "targetRefs": [{"group": "gateway.networking.k8s.io", "kind": "Gateway", "name": "waypoint"}],
+            "action": "ALLOW",
+            "rules": [{"from": [{"source": {"principals": ["cluster.local/ns/default/sa/productpage"]}}]}]
+        }),
+    )
+}
+
+/// Waits until the request metric with `labels` reaches `at_least` (logging runs after the
+/// response is sent).
+async fn wait_metric(h: &Harness, labels: &[(&str, &str)], at_least: f64) -> f64 {
+    for _ in 0..100 {
+        let value = h.metric("istio_requests_total", labels);
+        if value >= at_least {
+            return value;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    h.metric("istio_requests_total", labels)
+}
+
+#[tokio::test]
+async fn routes_applies_filters_and_reports_the_caller_upstream() -> anyhow::Result<()> {
+    let rules = json!([{
+        "filters": [
+            {"type": "RequestHeaderModifier", "requestHeaderModifier": {"set": [{"name": "x-route", "value": "r1"}]}},
+            {"type": "ResponseHeaderModifier", "responseHeaderModifier": {"add": [{"name": "x-served", "value": "waypoint"}]}}
+        ],
+        "backendRefs": [{"name": "reviews", "port": 9080}]
+    }]);
+    let h = Harness::start(61, &manifest(61, &[route_to_reviews(rules)])).await?;
+    let _v1 = h.backend("v1").await?;
+    let _v2 = h.backend("v2").await?;
+    let mut client = h.http1(SLEEP).await?;
+    for _ in 0..3 {
+        let reply = client.get("/reviews/1").await?;
+        assert_eq!(reply.status, 200, "{reply:?}");
+        assert!(matches!(reply.header("x-backend"), Some("v1" | "v2")));
+        assert_eq!(reply.header("x-echo-x-route"), Some("r1"));
+        assert_eq!(reply.header("x-served"), Some("waypoint"));
+        let xfcc = reply
+            .header("x-echo-x-forwarded-client-cert")
+            .unwrap_or_default();
+        assert_eq!(
+            xfcc,
+            "By=spiffe://cluster.local/ns/default/sa/waypoint-0;URI=spiffe://cluster.local/ns/default/sa/sleep"
+        );
+    }
+    let counted = wait_metric(
+        &h,
+        &[
+            ("response_code", "200"),
+            ("response_flags", "-"),
+            ("source_workload", "sleep"),
+            ("destination_service", "reviews.default.svc.cluster.local"),
+        ],
+        3.0,
+    )
+    .await;
+    assert_eq!(counted, 3.0);
+    Ok(())
+}
+
+#[tokio::test]
+async fn denials_are_shaped_for_the_caller_and_keep_the_connection() -> anyhow::Result<()> {
+    let h = Harness::start(62, &manifest(62, &[allow_only_productpage()])).await?;
+    let _v1 = h.backend("v1").await?;
+    let _v2 = h.backend("v2").await?;
+    let mut http = h.http1(SLEEP).await?;
+    for _ in 0..2 {
+        let denied = http.get("/reviews/1").await?;
+        assert_eq!(denied.status, 403);
+        assert!(denied.body.starts_with("RBAC: access denied"), "{denied:?}");
+        assert_eq!(denied.header("content-type"), Some("text/plain"));
+    }
+    let mut grpc = h.h2c(SLEEP).await?;
+    let denied = grpc.grpc("/reviews.Reviews/Get").await?;
+    assert_eq!(denied.status, 200, "gRPC callers get HTTP 200");
+    assert_eq!(denied.header("grpc-status"), Some("7"), "PERMISSION_DENIED");
+    assert!(
+        denied
+            .header("grpc-message")
+            .unwrap_or_default()
+            .starts_with("RBAC: access denied"),
+        "{denied:?}"
+    );
+    let allowed = h.http1("productpage").await?.get("/reviews/1").await?;
+    assert_eq!(allowed.status, 200);
+    assert_eq!(
+        wait_metric(&h, &[("response_flags", "DENY")], 3.0).await,
+        3.0
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn no_matching_route_is_404_or_unimplemented() -> anyhow::Result<()> {
+    let rules = json!([{
+        "matches": [{"path": {"type": "PathPrefix", "value": "/only"}}],
+        "backendRefs": [{"name": "reviews", "port": 9080}]
+    }]);
+    let h = Harness::start(63, &manifest(63, &[route_to_reviews(rules)])).await?;
+    let _v1 = h.backend("v1").await?;
+    let _v2 = h.backend("v2").await?;
+    let mut http = h.http1(SLEEP).await?;
+    assert_eq!(http.get("/only/x").await?.status, 200);
+    let missed = http.get("/other").await?;
+    assert_eq!(
+        (missed.status, missed.body.as_str()),
+        (404, "no route matched\n")
+    );
+    let unimplemented = h.h2c(SLEEP).await?.grpc("/reviews.Reviews/Get").await?;
+    assert_eq!(unimplemented.header("grpc-status"), Some("12"));
+    assert_eq!(wait_metric(&h, &[("response_flags", "NR")], 2.0).await, 2.0);
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_failed_upstream_is_503_uf_for_http_and_unavailable_for_grpc() -> anyhow::Result<()> {
+    // No backend runs: every HBONE dial to an endpoint is refused. (Pingora closes the
+    // downstream connection after an upstream failure whatever `fail_to_proxy` says, so each
+    // try uses its own connection.)
+    let h = Harness::start(64, &manifest(64, &[])).await?;
+    for _ in 0..2 {
+        let failed = h.http1(SLEEP).await?.get("/reviews/1").await?;
+        assert_eq!(failed.status, 503, "{failed:?}");
+        assert!(
+            failed.body.starts_with("upstream connect error"),
+            "{failed:?}"
+        );
+    }
+    let unavailable = h.h2c(SLEEP).await?.grpc("/reviews.Reviews/Get").await?;
+    assert_eq!(unavailable.status, 200);
+    assert_eq!(unavailable.header("grpc-status"), Some("14"), "UNAVAILABLE");
+    let flagged = wait_metric(
+        &h,
+        &[("response_flags", "UF"), ("response_code", "503")],
+        2.0,
+    )
+    .await;
+    assert_eq!(flagged, 2.0, "HTTP failures flagged UF");
+    Ok(())
+}
+
+#[tokio::test]
+async fn grpc_reaches_the_backend_with_trailers() -> anyhow::Result<()> {
+    let h = Harness::start(65, &manifest(65, &[])).await?;
+    let _v1 = h.backend("v1").await?;
+    let _v2 = h.backend("v2").await?;
+    let mut grpc = h.h2c(SLEEP).await?;
+    for _ in 0..3 {
+        let ok = grpc.grpc("/reviews.Reviews/Get").await?;
+        assert_eq!(ok.status, 200);
+        let trailers = ok.trailers.as_ref().expect("trailers from the backend");
+        assert_eq!(
+            trailers.get("grpc-status").and_then(|v| v.to_str().ok()),
+            Some("0")
+        );
+        assert_eq!(ok.header("x-echo-content-type"), Some("application/grpc"));
+    }
+    Ok(())
+}
