@@ -177,15 +177,7 @@ fn routes() -> impl Strategy<Value = Vec<Value>> {
 }
 
 fn order(routes: &[Value]) -> Vec<(String, usize)> {
-    let mut objs = nodes();
-    objs.push(service(
-        "default",
-        "svc",
-        "127.0.100.1",
-        json!({"app": "a"}),
-    ));
-    objs.extend_from_slice(routes);
-    let snap = must_compile(&objs);
+    let snap = must_compile(&with_svc(routes.iter().cloned()));
     let svc = snap.service("default", "svc").expect("svc");
     snap.routes(svc, 80)
         .iter()

@@ -493,15 +493,7 @@ fn problems_carry_the_status_condition_a_controller_would_write() {
                         {"group": "", "kind": "Service", "name": "nowhere"}]);
     let rules =
         json!([{"backendRefs": [{"name": "svc", "port": 80}, {"name": "gone", "port": 80}]}]);
-    let mut objs = nodes();
-    objs.push(service(
-        "default",
-        "svc",
-        "127.0.100.1",
-        json!({"app": "a"}),
-    ));
-    objs.push(http_route("default", "r", parent, rules));
-    let snap = must_compile(&objs);
+    let snap = must_compile(&with_svc([http_route("default", "r", parent, rules)]));
     let reasons: Vec<_> = snap
         .warnings()
         .iter()
@@ -521,15 +513,7 @@ fn problems_carry_the_status_condition_a_controller_would_write() {
     let bad = json!([{"filters": [{"type": "URLRewrite", "urlRewrite": {"hostname": "x"}}],
                       "backendRefs": [{"name": "svc", "port": 80}]}]);
     let parent = json!([{"group": "", "kind": "Service", "name": "svc"}]);
-    let mut objs = nodes();
-    objs.push(service(
-        "default",
-        "svc",
-        "127.0.100.1",
-        json!({"app": "a"}),
-    ));
-    objs.push(http_route("default", "r", parent, bad));
-    let errors = must_fail(&objs);
+    let errors = must_fail(&with_svc([http_route("default", "r", parent, bad)]));
     let reason = errors.iter().next().map(|e| e.reason.condition());
     assert_eq!(reason, Some(("Accepted", "UnsupportedValue")));
 }

@@ -25,6 +25,19 @@ pub fn must_fail(objs: &[Value]) -> ConfigErrors {
     }
 }
 
+/// The nodes, Service `default/svc` (VIP 127.0.100.1, port 80) and then `objs`.
+pub fn with_svc(objs: impl IntoIterator<Item = Value>) -> Vec<Value> {
+    let mut all = nodes();
+    all.push(service(
+        "default",
+        "svc",
+        "127.0.100.1",
+        serde_json::json!({"app": "a"}),
+    ));
+    all.extend(objs);
+    all
+}
+
 /// Asserts exactly one error mentions all of `needles`.
 pub fn assert_error(errors: &ConfigErrors, needles: &[&str]) {
     let text = errors.to_string();
