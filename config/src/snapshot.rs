@@ -1,5 +1,6 @@
 //! The immutable, indexed result of one compile.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -51,6 +52,8 @@ pub struct Snapshot {
     waypoint_classes: BTreeMap<ObjectRef, String>,
     policies: Vec<Arc<AuthorizationPolicy>>,
     waypoint_policies: HashMap<ObjectRef, WaypointPolicies>,
+    /// Each pod's L4 policies, by pod IP.
+    l4_policies: HashMap<IpAddr, Vec<Arc<AuthorizationPolicy>>>,
 }
 
 /// The policies one waypoint enforces, per destination, found once per snapshot so the
@@ -106,6 +109,7 @@ impl Snapshot {
         snap.waypoint_policies = (snap.waypoints.iter())
             .map(|wp| (wp.object_ref(), snap.policies_of(wp)))
             .collect();
+        snap.l4_policies = snap.l4_index();
         snap
     }
 
@@ -239,19 +243,46 @@ impl Snapshot {
 
     /// Policies ztunnel enforces for `workload`: global, its namespace's, and selector policies
     /// matching its labels (from its namespace or the root namespace). Never targetRef policies.
-    pub fn l4_policies(&self, workload: &Workload) -> Vec<Arc<AuthorizationPolicy>> {
-        self.policies
-            .iter()
-            .filter(|p| match &p.scope {
-                PolicyScope::Global => true,
-                PolicyScope::Namespace => p.namespace == workload.namespace,
-                PolicyScope::Selector(sel) => {
-                    (p.namespace == workload.namespace || p.namespace == ROOT_NAMESPACE)
-                        && sel.iter().all(|(k, v)| workload.labels.get(k) == Some(v))
-                }
-                PolicyScope::TargetRefs(_) => false,
+    /// Found once per snapshot for the pods it has (by the pod at `workload`'s address, so with
+    /// its current labels); computed on the spot for a pod the snapshot no longer has.
+    pub fn l4_policies(&self, workload: &Workload) -> Cow<'_, [Arc<AuthorizationPolicy>]> {
+        let current = self.workloads_by_ip.get(&workload.ip);
+        let same_pod =
+            current.is_some_and(|w| w.name == workload.name && w.namespace == workload.namespace);
+        match self.l4_policies.get(&workload.ip) {
+            Some(found) if same_pod => Cow::Borrowed(found),
+            _ => Cow::Owned(
+                (self.policies.iter())
+                    .filter(|p| applies_at_l4(p, workload))
+                    .cloned()
+                    .collect(),
+            ),
+        }
+    }
+
+    /// Every pod's L4 policies, scanning each namespace's candidates once.
+    fn l4_index(&self) -> HashMap<IpAddr, Vec<Arc<AuthorizationPolicy>>> {
+        let mut candidates: HashMap<&str, Vec<&Arc<AuthorizationPolicy>>> = HashMap::new();
+        for w in &self.workloads {
+            candidates.entry(&w.namespace).or_insert_with(|| {
+                (self.policies.iter())
+                    .filter(|p| match &p.scope {
+                        PolicyScope::Global => true,
+                        PolicyScope::Namespace => p.namespace == w.namespace,
+                        PolicyScope::Selector(_) => {
+                            p.namespace == w.namespace || p.namespace == ROOT_NAMESPACE
+                        }
+                        PolicyScope::TargetRefs(_) => false,
+                    })
+                    .collect()
+            });
+        }
+        (self.workloads.iter())
+            .map(|w| {
+                let all = &candidates[w.namespace.as_str()];
+                let applying = (all.iter()).filter(|p| applies_at_l4(p, w));
+                (w.ip, applying.map(|p| Arc::clone(p)).collect())
             })
-            .cloned()
             .collect()
     }
 
@@ -273,6 +304,19 @@ impl Snapshot {
 
     fn entry(&self, namespace: &str, name: &str) -> Option<&(Arc<Service>, ServiceEntry)> {
         self.services_by_name.get(namespace)?.get(name)
+    }
+}
+
+/// Whether ztunnel enforces `p` for `workload`.
+fn applies_at_l4(p: &AuthorizationPolicy, workload: &Workload) -> bool {
+    match &p.scope {
+        PolicyScope::Global => true,
+        PolicyScope::Namespace => p.namespace == workload.namespace,
+        PolicyScope::Selector(sel) => {
+            (p.namespace == workload.namespace || p.namespace == ROOT_NAMESPACE)
+                && sel.iter().all(|(k, v)| workload.labels.get(k) == Some(v))
+        }
+        PolicyScope::TargetRefs(_) => false,
     }
 }
 

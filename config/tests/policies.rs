@@ -130,6 +130,23 @@ fn l4_policies_select_by_namespace_and_labels() {
         names(&snap.l4_policies(&w("other", "web"))),
         vec!["istio-system/global", "istio-system/root-selector"]
     );
+    // A pod the snapshot no longer has (a connection outliving its pod's config) still gets
+    // its policies, computed from what the caller knows of it.
+    let mut gone = (*w("default", "web")).clone();
+    gone.ip = "127.9.9.9".parse().expect("ip");
+    gone.name = "web-old".into();
+    assert!(matches!(
+        snap.l4_policies(&gone),
+        std::borrow::Cow::Owned(_)
+    ));
+    assert_eq!(
+        names(&snap.l4_policies(&gone)),
+        names(&snap.l4_policies(&w("default", "web")))
+    );
+    assert!(matches!(
+        snap.l4_policies(&w("default", "db")),
+        std::borrow::Cow::Borrowed(_)
+    ));
 }
 
 #[test]
