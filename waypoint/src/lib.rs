@@ -3,12 +3,14 @@
 //! ```text
 //! ztunnel ──HBONE──▶ ingress (mesh-hbone server, :15008)
 //!                      └─ each CONNECT stream ─▶ TunnelIo ─▶ Pingora HttpProxy (h1 / h2c)
-//!                           request_filter: plan = dispatch → authz → route → endpoint
-//!                           upstream_peer:  CONNECT-proxy peer via the egress Unix socket
+//!                           request_filter: request::plan = resolve → authorize → route → endpoint
+//!                           upstream_peer:  upstream::http_peer via the egress Unix socket
 //! egress (Unix socket) ──HBONE(waypoint identity)──▶ endpoint's ztunnel :15008
 //! ```
-//! The Pingora hooks delegate every decision to pure functions (`plan`, `dispatch`, `route`,
-//! `authz`); this crate is the only one in the workspace that depends on Pingora.
+//! The Pingora hooks (`proxy`) are thin: decisions are pure functions (`request::pipeline`,
+//! `dispatch`, `route`, `authz`, `outcome`), replies are rendered in one place (`reply`), route
+//! filters run in `filters`, the upstream half lives in `upstream`, metrics and access logs in
+//! `telemetry`. This crate is the only one in the workspace that depends on Pingora.
 
 pub mod authz;
 pub mod dispatch;
