@@ -182,3 +182,71 @@ async fn grpc_reaches_the_backend_with_trailers() -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// Sends raw bytes through a tunnel; the answer's status line.
+async fn raw_status(h: &Harness, request: &[u8]) -> anyhow::Result<String> {
+    let text = raw_exchange(h, request, |text| text.contains("\r\n")).await?;
+    Ok(text.lines().next().unwrap_or_default().to_string())
+}
+
+/// Sends raw bytes through a tunnel; the whole answer (head and body).
+async fn raw_response(h: &Harness, request: &[u8]) -> anyhow::Result<String> {
+    raw_exchange(h, request, |text| {
+        let Some((head, body)) = text.split_once("\r\n\r\n") else {
+            return false;
+        };
+        let length = head
+            .lines()
+            .find_map(|l| {
+                l.to_ascii_lowercase()
+                    .strip_prefix("content-length:")
+                    .map(|v| v.trim().to_string())
+            })
+            .and_then(|v| v.parse::<usize>().ok());
+        length.is_some_and(|n| body.len() >= n)
+    })
+    .await
+}
+
+/// Writes `request` on a fresh tunnel and reads until `complete` says the answer is whole.
+async fn raw_exchange(
+    h: &Harness,
+    request: &[u8],
+    complete: impl Fn(&str) -> bool,
+) -> anyhow::Result<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tunnel = h.tunnel(SLEEP, "1.10", &h.reviews_vip()).await?;
+    tunnel.write_all(request).await?;
+    let mut text = String::new();
+    let mut buf = vec![0u8; 4096];
+    while !complete(&text) {
+        let n = tokio::time::timeout(Duration::from_secs(5), tunnel.read(&mut buf)).await??;
+        anyhow::ensure!(n > 0, "the waypoint closed the tunnel after {text:?}");
+        text.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+    Ok(text)
+}
+
+#[tokio::test]
+async fn http11_without_host_is_refused_with_400() -> anyhow::Result<()> {
+    let h = Harness::start(66, &manifest(66, &[])).await?;
+    let _v1 = h.backend("v1").await?;
+    let _v2 = h.backend("v2").await?;
+    let ok = raw_status(&h, b"GET /r HTTP/1.1\r\nhost: reviews:9080\r\n\r\n").await?;
+    assert!(ok.starts_with("HTTP/1.1 200"), "{ok}");
+    let no_host = raw_status(&h, b"GET /r HTTP/1.1\r\n\r\n").await?;
+    assert!(no_host.starts_with("HTTP/1.1 400"), "{no_host}");
+    let http10 = raw_status(&h, b"GET /r HTTP/1.0\r\n\r\n").await?;
+    assert!(
+        http10.starts_with("HTTP/1.1 200") || http10.starts_with("HTTP/1.0 200"),
+        "{http10}"
+    );
+    assert_eq!(
+        wait_metric(&h, &[("response_flags", "DPE")], 1.0).await,
+        1.0
+    );
+    // Control characters never reach the backend raw: Pingora percent-encodes them.
+    let control = raw_response(&h, b"GET /a\x01b HTTP/1.1\r\nhost: reviews:9080\r\n\r\n").await?;
+    assert!(control.ends_with(" GET /a%01b"), "{control:?}");
+    Ok(())
+}

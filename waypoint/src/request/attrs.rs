@@ -7,6 +7,7 @@ use pingora_http::RequestHeader;
 /// allocates nothing.
 #[derive(Clone, Copy, Debug)]
 pub struct RequestAttrs<'a> {
+    pub version: http::Version,
     pub method: &'a str,
     /// Path without the query string.
     pub path: &'a str,
@@ -25,9 +26,13 @@ impl<'a> RequestAttrs<'a> {
             .or_else(|| req.uri.authority().map(|a| a.as_str()))
             .unwrap_or_default();
         let path_and_query = req.uri.path_and_query().map_or("/", |p| p.as_str());
-        Self::new(req.method.as_str(), path_and_query, host, &req.headers)
+        RequestAttrs {
+            version: req.version,
+            ..Self::new(req.method.as_str(), path_and_query, host, &req.headers)
+        }
     }
 
+    /// An HTTP/1.1 request (tests and callers that have no head).
     pub fn new(
         method: &'a str,
         path_and_query: &'a str,
@@ -39,6 +44,7 @@ impl<'a> RequestAttrs<'a> {
             None => (path_and_query, None),
         };
         RequestAttrs {
+            version: http::Version::HTTP_11,
             method,
             path,
             query,

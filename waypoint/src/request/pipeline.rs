@@ -2,9 +2,9 @@
 //! of the snapshot the request started with, each either continuing or answering locally.
 //!
 //! ```text
-//! resolve ──▶ authorize ──▶ route ──▶ choose endpoint ──▶ Plan (the upstream carries it out)
-//!   │ NR 503     │ DENY 403     │ NR 404 / NC 500   │ UH 503
-//!   └────────────┴──────────────┴───────────────────┴──▶ LocalReply
+//! check ──▶ resolve ──▶ authorize ──▶ route ──▶ choose endpoint ──▶ Plan (the upstream carries it out)
+//!  │ DPE 400  │ NR 503     │ DENY 403     │ NR 404 / NC 500   │ UH 503
+//!  └──────────┴────────────┴──────────────┴───────────────────┴──▶ LocalReply
 //! ```
 //! New stages (authentication, filters that answer locally such as redirects) slot in here;
 //! the Pingora hooks only run the pipeline and carry out its plan.
@@ -60,6 +60,7 @@ pub fn plan(
     request: &RequestAttrs<'_>,
     rolls: Rolls,
 ) -> Flow<Plan> {
+    check(request)?;
     let destination = resolve(snapshot, waypoint, tunnel)?;
     authorize(snapshot, waypoint, tunnel, &destination, request)?;
     let routed = route(snapshot, &destination, request, rolls.backend)?;
@@ -73,6 +74,21 @@ pub fn plan(
         backend_service: routed.backend_service,
         endpoint,
     })
+}
+
+/// A request well-formed enough to route: HTTP/1.1 must name its `Host` (RFC 9112 §3.2).
+/// (Control characters in the target never reach a route or a backend raw: Pingora
+/// percent-encodes them when it parses the request.)
+fn check(request: &RequestAttrs<'_>) -> Flow<()> {
+    if request.version == http::Version::HTTP_11 && request.host.is_empty() {
+        let message = "HTTP/1.1 request without Host";
+        return Err(LocalReply::new(
+            400,
+            ResponseFlag::DownstreamProtocolError,
+            message,
+        ));
+    }
+    Ok(())
 }
 
 /// The destination the tunnel addressed, if this waypoint serves it.
@@ -253,6 +269,23 @@ mod tests {
             0,
         );
         assert!(by_host.is_ok());
+    }
+
+    #[test]
+    fn http11_needs_a_host() {
+        let s = snapshot("");
+        let headers = http::HeaderMap::new();
+        let mut request = RequestAttrs::new("GET", "/reviews/1", "", &headers);
+        let tunnel = tunnel("bookinfo-productpage", "127.0.100.12:9080");
+        let rolls = Rolls {
+            backend: 0,
+            endpoint: 0,
+        };
+        let refused = plan(&s, &waypoint(), &tunnel, &request, rolls).expect_err("no Host");
+        let flag = ResponseFlag::DownstreamProtocolError;
+        assert_eq!((refused.status, refused.flag), (400, flag));
+        request.version = http::Version::HTTP_10;
+        assert!(plan(&s, &waypoint(), &tunnel, &request, rolls).is_ok());
     }
 
     #[test]
