@@ -16,6 +16,8 @@ use crate::error::ConfigErrors;
 use crate::store::Store;
 
 const DEFAULT_DEBOUNCE: Duration = Duration::from_millis(150);
+/// How long a config that would stop every component must stay unchanged before it applies.
+const DEFAULT_EMPTYING_GRACE: Duration = Duration::from_secs(5);
 /// Poll interval when no native watcher is available (e.g. inotify instances exhausted).
 const POLL_INTERVAL: Duration = Duration::from_millis(500);
 
@@ -27,6 +29,8 @@ pub struct FileSource {
     path: PathBuf,
     store: Arc<Store>,
     debounce: Duration,
+    /// See [`FileSource::with_emptying_grace`].
+    emptying_grace: Duration,
     /// The documents the store's current snapshot was compiled from, if known.
     initial: Option<Docs>,
 }
@@ -38,6 +42,7 @@ impl FileSource {
             path,
             store,
             debounce: DEFAULT_DEBOUNCE,
+            emptying_grace: DEFAULT_EMPTYING_GRACE,
             initial: None,
         }
     }
@@ -64,6 +69,16 @@ impl FileSource {
         Self { debounce, ..self }
     }
 
+    /// A config that would stop every component (no node, no workload left: a deleted
+    /// manifest, or an editor's delete-and-recreate caught half way) applies only once the
+    /// files stayed that way this long (default 5 s); until then the last snapshot serves.
+    pub fn with_emptying_grace(self, emptying_grace: Duration) -> Self {
+        Self {
+            emptying_grace,
+            ..self
+        }
+    }
+
     /// Watches until `shutdown` is cancelled. Each burst of changes is recompiled on the
     /// blocking pool; success swaps the snapshot, failure is recorded and the old one kept.
     async fn watch(
@@ -73,19 +88,24 @@ impl FileSource {
         shutdown: CancellationToken,
     ) {
         let mut last = self.initial.take();
+        let mut held_until = None;
         if last.is_some() {
             // Catch edits made between the initial read and the start of the watch.
-            self.reload(&mut last).await;
+            held_until = self.reload(&mut last, false).await;
         }
         loop {
-            tokio::select! {
+            let confirmed = tokio::select! {
                 _ = shutdown.cancelled() => return,
-                got = rx.recv() => if got.is_none() { return },
-            }
-            if !self.settle(&mut rx, &shutdown).await {
+                got = rx.recv() => match got {
+                    Some(()) => false,
+                    None => return,
+                },
+                _ = sleep_until_some(held_until) => true,
+            };
+            if !confirmed && !self.settle(&mut rx, &shutdown).await {
                 return;
             }
-            self.reload(&mut last).await;
+            held_until = self.reload(&mut last, confirmed).await;
         }
     }
 
@@ -112,27 +132,56 @@ impl FileSource {
         }
     }
 
-    async fn reload(&self, last: &mut Option<Docs>) {
+    /// Reads, compiles and applies the files. Returns when to look again if a config that
+    /// would stop everything is being held back (`confirmed`: it has stayed so all along).
+    async fn reload(&self, last: &mut Option<Docs>, confirmed: bool) -> Option<Instant> {
         let path = self.path.clone();
-        let previous = last.take();
+        let previous = last.clone();
         let job = tokio::task::spawn_blocking(move || load_if_changed(&path, previous));
-        match job.await {
-            Ok((docs, outcome)) => {
-                *last = docs;
-                match outcome {
-                    Outcome::Unchanged => tracing::debug!("config files unchanged"),
-                    Outcome::Compiled(snapshot) => {
-                        for w in snapshot.warnings() {
-                            tracing::warn!(warning = %w, "config warning");
-                        }
-                        let version = self.store.replace(*snapshot);
-                        tracing::info!(version, path = %self.path.display(), "config reloaded");
-                    }
-                    Outcome::Rejected(errors) => self.store.record_rejection(&errors),
-                }
+        let (docs, outcome) = match job.await {
+            Ok(loaded) => loaded,
+            Err(e) => {
+                tracing::error!(error = %e, "config reload task failed");
+                return None;
             }
-            Err(e) => tracing::error!(error = %e, "config reload task failed"),
+        };
+        match outcome {
+            Outcome::Unchanged => tracing::debug!("config files unchanged"),
+            Outcome::Compiled(snapshot) => {
+                if stops_everything(&self.store.load(), &snapshot) && !confirmed {
+                    let grace = self.emptying_grace;
+                    tracing::warn!(path = %self.path.display(), grace_s = grace.as_secs_f64(),
+                        "config now has no node and no workload: holding it back until the files stay so; the last config keeps serving");
+                    return Some(Instant::now() + grace);
+                }
+                if stops_everything(&self.store.load(), &snapshot) {
+                    tracing::error!(path = %self.path.display(),
+                        "config has had no node and no workload for the whole grace period: applying it, every component stops");
+                }
+                for w in snapshot.warnings() {
+                    tracing::warn!(warning = %w, "config warning");
+                }
+                let version = self.store.replace(*snapshot);
+                tracing::info!(version, path = %self.path.display(), "config reloaded");
+            }
+            Outcome::Rejected(errors) => self.store.record_rejection(&errors),
         }
+        *last = docs;
+        None
+    }
+}
+
+/// Whether `next` would stop every component `current` runs: it keeps no node and no workload.
+fn stops_everything(current: &crate::Snapshot, next: &crate::Snapshot) -> bool {
+    let empty = |s: &crate::Snapshot| s.nodes().is_empty() && s.workloads().next().is_none();
+    empty(next) && !empty(current)
+}
+
+/// Sleeps until `deadline`, or forever when there is none.
+async fn sleep_until_some(deadline: Option<Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
     }
 }
 

@@ -208,3 +208,50 @@ async fn spawn_watches_before_returning_and_catches_edits_since_the_initial_read
     token.cancel();
     task.await.expect("source task");
 }
+
+/// Deleting a directory's only manifest would stop every component: an editor's
+/// delete-and-recreate must not, and a real deletion applies only after the grace period.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn emptying_the_config_waits_for_a_grace_period() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("mesh.yaml");
+    std::fs::write(&file, manifest(2)).expect("write");
+    let store = Store::new(load_path(dir.path()).expect("initial config valid"));
+    let token = CancellationToken::new();
+    let source = FileSource::new(dir.path().to_path_buf(), Arc::clone(&store))
+        .with_debounce(Duration::from_millis(50))
+        .with_emptying_grace(Duration::from_millis(1500));
+    let task = source.spawn(token.clone()).expect("watching");
+    settle().await;
+    let serving = || store.load().workloads().count() == 2;
+
+    // Delete, and recreate 300 ms later: the mesh never sees an empty config.
+    std::fs::remove_file(&file).expect("delete");
+    for _ in 0..15 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(serving(), "a deletion applied at once");
+    }
+    std::fs::write(&file, manifest(2)).expect("recreate");
+    for _ in 0..100 {
+        tokio::time::sleep(Duration::from_millis(25)).await;
+        assert!(serving(), "the recreated config must keep serving");
+    }
+
+    // Deleted for good: held for the grace period, then applied.
+    std::fs::remove_file(&file).expect("delete");
+    let deleted = tokio::time::Instant::now();
+    eventually("the deletion, after its grace period", || {
+        store.load().workloads().count() == 0
+    })
+    .await;
+    assert!(
+        deleted.elapsed() >= Duration::from_millis(1500),
+        "applied after {:?}",
+        deleted.elapsed()
+    );
+    token.cancel();
+    tokio::time::timeout(WAIT, task)
+        .await
+        .expect("stops")
+        .expect("no panic");
+}
