@@ -98,7 +98,8 @@ async fn up(file: PathBuf) -> anyhow::Result<()> {
         "mesh is up; watching {} for changes. Ctrl-C to stop.",
         file.display()
     );
-    tokio::signal::ctrl_c().await?;
+    let signal = mesh_runtime::shutdown_signal().await?;
+    tracing::info!(signal, "stopping");
     mesh.stop().await;
     Ok(())
 }

@@ -84,3 +84,74 @@ fn validate_names_a_missing_path() {
     );
     assert!(all.contains("/nonexistent/mesh.yaml"), "{all}");
 }
+
+/// SIGTERM (how Kubernetes and `kill` stop a process) stops `mesh up` as cleanly as Ctrl-C:
+/// exit 0, and its runtime directory (egress sockets) removed.
+#[test]
+fn up_stops_cleanly_on_sigterm_and_sigint() {
+    for signal in ["TERM", "INT"] {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let manifest = tmp.path().join("mesh.yaml");
+        let block = if signal == "TERM" {
+            "127.77."
+        } else {
+            "127.78."
+        };
+        let demo = include_str!("../../examples/demo.yaml").replace("127.0.", block);
+        std::fs::write(&manifest, demo).expect("write manifest");
+        let runtime = tmp.path().join("runtime");
+        std::fs::create_dir(&runtime).expect("runtime dir");
+        let mut child = mesh()
+            .args(["up", "-f"])
+            .arg(&manifest)
+            .env("TMPDIR", &runtime)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("mesh up starts");
+        let stdout = child.stdout.take().expect("stdout");
+        let up = std::io::BufRead::lines(std::io::BufReader::new(stdout))
+            .map_while(Result::ok)
+            .any(|line| line.starts_with("mesh is up"));
+        assert!(up, "mesh up never reported ready");
+        assert_eq!(
+            std::fs::read_dir(&runtime).expect("list").count(),
+            1,
+            "mesh up keeps one runtime directory"
+        );
+        let kill = Command::new("kill")
+            .args([format!("-{signal}"), child.id().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(kill.success());
+        let status = wait_bounded(&mut child, std::time::Duration::from_secs(15));
+        assert!(status.success(), "SIG{signal}: exit {status}");
+        assert_eq!(
+            std::fs::read_dir(&runtime).expect("list").count(),
+            0,
+            "SIG{signal}: the runtime directory is removed"
+        );
+    }
+}
+
+/// Waits for `child`, killing it after `limit`.
+fn wait_bounded(
+    child: &mut std::process::Child,
+    limit: std::time::Duration,
+) -> std::process::ExitStatus {
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            return status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("mesh up did not stop within {limit:?}");
+        }
+        #[allow(
+            clippy::disallowed_methods,
+            reason = "a synchronous test polls a child"
+        )]
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}

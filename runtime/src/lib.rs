@@ -6,10 +6,12 @@ mod error;
 mod logging;
 mod readiness;
 pub mod serve;
+mod signals;
 
 pub use admin::{AdminServer, ConfigDump};
 pub use error::RuntimeError;
 pub use logging::{init_logging, init_logging_with};
 pub use readiness::Readiness;
 pub use serve::bind;
+pub use signals::shutdown_signal;
 pub use tokio_util::sync::CancellationToken;
