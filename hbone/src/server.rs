@@ -9,15 +9,20 @@ use bytes::Bytes;
 use h2::RecvStream;
 use h2::server::SendResponse;
 use http::{HeaderMap, Method, Request, Response, StatusCode};
+use mesh_runtime::LogLimit;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
 use crate::error::HboneError;
 use crate::http2;
 use crate::identity::Identity;
 use crate::stream::HboneStream;
+
+/// Failed inbound handshakes are logged at info with the peer's address, at most 10 a second
+/// per process (`suppressed` counts those left out).
+static HANDSHAKE_FAILURES: LogLimit = LogLimit::new(10, Duration::from_secs(1));
 
 /// Bound on TLS + HTTP/2 handshakes of one inbound connection.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -247,11 +252,15 @@ where
         match tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake(&shared, tcp)).await {
             Ok(Ok(done)) => done,
             Ok(Err(why)) => {
-                debug!(%peer_addr, error = %why, "HBONE connection refused");
+                if let Some(suppressed) = HANDSHAKE_FAILURES.allow() {
+                    info!(%peer_addr, error = %why, suppressed, "HBONE connection refused");
+                }
                 return;
             }
             Err(_) => {
-                debug!(%peer_addr, "HBONE handshake timed out");
+                if let Some(suppressed) = HANDSHAKE_FAILURES.allow() {
+                    info!(%peer_addr, suppressed, "HBONE handshake timed out");
+                }
                 return;
             }
         };

@@ -3,6 +3,7 @@
 
 mod admin;
 mod error;
+mod log_limit;
 mod logging;
 mod readiness;
 pub mod serve;
@@ -10,6 +11,7 @@ mod signals;
 
 pub use admin::{AdminServer, ConfigDump};
 pub use error::RuntimeError;
+pub use log_limit::LogLimit;
 pub use logging::{init_logging, init_logging_with};
 pub use readiness::Readiness;
 pub use serve::bind;
