@@ -101,6 +101,16 @@ impl ConfigErrors {
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
+
+    /// The first `max` errors, one per line, and a last line counting the rest: what a log
+    /// line may hold however broken the input (a huge invalid file has many thousands).
+    pub fn summary(&self, max: usize) -> String {
+        let mut lines: Vec<String> = self.0.iter().take(max).map(ToString::to_string).collect();
+        if self.0.len() > max {
+            lines.push(format!("… and {} more errors", self.0.len() - max));
+        }
+        lines.join("\n")
+    }
 }
 
 impl fmt::Display for ConfigErrors {

@@ -11,6 +11,11 @@ use crate::snapshot::Snapshot;
 
 pub use crate::watch::FileSource;
 
+/// At most this many errors of one rejected update are logged.
+const LOGGED_ERRORS: usize = 20;
+/// At most this many are kept for [`Store::last_rejection`].
+const KEPT_ERRORS: usize = 1000;
+
 /// Holds the live snapshot; `replace` swaps in a new one and notifies subscribers.
 #[derive(Debug)]
 pub struct Store {
@@ -59,21 +64,23 @@ impl Store {
         self.versions.subscribe()
     }
 
-    /// Logs a rejected update (the current snapshot keeps serving) and counts it.
+    /// Logs a rejected update (the current snapshot keeps serving; the log names the first
+    /// errors and counts the rest) and counts it.
     pub fn record_rejection(&self, errors: &ConfigErrors) {
         let count = self.rejections.fetch_add(1, Ordering::Relaxed) + 1;
         let serving = self.current.load().version();
+        let summary = errors.summary(LOGGED_ERRORS);
         tracing::error!(
             rejections = count,
             serving_version = serving,
             errors = errors.len(),
-            "config update rejected; keeping the last good snapshot:\n{errors}"
+            "config update rejected; keeping the last good snapshot:\n{summary}"
         );
         let mut last = self
             .last_rejection
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        *last = Some(errors.to_string());
+        *last = Some(errors.summary(KEPT_ERRORS));
     }
 
     /// How many updates were rejected.
@@ -81,7 +88,7 @@ impl Store {
         self.rejections.load(Ordering::Relaxed)
     }
 
-    /// The errors of the last rejected update, one per line.
+    /// The errors of the last rejected update, one per line (at most 1,000, then a count).
     pub fn last_rejection(&self) -> Option<String> {
         self.last_rejection
             .lock()

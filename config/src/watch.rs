@@ -16,6 +16,8 @@ use crate::error::ConfigErrors;
 use crate::store::Store;
 
 const DEFAULT_DEBOUNCE: Duration = Duration::from_millis(150);
+/// At most this many warnings of one reload are logged (a huge file can have thousands).
+const LOGGED_WARNINGS: usize = 20;
 /// How long a config that would stop every component must stay unchanged before it applies.
 const DEFAULT_EMPTYING_GRACE: Duration = Duration::from_secs(5);
 /// Poll interval when no native watcher is available (e.g. inotify instances exhausted).
@@ -158,8 +160,13 @@ impl FileSource {
                     tracing::error!(path = %self.path.display(),
                         "config has had no node and no workload for the whole grace period: applying it, every component stops");
                 }
-                for w in snapshot.warnings() {
+                for w in snapshot.warnings().iter().take(LOGGED_WARNINGS) {
                     tracing::warn!(warning = %w, "config warning");
+                }
+                if let Some(more) = snapshot.warnings().len().checked_sub(LOGGED_WARNINGS)
+                    && more > 0
+                {
+                    tracing::warn!(more, "more config warnings not logged");
                 }
                 let version = self.store.replace(*snapshot);
                 tracing::info!(version, path = %self.path.display(), "config reloaded");

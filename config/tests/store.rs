@@ -255,3 +255,26 @@ async fn emptying_the_config_waits_for_a_grace_period() {
         .expect("stops")
         .expect("no panic");
 }
+
+#[test]
+fn a_huge_rejection_is_logged_and_kept_bounded() {
+    let objs: Vec<_> = (0..1500)
+        .map(
+            |i| json!({"apiVersion": "v1", "kind": "Bogus", "metadata": {"name": format!("x{i}")}}),
+        )
+        .collect();
+    let errors = must_fail(&objs);
+    assert_eq!(errors.len(), 1500);
+    let summary = errors.summary(20);
+    assert_eq!(summary.lines().count(), 21);
+    assert!(summary.ends_with("… and 1480 more errors"), "{summary}");
+    assert_eq!(
+        errors.summary(2000).lines().count(),
+        1500,
+        "nothing to count"
+    );
+    let store = Store::new(Snapshot::default());
+    store.record_rejection(&errors);
+    let kept = store.last_rejection().expect("kept");
+    assert_eq!(kept.lines().count(), 1001);
+}
