@@ -89,11 +89,12 @@ impl ProxyHttp for WaypointProxy {
             .plan
             .as_ref()
             .ok_or_else(|| Error::explain(ErrorType::InternalError, "request has no plan"))?;
-        // An h2c caller (gRPC) keeps HTTP/2 to the backend, for trailers and streaming.
-        let protocol = match session.is_http2() {
+        // What the Service port declares; else as the caller speaks (an h2c caller, gRPC,
+        // keeps HTTP/2 for trailers and streaming).
+        let protocol = plan.declared_protocol.unwrap_or(match session.is_http2() {
             true => UpstreamProtocol::Http2,
             false => UpstreamProtocol::Http1,
-        };
+        });
         Ok(Box::new(http_peer(
             &self.egress_socket,
             &plan.target,

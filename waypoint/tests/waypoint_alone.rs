@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Harness, manifest};
+use common::{Harness, Protocols, manifest, manifest_with_port};
 use mesh_config::fixtures::{http_route, policy};
 use serde_json::json;
 
@@ -166,7 +166,7 @@ async fn a_failed_upstream_is_503_uf_for_http_and_unavailable_for_grpc() -> anyh
 
 #[tokio::test]
 async fn grpc_reaches_the_backend_with_trailers() -> anyhow::Result<()> {
-    let h = Harness::start(65, &manifest(65, &[])).await?;
+    let h = Harness::start(65, &manifest_with_port(65, "grpc", &[])).await?;
     let _v1 = h.backend("v1").await?;
     let _v2 = h.backend("v2").await?;
     let mut grpc = h.h2c(SLEEP).await?;
@@ -248,5 +248,28 @@ async fn http11_without_host_is_refused_with_400() -> anyhow::Result<()> {
     // Control characters never reach the backend raw: Pingora percent-encodes them.
     let control = raw_response(&h, b"GET /a\x01b HTTP/1.1\r\nhost: reviews:9080\r\n\r\n").await?;
     assert!(control.ends_with(" GET /a%01b"), "{control:?}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn the_service_port_decides_the_backend_protocol() -> anyhow::Result<()> {
+    // Port `http`: an h2c caller in front of an HTTP/1.1-only app is spoken for in HTTP/1.1.
+    let h = Harness::start(67, &manifest(67, &[])).await?;
+    let _v1 = h.backend_speaking("v1", Protocols::Http1Only).await?;
+    let _v2 = h.backend_speaking("v2", Protocols::Http1Only).await?;
+    let mut h2c = h.h2c(SLEEP).await?;
+    for _ in 0..3 {
+        let reply = h2c.get("/reviews/1").await?;
+        assert_eq!(reply.status, 200, "{reply:?}");
+        assert_eq!(reply.header("x-backend-protocol"), Some("HTTP/1.1"));
+    }
+    // A port name that declares no protocol: as the caller speaks.
+    let h = Harness::start(68, &manifest_with_port(68, "web", &[])).await?;
+    let _v1 = h.backend("v1").await?;
+    let _v2 = h.backend("v2").await?;
+    let over_h2 = h.h2c(SLEEP).await?.get("/reviews/1").await?;
+    assert_eq!(over_h2.header("x-backend-protocol"), Some("HTTP/2.0"));
+    let over_h1 = h.http1(SLEEP).await?.get("/reviews/1").await?;
+    assert_eq!(over_h1.header("x-backend-protocol"), Some("HTTP/1.1"));
     Ok(())
 }

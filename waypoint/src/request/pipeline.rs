@@ -20,7 +20,7 @@ use crate::reply::LocalReply;
 use crate::request::attrs::RequestAttrs;
 use crate::route::{BackendChoice, choose_backend, select_rule};
 use crate::tunnel_io::TunnelInfo;
-use crate::upstream::EgressTarget;
+use crate::upstream::{EgressTarget, UpstreamProtocol};
 
 /// What a stage returns: go on with `T`, or answer the caller with a local reply.
 pub type Flow<T> = Result<T, LocalReply>;
@@ -34,6 +34,8 @@ pub struct Plan {
     pub backend_service: Option<Arc<Service>>,
     pub endpoint: Endpoint,
     pub target: EgressTarget,
+    /// What the serving Service port declares its backends speak (`None`: as the caller).
+    pub declared_protocol: Option<UpstreamProtocol>,
 }
 
 /// Randomness the pipeline consumes, supplied by the caller so tests are deterministic.
@@ -73,6 +75,7 @@ pub fn plan(
         rule: routed.rule,
         backend_service: routed.backend_service,
         endpoint,
+        declared_protocol: routed.declared_protocol,
     })
 }
 
@@ -134,6 +137,7 @@ struct Routed<'s> {
     rule: Option<Arc<RouteRule>>,
     backend_service: Option<Arc<Service>>,
     upstreams: Upstreams<'s>,
+    declared_protocol: Option<UpstreamProtocol>,
 }
 
 /// The endpoints a request may go to.
@@ -171,6 +175,7 @@ fn route<'s>(
                 rule: None,
                 backend_service: None,
                 upstreams: Upstreams::Pod(endpoint),
+                declared_protocol: None,
             });
         }
         Destination::Service { service, port } => (service, *port),
@@ -181,6 +186,7 @@ fn route<'s>(
             rule: None,
             backend_service: Some(service.clone()),
             upstreams: Upstreams::Service(snapshot.endpoints(service, port)),
+            declared_protocol: declared(service, port),
         });
     }
     let rule = select_rule(rules, request)
@@ -203,7 +209,12 @@ fn route<'s>(
         rule: Some(rule.clone()),
         backend_service: Some(service.clone()),
         upstreams: Upstreams::Service(snapshot.endpoints(service, backend.port)),
+        declared_protocol: declared(service, backend.port),
     })
+}
+
+fn declared(service: &Service, port: u16) -> Option<UpstreamProtocol> {
+    service.port(port).and_then(UpstreamProtocol::declared_by)
 }
 
 #[cfg(test)]

@@ -36,8 +36,15 @@ pub fn ip(block: u8, rest: &str) -> IpAddr {
 /// a waypoint `default/waypoint` (pod `127.<block>.2.20`), Service `reviews` (VIP
 /// `127.<block>.100.12`, port 9080, bound to the waypoint) with pods `reviews-v1`
 /// (`127.<block>.2.10`) and `reviews-v2` (`127.<block>.2.11`), and a caller pod `sleep`
-/// (`127.<block>.1.10`). `extra` objects (routes, policies) are added as given.
+/// (`127.<block>.1.10`). `extra` objects (routes, policies) are added as given. The reviews
+/// port is named `http`, so backends are spoken to in HTTP/1.1.
 pub fn manifest(block: u8, extra: &[Value]) -> String {
+    manifest_with_port(block, "http", extra)
+}
+
+/// As [`manifest`], with the reviews port named `port_name` (`grpc`: HTTP/2 to backends;
+/// a name that declares no protocol: as the caller speaks).
+pub fn manifest_with_port(block: u8, port_name: &str, extra: &[Value]) -> String {
     let at = |rest: &str| ip(block, rest).to_string();
     let mut reviews = fixtures::service(
         "default",
@@ -46,7 +53,7 @@ pub fn manifest(block: u8, extra: &[Value]) -> String {
         json!({"app": "reviews"}),
     );
     reviews["metadata"]["labels"] = json!({"istio.io/use-waypoint": "waypoint"});
-    reviews["spec"]["ports"] = json!([{"name": "http", "port": 9080, "targetPort": 9080}]);
+    reviews["spec"]["ports"] = json!([{"name": port_name, "port": 9080, "targetPort": 9080}]);
     let mut objs = vec![
         fixtures::node("node-a", &at("0.1")),
         fixtures::waypoint_gateway("default", "waypoint", Some("service")),
@@ -161,15 +168,32 @@ impl Harness {
         SocketAddr::new(ip(self.block, "100.12"), 9080).to_string()
     }
 
-    /// Starts the backend pod `reviews-<version>` (`v1` at `.2.10`, `v2` at `.2.11`).
+    /// Starts the backend pod `reviews-<version>` (`v1` at `.2.10`, `v2` at `.2.11`),
+    /// serving HTTP/1.1 and h2c.
     pub async fn backend(&self, version: &str) -> anyhow::Result<Backend> {
+        self.backend_speaking(version, Protocols::Both).await
+    }
+
+    /// As [`Harness::backend`], speaking only `protocols`.
+    pub async fn backend_speaking(
+        &self,
+        version: &str,
+        protocols: Protocols,
+    ) -> anyhow::Result<Backend> {
         let rest = match version {
             "v1" => "2.10",
             "v2" => "2.11",
             other => anyhow::bail!("no backend pod reviews-{other}"),
         };
         let identity = Identity::new(TRUST_DOMAIN, "default", format!("reviews-{version}"));
-        Backend::start(self.ca.clone(), ip(self.block, rest), identity, version).await
+        Backend::start(
+            self.ca.clone(),
+            ip(self.block, rest),
+            identity,
+            version,
+            protocols,
+        )
+        .await
     }
 
     /// The value of `metric` whose labels include all of `labels` (summed), from the registry.
@@ -258,9 +282,17 @@ impl Client {
     }
 }
 
+/// What a backend app speaks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Protocols {
+    Both,
+    Http1Only,
+}
+
 /// A backend pod: its "ztunnel" (an HBONE server presenting the pod's identity) and, inside
-/// each tunnel, an HTTP/1.1 + h2c echo app. Each response says which backend served it and
-/// echoes the request's headers as `x-echo-<name>`; gRPC calls get `grpc-status: 0` trailers.
+/// each tunnel, an echo app. Each response says which backend served it (`x-backend`) over
+/// which protocol (`x-backend-protocol`) and echoes the request's headers as
+/// `x-echo-<name>`; gRPC calls get `grpc-status: 0` trailers.
 pub struct Backend {
     shutdown: CancellationToken,
 }
@@ -271,6 +303,7 @@ impl Backend {
         ip: IpAddr,
         identity: Identity,
         name: &str,
+        protocols: Protocols,
     ) -> anyhow::Result<Self> {
         let listener = TcpListener::bind(SocketAddr::new(ip, mesh_core::ports::HBONE)).await?;
         let tls = mesh_hbone::server_config(ca, identity)?;
@@ -283,10 +316,18 @@ impl Backend {
                     return;
                 };
                 let service = hyper::service::service_fn(move |req| echo(name.clone(), req));
-                let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-                let _ = builder
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await;
+                let io = TokioIo::new(stream);
+                let _ = match protocols {
+                    Protocols::Both => {
+                        let builder =
+                            hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+                        builder.serve_connection(io, service).await
+                    }
+                    Protocols::Http1Only => hyper::server::conn::http1::Builder::new()
+                        .serve_connection(io, service)
+                        .await
+                        .map_err(Into::into),
+                };
             }
         };
         tokio::spawn(mesh_hbone::Server::new(tls).serve(listener, handler, shutdown.clone()));
@@ -308,7 +349,10 @@ async fn echo(
         .headers()
         .get(http::header::CONTENT_TYPE)
         .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
-    let mut response = Response::builder().status(200).header("x-backend", &*name);
+    let mut response = Response::builder()
+        .status(200)
+        .header("x-backend", &*name)
+        .header("x-backend-protocol", format!("{:?}", req.version()));
     for (header, value) in req.headers() {
         response = response.header(format!("x-echo-{header}"), value);
     }
