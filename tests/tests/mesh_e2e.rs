@@ -466,3 +466,36 @@ async fn response_header_modifier_edits_what_the_client_sees() -> anyhow::Result
     t.stop().await;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unfinished_socks5_handshake_is_closed_after_its_timeout() -> anyhow::Result<()> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let t = TestMesh::start(22).await?;
+    // The greeting, then silence: the destination is never named.
+    let mut idle = tokio::net::TcpStream::connect(t.socks(PRODUCTPAGE)).await?;
+    idle.write_all(&[5, 1, 0]).await?;
+    let started = std::time::Instant::now();
+    let mut buf = [0u8; 64];
+    let mut got = Vec::new();
+    let closed = tokio::time::timeout(std::time::Duration::from_secs(20), async {
+        loop {
+            match idle.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await;
+    assert!(closed.is_ok(), "still open after 20 s");
+    assert_eq!(got, [5, 0], "only the method selection was answered");
+    let waited = started.elapsed();
+    assert!(
+        waited >= std::time::Duration::from_secs(9),
+        "closed after {waited:?}, before the 10 s timeout"
+    );
+    // The listener goes on serving.
+    let mut client = MeshClient::connect(t.socks(PRODUCTPAGE), REVIEWS, 9080).await?;
+    assert_eq!(client.get("/reviews/1").await?.status, 200);
+    t.stop().await;
+    Ok(())
+}

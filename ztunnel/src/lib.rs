@@ -32,6 +32,8 @@ pub struct ZtunnelSettings {
     pub node: String,
     pub hbone_port: u16,
     pub socks5_port: u16,
+    /// How long a SOCKS5 client may take to name its destination (default 10 s).
+    pub socks5_handshake_timeout: std::time::Duration,
 }
 
 impl ZtunnelSettings {
@@ -39,7 +41,8 @@ impl ZtunnelSettings {
         ZtunnelSettings {
             node: node.into(),
             hbone_port: mesh_core::ports::HBONE,
-            socks5_port: 15080,
+            socks5_port: mesh_core::ports::SOCKS5,
+            socks5_handshake_timeout: std::time::Duration::from_secs(10),
         }
     }
 }
@@ -50,6 +53,7 @@ pub(crate) struct NodeContext {
     pub(crate) pool: Pool,
     pub(crate) certs: Arc<dyn CertificateProvider>,
     pub(crate) metrics: Metrics,
+    pub(crate) socks5_handshake_timeout: std::time::Duration,
 }
 
 pub struct Ztunnel {
@@ -67,13 +71,14 @@ impl Ztunnel {
         registry: &prometheus::Registry,
     ) -> Result<Self, prometheus::Error> {
         Ok(Ztunnel {
-            settings,
             ctx: Arc::new(NodeContext {
                 store,
                 pool,
                 certs,
                 metrics: Metrics::new(registry)?,
+                socks5_handshake_timeout: settings.socks5_handshake_timeout,
             }),
+            settings,
             readiness: Readiness::new(),
         })
     }

@@ -114,10 +114,15 @@ async fn outbound_connection(
     mut client: TcpStream,
     client_addr: SocketAddr,
 ) {
-    let target = match socks5::handshake(&mut client).await {
-        Ok(target) => target,
-        Err(e) => {
+    let limit = ctx.socks5_handshake_timeout;
+    let target = match tokio::time::timeout(limit, socks5::handshake(&mut client)).await {
+        Ok(Ok(target)) => target,
+        Ok(Err(e)) => {
             debug!(src.addr = %client_addr, error = %e, "SOCKS5 handshake failed");
+            return;
+        }
+        Err(_) => {
+            debug!(src.addr = %client_addr, timeout_s = limit.as_secs_f64(), "SOCKS5 handshake timed out");
             return;
         }
     };
