@@ -150,13 +150,14 @@ impl FileSource {
         match outcome {
             Outcome::Unchanged => tracing::debug!("config files unchanged"),
             Outcome::Compiled(snapshot) => {
-                if stops_everything(&self.store.load(), &snapshot) && !confirmed {
+                let emptying = stops_everything(&self.store.load(), &snapshot);
+                if emptying && !confirmed {
                     let grace = self.emptying_grace;
                     tracing::warn!(path = %self.path.display(), grace_s = grace.as_secs_f64(),
                         "config now has no node and no workload: holding it back until the files stay so; the last config keeps serving");
                     return Some(Instant::now() + grace);
                 }
-                if stops_everything(&self.store.load(), &snapshot) {
+                if emptying {
                     tracing::error!(path = %self.path.display(),
                         "config has had no node and no workload for the whole grace period: applying it, every component stops");
                 }

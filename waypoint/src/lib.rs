@@ -3,7 +3,7 @@
 //! ```text
 //! ztunnel ──HBONE──▶ ingress (mesh-hbone server, :15008)
 //!                      └─ each CONNECT stream ─▶ TunnelIo ─▶ Pingora HttpProxy (h1 / h2c)
-//!                           request_filter: request::plan = resolve → authorize → route → endpoint
+//!                           request_filter: request::plan = check → resolve → authorize → route → endpoint
 //!                           upstream_peer:  upstream::http_peer via the egress Unix socket
 //! egress (Unix socket) ──HBONE(waypoint identity)──▶ endpoint's ztunnel :15008
 //! ```
