@@ -266,14 +266,7 @@ impl Snapshot {
         for w in &self.workloads {
             candidates.entry(&w.namespace).or_insert_with(|| {
                 (self.policies.iter())
-                    .filter(|p| match &p.scope {
-                        PolicyScope::Global => true,
-                        PolicyScope::Namespace => p.namespace == w.namespace,
-                        PolicyScope::Selector(_) => {
-                            p.namespace == w.namespace || p.namespace == ROOT_NAMESPACE
-                        }
-                        PolicyScope::TargetRefs(_) => false,
-                    })
+                    .filter(|p| l4_in_scope(p, &w.namespace))
                     .collect()
             });
         }
@@ -309,13 +302,21 @@ impl Snapshot {
 
 /// Whether ztunnel enforces `p` for `workload`.
 fn applies_at_l4(p: &AuthorizationPolicy, workload: &Workload) -> bool {
+    l4_in_scope(p, &workload.namespace)
+        && match &p.scope {
+            PolicyScope::Selector(sel) => {
+                sel.iter().all(|(k, v)| workload.labels.get(k) == Some(v))
+            }
+            _ => true,
+        }
+}
+
+/// Whether `p` can apply at L4 to a pod of `namespace`, its labels aside.
+fn l4_in_scope(p: &AuthorizationPolicy, namespace: &str) -> bool {
     match &p.scope {
         PolicyScope::Global => true,
-        PolicyScope::Namespace => p.namespace == workload.namespace,
-        PolicyScope::Selector(sel) => {
-            (p.namespace == workload.namespace || p.namespace == ROOT_NAMESPACE)
-                && sel.iter().all(|(k, v)| workload.labels.get(k) == Some(v))
-        }
+        PolicyScope::Namespace => p.namespace == namespace,
+        PolicyScope::Selector(_) => p.namespace == namespace || p.namespace == ROOT_NAMESPACE,
         PolicyScope::TargetRefs(_) => false,
     }
 }

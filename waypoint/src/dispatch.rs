@@ -6,6 +6,8 @@ use mesh_config::{Destination, ObjectRef, Snapshot, split_authority};
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum DispatchError {
+    #[error("waypoint {0} is not configured")]
+    NotConfigured(String),
     #[error("authority {0:?} is not host:port")]
     BadAuthority(String),
     #[error("authority {0:?} names no known service or workload")]
@@ -22,6 +24,9 @@ pub fn dispatch(
     me: &ObjectRef,
     authority: &str,
 ) -> Result<Destination, DispatchError> {
+    if snapshot.waypoint(me).is_none() {
+        return Err(DispatchError::NotConfigured(me.to_string()));
+    }
     let (host, port) =
         split_authority(authority).ok_or_else(|| DispatchError::BadAuthority(authority.into()))?;
     let destination = snapshot

@@ -33,9 +33,9 @@ fn refusal(error: &DispatchError) -> StatusCode {
         DispatchError::BadAuthority(_) | DispatchError::NotServedHere { .. } => {
             StatusCode::BAD_REQUEST
         }
-        DispatchError::Unknown(_) | DispatchError::NoSuchPort { .. } => {
-            StatusCode::SERVICE_UNAVAILABLE
-        }
+        DispatchError::NotConfigured(_)
+        | DispatchError::Unknown(_)
+        | DispatchError::NoSuchPort { .. } => StatusCode::SERVICE_UNAVAILABLE,
     }
 }
 
@@ -60,11 +60,7 @@ pub(crate) async fn serve(
         let stop_rx = stop_rx.clone();
         async move {
             let snapshot = store.load();
-            let served = match snapshot.waypoint(&waypoint) {
-                Some(_) => dispatch(&snapshot, &waypoint, connect.authority()).map(|_| ()),
-                None => Err(DispatchError::Unknown(connect.authority().to_string())),
-            };
-            if let Err(e) = served {
+            if let Err(e) = dispatch(&snapshot, &waypoint, connect.authority()) {
                 debug!(authority = connect.authority(), peer = %connect.peer_addr(), error = %e, "CONNECT refused");
                 connect.reject(refusal(&e));
                 return;

@@ -286,7 +286,7 @@ impl RuleCx<'_> {
 
     fn header_name(&mut self, field: &str, name: &str) -> Option<HeaderName> {
         match HeaderName::from_bytes(name.as_bytes()) {
-            Ok(name) if valid_header_name(name.as_str()) => Some(name),
+            Ok(name) => Some(name),
             _ => {
                 self.error(field, format!("invalid header name {name:?}"));
                 None

@@ -30,8 +30,6 @@ pub type Flow<T> = Result<T, LocalReply>;
 pub struct Plan {
     pub destination: Destination,
     pub rule: Option<Arc<RouteRule>>,
-    /// The Service that serves the request (the route's backend), if any.
-    pub backend_service: Option<Arc<Service>>,
     pub endpoint: Endpoint,
     pub target: EgressTarget,
     /// What the serving Service port declares its backends speak (`None`: as the caller).
@@ -73,7 +71,6 @@ pub fn plan(
         target: EgressTarget::for_endpoint(&endpoint),
         destination,
         rule: routed.rule,
-        backend_service: routed.backend_service,
         endpoint,
         declared_protocol: routed.declared_protocol,
     })
@@ -96,10 +93,6 @@ fn check(request: &RequestAttrs<'_>) -> Flow<()> {
 
 /// The destination the tunnel addressed, if this waypoint serves it.
 fn resolve(snapshot: &Snapshot, waypoint: &ObjectRef, tunnel: &TunnelInfo) -> Flow<Destination> {
-    if snapshot.waypoint(waypoint).is_none() {
-        let message = format!("waypoint {waypoint} is not configured");
-        return Err(LocalReply::new(503, ResponseFlag::NoRouteFound, message));
-    }
     dispatch(snapshot, waypoint, &tunnel.authority)
         .map_err(|e| LocalReply::new(503, ResponseFlag::NoRouteFound, e.to_string()))
 }
@@ -135,7 +128,6 @@ fn authorize(
 /// The outcome of routing: the rule that matched and the endpoints of its chosen backend.
 struct Routed<'s> {
     rule: Option<Arc<RouteRule>>,
-    backend_service: Option<Arc<Service>>,
     upstreams: Upstreams<'s>,
     declared_protocol: Option<UpstreamProtocol>,
 }
@@ -173,7 +165,6 @@ fn route<'s>(
             };
             return Ok(Routed {
                 rule: None,
-                backend_service: None,
                 upstreams: Upstreams::Pod(endpoint),
                 declared_protocol: None,
             });
@@ -184,7 +175,6 @@ fn route<'s>(
     if rules.is_empty() {
         return Ok(Routed {
             rule: None,
-            backend_service: Some(service.clone()),
             upstreams: Upstreams::Service(snapshot.endpoints(service, port)),
             declared_protocol: declared(service, port),
         });
@@ -207,7 +197,6 @@ fn route<'s>(
     })?;
     Ok(Routed {
         rule: Some(rule.clone()),
-        backend_service: Some(service.clone()),
         upstreams: Upstreams::Service(snapshot.endpoints(service, backend.port)),
         declared_protocol: declared(service, backend.port),
     })
