@@ -39,7 +39,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::proxy::WaypointProxy;
 use crate::telemetry::Metrics;
-use crate::upstream::Egress;
+use crate::upstream::{Backlogs, Egress};
 
 /// Static settings of one waypoint instance (one pod of a waypoint `Gateway`).
 #[derive(Clone, Debug)]
@@ -113,8 +113,15 @@ impl WaypointServer {
         let socket = settings
             .runtime_dir
             .join(format!("egress-{}.sock", settings.address));
-        let egress = Egress::bind(&socket, pool, settings.identity.clone(), settings.address)
-            .map_err(bind_err(socket.display().to_string()))?;
+        let backlogs = Arc::new(Backlogs::default());
+        let egress = Egress::bind(
+            &socket,
+            backlogs.clone(),
+            pool,
+            settings.identity.clone(),
+            settings.address,
+        )
+        .map_err(bind_err(socket.display().to_string()))?;
         let tls =
             mesh_hbone::server_config(certs, settings.identity.clone()).map_err(|source| {
                 WaypointError::Tls {
@@ -126,6 +133,7 @@ impl WaypointServer {
             store: store.clone(),
             waypoint: settings.waypoint.clone(),
             egress_socket: socket.to_string_lossy().into_owned(),
+            backlogs,
             metrics: Metrics::new(registry)?,
             identity: settings.identity.to_string(),
         };

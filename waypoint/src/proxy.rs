@@ -6,6 +6,7 @@
 //! new_ctx                  snapshot pinned for the request
 //! request_filter           RequestAttrs → pipeline::plan → Plan | LocalReply (rendered, sent)
 //! upstream_peer            upstream::http_peer(plan.target)
+//! connected_to_upstream    an HTTP/1.1 upstream's egress backlog gates the caller's reads
 //! upstream_request_filter  x-forwarded-client-cert, request filters
 //! response_filter          response filters
 //! fail_to_connect          (error kept; classified in fail_to_proxy)
@@ -17,6 +18,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use mesh_config::{ObjectRef, Store};
+use pingora_core::protocols::Digest;
 use pingora_core::protocols::http::HttpTask;
 use pingora_core::upstreams::peer::HttpPeer;
 use pingora_error::{Error, ErrorType, Result};
@@ -29,13 +31,16 @@ use crate::reply::{self, Caller, LocalReply};
 use crate::request::{RequestAttrs, RequestCtx, Rolls, plan};
 use crate::telemetry::{Metrics, RequestLabels, access_log};
 use crate::tunnel_io::tunnel_info;
-use crate::upstream::{UpstreamProtocol, http_peer};
+use crate::upstream::backlog::CONNECTION_ID_HEADER;
+use crate::upstream::{Backlogs, UpstreamProtocol, http_peer};
 
 /// Per-waypoint state shared by all requests.
 pub struct WaypointProxy {
     pub(crate) store: Arc<Store>,
     pub(crate) waypoint: ObjectRef,
     pub(crate) egress_socket: String,
+    /// The egress connections' queues, for [`upstream::backlog`](crate::upstream::backlog).
+    pub(crate) backlogs: Arc<Backlogs>,
     pub(crate) metrics: Metrics,
     /// The waypoint's own SPIFFE id, reported upstream in `x-forwarded-client-cert`.
     pub(crate) identity: String,
@@ -95,11 +100,39 @@ impl ProxyHttp for WaypointProxy {
             true => UpstreamProtocol::Http2,
             false => UpstreamProtocol::Http1,
         });
+        ctx.upstream_protocol = Some(protocol);
         Ok(Box::new(http_peer(
             &self.egress_socket,
             &plan.target,
             protocol,
         )))
+    }
+
+    async fn connected_to_upstream(
+        &self,
+        _session: &mut Session,
+        _reused: bool,
+        _peer: &HttpPeer,
+        _fd: std::os::unix::io::RawFd,
+        digest: Option<&Digest>,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        // Only an HTTP/1.1 upstream connection serves one request at a time, as the gate
+        // assumes; an HTTP/2 one carries many callers.
+        if ctx.upstream_protocol != Some(UpstreamProtocol::Http1) {
+            return Ok(());
+        }
+        let connection = digest
+            .and_then(|d| d.proxy_digest.as_ref())
+            .and_then(|p| p.response.headers.get(CONNECTION_ID_HEADER))
+            .and_then(|v| v.to_str().ok()?.parse().ok());
+        if let (Some(tunnel), Some(backlog)) = (
+            &ctx.tunnel,
+            connection.and_then(|id| self.backlogs.find(id)),
+        ) {
+            tunnel.read_gate.attach(backlog);
+        }
+        Ok(())
     }
 
     async fn upstream_request_filter(
@@ -148,6 +181,9 @@ impl ProxyHttp for WaypointProxy {
     }
 
     async fn logging(&self, session: &mut Session, error: Option<&Error>, ctx: &mut RequestCtx) {
+        if let Some(tunnel) = &ctx.tunnel {
+            tunnel.read_gate.detach();
+        }
         let code = session.response_written().map_or(0, |r| r.status.as_u16());
         let labels = RequestLabels::of(ctx, code, session.is_http2());
         let elapsed = ctx.start.elapsed();

@@ -24,10 +24,12 @@ use pingora_core::protocols::{
 use pingora_http::ResponseHeader;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 
+use crate::upstream::ReadGate;
+
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
 /// What the waypoint knows about the tunnel a request arrived on.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub struct TunnelInfo {
     /// Identity of the HBONE peer (the caller's ztunnel sends with the caller's identity).
     pub peer_identity: Identity,
@@ -43,6 +45,8 @@ pub struct TunnelInfo {
     pub authority: String,
     /// The client address from the `forwarded: for=` header, when the caller sent one.
     pub forwarded_for: Option<SocketAddr>,
+    /// Holds the caller's bytes back while its request's HTTP/1.1 upstream is backed up.
+    pub read_gate: ReadGate,
 }
 
 impl TunnelInfo {
@@ -61,6 +65,7 @@ impl TunnelInfo {
             local_addr,
             authority,
             forwarded_for,
+            read_gate: ReadGate::default(),
         }
     }
 
@@ -87,6 +92,9 @@ static NEXT_ID: AtomicI32 = AtomicI32::new(1);
 pub struct TunnelIo<S> {
     inner: S,
     sniffed: BytesMut,
+    /// Whether the caller opened with the HTTP/2 preface (then its reads are never gated).
+    http2: bool,
+    info: Arc<TunnelInfo>,
     id: UniqueIDType,
     proxy_digest: Arc<ProxyDigest>,
     socket_digest: Arc<SocketDigest>,
@@ -98,10 +106,13 @@ impl<S> TunnelIo<S> {
         let _ = socket_digest.peer_addr.set(Some(info.client_addr().into()));
         let _ = socket_digest.local_addr.set(Some(info.local_addr.into()));
         let connected = ResponseHeader::build(200, None).expect("200 is a valid status");
-        let proxy_digest = ProxyDigest::new(Box::new(connected), Some(Box::new(Arc::new(info))));
+        let info = Arc::new(info);
+        let proxy_digest = ProxyDigest::new(Box::new(connected), Some(Box::new(info.clone())));
         TunnelIo {
             inner,
             sniffed: BytesMut::new(),
+            http2: false,
+            info,
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             proxy_digest: Arc::new(proxy_digest),
             socket_digest: Arc::new(socket_digest),
@@ -121,6 +132,7 @@ impl<S: AsyncRead + Unpin> TunnelIo<S> {
             }
             self.sniffed.extend_from_slice(&chunk[..n]);
         }
+        self.http2 = self.sniffed.starts_with(H2_PREFACE);
         Ok(())
     }
 }
@@ -142,6 +154,9 @@ impl<S: AsyncRead + Unpin> AsyncRead for TunnelIo<S> {
             buf.put_slice(&self.sniffed[..n]);
             self.sniffed.advance(n);
             return Poll::Ready(Ok(()));
+        }
+        if !self.http2 {
+            std::task::ready!(self.info.read_gate.poll_open(cx));
         }
         Pin::new(&mut self.inner).poll_read(cx, buf)
     }

@@ -9,6 +9,7 @@ use mesh_core::ResponseFlag;
 use super::pipeline::Plan;
 use crate::reply::Caller;
 use crate::tunnel_io::TunnelInfo;
+use crate::upstream::UpstreamProtocol;
 
 /// Everything one request accumulates. The snapshot is the one the request started with:
 /// every decision and every label of this request comes from it, however many snapshots are
@@ -19,6 +20,8 @@ pub struct RequestCtx {
     pub tunnel: Option<Arc<TunnelInfo>>,
     pub caller: Caller,
     pub plan: Option<Plan>,
+    /// The protocol spoken to the upstream, once chosen.
+    pub upstream_protocol: Option<UpstreamProtocol>,
     /// Why the request ended as it did (`-` when served normally).
     pub flag: ResponseFlag,
 }
@@ -31,6 +34,7 @@ impl RequestCtx {
             tunnel: None,
             caller: crate::reply::Caller::Http,
             plan: None,
+            upstream_protocol: None,
             flag: ResponseFlag::None,
         }
     }

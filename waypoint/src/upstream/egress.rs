@@ -4,21 +4,30 @@
 //! Pingora CONNECT-proxy peers (`HttpPeer::new_proxy`) whose next hop is this in-process Unix
 //! socket. Each accepted Unix connection carries one `CONNECT ip:port HTTP/1.1` naming the
 //! endpoint; the egress opens an HBONE stream with the waypoint's identity to the endpoint's
-//! ztunnel, answers 200 only after the HBONE 200, then splices bytes until either side ends.
+//! ztunnel, answers 200 only after the HBONE 200 (naming the connection for its
+//! [`Backlog`](super::backlog::Backlog)), then splices bytes until both sides end, queueing what
+//! Pingora writes so its writes complete at once (see [`super::backlog`]).
 //! Pingora keeps the Unix connection alive between requests, so one client connection through
 //! the waypoint costs one CONNECT stream upstream, not one per request.
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
+use bytes::{Buf, BytesMut};
 use mesh_config::Endpoint;
-use mesh_hbone::{ConnectRequest, HboneError, Identity, Pool, PoolKey};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use mesh_hbone::{ConnectRequest, HboneError, HboneStream, Identity, Pool, PoolKey};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{UnixListener, UnixStream};
+use tokio_util::io::poll_read_buf;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
+
+use super::backlog::{Backlog, Backlogs, CONNECTION_ID_HEADER, QUEUE_LIMIT};
 
 /// Proxy header naming the HBONE next hop (the endpoint's ztunnel, `ip:15008`).
 pub const HBONE_ADDR_HEADER: &str = "x-mesh-hbone-addr";
@@ -128,6 +137,7 @@ pub fn parse_connect(buf: &[u8]) -> Result<Option<(EgressTarget, usize)>, Egress
 pub struct Egress {
     listener: UnixListener,
     path: PathBuf,
+    backlogs: Arc<Backlogs>,
     pool: Pool,
     identity: Identity,
     source_ip: IpAddr,
@@ -136,8 +146,10 @@ pub struct Egress {
 
 impl Egress {
     /// Binds a Unix socket at `path` (its directory must be private to this process's user).
+    /// Each connection's queue is recorded in `backlogs`.
     pub fn bind(
         path: &Path,
+        backlogs: Arc<Backlogs>,
         pool: Pool,
         identity: Identity,
         source_ip: IpAddr,
@@ -148,6 +160,7 @@ impl Egress {
         Ok(Egress {
             listener,
             path: path.to_path_buf(),
+            backlogs,
             pool,
             identity,
             source_ip,
@@ -167,15 +180,15 @@ impl Egress {
             };
             match accepted {
                 Ok((stream, _)) => {
-                    let key = (
-                        self.pool.clone(),
-                        self.identity.clone(),
-                        self.source_ip,
-                        self.dial_timeout,
-                    );
+                    let dial = Dial {
+                        pool: self.pool.clone(),
+                        identity: self.identity.clone(),
+                        source_ip: self.source_ip,
+                        timeout: self.dial_timeout,
+                    };
+                    let registration = self.backlogs.register();
                     tokio::spawn(async move {
-                        let (pool, identity, source_ip, timeout) = key;
-                        if let Err(e) = tunnel(stream, &pool, identity, source_ip, timeout).await {
+                        if let Err(e) = tunnel(stream, dial, registration).await {
                             debug!(error = %e, "egress tunnel ended with an error");
                         }
                     });
@@ -208,12 +221,18 @@ async fn read_head(stream: &mut UnixStream) -> std::io::Result<(EgressTarget, Ve
     }
 }
 
-async fn tunnel(
-    mut downstream: UnixStream,
-    pool: &Pool,
+/// How the egress dials HBONE for one connection.
+struct Dial {
+    pool: Pool,
     identity: Identity,
     source_ip: IpAddr,
-    dial_timeout: Duration,
+    timeout: Duration,
+}
+
+async fn tunnel(
+    mut downstream: UnixStream,
+    dial: Dial,
+    registration: super::backlog::Registration,
 ) -> std::io::Result<()> {
     let (target, early) = match read_head(&mut downstream).await {
         Ok(head) => head,
@@ -225,8 +244,8 @@ async fn tunnel(
         }
     };
     let key = PoolKey {
-        source: identity,
-        source_ip: Some(source_ip),
+        source: dial.identity,
+        source_ip: Some(dial.source_ip),
         destination: target.hbone_addr,
         expected: vec![target.identity.clone()],
     };
@@ -234,7 +253,7 @@ async fn tunnel(
         authority: target.authority.to_string(),
         headers: http::HeaderMap::new(),
     };
-    let connected = tokio::time::timeout(dial_timeout, pool.connect(&key, request))
+    let connected = tokio::time::timeout(dial.timeout, dial.pool.connect(&key, request))
         .await
         .unwrap_or(Err(HboneError::Timeout {
             addr: target.hbone_addr,
@@ -251,13 +270,79 @@ async fn tunnel(
             return Ok(());
         }
     };
-    downstream.write_all(b"HTTP/1.1 200 OK\r\n\r\n").await?;
+    let head = format!(
+        "HTTP/1.1 200 OK\r\n{CONNECTION_ID_HEADER}: {}\r\n\r\n",
+        registration.id()
+    );
+    downstream.write_all(head.as_bytes()).await?;
     if !early.is_empty() {
         upstream.write_all(&early).await?;
     }
-    let copied = tokio::io::copy_bidirectional(&mut downstream, &mut upstream).await;
-    let _ = upstream.shutdown().await;
-    copied.map(|_| ())
+    splice(downstream, upstream, registration.backlog()).await
+}
+
+/// Copies both ways until both directions end. Pingora's bytes are read as soon as they come
+/// (up to [`QUEUE_LIMIT`] queued), so its writes complete at once; `backlog` follows the queue.
+async fn splice(
+    downstream: UnixStream,
+    upstream: HboneStream,
+    backlog: &Backlog,
+) -> std::io::Result<()> {
+    let (from_pingora, to_pingora) = downstream.into_split();
+    let (from_upstream, to_upstream) = tokio::io::split(upstream);
+    let request = queue_through(from_pingora, to_upstream, backlog);
+    let response = async move {
+        let mut from_upstream = from_upstream;
+        let mut to_pingora = to_pingora;
+        tokio::io::copy(&mut from_upstream, &mut to_pingora).await?;
+        to_pingora.shutdown().await
+    };
+    tokio::try_join!(request, response).map(|_| ())
+}
+
+/// Reads `from` into a queue of at most [`QUEUE_LIMIT`] bytes while writing the queue to
+/// `to`; shuts `to` down after `from` ends and the queue is written.
+async fn queue_through(
+    mut from: impl AsyncRead + Unpin,
+    mut to: impl AsyncWrite + Unpin,
+    backlog: &Backlog,
+) -> std::io::Result<()> {
+    const READ_SIZE: usize = 64 << 10;
+    let mut queue = BytesMut::new();
+    let mut ended = false;
+    loop {
+        if ended && queue.is_empty() {
+            return to.shutdown().await;
+        }
+        if queue.capacity() - queue.len() < READ_SIZE {
+            queue.reserve(READ_SIZE);
+        }
+        std::future::poll_fn(|cx| {
+            let mut progressed = false;
+            let may_read = !ended && queue.len() < QUEUE_LIMIT;
+            if may_read
+                && let Poll::Ready(read) = poll_read_buf(Pin::new(&mut from), cx, &mut queue)
+            {
+                ended = read? == 0;
+                progressed = true;
+            }
+            if !queue.is_empty()
+                && let Poll::Ready(written) = Pin::new(&mut to).poll_write(cx, &queue)
+            {
+                match written? {
+                    0 => return Poll::Ready(Err(std::io::ErrorKind::WriteZero.into())),
+                    n => queue.advance(n),
+                }
+                progressed = true;
+            }
+            match progressed {
+                true => Poll::Ready(Ok::<_, std::io::Error>(())),
+                false => Poll::Pending,
+            }
+        })
+        .await?;
+        backlog.set_queued(queue.len());
+    }
 }
 
 #[cfg(test)]

@@ -84,7 +84,7 @@ pub struct Harness {
     pub registry: prometheus::Registry,
     pub ca: Arc<LocalCa>,
     pub waypoint_addr: SocketAddr,
-    client_pool: Pool,
+    pub client_pool: Pool,
     shutdown: CancellationToken,
     _runtime_dir: tempfile::TempDir,
 }
@@ -221,10 +221,13 @@ impl Drop for Harness {
     }
 }
 
+/// A request body a test writes: whole, or streamed from a task.
+pub type TestBody = http_body_util::combinators::BoxBody<Bytes, std::io::Error>;
+
 /// A client on one tunnel.
 pub enum Client {
-    Http1(hyper::client::conn::http1::SendRequest<Full<Bytes>>),
-    Http2(hyper::client::conn::http2::SendRequest<Full<Bytes>>),
+    Http1(hyper::client::conn::http1::SendRequest<TestBody>),
+    Http2(hyper::client::conn::http2::SendRequest<TestBody>),
 }
 
 /// A response read whole.
@@ -244,10 +247,8 @@ impl Reply {
 
 impl Client {
     pub async fn send(&mut self, request: Request<Full<Bytes>>) -> anyhow::Result<Reply> {
-        let response = match self {
-            Client::Http1(s) => s.send_request(request).await?,
-            Client::Http2(s) => s.send_request(request).await?,
-        };
+        let request = request.map(|body| body.map_err(|never| match never {}).boxed());
+        let response = self.start(request).await?;
         let status = response.status().as_u16();
         let headers = response.headers().clone();
         let collected =
@@ -261,6 +262,23 @@ impl Client {
             headers,
             body,
             trailers,
+        })
+    }
+
+    /// Sends `request` and returns as soon as the response head is in.
+    pub async fn start(
+        &mut self,
+        request: Request<TestBody>,
+    ) -> anyhow::Result<Response<Incoming>> {
+        Ok(match self {
+            Client::Http1(s) => {
+                s.ready().await?;
+                s.send_request(request).await?
+            }
+            Client::Http2(s) => {
+                s.ready().await?;
+                s.send_request(request).await?
+            }
         })
     }
 
@@ -295,6 +313,7 @@ pub enum Protocols {
 /// `x-echo-<name>`; gRPC calls get `grpc-status: 0` trailers.
 pub struct Backend {
     shutdown: CancellationToken,
+    open_tunnels: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl Backend {
@@ -309,9 +328,13 @@ impl Backend {
         let tls = mesh_hbone::server_config(ca, identity)?;
         let shutdown = CancellationToken::new();
         let name: Arc<str> = name.into();
+        let open_tunnels = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = open_tunnels.clone();
         let handler = move |connect: mesh_hbone::InboundConnect| {
             let name = name.clone();
+            let open = OpenTunnel::count(counter.clone());
             async move {
+                let _open = open;
                 let Ok(stream) = connect.accept(http::HeaderMap::new()) else {
                     return;
                 };
@@ -331,7 +354,31 @@ impl Backend {
             }
         };
         tokio::spawn(mesh_hbone::Server::new(tls).serve(listener, handler, shutdown.clone()));
-        Ok(Backend { shutdown })
+        Ok(Backend {
+            shutdown,
+            open_tunnels,
+        })
+    }
+
+    /// Tunnels into this backend whose app connection is still being served.
+    pub fn open_tunnels(&self) -> usize {
+        self.open_tunnels.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+/// Counts one served tunnel for as long as it lives.
+struct OpenTunnel(Arc<std::sync::atomic::AtomicUsize>);
+
+impl OpenTunnel {
+    fn count(counter: Arc<std::sync::atomic::AtomicUsize>) -> Self {
+        counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        OpenTunnel(counter)
+    }
+}
+
+impl Drop for OpenTunnel {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
     }
 }
 
@@ -344,7 +391,7 @@ impl Drop for Backend {
 async fn echo(
     name: Arc<str>,
     req: Request<Incoming>,
-) -> Result<Response<http_body_util::combinators::BoxBody<Bytes, Infallible>>, Infallible> {
+) -> Result<Response<http_body_util::combinators::BoxBody<Bytes, hyper::Error>>, Infallible> {
     let grpc = req
         .headers()
         .get(http::header::CONTENT_TYPE)
@@ -355,6 +402,12 @@ async fn echo(
         .header("x-backend-protocol", format!("{:?}", req.version()));
     for (header, value) in req.headers() {
         response = response.header(format!("x-echo-{header}"), value);
+    }
+    if req.uri().path() == "/echo" {
+        // The request body streams back as it arrives.
+        return Ok(response
+            .body(req.into_body().boxed())
+            .expect("valid response"));
     }
     let body = format!("{name} {} {}", req.method(), req.uri().path());
     if grpc {
@@ -370,11 +423,15 @@ async fn echo(
         ]));
         let response = response
             .header(http::header::CONTENT_TYPE, "application/grpc")
-            .body(frames.boxed())
+            .body(frames.map_err(|never| match never {}).boxed())
             .expect("valid response");
         return Ok(response);
     }
     Ok(response
-        .body(Full::new(Bytes::from(body)).boxed())
+        .body(
+            Full::new(Bytes::from(body))
+                .map_err(|never| match never {})
+                .boxed(),
+        )
         .expect("valid response"))
 }

@@ -1,0 +1,170 @@
+//! Bodies streaming through the waypoint in both directions at once: large uploads echoed
+//! back while they are still being sent, by several callers sharing one HBONE connection.
+
+mod common;
+
+use std::time::Duration;
+
+use anyhow::Context;
+use bytes::Bytes;
+use common::{Client, Harness, Protocols, TestBody, manifest};
+use http_body_util::{BodyExt, StreamBody};
+use hyper::body::Frame;
+
+const SLEEP: &str = "sleep";
+const CHUNK: usize = 64 << 10;
+
+/// Streams `total` bytes to the backend's `/echo` in `CHUNK`-sized pieces (chunked for
+/// HTTP/1.1) while reading the echo as it comes back; the number of bytes echoed.
+async fn echo_upload(client: &mut Client, total: usize) -> anyhow::Result<usize> {
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, std::io::Error>>(4);
+    let frames = futures::stream::unfold(rx, |mut rx| async { rx.recv().await.map(|f| (f, rx)) });
+    let body: TestBody = StreamBody::new(frames).boxed();
+    let request = http::Request::post("http://reviews.default:9080/echo")
+        .header(http::header::HOST, "reviews.default:9080")
+        .body(body)?;
+    let writer = tokio::spawn(async move {
+        let chunk = Bytes::from(vec![b'x'; CHUNK]);
+        for _ in 0..total / CHUNK {
+            if tx.send(Ok(Frame::data(chunk.clone()))).await.is_err() {
+                break;
+            }
+        }
+    });
+    let response = client.start(request).await?;
+    anyhow::ensure!(response.status() == 200, "status {}", response.status());
+    let mut body = response.into_body();
+    let mut echoed = 0;
+    while let Some(frame) = body.frame().await {
+        if let Some(data) = frame?.data_ref() {
+            echoed += data.len();
+        }
+    }
+    writer.await?;
+    Ok(echoed)
+}
+
+/// `callers` concurrent echo uploads of `total` bytes each; fails if any is not whole within
+/// `deadline`.
+async fn concurrent_uploads(
+    h: &Harness,
+    h2c: bool,
+    callers: usize,
+    total: usize,
+    deadline: Duration,
+) -> anyhow::Result<()> {
+    let mut tasks = Vec::new();
+    for _ in 0..callers {
+        let mut client = if h2c {
+            h.h2c(SLEEP).await?
+        } else {
+            h.http1(SLEEP).await?
+        };
+        tasks.push(tokio::spawn(async move {
+            echo_upload(&mut client, total).await
+        }));
+    }
+    let all = futures::future::join_all(tasks);
+    let results = tokio::time::timeout(deadline, all)
+        .await
+        .context("uploads wedged: not all echoes finished in time")?;
+    for result in results {
+        assert_eq!(result??, total);
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chunked_uploads_echoed_back_never_wedge() -> anyhow::Result<()> {
+    let h = Harness::start(69, &manifest(69, &[])).await?;
+    let _v1 = h.backend("v1").await?;
+    let _v2 = h.backend("v2").await?;
+    for round in 0..3 {
+        concurrent_uploads(&h, false, 4, 32 << 20, Duration::from_secs(60))
+            .await
+            .with_context(|| format!("HTTP/1.1 round {round}"))?;
+    }
+    // The tunnel stays usable for ordinary requests afterwards.
+    assert_eq!(h.http1(SLEEP).await?.get("/after").await?.status, 200);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h2c_uploads_echoed_back_never_wedge() -> anyhow::Result<()> {
+    let h = Harness::start(70, &manifest(70, &[])).await?;
+    let _v1 = h.backend("v1").await?;
+    let _v2 = h.backend("v2").await?;
+    for round in 0..3 {
+        concurrent_uploads(&h, true, 4, 32 << 20, Duration::from_secs(60))
+            .await
+            .with_context(|| format!("h2c round {round}"))?;
+    }
+    assert_eq!(h.h2c(SLEEP).await?.get("/after").await?.status, 200);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h2c_caller_uploads_to_an_http11_backend_never_wedge() -> anyhow::Result<()> {
+    let h = Harness::start(71, &manifest(71, &[])).await?;
+    let _v1 = h.backend_speaking("v1", Protocols::Http1Only).await?;
+    let _v2 = h.backend_speaking("v2", Protocols::Http1Only).await?;
+    concurrent_uploads(&h, true, 4, 32 << 20, Duration::from_secs(60)).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_abandoned_upload_is_torn_down_on_both_sides() -> anyhow::Result<()> {
+    let h = Harness::start(72, &manifest(72, &[])).await?;
+    let v1 = h.backend("v1").await?;
+    let v2 = h.backend("v2").await?;
+    for h2c in [false, true] {
+        let mut client = if h2c {
+            h.h2c(SLEEP).await?
+        } else {
+            h.http1(SLEEP).await?
+        };
+        // The caller sends 1 MiB of an upload that would go on, reads the start of the echo,
+        // and goes away with its tunnel.
+        let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, std::io::Error>>(4);
+        let frames =
+            futures::stream::unfold(rx, |mut rx| async { rx.recv().await.map(|f| (f, rx)) });
+        let request = http::Request::post("http://reviews.default:9080/echo")
+            .header(http::header::HOST, "reviews.default:9080")
+            .body(StreamBody::new(frames).boxed())?;
+        let writer = tokio::spawn(async move {
+            for _ in 0..16 {
+                tx.send(Ok(Frame::data(Bytes::from(vec![b'x'; CHUNK]))))
+                    .await?;
+            }
+            anyhow::Ok(tx)
+        });
+        let in_time = Duration::from_secs(10);
+        let response = tokio::time::timeout(in_time, client.start(request)).await??;
+        let mut body = response.into_body();
+        let first = tokio::time::timeout(in_time, body.frame()).await?;
+        assert!(first.context("an echo")??.is_data());
+        let tx = tokio::time::timeout(in_time, writer).await???;
+        assert_eq!(
+            v1.open_tunnels() + v2.open_tunnels(),
+            1,
+            "one upstream tunnel"
+        );
+        drop((body, client, tx));
+        wait_until(Duration::from_secs(10), || {
+            v1.open_tunnels() + v2.open_tunnels() == 0
+        })
+        .await
+        .with_context(|| format!("the backend's tunnel outlived its caller (h2c: {h2c})"))?;
+    }
+    // The waypoint still serves.
+    assert_eq!(h.http1(SLEEP).await?.get("/after").await?.status, 200);
+    Ok(())
+}
+
+async fn wait_until(deadline: Duration, done: impl Fn() -> bool) -> anyhow::Result<()> {
+    let start = tokio::time::Instant::now();
+    while !done() {
+        anyhow::ensure!(start.elapsed() < deadline, "not within {deadline:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Ok(())
+}
