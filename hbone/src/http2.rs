@@ -1,21 +1,48 @@
-//! HTTP/2 settings as Istio's ztunnel uses them, and the PING keepalive both sides run.
+//! HTTP/2 settings for HBONE, and the PING keepalive both sides run.
+//!
+//! Flow control is sized so that no stream can starve the others of its connection: a stream
+//! whose reader has stopped (an app that does not read its response) holds at most its own
+//! window, and the connection window covers every stream's window at once
+//! (`streams × stream window ≤ connection window`). Istio's ztunnel uses 4 MiB streams in a
+//! 16 MiB connection with up to 100 streams, so four stalled streams stop every other tunnel
+//! sharing the connection; here they cannot. The connection window is also what one peer can
+//! make us buffer per connection (16 MiB, as Istio's).
+//!
+//! - As a client (the pool), we open at most [`CLIENT_MAX_STREAMS_PER_CONNECTION`] streams of
+//!   [`CLIENT_STREAM_WINDOW`] each on a connection (responses, the larger direction, get 1 MiB
+//!   per stream); more tunnels open more connections.
+//! - As a server, we accept as many streams as Istio's ztunnel opens on one connection
+//!   ([`SERVER_MAX_CONCURRENT_STREAMS`], 100) and give each [`SERVER_STREAM_WINDOW`].
 
 use std::time::Duration;
 
-/// Per-stream flow-control window.
-pub const STREAM_WINDOW: u32 = 4 << 20;
-/// Connection flow-control window.
+/// Connection flow-control window, both sides.
 pub const CONNECTION_WINDOW: u32 = 16 << 20;
+/// Per-stream window of the streams we open (what each response may have in flight).
+pub const CLIENT_STREAM_WINDOW: u32 = 1 << 20;
+/// Per-stream window of the streams peers open to us (what each upload may have in flight).
+pub const SERVER_STREAM_WINDOW: u32 = 160 << 10;
 /// Largest frame we accept.
 pub const MAX_FRAME_SIZE: u32 = 1 << 20;
 /// Header list limit a client accepts (response headers).
 pub const CLIENT_MAX_HEADER_LIST: u32 = 16 << 10;
 /// Header list limit a server accepts (CONNECT request headers).
 pub const SERVER_MAX_HEADER_LIST: u32 = 64 << 10;
-/// Streams a server lets one client open at once.
-pub const SERVER_MAX_CONCURRENT_STREAMS: u32 = 200;
+/// Streams a server lets one client open at once (Istio's ztunnel opens up to 100).
+pub const SERVER_MAX_CONCURRENT_STREAMS: u32 = 100;
 /// Streams a client opens on one connection at most.
-pub const CLIENT_MAX_STREAMS_PER_CONNECTION: usize = 100;
+pub const CLIENT_MAX_STREAMS_PER_CONNECTION: usize = 16;
+
+const _: () = {
+    assert!(
+        SERVER_MAX_CONCURRENT_STREAMS as u64 * SERVER_STREAM_WINDOW as u64
+            <= CONNECTION_WINDOW as u64
+    );
+    assert!(
+        CLIENT_MAX_STREAMS_PER_CONNECTION as u64 * CLIENT_STREAM_WINDOW as u64
+            <= CONNECTION_WINDOW as u64
+    );
+};
 /// PING interval and how long to wait for its PONG.
 pub const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
 pub const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
@@ -23,7 +50,7 @@ pub const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
 pub(crate) fn server_builder() -> h2::server::Builder {
     let mut builder = h2::server::Builder::new();
     builder
-        .initial_window_size(STREAM_WINDOW)
+        .initial_window_size(SERVER_STREAM_WINDOW)
         .initial_connection_window_size(CONNECTION_WINDOW)
         .max_frame_size(MAX_FRAME_SIZE)
         .max_header_list_size(SERVER_MAX_HEADER_LIST)
@@ -34,7 +61,7 @@ pub(crate) fn server_builder() -> h2::server::Builder {
 pub(crate) fn client_builder() -> h2::client::Builder {
     let mut builder = h2::client::Builder::new();
     builder
-        .initial_window_size(STREAM_WINDOW)
+        .initial_window_size(CLIENT_STREAM_WINDOW)
         .initial_connection_window_size(CONNECTION_WINDOW)
         .max_frame_size(MAX_FRAME_SIZE)
         .max_header_list_size(CLIENT_MAX_HEADER_LIST)

@@ -43,6 +43,8 @@ pub struct ConnectRequest {
 
 #[derive(Clone, Debug)]
 pub struct PoolConfig {
+    /// Tunnels opened on one connection at once; more open another connection. Capped at
+    /// [`http2::CLIENT_MAX_STREAMS_PER_CONNECTION`] (the default), which flow control relies on.
     pub max_streams_per_connection: usize,
     pub idle_timeout: Duration,
     /// Bounds the dial (TCP + TLS + HTTP/2) and, separately, the wait for a CONNECT answer.
@@ -214,8 +216,12 @@ impl PoolInner {
         self.entries.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// At most [`http2::CLIENT_MAX_STREAMS_PER_CONNECTION`], which keeps one stalled stream
+    /// from starving the others (see [`http2`]).
     fn max_streams(&self) -> usize {
-        self.config.max_streams_per_connection.max(1)
+        self.config
+            .max_streams_per_connection
+            .clamp(1, http2::CLIENT_MAX_STREAMS_PER_CONNECTION)
     }
 
     /// A slot on an existing connection, or the key's dialer when there is none.
@@ -382,9 +388,10 @@ mod tests {
     }
 
     #[test]
-    fn default_config_matches_istio() {
+    fn default_config_matches_istio_but_for_streams_per_connection() {
         let config = PoolConfig::default();
-        assert_eq!(config.max_streams_per_connection, 100);
+        // Istio opens 100 streams of 4 MiB in a 16 MiB connection window; see `http2`.
+        assert_eq!(config.max_streams_per_connection, 16);
         assert_eq!(config.idle_timeout, Duration::from_secs(300));
         assert_eq!(config.connect_timeout, Duration::from_secs(10));
         assert_eq!(config.keepalive_interval, Duration::from_secs(10));
