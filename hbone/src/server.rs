@@ -9,7 +9,7 @@ use bytes::Bytes;
 use h2::RecvStream;
 use h2::server::SendResponse;
 use http::{HeaderMap, Method, Request, Response, StatusCode};
-use mesh_runtime::LogLimit;
+use mesh_runtime::{ConnectionLimit, LogLimit};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
@@ -153,7 +153,11 @@ pub struct Server {
     tls: Arc<rustls::ServerConfig>,
     keepalive_interval: Duration,
     keepalive_timeout: Duration,
+    connection_limit: Arc<ConnectionLimit>,
 }
+
+/// The listener name connection refusals are counted under.
+const LISTENER: &str = "hbone";
 
 /// What every connection task of one server shares.
 struct Shared<H> {
@@ -170,7 +174,14 @@ impl Server {
             tls,
             keepalive_interval: http2::KEEPALIVE_INTERVAL,
             keepalive_timeout: http2::KEEPALIVE_TIMEOUT,
+            connection_limit: ConnectionLimit::process().clone(),
         }
+    }
+
+    /// Caps accepted connections with `limit` instead of the process-wide one.
+    pub fn with_connection_limit(mut self, limit: Arc<ConnectionLimit>) -> Self {
+        self.connection_limit = limit;
+        self
     }
 
     /// Overrides the PING keepalive (default: every 10 s, 20 s to answer).
@@ -180,7 +191,8 @@ impl Server {
         self
     }
 
-    /// Accept loop until `shutdown` is cancelled. Each TLS+h2 connection runs on its own task,
+    /// Accept loop until `shutdown` is cancelled. Connections over the connection limit are
+    /// closed at once. Each TLS+h2 connection runs on its own task,
     /// each CONNECT stream is handed to `handler` on its own task. Non-CONNECT requests or an
     /// unparsable authority get 400 without calling the handler. A failing peer only closes its
     /// own connection. On shutdown, open connections get GOAWAY and drain their streams.
@@ -204,7 +216,15 @@ impl Server {
             };
             match accepted {
                 Ok((tcp, peer_addr)) => {
-                    tokio::spawn(serve_connection(shared.clone(), tcp, peer_addr));
+                    // Over a cap: closed at once (the refusal is logged and counted).
+                    let Ok(permit) = self.connection_limit.admit(LISTENER, peer_addr.ip()) else {
+                        continue;
+                    };
+                    let shared = shared.clone();
+                    tokio::spawn(async move {
+                        serve_connection(shared, tcp, peer_addr).await;
+                        drop(permit);
+                    });
                 }
                 Err(e) => {
                     warn!(error = %e, "HBONE accept failed");

@@ -83,3 +83,61 @@ async fn server_keepalive_drops_clients_that_stop_answering() {
     );
     token.cancel();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_over_the_per_peer_cap_are_closed_and_counted_while_others_are_served() {
+    use mesh_runtime::{ConnectionLimit, Limits, Refusal};
+    let ca = ca();
+    let limit = ConnectionLimit::new(Limits {
+        per_process: 3,
+        per_peer: 2,
+    });
+    let tls = mesh_hbone::server_config(ca.clone(), server_id()).expect("server config");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let server = mesh_hbone::Server::new(tls).with_connection_limit(limit.clone());
+    tokio::spawn(server.serve(listener, echo, shutdown.clone()));
+    let from = |last: u8| {
+        let mut k = key(addr);
+        k.source_ip = Some(std::net::IpAddr::from([127, 0, 0, last]));
+        k
+    };
+    // Each pool holds its own connection.
+    let connect = |last: u8| {
+        let pool = pool(ca.clone());
+        let key = from(last);
+        async move {
+            let result = pool.connect(&key, request("10.0.0.1:80")).await;
+            (pool, result)
+        }
+    };
+    let (_p1, first) = connect(2).await;
+    let (_p2, second) = connect(2).await;
+    let mut first = first.expect("first from .2");
+    second.expect("second from .2");
+    let (_p3, third) = connect(2).await;
+    assert!(third.is_err(), "a third connection from .2 is refused");
+    let (_p4, other) = connect(3).await;
+    let mut other = other.expect("another peer is served");
+    assert_eq!(
+        round_trip(&mut other, b"still served").await,
+        b"still served"
+    );
+    assert_eq!(round_trip(&mut first, b"untouched").await, b"untouched");
+    let (_p5, over) = connect(4).await;
+    assert!(over.is_err(), "the process cap (3) is reached");
+    assert_eq!(limit.refused("hbone", Refusal::Peer), 1);
+    assert_eq!(limit.refused("hbone", Refusal::Process), 1);
+    // A closed connection frees its place.
+    drop((_p1, first));
+    assert!(
+        eventually(Duration::from_secs(5), || limit.open() == 2).await,
+        "the closed connection's place is freed"
+    );
+    let (_p6, again) = connect(4).await;
+    again.expect("admitted once a place is free");
+    shutdown.cancel();
+}

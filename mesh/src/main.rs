@@ -39,6 +39,15 @@ fn main() -> ExitCode {
         Command::Demo { .. } => "warn",
         _ => "info",
     });
+    // Every connection the proxies hold is a descriptor; the connection caps follow this limit.
+    let open_files = mesh_runtime::raise_open_file_limit();
+    let caps = mesh_runtime::ConnectionLimit::process().limits();
+    tracing::debug!(
+        open_files,
+        per_process = caps.per_process,
+        per_peer = caps.per_peer,
+        "connection caps"
+    );
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

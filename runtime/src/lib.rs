@@ -1,8 +1,10 @@
-//! Process plumbing shared by every mesh binary: logging, readiness, the admin HTTP server and a
-//! small accept loop for hyper services.
+//! Process plumbing shared by every mesh binary: logging, readiness, the admin HTTP server, a
+//! small accept loop for hyper services, and the caps on accepted connections.
 
 mod admin;
+mod conn_limit;
 mod error;
+mod fd_limit;
 mod log_limit;
 mod logging;
 mod readiness;
@@ -10,7 +12,9 @@ pub mod serve;
 mod signals;
 
 pub use admin::{AdminServer, ConfigDump};
+pub use conn_limit::{ConnectionLimit, ConnectionPermit, Limits, Refusal};
 pub use error::RuntimeError;
+pub use fd_limit::{open_files, raise_open_file_limit};
 pub use log_limit::LogLimit;
 pub use logging::{init_logging, init_logging_with};
 pub use readiness::Readiness;

@@ -81,6 +81,8 @@ impl ConnectionLabels {
 
 impl Metrics {
     pub fn new(registry: &Registry) -> Result<Self, prometheus::Error> {
+        // The process's connection caps, refusals and open connections.
+        mesh_runtime::ConnectionLimit::process().register(registry)?;
         let counter = |name: &str, help: &str| -> Result<IntCounterVec, prometheus::Error> {
             let c = IntCounterVec::new(Opts::new(name, help), LABELS)?;
             registry.register(Box::new(c.clone()))?;

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use mesh_config::Workload;
 use mesh_core::ResponseFlag;
 use mesh_hbone::{HboneError, HboneStream};
+use mesh_runtime::ConnectionLimit;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
@@ -16,6 +17,9 @@ use crate::NodeContext;
 use crate::metrics::{ConnectionGuard, ConnectionLabels};
 use crate::outbound::{self, OutboundError, OutboundPlan, plan_outbound};
 use crate::socks5::{self, Reply, encode_reply};
+
+/// The listener name connection refusals are counted under.
+const LISTENER: &str = "socks5";
 
 pub(crate) async fn serve(
     ctx: Arc<NodeContext>,
@@ -30,9 +34,17 @@ pub(crate) async fn serve(
         };
         match accepted {
             Ok((stream, client)) => {
+                // Over a cap: closed at once (the refusal is logged and counted).
+                let Ok(permit) = ConnectionLimit::process().admit(LISTENER, client.ip()) else {
+                    continue;
+                };
                 // A proxy forwards what it reads at once; Nagle would hold small writes ~40 ms.
                 let _ = stream.set_nodelay(true);
-                tokio::spawn(outbound_connection(ctx.clone(), pod_ip, stream, client));
+                let ctx = ctx.clone();
+                tokio::spawn(async move {
+                    outbound_connection(ctx, pod_ip, stream, client).await;
+                    drop(permit);
+                });
             }
             Err(e) => {
                 debug!(error = %e, "SOCKS5 accept failed");

@@ -117,6 +117,8 @@ pub struct Metrics {
 
 impl Metrics {
     pub fn new(registry: &Registry) -> Result<Self, prometheus::Error> {
+        // The process's connection caps, refusals and open connections.
+        mesh_runtime::ConnectionLimit::process().register(registry)?;
         let requests = IntCounterVec::new(
             Opts::new("istio_requests_total", "Requests handled by the waypoint"),
             LABELS,
