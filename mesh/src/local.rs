@@ -356,6 +356,7 @@ async fn start_waypoint(
         hbone_port: mesh_core::ports::HBONE,
         identity: identity.clone(),
         runtime_dir: shared.runtime_dir.join(format!("waypoint-{pod}")),
+        header_limits: waypoint::HeaderLimits::default(),
     };
     let registry = prometheus::Registry::new();
     let pool = Pool::new(shared.certs.clone(), PoolConfig::default());

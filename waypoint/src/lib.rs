@@ -38,6 +38,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::proxy::WaypointProxy;
+pub use crate::request::HeaderLimits;
 use crate::telemetry::Metrics;
 use crate::upstream::{Backlogs, Egress};
 
@@ -53,6 +54,8 @@ pub struct WaypointSettings {
     pub identity: Identity,
     /// A private directory for the egress Unix socket.
     pub runtime_dir: PathBuf,
+    /// Bounds on request headers (431 over them).
+    pub header_limits: HeaderLimits,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -136,6 +139,7 @@ impl WaypointServer {
             backlogs,
             metrics: Metrics::new(registry)?,
             identity: settings.identity.to_string(),
+            header_limits: settings.header_limits,
         };
         let conf = Arc::new(ServerConf::default());
         let mut proxy = pingora_proxy::http_proxy(&conf, inner);

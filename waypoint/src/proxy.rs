@@ -28,7 +28,7 @@ use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 use crate::filters::{self, Phase};
 use crate::outcome;
 use crate::reply::{self, Caller, LocalReply};
-use crate::request::{RequestAttrs, RequestCtx, Rolls, plan};
+use crate::request::{HeaderLimits, RequestAttrs, RequestCtx, Rolls, plan};
 use crate::telemetry::{Metrics, RequestLabels, access_log};
 use crate::tunnel_io::tunnel_info;
 use crate::upstream::backlog::CONNECTION_ID_HEADER;
@@ -44,6 +44,7 @@ pub struct WaypointProxy {
     pub(crate) metrics: Metrics,
     /// The waypoint's own SPIFFE id, reported upstream in `x-forwarded-client-cert`.
     pub(crate) identity: String,
+    pub(crate) header_limits: HeaderLimits,
 }
 
 /// Envoy's header for the identity of the mTLS peer a proxy authorized.
@@ -70,6 +71,7 @@ impl ProxyHttp for WaypointProxy {
             &self.waypoint,
             &tunnel,
             &request,
+            &self.header_limits,
             Rolls::random(),
         );
         ctx.tunnel = Some(tunnel);

@@ -273,3 +273,39 @@ async fn the_service_port_decides_the_backend_protocol() -> anyhow::Result<()> {
     assert_eq!(over_h1.header("x-backend-protocol"), Some("HTTP/1.1"));
     Ok(())
 }
+
+#[tokio::test]
+async fn oversized_headers_are_refused_with_431() -> anyhow::Result<()> {
+    let h = Harness::start(73, &manifest(73, &[])).await?;
+    let _v1 = h.backend("v1").await?;
+    let _v2 = h.backend("v2").await?;
+    let head = |extra: &str| format!("GET /r HTTP/1.1\r\nhost: reviews:9080\r\n{extra}\r\n");
+    let many = |n: usize| (0..n).map(|i| format!("x-h{i}: v\r\n")).collect::<String>();
+    // `host` plus 99 more is Envoy's limit of 100; one more is over it.
+    let at_limit = raw_status(&h, head(&many(99)).as_bytes()).await?;
+    assert!(at_limit.starts_with("HTTP/1.1 200"), "{at_limit}");
+    let over_count = raw_status(&h, head(&many(100)).as_bytes()).await?;
+    assert!(over_count.starts_with("HTTP/1.1 431"), "{over_count}");
+    let big = format!("x-big: {}\r\n", "a".repeat(61 << 10));
+    let over_size = raw_status(&h, head(&big).as_bytes()).await?;
+    assert!(over_size.starts_with("HTTP/1.1 431"), "{over_size}");
+    // The same over HTTP/2.
+    let mut request = http::Request::get("http://reviews.default:9080/r")
+        .body(http_body_util::Full::new(bytes::Bytes::new()))?;
+    for i in 0..120 {
+        request
+            .headers_mut()
+            .insert(http::HeaderName::try_from(format!("x-h{i}"))?, "v".parse()?);
+    }
+    assert_eq!(h.h2c(SLEEP).await?.send(request).await?.status, 431);
+    assert_eq!(
+        wait_metric(
+            &h,
+            &[("response_code", "431"), ("response_flags", "DPE")],
+            3.0
+        )
+        .await,
+        3.0
+    );
+    Ok(())
+}

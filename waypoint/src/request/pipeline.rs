@@ -58,9 +58,10 @@ pub fn plan(
     waypoint: &ObjectRef,
     tunnel: &TunnelInfo,
     request: &RequestAttrs<'_>,
+    limits: &HeaderLimits,
     rolls: Rolls,
 ) -> Flow<Plan> {
-    check(request)?;
+    check(request, limits)?;
     let destination = resolve(snapshot, waypoint, tunnel)?;
     authorize(snapshot, waypoint, tunnel, &destination, request)?;
     let routed = route(snapshot, &destination, request, rolls.backend)?;
@@ -76,10 +77,46 @@ pub fn plan(
     })
 }
 
-/// A request well-formed enough to route: HTTP/1.1 must name its `Host` (RFC 9112 §3.2).
-/// (Control characters in the target never reach a route or a backend raw: Pingora
-/// percent-encodes them when it parses the request.)
-fn check(request: &RequestAttrs<'_>) -> Flow<()> {
+/// Bounds on a request's headers, Envoy's defaults (`max_request_headers_kb: 60`,
+/// `max_headers_count: 100`); a request over either is answered 431.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HeaderLimits {
+    /// Sum of every header's name and value length.
+    pub max_bytes: usize,
+    pub max_count: usize,
+}
+
+impl Default for HeaderLimits {
+    fn default() -> Self {
+        HeaderLimits {
+            max_bytes: 60 << 10,
+            max_count: 100,
+        }
+    }
+}
+
+/// A request well-formed enough to route: headers within `limits` (else 431), and HTTP/1.1
+/// names its `Host` (RFC 9112 §3.2). (Control characters in the target never reach a route or
+/// a backend raw: Pingora percent-encodes them when it parses the request.)
+fn check(request: &RequestAttrs<'_>, limits: &HeaderLimits) -> Flow<()> {
+    let headers = request.headers;
+    let bytes: usize = headers
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len())
+        .sum();
+    if headers.len() > limits.max_count || bytes > limits.max_bytes {
+        let message = format!(
+            "request headers too large: {} headers, {bytes} bytes (limits {}, {})",
+            headers.len(),
+            limits.max_count,
+            limits.max_bytes
+        );
+        return Err(LocalReply::new(
+            431,
+            ResponseFlag::DownstreamProtocolError,
+            message,
+        ));
+    }
     if request.version == http::Version::HTTP_11 && request.host.is_empty() {
         let message = "HTTP/1.1 request without Host";
         return Err(LocalReply::new(
@@ -240,7 +277,14 @@ mod tests {
             backend: roll,
             endpoint: 0,
         };
-        plan(s, &waypoint(), &tunnel(sa, authority), &request, rolls)
+        plan(
+            s,
+            &waypoint(),
+            &tunnel(sa, authority),
+            &request,
+            &HeaderLimits::default(),
+            rolls,
+        )
     }
 
     #[test]
@@ -281,11 +325,29 @@ mod tests {
             backend: 0,
             endpoint: 0,
         };
-        let refused = plan(&s, &waypoint(), &tunnel, &request, rolls).expect_err("no Host");
+        let refused = plan(
+            &s,
+            &waypoint(),
+            &tunnel,
+            &request,
+            &HeaderLimits::default(),
+            rolls,
+        )
+        .expect_err("no Host");
         let flag = ResponseFlag::DownstreamProtocolError;
         assert_eq!((refused.status, refused.flag), (400, flag));
         request.version = http::Version::HTTP_10;
-        assert!(plan(&s, &waypoint(), &tunnel, &request, rolls).is_ok());
+        assert!(
+            plan(
+                &s,
+                &waypoint(),
+                &tunnel,
+                &request,
+                &HeaderLimits::default(),
+                rolls
+            )
+            .is_ok()
+        );
     }
 
     #[test]

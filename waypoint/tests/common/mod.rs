@@ -104,6 +104,7 @@ impl Harness {
             hbone_port: mesh_core::ports::HBONE,
             identity: Identity::new(TRUST_DOMAIN, "default", "waypoint-0"),
             runtime_dir: runtime_dir.path().join("waypoint"),
+            header_limits: waypoint::HeaderLimits::default(),
         };
         let registry = prometheus::Registry::new();
         let pool = Pool::new(certs.clone(), PoolConfig::default());
@@ -300,6 +301,8 @@ impl Client {
     }
 }
 
+const BACKEND_MAX_HEADERS: usize = 200;
+
 /// What a backend app speaks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Protocols {
@@ -342,11 +345,14 @@ impl Backend {
                 let io = TokioIo::new(stream);
                 let _ = match protocols {
                     Protocols::Both => {
-                        let builder =
+                        let mut builder =
                             hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+                        // Above the waypoint's own header limits, so the waypoint's are tested.
+                        builder.http1().max_headers(BACKEND_MAX_HEADERS);
                         builder.serve_connection(io, service).await
                     }
                     Protocols::Http1Only => hyper::server::conn::http1::Builder::new()
+                        .max_headers(BACKEND_MAX_HEADERS)
                         .serve_connection(io, service)
                         .await
                         .map_err(Into::into),
