@@ -357,6 +357,7 @@ async fn start_waypoint(
         identity: identity.clone(),
         runtime_dir: shared.runtime_dir.join(format!("waypoint-{pod}")),
         header_limits: waypoint::HeaderLimits::default(),
+        timeouts: waypoint::Timeouts::default(),
     };
     let registry = prometheus::Registry::new();
     let pool = Pool::new(shared.certs.clone(), PoolConfig::default());

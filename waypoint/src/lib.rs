@@ -28,6 +28,7 @@ pub mod upstream;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use mesh_config::{ObjectRef, Store};
 use mesh_hbone::{CertificateProvider, Identity, Pool};
@@ -56,6 +57,27 @@ pub struct WaypointSettings {
     pub runtime_dir: PathBuf,
     /// Bounds on request headers (431 over them).
     pub header_limits: HeaderLimits,
+    pub timeouts: Timeouts,
+}
+
+/// How long the waypoint waits on a silent peer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Timeouts {
+    /// A request whose upstream sends and accepts nothing for this long ends with 504 `UT`
+    /// (Envoy's `stream_idle_timeout`, 5 min).
+    pub stream_idle: Duration,
+    /// An HTTP/2 caller connection with no open stream for this long is closed (Envoy's
+    /// connection `idle_timeout`, 1 h). HTTP/1.1 callers: Pingora's 60 s per read.
+    pub downstream_idle: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            stream_idle: Duration::from_secs(300),
+            downstream_idle: Duration::from_secs(3600),
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -140,11 +162,13 @@ impl WaypointServer {
             metrics: Metrics::new(registry)?,
             identity: settings.identity.to_string(),
             header_limits: settings.header_limits,
+            stream_idle_timeout: settings.timeouts.stream_idle,
         };
         let conf = Arc::new(ServerConf::default());
         let mut proxy = pingora_proxy::http_proxy(&conf, inner);
         let mut options = HttpServerOptions::default();
         options.h2c = true;
+        options.h2_idle_timeout = Some(settings.timeouts.downstream_idle);
         proxy.server_options = Some(options);
         Ok(WaypointServer {
             settings,

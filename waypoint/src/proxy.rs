@@ -45,6 +45,7 @@ pub struct WaypointProxy {
     /// The waypoint's own SPIFFE id, reported upstream in `x-forwarded-client-cert`.
     pub(crate) identity: String,
     pub(crate) header_limits: HeaderLimits,
+    pub(crate) stream_idle_timeout: std::time::Duration,
 }
 
 /// Envoy's header for the identity of the mTLS peer a proxy authorized.
@@ -107,6 +108,7 @@ impl ProxyHttp for WaypointProxy {
             &self.egress_socket,
             &plan.target,
             protocol,
+            self.stream_idle_timeout,
         )))
     }
 
@@ -170,7 +172,11 @@ impl ProxyHttp for WaypointProxy {
         let started = session.response_written().map(|r| r.status.as_u16());
         let mut code = started.unwrap_or(outcome.status);
         if started.is_none() && outcome.status > 0 {
-            let reply = LocalReply::new(outcome.status, outcome.flag, upstream_message(e));
+            let reply = LocalReply::new(
+                outcome.status,
+                outcome.flag,
+                upstream_message(e, outcome.flag),
+            );
             if respond(session, ctx, &reply).await.is_err() {
                 code = 0;
             }
@@ -195,7 +201,10 @@ impl ProxyHttp for WaypointProxy {
 }
 
 /// What an HTTP caller reads when the upstream failed, in Envoy's words.
-fn upstream_message(e: &Error) -> String {
+fn upstream_message(e: &Error, flag: mesh_core::ResponseFlag) -> String {
+    if flag == mesh_core::ResponseFlag::UpstreamRequestTimeout {
+        return "upstream request timeout".to_string();
+    }
     format!(
         "upstream connect error or disconnect/reset before headers. reset reason: {}",
         e.etype().as_str()

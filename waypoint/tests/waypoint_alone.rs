@@ -309,3 +309,29 @@ async fn oversized_headers_are_refused_with_431() -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn a_silent_backend_ends_the_request_with_504_ut_after_the_stream_idle_timeout()
+-> anyhow::Result<()> {
+    let timeouts = waypoint::Timeouts {
+        stream_idle: Duration::from_millis(500),
+        ..waypoint::Timeouts::default()
+    };
+    let h = Harness::start_with(74, &manifest(74, &[]), timeouts).await?;
+    let _v1 = h.backend("v1").await?;
+    let _v2 = h.backend("v2").await?;
+    let started = std::time::Instant::now();
+    let (stalled, ok) = tokio::join!(async { h.http1(SLEEP).await?.get("/stall").await }, async {
+        h.http1(SLEEP).await?.get("/ok").await
+    });
+    let stalled = stalled?;
+    assert_eq!(stalled.status, 504, "{stalled:?}");
+    assert!(
+        stalled.body.starts_with("upstream request timeout"),
+        "{stalled:?}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert_eq!(ok?.status, 200, "others are served meanwhile");
+    assert_eq!(wait_metric(&h, &[("response_flags", "UT")], 1.0).await, 1.0);
+    Ok(())
+}

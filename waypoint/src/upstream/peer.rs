@@ -57,6 +57,7 @@ pub fn http_peer(
     egress_socket: &str,
     target: &EgressTarget,
     protocol: UpstreamProtocol,
+    stream_idle_timeout: Duration,
 ) -> HttpPeer {
     let mut peer = HttpPeer::new_proxy(
         egress_socket,
@@ -73,6 +74,10 @@ pub fn http_peer(
     }
     peer.options.connection_timeout = Some(CONNECT_TIMEOUT);
     peer.options.idle_timeout = Some(IDLE_TIMEOUT);
+    // A backend that goes silent mid-request (stopped, wedged) ends the request with 504 UT
+    // after this long without a byte either way, instead of holding the caller forever.
+    peer.options.read_timeout = Some(stream_idle_timeout);
+    peer.options.write_timeout = Some(stream_idle_timeout);
     peer
 }
 

@@ -92,6 +92,15 @@ pub struct Harness {
 impl Harness {
     /// Starts waypoint `default/waypoint` from `manifest` (see [`manifest`]).
     pub async fn start(block: u8, manifest: &str) -> anyhow::Result<Self> {
+        Self::start_with(block, manifest, waypoint::Timeouts::default()).await
+    }
+
+    /// As [`Harness::start`], with `timeouts`.
+    pub async fn start_with(
+        block: u8,
+        manifest: &str,
+        timeouts: waypoint::Timeouts,
+    ) -> anyhow::Result<Self> {
         let snapshot = mesh_config::compile(vec![("test.yaml".into(), manifest.to_string())])
             .map_err(|e| anyhow::anyhow!("manifest: {e}"))?;
         let store = Store::new(snapshot);
@@ -105,6 +114,7 @@ impl Harness {
             identity: Identity::new(TRUST_DOMAIN, "default", "waypoint-0"),
             runtime_dir: runtime_dir.path().join("waypoint"),
             header_limits: waypoint::HeaderLimits::default(),
+            timeouts,
         };
         let registry = prometheus::Registry::new();
         let pool = Pool::new(certs.clone(), PoolConfig::default());
@@ -313,7 +323,8 @@ pub enum Protocols {
 /// A backend pod: its "ztunnel" (an HBONE server presenting the pod's identity) and, inside
 /// each tunnel, an echo app. Each response says which backend served it (`x-backend`) over
 /// which protocol (`x-backend-protocol`) and echoes the request's headers as
-/// `x-echo-<name>`; gRPC calls get `grpc-status: 0` trailers.
+/// `x-echo-<name>`; gRPC calls get `grpc-status: 0` trailers. `/echo` streams the request body
+/// back; `/stall` never answers.
 pub struct Backend {
     shutdown: CancellationToken,
     open_tunnels: Arc<std::sync::atomic::AtomicUsize>,
@@ -408,6 +419,10 @@ async fn echo(
         .header("x-backend-protocol", format!("{:?}", req.version()));
     for (header, value) in req.headers() {
         response = response.header(format!("x-echo-{header}"), value);
+    }
+    if req.uri().path() == "/stall" {
+        // A backend that has stopped: never answers.
+        std::future::pending::<()>().await;
     }
     if req.uri().path() == "/echo" {
         // The request body streams back as it arrives.
