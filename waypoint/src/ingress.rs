@@ -45,6 +45,7 @@ pub(crate) async fn serve(
     proxy: Arc<HttpProxy<WaypointProxy>>,
     store: Arc<Store>,
     waypoint: ObjectRef,
+    head_timeout: std::time::Duration,
     shutdown: CancellationToken,
 ) {
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -82,7 +83,7 @@ pub(crate) async fn serve(
                     return;
                 }
             };
-            let io = TunnelIo::new(stream, info);
+            let io = TunnelIo::new(stream, info, head_timeout);
             let _ = proxy.process_new(Box::new(io), &stop_rx).await;
         }
     };

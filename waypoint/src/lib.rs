@@ -69,6 +69,9 @@ pub struct Timeouts {
     /// An HTTP/2 caller connection with no open stream for this long is closed (Envoy's
     /// connection `idle_timeout`, 1 h). HTTP/1.1 callers: Pingora's 60 s per read.
     pub downstream_idle: Duration,
+    /// An HTTP/1.1 caller that has started a request's head must finish it within this long,
+    /// else its connection is closed (slowloris; 10 s).
+    pub request_headers: Duration,
 }
 
 impl Default for Timeouts {
@@ -76,6 +79,7 @@ impl Default for Timeouts {
         Timeouts {
             stream_idle: Duration::from_secs(300),
             downstream_idle: Duration::from_secs(3600),
+            request_headers: Duration::from_secs(10),
         }
     }
 }
@@ -193,6 +197,7 @@ impl WaypointServer {
             self.proxy,
             self.store,
             self.settings.waypoint,
+            self.settings.timeouts.request_headers,
             shutdown,
         )
         .await;

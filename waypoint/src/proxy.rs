@@ -66,6 +66,7 @@ impl ProxyHttp for WaypointProxy {
             respond(session, ctx, &reply).await?;
             return Ok(true);
         };
+        tunnel.head_received();
         let request = RequestAttrs::of(session.req_header());
         let planned = plan(
             &ctx.snapshot,
@@ -191,6 +192,7 @@ impl ProxyHttp for WaypointProxy {
     async fn logging(&self, session: &mut Session, error: Option<&Error>, ctx: &mut RequestCtx) {
         if let Some(tunnel) = &ctx.tunnel {
             tunnel.read_gate.detach();
+            tunnel.request_done();
         }
         let code = session.response_written().map_or(0, |r| r.status.as_u16());
         let labels = RequestLabels::of(ctx, code, session.is_http2());

@@ -6,12 +6,14 @@
 //! sniffs the HTTP/2 preface itself and replays the sniffed bytes, which lets Pingora choose h2c.
 
 use std::fmt;
+use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::{Buf, BytesMut};
@@ -47,6 +49,8 @@ pub struct TunnelInfo {
     pub forwarded_for: Option<SocketAddr>,
     /// Holds the caller's bytes back while its request's HTTP/1.1 upstream is backed up.
     pub read_gate: ReadGate,
+    /// Whether a request's head has been received and the request is not finished yet.
+    in_request: AtomicBool,
 }
 
 impl TunnelInfo {
@@ -66,7 +70,22 @@ impl TunnelInfo {
             authority,
             forwarded_for,
             read_gate: ReadGate::default(),
+            in_request: AtomicBool::new(false),
         }
+    }
+
+    /// The proxy has a request's head: the request-headers timeout stops.
+    pub fn head_received(&self) {
+        self.in_request.store(true, Ordering::Release);
+    }
+
+    /// The request is finished: the next bytes start the next head (and its timeout).
+    pub fn request_done(&self) {
+        self.in_request.store(false, Ordering::Release);
+    }
+
+    fn in_request(&self) -> bool {
+        self.in_request.load(Ordering::Acquire)
     }
 
     /// The address of the original client: `forwarded for=` when given, else the tunnel peer.
@@ -92,16 +111,48 @@ static NEXT_ID: AtomicI32 = AtomicI32::new(1);
 pub struct TunnelIo<S> {
     inner: S,
     sniffed: BytesMut,
-    /// Whether the caller opened with the HTTP/2 preface (then its reads are never gated).
+    /// Whether the caller opened with the HTTP/2 preface (then its reads are never gated or
+    /// timed here).
     http2: bool,
     info: Arc<TunnelInfo>,
+    head_timer: HeadTimer,
     id: UniqueIDType,
     proxy_digest: Arc<ProxyDigest>,
     socket_digest: Arc<SocketDigest>,
 }
 
+/// The request-headers timeout of an HTTP/1.1 caller (slowloris): once the first bytes of a
+/// request arrive, its whole head must follow within `timeout`, however slowly each byte
+/// comes. Between requests the keep-alive timeout applies instead (Pingora's, per read).
+struct HeadTimer {
+    timeout: Duration,
+    deadline: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl HeadTimer {
+    /// Starts the clock if bytes of a new head were just read.
+    fn on_read(&mut self, in_request: bool) {
+        if !in_request && self.deadline.is_none() {
+            self.deadline = Some(Box::pin(tokio::time::sleep(self.timeout)));
+        }
+    }
+
+    /// Whether the head is late; stops the clock once the head is in.
+    fn poll_late(&mut self, in_request: bool, cx: &mut Context<'_>) -> bool {
+        if in_request {
+            self.deadline = None;
+            return false;
+        }
+        self.deadline
+            .as_mut()
+            .is_some_and(|deadline| deadline.as_mut().poll(cx).is_ready())
+    }
+}
+
 impl<S> TunnelIo<S> {
-    pub fn new(inner: S, info: TunnelInfo) -> Self {
+    /// `head_timeout`: how long an HTTP/1.1 caller may take to send a request's head once it
+    /// has started it.
+    pub fn new(inner: S, info: TunnelInfo, head_timeout: Duration) -> Self {
         let socket_digest = SocketDigest::from_raw_fd(-1);
         let _ = socket_digest.peer_addr.set(Some(info.client_addr().into()));
         let _ = socket_digest.local_addr.set(Some(info.local_addr.into()));
@@ -113,6 +164,10 @@ impl<S> TunnelIo<S> {
             sniffed: BytesMut::new(),
             http2: false,
             info,
+            head_timer: HeadTimer {
+                timeout: head_timeout,
+                deadline: None,
+            },
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             proxy_digest: Arc::new(proxy_digest),
             socket_digest: Arc::new(socket_digest),
@@ -149,14 +204,36 @@ impl<S: AsyncRead + Unpin> AsyncRead for TunnelIo<S> {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
+        let this = &mut *self;
+        if this.http2 {
+            return this.read_bytes(cx, buf);
+        }
+        let in_request = this.info.in_request();
+        if this.head_timer.poll_late(in_request, cx) {
+            let timeout = this.head_timer.timeout;
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!("request headers not received within {timeout:?}"),
+            )));
+        }
+        std::task::ready!(this.info.read_gate.poll_open(cx));
+        let before = buf.filled().len();
+        std::task::ready!(this.read_bytes(cx, buf))?;
+        if buf.filled().len() > before {
+            this.head_timer.on_read(in_request);
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl<S: AsyncRead + Unpin> TunnelIo<S> {
+    /// The sniffed bytes first, then the tunnel's.
+    fn read_bytes(&mut self, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         if !self.sniffed.is_empty() {
             let n = self.sniffed.len().min(buf.remaining());
             buf.put_slice(&self.sniffed[..n]);
             self.sniffed.advance(n);
             return Poll::Ready(Ok(()));
-        }
-        if !self.http2 {
-            std::task::ready!(self.info.read_gate.poll_open(cx));
         }
         Pin::new(&mut self.inner).poll_read(cx, buf)
     }
@@ -243,7 +320,7 @@ mod tests {
         let (mut client, server) = tokio::io::duplex(1024);
         client.write_all(H2_PREFACE).await.expect("write");
         client.write_all(b"rest").await.expect("write");
-        let mut io = TunnelIo::new(server, info());
+        let mut io = TunnelIo::new(server, info(), Duration::from_secs(10));
         let mut peeked = [0u8; 24];
         assert!(io.try_peek(&mut peeked).await.expect("peek"));
         assert_eq!(&peeked[..], H2_PREFACE);
@@ -261,7 +338,7 @@ mod tests {
             .write_all(b"GET / HTTP/1.1\r\n\r\n")
             .await
             .expect("write");
-        let mut io = TunnelIo::new(server, info());
+        let mut io = TunnelIo::new(server, info(), Duration::from_secs(10));
         let mut peeked = [0u8; 24];
         assert!(io.try_peek(&mut peeked).await.expect("peek"));
         assert_ne!(&peeked[..], H2_PREFACE);
@@ -275,7 +352,7 @@ mod tests {
         let mut tunnel = info();
         tunnel.forwarded_for = Some("127.0.1.12:5555".parse().expect("addr"));
         let (_, server) = tokio::io::duplex(16);
-        let io = TunnelIo::new(server, tunnel);
+        let io = TunnelIo::new(server, tunnel, Duration::from_secs(10));
         let digest = pingora_core::protocols::Digest {
             ssl_digest: None,
             timing_digest: Vec::new(),

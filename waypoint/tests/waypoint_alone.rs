@@ -5,6 +5,8 @@ mod common;
 
 use std::time::Duration;
 
+use anyhow::Context;
+
 use common::{Harness, Protocols, manifest, manifest_with_port};
 use mesh_config::fixtures::{http_route, policy};
 use serde_json::json;
@@ -333,5 +335,62 @@ async fn a_silent_backend_ends_the_request_with_504_ut_after_the_stream_idle_tim
     assert!(started.elapsed() < Duration::from_secs(5));
     assert_eq!(ok?.status, 200, "others are served meanwhile");
     assert_eq!(wait_metric(&h, &[("response_flags", "UT")], 1.0).await, 1.0);
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_request_head_sent_too_slowly_closes_the_connection_but_idle_keep_alive_does_not()
+-> anyhow::Result<()> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let timeouts = waypoint::Timeouts {
+        request_headers: Duration::from_millis(800),
+        ..waypoint::Timeouts::default()
+    };
+    let h = Harness::start_with(75, &manifest(75, &[]), timeouts).await?;
+    let _v1 = h.backend("v1").await?;
+    let _v2 = h.backend("v2").await?;
+
+    // Slowloris: a byte every 100 ms, never finishing the head.
+    let slow = h.tunnel(SLEEP, "1.10", &h.reviews_vip()).await?;
+    let (mut from_waypoint, mut to_waypoint) = tokio::io::split(slow);
+    let started = std::time::Instant::now();
+    to_waypoint
+        .write_all(b"GET /r HTTP/1.1\r\nhost: reviews:9080\r\nx-slow: ")
+        .await?;
+    tokio::spawn(async move {
+        for _ in 0..100 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            if to_waypoint.write_all(b"a").await.is_err() {
+                break;
+            }
+        }
+    });
+    // The waypoint ends the tunnel: the caller reads its end.
+    let mut rest = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), from_waypoint.read_to_end(&mut rest))
+        .await
+        .context("the slow head was never cut off")??;
+    let closed_after = started.elapsed();
+    assert!(
+        closed_after < Duration::from_secs(3),
+        "the slow head was cut off after {closed_after:?}"
+    );
+
+    // A keep-alive connection idle longer than the head timeout between requests is fine.
+    let mut idle = h.tunnel(SLEEP, "1.10", &h.reviews_vip()).await?;
+    let request = b"GET /r HTTP/1.1\r\nhost: reviews:9080\r\n\r\n";
+    for _ in 0..2 {
+        idle.write_all(request).await?;
+        let mut text = String::new();
+        let mut buf = vec![0u8; 4096];
+        // The whole response: its body ends with the request line the backend echoes.
+        while !text.ends_with("GET /r") {
+            let n = tokio::time::timeout(Duration::from_secs(5), idle.read(&mut buf)).await??;
+            anyhow::ensure!(n > 0, "closed after {text:?}");
+            text.push_str(&String::from_utf8_lossy(&buf[..n]));
+        }
+        assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+    }
     Ok(())
 }
