@@ -112,6 +112,24 @@ struct Shared {
     store: Arc<Store>,
     certs: Arc<dyn CertificateProvider>,
     runtime_dir: PathBuf,
+    tuning: Tuning,
+}
+
+/// Timeouts of the proxies a local mesh runs (each defaults to the proxy's own default).
+#[derive(Clone, Copy, Debug)]
+pub struct Tuning {
+    /// [`ZtunnelSettings::idle_timeout`].
+    pub ztunnel_idle_timeout: std::time::Duration,
+    pub waypoint_timeouts: waypoint::Timeouts,
+}
+
+impl Default for Tuning {
+    fn default() -> Self {
+        Tuning {
+            ztunnel_idle_timeout: ZtunnelSettings::new("").idle_timeout,
+            waypoint_timeouts: waypoint::Timeouts::default(),
+        }
+    }
 }
 
 /// A running local mesh. Call [`LocalMesh::stop`] to stop it.
@@ -127,9 +145,14 @@ pub struct LocalMesh {
 impl LocalMesh {
     /// Loads `path` (file or directory), starts everything, and hot-reloads on changes.
     pub async fn start_from_path(path: &Path) -> anyhow::Result<Self> {
+        Self::start_from_path_with(path, Tuning::default()).await
+    }
+
+    /// As [`LocalMesh::start_from_path`], with the proxies' timeouts from `tuning`.
+    pub async fn start_from_path_with(path: &Path, tuning: Tuning) -> anyhow::Result<Self> {
         let docs = mesh_config::read_path(path).map_err(|e| anyhow::anyhow!("{e}"))?;
         let snapshot = mesh_config::compile(docs.clone()).map_err(|e| anyhow::anyhow!("{e}"))?;
-        let mesh = Self::start(snapshot).await?;
+        let mesh = Self::start_with(snapshot, tuning).await?;
         FileSource::new(path.to_path_buf(), mesh.store.clone())
             .with_initial(docs)
             .spawn(mesh.shutdown.child_token())
@@ -139,6 +162,11 @@ impl LocalMesh {
 
     /// Starts everything the snapshot describes, and follows later snapshots.
     pub async fn start(snapshot: Snapshot) -> anyhow::Result<Self> {
+        Self::start_with(snapshot, Tuning::default()).await
+    }
+
+    /// As [`LocalMesh::start`], with the proxies' timeouts from `tuning`.
+    pub async fn start_with(snapshot: Snapshot, tuning: Tuning) -> anyhow::Result<Self> {
         check_runnable(&snapshot)?;
         for warning in snapshot.warnings() {
             tracing::warn!("{warning}");
@@ -153,6 +181,7 @@ impl LocalMesh {
             store: store.clone(),
             certs: ca.clone(),
             runtime_dir: runtime_dir.path().to_path_buf(),
+            tuning,
         });
         let mut mesh = LocalMesh {
             store,
@@ -323,7 +352,10 @@ async fn start_ztunnel(
     let registry = prometheus::Registry::new();
     let pool = Pool::new(shared.certs.clone(), PoolConfig::default());
     let ztunnel = Ztunnel::new(
-        ZtunnelSettings::new(node),
+        ZtunnelSettings {
+            idle_timeout: shared.tuning.ztunnel_idle_timeout,
+            ..ZtunnelSettings::new(node)
+        },
         shared.store.clone(),
         shared.certs.clone(),
         pool,
@@ -357,7 +389,7 @@ async fn start_waypoint(
         identity: identity.clone(),
         runtime_dir: shared.runtime_dir.join(format!("waypoint-{pod}")),
         header_limits: waypoint::HeaderLimits::default(),
-        timeouts: waypoint::Timeouts::default(),
+        timeouts: shared.tuning.waypoint_timeouts,
     };
     let registry = prometheus::Registry::new();
     let pool = Pool::new(shared.certs.clone(), PoolConfig::default());

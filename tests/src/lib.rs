@@ -29,10 +29,19 @@ impl TestMesh {
     }
 
     pub async fn start_with(block: u8, yaml: &str) -> anyhow::Result<Self> {
+        Self::start_tuned(block, yaml, mesh::local::Tuning::default()).await
+    }
+
+    /// As [`TestMesh::start_with`], with the proxies' timeouts from `tuning`.
+    pub async fn start_tuned(
+        block: u8,
+        yaml: &str,
+        tuning: mesh::local::Tuning,
+    ) -> anyhow::Result<Self> {
         let dir = tempfile::tempdir()?;
         let manifest = dir.path().join("mesh.yaml");
         std::fs::write(&manifest, yaml)?;
-        let mesh = LocalMesh::start_from_path(&manifest).await?;
+        let mesh = LocalMesh::start_from_path_with(&manifest, tuning).await?;
         mesh.wait_ready(Duration::from_secs(10)).await?;
         Ok(TestMesh {
             mesh,

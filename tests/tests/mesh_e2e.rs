@@ -499,3 +499,34 @@ async fn an_unfinished_socks5_handshake_is_closed_after_its_timeout() -> anyhow:
     t.stop().await;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_l4_connection_is_closed_after_the_idle_timeout() -> anyhow::Result<()> {
+    let tuning = mesh::local::Tuning {
+        ztunnel_idle_timeout: Duration::from_secs(1),
+        ..mesh::local::Tuning::default()
+    };
+    let t = TestMesh::start_tuned(23, &demo_yaml_in_block(23), tuning).await?;
+    let mut client = MeshClient::connect(t.socks(PRODUCTPAGE), RATINGS, 9080).await?;
+    // In use more often than the timeout: stays open.
+    for _ in 0..4 {
+        assert_eq!(client.get("/ratings/1").await?.status, 200);
+        tokio::time::sleep(Duration::from_millis(400)).await;
+    }
+    // Then idle for longer than it: closed, and counted with flag SI.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert!(
+        client.get("/ratings/1").await.is_err(),
+        "the idle connection was closed"
+    );
+    let idle_closed = scrape_until(
+        t.addr("1.1", 15020),
+        "istio_tcp_connections_closed_total",
+        &[("response_flags", "SI")],
+        1.0,
+    )
+    .await?;
+    assert!(idle_closed >= 1.0, "{idle_closed}");
+    t.stop().await;
+    Ok(())
+}

@@ -9,6 +9,7 @@ use mesh_config::{Snapshot, Workload};
 use mesh_core::ResponseFlag;
 use mesh_core::ports::PROXY_PORTS;
 use mesh_hbone::{Identity, InboundConnect};
+use mesh_runtime::splice_until_idle;
 use tracing::{debug, info};
 
 use crate::NodeContext;
@@ -96,11 +97,8 @@ pub(crate) async fn handle(ctx: Arc<NodeContext>, pod: Arc<Workload>, connect: I
     };
     let revoked = policy_revoked(ctx.clone(), pod.clone(), peer, peer_ip, target);
     tokio::select! {
-        copied = tokio::io::copy_bidirectional(&mut tunnel, &mut app) => {
-            if let Ok((from_client, to_client)) = copied {
-                guard.sent = from_client;
-                guard.received = to_client;
-            }
+        spliced = splice_until_idle(&mut tunnel, &mut app, ctx.idle_timeout) => {
+            guard.record(spliced);
         }
         why = revoked => {
             info!(dst.addr = %target, reason = %why, "connection closed: policy changed");

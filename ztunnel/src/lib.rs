@@ -34,6 +34,9 @@ pub struct ZtunnelSettings {
     pub socks5_port: u16,
     /// How long a SOCKS5 client may take to name its destination (default 10 s).
     pub socks5_handshake_timeout: std::time::Duration,
+    /// A connection with no byte either way for this long is closed, flag `SI` (default 1 h,
+    /// Envoy's TCP proxy `idle_timeout`).
+    pub idle_timeout: std::time::Duration,
 }
 
 impl ZtunnelSettings {
@@ -43,6 +46,7 @@ impl ZtunnelSettings {
             hbone_port: mesh_core::ports::HBONE,
             socks5_port: mesh_core::ports::SOCKS5,
             socks5_handshake_timeout: std::time::Duration::from_secs(10),
+            idle_timeout: std::time::Duration::from_secs(3600),
         }
     }
 }
@@ -54,6 +58,7 @@ pub(crate) struct NodeContext {
     pub(crate) certs: Arc<dyn CertificateProvider>,
     pub(crate) metrics: Metrics,
     pub(crate) socks5_handshake_timeout: std::time::Duration,
+    pub(crate) idle_timeout: std::time::Duration,
 }
 
 pub struct Ztunnel {
@@ -77,6 +82,7 @@ impl Ztunnel {
                 certs,
                 metrics: Metrics::new(registry)?,
                 socks5_handshake_timeout: settings.socks5_handshake_timeout,
+                idle_timeout: settings.idle_timeout,
             }),
             settings,
             readiness: Readiness::new(),

@@ -133,6 +133,18 @@ impl ConnectionGuard {
     }
 
     /// Marks the connection as plaintext (passthrough outside the mesh).
+    /// How the connection's bytes moved: counts when it ended normally, `SI` when idle.
+    pub fn record(&mut self, spliced: mesh_runtime::Spliced) {
+        match spliced {
+            mesh_runtime::Spliced::Done(sent, received) => {
+                self.sent = sent;
+                self.received = received;
+            }
+            mesh_runtime::Spliced::Idle => self.set_flag(ResponseFlag::StreamIdleTimeout),
+            mesh_runtime::Spliced::Failed(_) => {}
+        }
+    }
+
     pub fn set_plaintext(&mut self) {
         self.labels.mutual_tls = false;
     }

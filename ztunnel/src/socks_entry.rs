@@ -7,7 +7,7 @@ use std::sync::Arc;
 use mesh_config::Workload;
 use mesh_core::ResponseFlag;
 use mesh_hbone::{HboneError, HboneStream};
-use mesh_runtime::ConnectionLimit;
+use mesh_runtime::{ConnectionLimit, splice_until_idle};
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
@@ -163,7 +163,7 @@ async fn outbound_connection(
                 .await
                 .is_ok()
             {
-                splice(&mut guard, client, upstream).await;
+                splice(&mut guard, client, upstream, ctx.idle_timeout).await;
             }
         }
         Err(refusal) => {
@@ -173,18 +173,18 @@ async fn outbound_connection(
     }
 }
 
-async fn splice(guard: &mut ConnectionGuard, mut client: TcpStream, upstream: Upstream) {
-    let copied = match upstream {
-        Upstream::Hbone(mut tunnel) => {
-            tokio::io::copy_bidirectional(&mut client, &mut tunnel).await
-        }
+async fn splice(
+    guard: &mut ConnectionGuard,
+    mut client: TcpStream,
+    upstream: Upstream,
+    idle: std::time::Duration,
+) {
+    let spliced = match upstream {
+        Upstream::Hbone(mut tunnel) => splice_until_idle(&mut client, &mut tunnel, idle).await,
         Upstream::Plain(mut tcp) => {
             guard.set_plaintext();
-            tokio::io::copy_bidirectional(&mut client, &mut tcp).await
+            splice_until_idle(&mut client, &mut tcp, idle).await
         }
     };
-    if let Ok((sent, received)) = copied {
-        guard.sent = sent;
-        guard.received = received;
-    }
+    guard.record(spliced);
 }
