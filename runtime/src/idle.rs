@@ -1,10 +1,9 @@
 //! Byte splicing that ends a connection nobody has used for a while (an idle tunnel), as
 //! Envoy's TCP proxy `idle_timeout` does (1 h by default).
 
+use std::future::Future;
 use std::io;
 use std::pin::Pin;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll, ready};
 use std::time::{Duration, Instant};
 
@@ -20,87 +19,121 @@ pub enum Spliced {
     Failed(io::Error),
 }
 
-/// Copies both ways between `a` and `b` (as `tokio::io::copy_bidirectional`) and gives up
-/// once no byte has moved in either direction for `idle`.
+/// Bytes read at most per read; a direction holds a buffer of this size only while bytes are
+/// moving, so an idle connection holds none.
+const BUFFER: usize = 16 << 10;
+
+/// Copies both ways between `a` and `b` (as `tokio::io::copy_bidirectional`, each side shut
+/// down once the other has ended) and gives up once no byte has moved in either direction
+/// for `idle`.
 pub async fn splice_until_idle<A, B>(a: &mut A, b: &mut B, idle: Duration) -> Spliced
 where
     A: AsyncRead + AsyncWrite + Unpin + ?Sized,
     B: AsyncRead + AsyncWrite + Unpin + ?Sized,
 {
-    let started = Instant::now();
-    let last = Arc::new(AtomicU64::new(0));
-    let mut watched = Watched {
-        inner: a,
-        started,
-        last: last.clone(),
-    };
-    let copy = tokio::io::copy_bidirectional(&mut watched, b);
-    tokio::pin!(copy);
-    let check_every = (idle / 4).max(Duration::from_millis(10));
-    loop {
-        tokio::select! {
-            copied = &mut copy => return match copied {
-                Ok((from_a, from_b)) => Spliced::Done(from_a, from_b),
-                Err(e) => Spliced::Failed(e),
-            },
-            () = tokio::time::sleep(check_every) => {
-                let since_start = Duration::from_millis(last.load(Ordering::Relaxed));
-                if started.elapsed().saturating_sub(since_start) >= idle {
-                    return Spliced::Idle;
+    let mut a_to_b = OneWay::default();
+    let mut b_to_a = OneWay::default();
+    let mut last_moved = Instant::now();
+    let timer = tokio::time::sleep(idle);
+    tokio::pin!(timer);
+    std::future::poll_fn(|cx| {
+        let moved_before = (a_to_b.total, b_to_a.total);
+        let forward = a_to_b.poll_copy(cx, Pin::new(&mut *a), Pin::new(&mut *b));
+        let backward = b_to_a.poll_copy(cx, Pin::new(&mut *b), Pin::new(&mut *a));
+        match (forward, backward) {
+            (Poll::Ready(Err(e)), _) | (_, Poll::Ready(Err(e))) => {
+                return Poll::Ready(Spliced::Failed(e));
+            }
+            (Poll::Ready(Ok(())), Poll::Ready(Ok(()))) => {
+                return Poll::Ready(Spliced::Done(a_to_b.total, b_to_a.total));
+            }
+            _ => {}
+        }
+        if (a_to_b.total, b_to_a.total) != moved_before {
+            last_moved = Instant::now();
+        }
+        // The timer is moved only when it fires, not on every byte.
+        while timer.as_mut().poll(cx).is_ready() {
+            let due = last_moved + idle;
+            if due <= Instant::now() {
+                return Poll::Ready(Spliced::Idle);
+            }
+            timer.as_mut().reset(due.into());
+        }
+        Poll::Pending
+    })
+    .await
+}
+
+/// One direction of a splice.
+#[derive(Default)]
+struct OneWay {
+    /// Present while bytes are moving; dropped whenever the reader has nothing to give.
+    buf: Option<Box<[u8]>>,
+    start: usize,
+    end: usize,
+    read_done: bool,
+    unflushed: bool,
+    finished: bool,
+    total: u64,
+}
+
+impl OneWay {
+    fn poll_copy<R, W>(
+        &mut self,
+        cx: &mut Context<'_>,
+        mut reader: Pin<&mut R>,
+        mut writer: Pin<&mut W>,
+    ) -> Poll<io::Result<()>>
+    where
+        R: AsyncRead + ?Sized,
+        W: AsyncWrite + ?Sized,
+    {
+        if self.finished {
+            return Poll::Ready(Ok(()));
+        }
+        loop {
+            if self.start == self.end && !self.read_done {
+                let buf = self
+                    .buf
+                    .get_or_insert_with(|| vec![0; BUFFER].into_boxed_slice());
+                let mut read = ReadBuf::new(buf);
+                match reader.as_mut().poll_read(cx, &mut read) {
+                    Poll::Pending => {
+                        // Nothing to move now: hold no buffer while waiting.
+                        self.buf = None;
+                        if self.unflushed {
+                            ready!(writer.as_mut().poll_flush(cx))?;
+                            self.unflushed = false;
+                        }
+                        return Poll::Pending;
+                    }
+                    Poll::Ready(result) => result?,
+                }
+                let n = read.filled().len();
+                if n == 0 {
+                    self.read_done = true;
+                    self.buf = None;
+                } else {
+                    (self.start, self.end) = (0, n);
                 }
             }
+            while self.start < self.end {
+                let buf = self.buf.as_deref().expect("a buffer holds unwritten bytes");
+                let n = ready!(writer.as_mut().poll_write(cx, &buf[self.start..self.end]))?;
+                if n == 0 {
+                    return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+                }
+                self.start += n;
+                self.total += n as u64;
+                self.unflushed = true;
+            }
+            if self.read_done {
+                ready!(writer.as_mut().poll_shutdown(cx))?;
+                self.finished = true;
+                return Poll::Ready(Ok(()));
+            }
         }
-    }
-}
-
-/// `inner`, recording when bytes last moved through it (ms since `started`).
-struct Watched<'a, T: ?Sized> {
-    inner: &'a mut T,
-    started: Instant,
-    last: Arc<AtomicU64>,
-}
-
-impl<T: ?Sized> Watched<'_, T> {
-    fn touch(&self) {
-        let now = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
-        self.last.store(now, Ordering::Relaxed);
-    }
-}
-
-impl<T: AsyncRead + Unpin + ?Sized> AsyncRead for Watched<'_, T> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let before = buf.filled().len();
-        ready!(Pin::new(&mut *self.inner).poll_read(cx, buf))?;
-        if buf.filled().len() > before {
-            self.touch();
-        }
-        Poll::Ready(Ok(()))
-    }
-}
-
-impl<T: AsyncWrite + Unpin + ?Sized> AsyncWrite for Watched<'_, T> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        data: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        let n = ready!(Pin::new(&mut *self.inner).poll_write(cx, data))?;
-        if n > 0 {
-            self.touch();
-        }
-        Poll::Ready(Ok(n))
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut *self.inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut *self.inner).poll_shutdown(cx)
     }
 }
 
@@ -131,6 +164,19 @@ mod tests {
             .expect("ended when idle")
             .expect("task");
         assert!(matches!(ended, Spliced::Idle), "{ended:?}");
+    }
+
+    #[tokio::test]
+    async fn a_direction_waiting_for_bytes_holds_no_buffer() {
+        let (mut client, mut from) = tokio::io::duplex(1024);
+        let mut to = tokio::io::sink();
+        let mut one_way = OneWay::default();
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        client.write_all(b"hello").await.expect("write");
+        let polled = one_way.poll_copy(&mut cx, Pin::new(&mut from), Pin::new(&mut to));
+        assert!(polled.is_pending(), "waits for more");
+        assert_eq!(one_way.total, 5);
+        assert!(one_way.buf.is_none(), "no buffer held while waiting");
     }
 
     #[tokio::test]
