@@ -58,10 +58,12 @@ pub(crate) fn server_builder() -> h2::server::Builder {
     builder
 }
 
-pub(crate) fn client_builder() -> h2::client::Builder {
+/// `stream_window`: at most [`CLIENT_STREAM_WINDOW`] (so the streams of a connection fit in
+/// its window).
+pub(crate) fn client_builder(stream_window: u32) -> h2::client::Builder {
     let mut builder = h2::client::Builder::new();
     builder
-        .initial_window_size(CLIENT_STREAM_WINDOW)
+        .initial_window_size(stream_window.clamp(1, CLIENT_STREAM_WINDOW))
         .initial_connection_window_size(CONNECTION_WINDOW)
         .max_frame_size(MAX_FRAME_SIZE)
         .max_header_list_size(CLIENT_MAX_HEADER_LIST)

@@ -392,7 +392,7 @@ async fn start_waypoint(
         timeouts: shared.tuning.waypoint_timeouts,
     };
     let registry = prometheus::Registry::new();
-    let pool = Pool::new(shared.certs.clone(), PoolConfig::default());
+    let pool = Pool::new(shared.certs.clone(), waypoint::upstream_pool_config());
     let server = WaypointServer::bind(
         settings,
         shared.store.clone(),

@@ -31,7 +31,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use mesh_config::{ObjectRef, Store};
-use mesh_hbone::{CertificateProvider, Identity, Pool};
+use mesh_hbone::{CertificateProvider, Identity, Pool, PoolConfig};
 use pingora_core::apps::HttpServerOptions;
 use pingora_core::server::configuration::ServerConf;
 use pingora_proxy::HttpProxy;
@@ -58,6 +58,16 @@ pub struct WaypointSettings {
     /// Bounds on request headers (431 over them).
     pub header_limits: HeaderLimits,
     pub timeouts: Timeouts,
+}
+
+/// The HBONE pool settings a waypoint dials its upstreams with. Each upstream tunnel gets a
+/// 256 KiB window: a caller that stops reading its response makes the waypoint hold about
+/// that much per request (plus Pingora's pipe), whatever the response's size.
+pub fn upstream_pool_config() -> PoolConfig {
+    PoolConfig {
+        stream_window: 256 << 10,
+        ..PoolConfig::default()
+    }
 }
 
 /// How long the waypoint waits on a silent peer.

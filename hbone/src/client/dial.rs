@@ -46,6 +46,7 @@ async fn tcp_connect(source_ip: Option<IpAddr>, addr: SocketAddr) -> std::io::Re
 pub(super) async fn dial(
     provider: Arc<dyn CertificateProvider>,
     key: &PoolKey,
+    stream_window: u32,
 ) -> Result<Dialed, HboneError> {
     let addr = key.destination;
     let tls_config = crate::tls::client_config(provider, key.source.clone(), key.expected.clone())?;
@@ -59,7 +60,8 @@ pub(super) async fn dial(
         .await
         .map_err(|source| HboneError::Tls { addr, source })?;
     let peer_identity = crate::tls::verified_server_identity(tls.get_ref().1, &key.expected)?;
-    let (send_request, mut connection) = http2::client_builder().handshake(tls).await?;
+    let (send_request, mut connection) =
+        http2::client_builder(stream_window).handshake(tls).await?;
     let mut ping_pong = connection.ping_pong();
     if let Some(ping_pong) = ping_pong.as_mut() {
         confirm(&mut connection, ping_pong, addr).await?;

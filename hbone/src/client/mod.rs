@@ -46,6 +46,9 @@ pub struct PoolConfig {
     /// Tunnels opened on one connection at once; more open another connection. Capped at
     /// [`http2::CLIENT_MAX_STREAMS_PER_CONNECTION`] (the default), which flow control relies on.
     pub max_streams_per_connection: usize,
+    /// Flow-control window of each tunnel: what a tunnel whose reader has stopped can hold.
+    /// At most (and by default) [`http2::CLIENT_STREAM_WINDOW`], 1 MiB.
+    pub stream_window: u32,
     pub idle_timeout: Duration,
     /// Bounds the dial (TCP + TLS + HTTP/2) and, separately, the wait for a CONNECT answer.
     pub connect_timeout: Duration,
@@ -57,6 +60,7 @@ impl Default for PoolConfig {
     fn default() -> Self {
         PoolConfig {
             max_streams_per_connection: http2::CLIENT_MAX_STREAMS_PER_CONNECTION,
+            stream_window: http2::CLIENT_STREAM_WINDOW,
             idle_timeout: Duration::from_secs(5 * 60),
             connect_timeout: Duration::from_secs(10),
             keepalive_interval: http2::KEEPALIVE_INTERVAL,
@@ -261,7 +265,7 @@ impl PoolInner {
         }
         let dialed = tokio::time::timeout(
             self.config.connect_timeout,
-            dial::dial(self.provider.clone(), key),
+            dial::dial(self.provider.clone(), key, self.config.stream_window),
         )
         .await
         .unwrap_or_else(|_| {

@@ -117,7 +117,7 @@ impl Harness {
             timeouts,
         };
         let registry = prometheus::Registry::new();
-        let pool = Pool::new(certs.clone(), PoolConfig::default());
+        let pool = Pool::new(certs.clone(), waypoint::upstream_pool_config());
         let server = WaypointServer::bind(settings, store.clone(), certs.clone(), pool, &registry)
             .await
             .context("binding the waypoint")?;
@@ -324,7 +324,7 @@ pub enum Protocols {
 /// each tunnel, an echo app. Each response says which backend served it (`x-backend`) over
 /// which protocol (`x-backend-protocol`) and echoes the request's headers as
 /// `x-echo-<name>`; gRPC calls get `grpc-status: 0` trailers. `/echo` streams the request body
-/// back; `/stall` never answers.
+/// back; `/big` answers 8 MiB; `/stall` never answers.
 pub struct Backend {
     shutdown: CancellationToken,
     open_tunnels: Arc<std::sync::atomic::AtomicUsize>,
@@ -423,6 +423,15 @@ async fn echo(
     if req.uri().path() == "/stall" {
         // A backend that has stopped: never answers.
         std::future::pending::<()>().await;
+    }
+    if req.uri().path() == "/big" {
+        // 8 MiB, streamed in 64 KiB chunks.
+        let chunk = Bytes::from(vec![b'b'; 64 << 10]);
+        let frames = futures::stream::iter(
+            (0..128).map(move |_| Ok::<_, hyper::Error>(hyper::body::Frame::data(chunk.clone()))),
+        );
+        let body = http_body_util::StreamBody::new(frames).boxed();
+        return Ok(response.body(body).expect("valid response"));
     }
     if req.uri().path() == "/echo" {
         // The request body streams back as it arrives.
