@@ -8,9 +8,11 @@
 //! sharing the connection; here they cannot. The connection window is also what one peer can
 //! make us buffer per connection (16 MiB, as Istio's).
 //!
-//! - As a client (the pool), we open at most [`CLIENT_MAX_STREAMS_PER_CONNECTION`] streams of
-//!   [`CLIENT_STREAM_WINDOW`] each on a connection (responses, the larger direction, get 1 MiB
-//!   per stream); more tunnels open more connections.
+//! - As a client (the pool), we give each stream a window (512 KiB by default,
+//!   [`CLIENT_STREAM_WINDOW`]; at most [`MAX_CLIENT_STREAM_WINDOW`]) and open at most
+//!   [`client_max_streams`] of them on a connection (32 by default); more tunnels open more
+//!   connections. Fewer, larger windows move more per stream; more, smaller ones share a
+//!   connection's buffers between more tunnels (what an idle tunnel costs).
 //! - As a server, we accept as many streams as Istio's ztunnel opens on one connection
 //!   ([`SERVER_MAX_CONCURRENT_STREAMS`], 100) and give each [`SERVER_STREAM_WINDOW`].
 
@@ -18,8 +20,10 @@ use std::time::Duration;
 
 /// Connection flow-control window, both sides.
 pub const CONNECTION_WINDOW: u32 = 16 << 20;
-/// Per-stream window of the streams we open (what each response may have in flight).
-pub const CLIENT_STREAM_WINDOW: u32 = 1 << 20;
+/// Default per-stream window of the streams we open (what each response may have in flight).
+pub const CLIENT_STREAM_WINDOW: u32 = 512 << 10;
+/// The largest per-stream window a pool may choose.
+pub const MAX_CLIENT_STREAM_WINDOW: u32 = 1 << 20;
 /// Per-stream window of the streams peers open to us (what each upload may have in flight).
 pub const SERVER_STREAM_WINDOW: u32 = 160 << 10;
 /// Largest frame we accept.
@@ -30,19 +34,26 @@ pub const CLIENT_MAX_HEADER_LIST: u32 = 16 << 10;
 pub const SERVER_MAX_HEADER_LIST: u32 = 64 << 10;
 /// Streams a server lets one client open at once (Istio's ztunnel opens up to 100).
 pub const SERVER_MAX_CONCURRENT_STREAMS: u32 = 100;
-/// Streams a client opens on one connection at most.
-pub const CLIENT_MAX_STREAMS_PER_CONNECTION: usize = 16;
+/// Streams a client opens on one connection at most, whatever its window.
+pub const CLIENT_MAX_STREAMS_PER_CONNECTION: usize = 100;
 
-const _: () = {
-    assert!(
-        SERVER_MAX_CONCURRENT_STREAMS as u64 * SERVER_STREAM_WINDOW as u64
-            <= CONNECTION_WINDOW as u64
-    );
-    assert!(
-        CLIENT_MAX_STREAMS_PER_CONNECTION as u64 * CLIENT_STREAM_WINDOW as u64
-            <= CONNECTION_WINDOW as u64
-    );
-};
+const _: () = assert!(
+    SERVER_MAX_CONCURRENT_STREAMS as u64 * SERVER_STREAM_WINDOW as u64 <= CONNECTION_WINDOW as u64
+);
+
+/// The window a pool's streams get for a wanted `stream_window`.
+pub fn client_stream_window(stream_window: u32) -> u32 {
+    stream_window.clamp(1, MAX_CLIENT_STREAM_WINDOW)
+}
+
+/// How many streams of `stream_window` fit in one connection's window (at most
+/// [`CLIENT_MAX_STREAMS_PER_CONNECTION`]): the most a pool opens on a connection.
+pub fn client_max_streams(stream_window: u32) -> usize {
+    let fit = CONNECTION_WINDOW / client_stream_window(stream_window);
+    usize::try_from(fit).map_or(CLIENT_MAX_STREAMS_PER_CONNECTION, |fit| {
+        fit.clamp(1, CLIENT_MAX_STREAMS_PER_CONNECTION)
+    })
+}
 /// PING interval and how long to wait for its PONG.
 pub const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
 pub const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
@@ -58,12 +69,11 @@ pub(crate) fn server_builder() -> h2::server::Builder {
     builder
 }
 
-/// `stream_window`: at most [`CLIENT_STREAM_WINDOW`] (so the streams of a connection fit in
-/// its window).
+/// Streams get [`client_stream_window`]`(stream_window)`.
 pub(crate) fn client_builder(stream_window: u32) -> h2::client::Builder {
     let mut builder = h2::client::Builder::new();
     builder
-        .initial_window_size(stream_window.clamp(1, CLIENT_STREAM_WINDOW))
+        .initial_window_size(client_stream_window(stream_window))
         .initial_connection_window_size(CONNECTION_WINDOW)
         .max_frame_size(MAX_FRAME_SIZE)
         .max_header_list_size(CLIENT_MAX_HEADER_LIST)
@@ -104,6 +114,29 @@ pub(crate) async fn keepalive(
             Ok(Ok(_pong)) => {}
             Ok(Err(e)) => return KeepaliveFailure::Error(e),
             Err(_) => return KeepaliveFailure::Timeout,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_pool_opens_only_as_many_streams_as_fit_in_the_connection_window() {
+        assert_eq!(client_max_streams(CLIENT_STREAM_WINDOW), 32);
+        assert_eq!(client_max_streams(256 << 10), 64);
+        assert_eq!(
+            client_max_streams(4 << 20),
+            16,
+            "windows are capped at 1 MiB"
+        );
+        assert_eq!(client_max_streams(1), CLIENT_MAX_STREAMS_PER_CONNECTION);
+        for window in [1, 4096, 160 << 10, 512 << 10, 1 << 20, u32::MAX] {
+            let streams = client_max_streams(window) as u64;
+            assert!(
+                streams * u64::from(client_stream_window(window)) <= u64::from(CONNECTION_WINDOW)
+            );
         }
     }
 }

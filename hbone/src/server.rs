@@ -269,7 +269,8 @@ where
         }
     };
     let (mut conn, identity) =
-        match tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake(&shared, tcp)).await {
+        // Boxed: the handshakes' state is large and must not stay in the connection's task.
+        match tokio::time::timeout(HANDSHAKE_TIMEOUT, Box::pin(handshake(&shared, tcp))).await {
             Ok(Ok(done)) => done,
             Ok(Err(why)) => {
                 if let Some(suppressed) = HANDSHAKE_FAILURES.allow() {

@@ -61,11 +61,14 @@ pub struct WaypointSettings {
 }
 
 /// The HBONE pool settings a waypoint dials its upstreams with. Each upstream tunnel gets a
-/// 256 KiB window: a caller that stops reading its response makes the waypoint hold about
-/// that much per request (plus Pingora's pipe), whatever the response's size.
+/// 256 KiB window (64 fit in a connection): a caller that stops reading its response makes
+/// the waypoint hold about that much per request (plus Pingora's pipe), whatever the
+/// response's size.
 pub fn upstream_pool_config() -> PoolConfig {
+    const WINDOW: u32 = 256 << 10;
     PoolConfig {
-        stream_window: 256 << 10,
+        stream_window: WINDOW,
+        max_streams_per_connection: mesh_hbone::http2::client_max_streams(WINDOW),
         ..PoolConfig::default()
     }
 }

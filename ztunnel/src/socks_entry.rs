@@ -147,7 +147,9 @@ async fn outbound_connection(
     // The client is the source pod: report its address, not the loopback socket's.
     let client_addr = SocketAddr::new(source.ip, client_addr.port());
     let connected = match plan_outbound(&snapshot, &source, &target, rand::random()) {
-        Ok(plan) => dial(&ctx, &source, client_addr, plan).await,
+        // Boxed: the dial's state (TLS, HTTP/2 handshakes) is large and only lives while
+        // dialing, so it must not stay in this task for the connection's whole life.
+        Ok(plan) => Box::pin(dial(&ctx, &source, client_addr, plan)).await,
         Err(e) => {
             info!(src.workload = %source.name, dst = %target, error = %e, "outbound refused");
             Err(Refusal {

@@ -44,10 +44,11 @@ pub struct ConnectRequest {
 #[derive(Clone, Debug)]
 pub struct PoolConfig {
     /// Tunnels opened on one connection at once; more open another connection. Capped at
-    /// [`http2::CLIENT_MAX_STREAMS_PER_CONNECTION`] (the default), which flow control relies on.
+    /// as many as fit in the connection window ([`http2::client_max_streams`]), which flow
+    /// control relies on.
     pub max_streams_per_connection: usize,
     /// Flow-control window of each tunnel: what a tunnel whose reader has stopped can hold.
-    /// At most (and by default) [`http2::CLIENT_STREAM_WINDOW`], 1 MiB.
+    /// Default [`http2::CLIENT_STREAM_WINDOW`] (512 KiB), at most 1 MiB.
     pub stream_window: u32,
     pub idle_timeout: Duration,
     /// Bounds the dial (TCP + TLS + HTTP/2) and, separately, the wait for a CONNECT answer.
@@ -59,7 +60,7 @@ pub struct PoolConfig {
 impl Default for PoolConfig {
     fn default() -> Self {
         PoolConfig {
-            max_streams_per_connection: http2::CLIENT_MAX_STREAMS_PER_CONNECTION,
+            max_streams_per_connection: http2::client_max_streams(http2::CLIENT_STREAM_WINDOW),
             stream_window: http2::CLIENT_STREAM_WINDOW,
             idle_timeout: Duration::from_secs(5 * 60),
             connect_timeout: Duration::from_secs(10),
@@ -220,12 +221,11 @@ impl PoolInner {
         self.entries.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// At most [`http2::CLIENT_MAX_STREAMS_PER_CONNECTION`], which keeps one stalled stream
-    /// from starving the others (see [`http2`]).
+    /// At most as many streams as fit in a connection's window, which keeps one stalled
+    /// stream from starving the others (see [`http2`]).
     fn max_streams(&self) -> usize {
-        self.config
-            .max_streams_per_connection
-            .clamp(1, http2::CLIENT_MAX_STREAMS_PER_CONNECTION)
+        let fit = http2::client_max_streams(self.config.stream_window);
+        self.config.max_streams_per_connection.clamp(1, fit)
     }
 
     /// A slot on an existing connection, or the key's dialer when there is none.
@@ -395,7 +395,7 @@ mod tests {
     fn default_config_matches_istio_but_for_streams_per_connection() {
         let config = PoolConfig::default();
         // Istio opens 100 streams of 4 MiB in a 16 MiB connection window; see `http2`.
-        assert_eq!(config.max_streams_per_connection, 16);
+        assert_eq!(config.max_streams_per_connection, 32);
         assert_eq!(config.idle_timeout, Duration::from_secs(300));
         assert_eq!(config.connect_timeout, Duration::from_secs(10));
         assert_eq!(config.keepalive_interval, Duration::from_secs(10));
