@@ -7,7 +7,9 @@ use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use bytes::{Buf, BytesMut};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio_util::io::poll_read_buf;
 
 /// How a splice ended.
 #[derive(Debug)]
@@ -19,8 +21,9 @@ pub enum Spliced {
     Failed(io::Error),
 }
 
-/// Bytes read at most per read; a direction holds a buffer of this size only while bytes are
-/// moving, so an idle connection holds none.
+/// Bytes read at most per read. A direction holds a buffer only while its reader has bytes to
+/// give, so an idle connection holds none; the buffer is allocated uninitialised (no zeroing),
+/// which keeps getting a new one for each burst cheap.
 const BUFFER: usize = 16 << 10;
 
 /// Copies both ways between `a` and `b` (as `tokio::io::copy_bidirectional`, each side shut
@@ -68,10 +71,8 @@ where
 /// One direction of a splice.
 #[derive(Default)]
 struct OneWay {
-    /// Present while bytes are moving; dropped whenever the reader has nothing to give.
-    buf: Option<Box<[u8]>>,
-    start: usize,
-    end: usize,
+    /// Bytes read and not yet written; present only while the reader has bytes to give.
+    buf: Option<BytesMut>,
     read_done: bool,
     unflushed: bool,
     finished: bool,
@@ -93,12 +94,14 @@ impl OneWay {
             return Poll::Ready(Ok(()));
         }
         loop {
-            if self.start == self.end && !self.read_done {
+            let unwritten = self.buf.as_ref().is_some_and(|buf| !buf.is_empty());
+            if !unwritten && !self.read_done {
                 let buf = self
                     .buf
-                    .get_or_insert_with(|| vec![0; BUFFER].into_boxed_slice());
-                let mut read = ReadBuf::new(buf);
-                match reader.as_mut().poll_read(cx, &mut read) {
+                    .get_or_insert_with(|| BytesMut::with_capacity(BUFFER));
+                buf.clear();
+                buf.reserve(BUFFER);
+                match poll_read_buf(reader.as_mut(), cx, buf) {
                     Poll::Pending => {
                         // Nothing to move now: hold no buffer while waiting.
                         self.buf = None;
@@ -108,23 +111,21 @@ impl OneWay {
                         }
                         return Poll::Pending;
                     }
-                    Poll::Ready(result) => result?,
-                }
-                let n = read.filled().len();
-                if n == 0 {
-                    self.read_done = true;
-                    self.buf = None;
-                } else {
-                    (self.start, self.end) = (0, n);
+                    Poll::Ready(Ok(0)) => {
+                        self.read_done = true;
+                        self.buf = None;
+                    }
+                    Poll::Ready(read) => {
+                        read?;
+                    }
                 }
             }
-            while self.start < self.end {
-                let buf = self.buf.as_deref().expect("a buffer holds unwritten bytes");
-                let n = ready!(writer.as_mut().poll_write(cx, &buf[self.start..self.end]))?;
+            while let Some(buf) = self.buf.as_mut().filter(|buf| !buf.is_empty()) {
+                let n = ready!(writer.as_mut().poll_write(cx, buf))?;
                 if n == 0 {
                     return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
                 }
-                self.start += n;
+                buf.advance(n);
                 self.total += n as u64;
                 self.unflushed = true;
             }

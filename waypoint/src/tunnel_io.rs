@@ -11,7 +11,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -51,6 +51,8 @@ pub struct TunnelInfo {
     pub read_gate: ReadGate,
     /// Whether a request's head has been received and the request is not finished yet.
     in_request: AtomicBool,
+    /// Request heads received so far.
+    heads: AtomicU64,
 }
 
 impl TunnelInfo {
@@ -71,11 +73,13 @@ impl TunnelInfo {
             forwarded_for,
             read_gate: ReadGate::default(),
             in_request: AtomicBool::new(false),
+            heads: AtomicU64::new(0),
         }
     }
 
     /// The proxy has a request's head: the request-headers timeout stops.
     pub fn head_received(&self) {
+        self.heads.fetch_add(1, Ordering::AcqRel);
         self.in_request.store(true, Ordering::Release);
     }
 
@@ -84,8 +88,12 @@ impl TunnelInfo {
         self.in_request.store(false, Ordering::Release);
     }
 
-    fn in_request(&self) -> bool {
-        self.in_request.load(Ordering::Acquire)
+    /// Where the caller is: the heads received so far, and whether a request is in flight.
+    fn head_phase(&self) -> HeadPhase {
+        HeadPhase {
+            heads: self.heads.load(Ordering::Acquire),
+            in_request: self.in_request.load(Ordering::Acquire),
+        }
     }
 
     /// The address of the original client: `forwarded for=` when given, else the tunnel peer.
@@ -121,31 +129,43 @@ pub struct TunnelIo<S> {
     socket_digest: Arc<SocketDigest>,
 }
 
+/// Where an HTTP/1.1 caller is between its requests.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct HeadPhase {
+    heads: u64,
+    in_request: bool,
+}
+
 /// The request-headers timeout of an HTTP/1.1 caller (slowloris): once the first bytes of a
 /// request arrive, its whole head must follow within `timeout`, however slowly each byte
 /// comes. Between requests the keep-alive timeout applies instead (Pingora's, per read).
 struct HeadTimer {
     timeout: Duration,
-    deadline: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// The clock of the head after `heads` heads, once its first bytes were read.
+    deadline: Option<(u64, Pin<Box<tokio::time::Sleep>>)>,
 }
 
 impl HeadTimer {
     /// Starts the clock if bytes of a new head were just read.
-    fn on_read(&mut self, in_request: bool) {
-        if !in_request && self.deadline.is_none() {
-            self.deadline = Some(Box::pin(tokio::time::sleep(self.timeout)));
+    fn on_read(&mut self, phase: HeadPhase) {
+        if !phase.in_request && self.deadline.is_none() {
+            let clock = Box::pin(tokio::time::sleep(self.timeout));
+            self.deadline = Some((phase.heads, clock));
         }
     }
 
-    /// Whether the head is late; stops the clock once the head is in.
-    fn poll_late(&mut self, in_request: bool, cx: &mut Context<'_>) -> bool {
-        if in_request {
+    /// Whether the head is late; stops the clock once that head is in.
+    fn poll_late(&mut self, phase: HeadPhase, cx: &mut Context<'_>) -> bool {
+        let timed_head_arrived = self
+            .deadline
+            .as_ref()
+            .is_some_and(|(heads, _)| *heads != phase.heads || phase.in_request);
+        if timed_head_arrived {
             self.deadline = None;
-            return false;
         }
         self.deadline
             .as_mut()
-            .is_some_and(|deadline| deadline.as_mut().poll(cx).is_ready())
+            .is_some_and(|(_, clock)| clock.as_mut().poll(cx).is_ready())
     }
 }
 
@@ -208,8 +228,8 @@ impl<S: AsyncRead + Unpin> AsyncRead for TunnelIo<S> {
         if this.http2 {
             return this.read_bytes(cx, buf);
         }
-        let in_request = this.info.in_request();
-        if this.head_timer.poll_late(in_request, cx) {
+        let phase = this.info.head_phase();
+        if this.head_timer.poll_late(phase, cx) {
             let timeout = this.head_timer.timeout;
             return Poll::Ready(Err(io::Error::new(
                 io::ErrorKind::TimedOut,
@@ -220,7 +240,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for TunnelIo<S> {
         let before = buf.filled().len();
         std::task::ready!(this.read_bytes(cx, buf))?;
         if buf.filled().len() > before {
-            this.head_timer.on_read(in_request);
+            this.head_timer.on_read(phase);
         }
         Poll::Ready(Ok(()))
     }

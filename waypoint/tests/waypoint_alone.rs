@@ -376,8 +376,21 @@ async fn a_request_head_sent_too_slowly_closes_the_connection_but_idle_keep_aliv
         "the slow head was cut off after {closed_after:?}"
     );
 
-    // A keep-alive connection idle longer than the head timeout between requests is fine.
+    // A keep-alive connection idle longer than the head timeout between requests is fine,
+    // also after a request the waypoint answered itself (no read happens during those).
     let mut idle = h.tunnel(SLEEP, "1.10", &h.reviews_vip()).await?;
+    let many: String = (0..100).map(|i| format!("x-h{i}: v\r\n")).collect();
+    let refused = format!("GET /r HTTP/1.1\r\nhost: reviews:9080\r\n{many}\r\n");
+    idle.write_all(refused.as_bytes()).await?;
+    let mut text = String::new();
+    let mut buf = vec![0u8; 4096];
+    while !text.ends_with("bytes (limits 100, 61440)\n") {
+        let n = tokio::time::timeout(Duration::from_secs(5), idle.read(&mut buf)).await??;
+        anyhow::ensure!(n > 0, "closed after {text:?}");
+        text.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+    assert!(text.starts_with("HTTP/1.1 431"), "{text}");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
     let request = b"GET /r HTTP/1.1\r\nhost: reviews:9080\r\n\r\n";
     for _ in 0..2 {
         idle.write_all(request).await?;
