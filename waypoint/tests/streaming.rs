@@ -149,7 +149,10 @@ async fn an_abandoned_upload_is_torn_down_on_both_sides() -> anyhow::Result<()> 
             "one upstream tunnel"
         );
         drop((body, client, tx));
-        wait_until(Duration::from_secs(10), || {
+        // At once when the waypoint reads the caller's end; when its read gate is closed at
+        // that moment it learns it from its writes, once the dropped tunnel stops lingering
+        // (mesh_hbone's LINGER, 10 s).
+        wait_until(Duration::from_secs(25), || {
             v1.open_tunnels() + v2.open_tunnels() == 0
         })
         .await
