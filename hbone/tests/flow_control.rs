@@ -40,7 +40,8 @@ async fn handler(connect: InboundConnect, release: CancellationToken) {
     release.cancelled().await;
 }
 
-async fn echo_in_time_beside_stalled(stalled: &str) {
+/// A server running [`handler`], a pool to it, and the token that releases held tunnels.
+async fn start_holding_server() -> (TestServer, mesh_hbone::Pool, CancellationToken) {
     let ca = ca();
     let release = CancellationToken::new();
     let held = release.clone();
@@ -48,7 +49,11 @@ async fn echo_in_time_beside_stalled(stalled: &str) {
         handler(connect, held.clone())
     })
     .await;
-    let pool = pool(ca);
+    (server, pool(ca), release)
+}
+
+async fn echo_in_time_beside_stalled(stalled: &str) {
+    let (server, pool, release) = start_holding_server().await;
     let key = key(server.addr);
     let mut tunnels = Vec::new();
     for _ in 0..STALLED {
@@ -99,14 +104,7 @@ async fn unread_uploads_do_not_stall_the_other_tunnels_of_the_connection() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_tunnel_resumes_when_its_reader_reads() {
-    let ca = ca();
-    let release = CancellationToken::new();
-    let held = release.clone();
-    let server = start_server(ca.clone(), server_id(), move |connect| {
-        handler(connect, held.clone())
-    })
-    .await;
-    let pool = pool(ca);
+    let (server, pool, release) = start_holding_server().await;
     let mut tunnel = pool
         .connect(&key(server.addr), request(DOWNLOAD))
         .await
