@@ -68,14 +68,20 @@ impl Snapshot {
     }
 }
 
-/// Splits an authority `host:port` (also `[v6]:port`).
+/// Splits an authority `host:port` (also `[v6]:port`). Strict, as RFC 3986 has it: an IPv6
+/// host must be bracketed and a bracketed host must be IPv6; the port is decimal digits.
 pub fn split_authority(authority: &str) -> Option<(&str, u16)> {
     let (host, port) = authority.rsplit_once(':')?;
-    let host = host
-        .strip_prefix('[')
-        .and_then(|h| h.strip_suffix(']'))
-        .unwrap_or(host);
-    if host.is_empty() {
+    let host = match host.strip_prefix('[') {
+        Some(bracketed) => {
+            let inner = bracketed.strip_suffix(']')?;
+            inner.parse::<std::net::Ipv6Addr>().ok()?;
+            inner
+        }
+        None if host.contains([':', '[', ']']) => return None,
+        None => host,
+    };
+    if host.is_empty() || port.is_empty() || !port.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
     Some((host, port.parse().ok()?))
@@ -98,6 +104,11 @@ mod tests {
     fn splits_authorities() {
         assert_eq!(split_authority("10.0.0.1:80"), Some(("10.0.0.1", 80)));
         assert_eq!(split_authority("[::1]:8080"), Some(("::1", 8080)));
+        // Found by fuzzing: brackets around something that is not IPv6, a signed port.
+        assert_eq!(split_authority("[[]]:1"), None);
+        assert_eq!(split_authority("[reviews]:80"), None);
+        assert_eq!(split_authority("::1:80"), None);
+        assert_eq!(split_authority("reviews:+80"), None);
         assert_eq!(
             split_authority("reviews.default.svc.cluster.local:9080"),
             Some(("reviews.default.svc.cluster.local", 9080))
