@@ -26,6 +26,11 @@ pub enum Retry {
     ReusedConnection,
 }
 
+/// Pingora's HTTP/1.1 body framing errors (custom error types of its private `body` module).
+const INVALID_CHUNK: &str = "InvalidChunk";
+const INVALID_TRAILER_END: &str = "InvalidTrailerEnd";
+const PREMATURE_BODY_END: &str = "PrematureBodyEnd";
+
 pub fn classify(e: &Error) -> Outcome {
     use ErrorType::*;
     let upstream = matches!(e.esource(), ErrorSource::Upstream);
@@ -70,6 +75,14 @@ pub fn classify(e: &Error) -> Outcome {
         InvalidHTTPHeader | H1Error | H2Error | InvalidH2 | H2Downgrade if downstream => {
             outcome(ResponseFlag::DownstreamProtocolError, 400, Retry::Unsafe)
         }
+        Custom(INVALID_CHUNK | INVALID_TRAILER_END) if !upstream => {
+            outcome(ResponseFlag::DownstreamProtocolError, 400, Retry::Unsafe)
+        }
+        Custom(PREMATURE_BODY_END) if !upstream => outcome(
+            ResponseFlag::DownstreamConnectionTermination,
+            0,
+            Retry::Unsafe,
+        ),
         _ if upstream => outcome(ResponseFlag::UpstreamProtocolError, 502, Retry::Unsafe),
         _ => outcome(ResponseFlag::None, 500, Retry::Unsafe),
     }
@@ -143,6 +156,13 @@ mod tests {
             ("DPE", 400)
         );
         assert_eq!(flag_status(ErrorType::H2Error, Downstream), ("DPE", 400));
+        // A malformed chunked body from the caller is its protocol error, not ours (was 500).
+        let chunk = ErrorType::Custom(INVALID_CHUNK);
+        assert_eq!(flag_status(chunk.clone(), Downstream), ("DPE", 400));
+        assert_eq!(flag_status(chunk.clone(), ErrorSource::Unset), ("DPE", 400));
+        assert_eq!(flag_status(chunk, ErrorSource::Upstream), ("UPE", 502));
+        let cut = ErrorType::Custom(PREMATURE_BODY_END);
+        assert_eq!(flag_status(cut, Downstream), ("DC", 0));
     }
 
     #[test]

@@ -214,12 +214,16 @@ fn upstream_message(e: &Error, flag: mesh_core::ResponseFlag) -> String {
 }
 
 /// Sends a local reply, shaped for the caller. Unlike Pingora's `respond_error`, the
-/// downstream connection stays alive (as with Envoy's local replies, e.g. an RBAC 403).
+/// downstream connection stays alive (as with Envoy's local replies, e.g. an RBAC 403), unless
+/// the caller broke the protocol: then nothing more is read from its connection.
 /// Written as tasks so the end of stream travels with the last one: a bodiless reply to an
 /// HTTP/2 caller is a single HEADERS frame with END_STREAM (gRPC's trailers-only response),
 /// and no stream is left open for Pingora to reset when it drops it.
 async fn respond(session: &mut Session, ctx: &mut RequestCtx, reply: &LocalReply) -> Result<()> {
     ctx.flag = reply.flag;
+    if reply.flag == mesh_core::ResponseFlag::DownstreamProtocolError {
+        session.set_keepalive(None);
+    }
     let rendered = reply::render(reply, ctx.caller)?;
     let header = Box::new(rendered.header);
     let tasks = match rendered.body {

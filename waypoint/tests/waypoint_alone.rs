@@ -346,7 +346,16 @@ async fn a_request_head_sent_too_slowly_closes_the_connection_but_idle_keep_aliv
         request_headers: Duration::from_millis(800),
         ..waypoint::Timeouts::default()
     };
-    let h = Harness::start_with(75, &manifest(75, &[]), timeouts).await?;
+    let deny_denied = policy(
+        "default",
+        "deny-denied",
+        json!({
+            "targetRefs": [{"group": "gateway.networking.k8s.io", "kind": "Gateway", "name": "waypoint"}],
+            "action": "DENY",
+            "rules": [{"to": [{"operation": {"paths": ["/denied"]}}]}]
+        }),
+    );
+    let h = Harness::start_with(75, &manifest(75, &[deny_denied]), timeouts).await?;
     let _v1 = h.backend("v1").await?;
     let _v2 = h.backend("v2").await?;
 
@@ -376,20 +385,31 @@ async fn a_request_head_sent_too_slowly_closes_the_connection_but_idle_keep_aliv
         "the slow head was cut off after {closed_after:?}"
     );
 
+    // A caller that broke the protocol (431 here) has its connection closed after the answer.
+    let mut broken = h.tunnel(SLEEP, "1.10", &h.reviews_vip()).await?;
+    let many: String = (0..101).map(|i| format!("x-h{i}: v\r\n")).collect();
+    let refused = format!("GET /r HTTP/1.1\r\nhost: reviews:9080\r\n{many}\r\n");
+    broken.write_all(refused.as_bytes()).await?;
+    let mut text = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), broken.read_to_end(&mut text))
+        .await
+        .context("the connection of a 431 stayed open")??;
+    let text = String::from_utf8_lossy(&text);
+    assert!(text.starts_with("HTTP/1.1 431"), "{text}");
+
     // A keep-alive connection idle longer than the head timeout between requests is fine,
     // also after a request the waypoint answered itself (no read happens during those).
     let mut idle = h.tunnel(SLEEP, "1.10", &h.reviews_vip()).await?;
-    let many: String = (0..100).map(|i| format!("x-h{i}: v\r\n")).collect();
-    let refused = format!("GET /r HTTP/1.1\r\nhost: reviews:9080\r\n{many}\r\n");
-    idle.write_all(refused.as_bytes()).await?;
+    idle.write_all(b"GET /denied HTTP/1.1\r\nhost: reviews:9080\r\n\r\n")
+        .await?;
     let mut text = String::new();
     let mut buf = vec![0u8; 4096];
-    while !text.ends_with("bytes (limits 100, 61440)\n") {
+    while !(text.contains("\r\n\r\nRBAC: access denied") && text.ends_with('\n')) {
         let n = tokio::time::timeout(Duration::from_secs(5), idle.read(&mut buf)).await??;
         anyhow::ensure!(n > 0, "closed after {text:?}");
         text.push_str(&String::from_utf8_lossy(&buf[..n]));
     }
-    assert!(text.starts_with("HTTP/1.1 431"), "{text}");
+    assert!(text.starts_with("HTTP/1.1 403"), "{text}");
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let request = b"GET /r HTTP/1.1\r\nhost: reviews:9080\r\n\r\n";
     for _ in 0..2 {
