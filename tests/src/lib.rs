@@ -8,6 +8,9 @@ use std::time::Duration;
 use anyhow::Context;
 use mesh::local::LocalMesh;
 
+pub mod raw;
+pub mod steady;
+
 pub const DEMO_YAML: &str = include_str!("../../examples/demo.yaml");
 
 /// `examples/demo.yaml` with every `127.0.x.y` address moved to `127.<block>.x.y`.

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use bytes::Bytes;
-use common::{Client, Harness, Protocols, TestBody, manifest};
+use common::{Client, Harness, Protocols, TestBody, manifest, rounds};
 use http_body_util::{BodyExt, StreamBody};
 use hyper::body::Frame;
 
@@ -79,7 +79,7 @@ async fn chunked_uploads_echoed_back_never_wedge() -> anyhow::Result<()> {
     let h = Harness::start(69, &manifest(69, &[])).await?;
     let _v1 = h.backend("v1").await?;
     let _v2 = h.backend("v2").await?;
-    for round in 0..3 {
+    for round in 0..rounds(3) {
         concurrent_uploads(&h, false, 4, 32 << 20, Duration::from_secs(60))
             .await
             .with_context(|| format!("HTTP/1.1 round {round}"))?;
@@ -94,7 +94,7 @@ async fn h2c_uploads_echoed_back_never_wedge() -> anyhow::Result<()> {
     let h = Harness::start(70, &manifest(70, &[])).await?;
     let _v1 = h.backend("v1").await?;
     let _v2 = h.backend("v2").await?;
-    for round in 0..3 {
+    for round in 0..rounds(3) {
         concurrent_uploads(&h, true, 4, 32 << 20, Duration::from_secs(60))
             .await
             .with_context(|| format!("h2c round {round}"))?;

@@ -465,3 +465,12 @@ async fn echo(
         )
         .expect("valid response"))
 }
+
+/// `ci` rounds, times `MESH_RELIABILITY_ROUNDS` when `scripts/reliability` sets it.
+pub fn rounds(ci: u32) -> u32 {
+    let scale = std::env::var("MESH_RELIABILITY_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1);
+    ci * scale
+}
