@@ -181,7 +181,10 @@ impl WaypointServer {
             header_limits: settings.header_limits,
             stream_idle_timeout: settings.timeouts.stream_idle,
         };
-        let conf = Arc::new(ServerConf::default());
+        let conf = Arc::new(ServerConf {
+            upstream_keepalive_pool_size: upstream::peer::KEEPALIVE_POOL_SIZE,
+            ..ServerConf::default()
+        });
         let mut proxy = pingora_proxy::http_proxy(&conf, inner);
         let mut options = HttpServerOptions::default();
         options.h2c = true;

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 
-use common::{Harness, Protocols, manifest, manifest_with_port};
+use common::{Client, Harness, Protocols, manifest, manifest_with_port};
 use mesh_config::fixtures::{http_route, policy};
 use serde_json::json;
 
@@ -250,6 +250,49 @@ async fn http11_without_host_is_refused_with_400() -> anyhow::Result<()> {
     // Control characters never reach the backend raw: Pingora percent-encodes them.
     let control = raw_response(&h, b"GET /a\x01b HTTP/1.1\r\nhost: reviews:9080\r\n\r\n").await?;
     assert!(control.ends_with(" GET /a%01b"), "{control:?}");
+    Ok(())
+}
+
+/// h2c upstreams multiplex: 40 concurrent calls from one caller share the pooled upstream
+/// connections (Pingora's default of one stream per HTTP/2 connection opened one per call).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_calls_share_h2c_upstream_connections() -> anyhow::Result<()> {
+    let h = Harness::start(60, &manifest_with_port(60, "grpc", &[])).await?;
+    let v1 = h.backend("v1").await?;
+    let v2 = h.backend("v2").await?;
+    let Client::Http2(sender) = h.h2c(SLEEP).await? else {
+        unreachable!("h2c() gives an HTTP/2 client")
+    };
+    // Each upstream connection is one tunnel into a backend, kept in the pool when idle.
+    let connections = || v1.open_tunnels() + v2.open_tunnels();
+    // One connection to each backend first: a burst that finds none opens one per request
+    // (Pingora does not wait for a connection being made).
+    for _ in 0..50 {
+        if v1.open_tunnels() > 0 && v2.open_tunnels() > 0 {
+            break;
+        }
+        Client::Http2(sender.clone()).get("/warm").await?;
+    }
+    let before = connections();
+    assert_eq!(
+        before, 2,
+        "one pooled connection per backend after sequential calls"
+    );
+    let mut calls = tokio::task::JoinSet::new();
+    for _ in 0..40 {
+        let mut client = Client::Http2(sender.clone());
+        calls.spawn(async move { client.get("/slow").await });
+    }
+    for reply in calls.join_all().await {
+        let reply = reply?;
+        let protocol = reply.header("x-backend-protocol");
+        assert_eq!((reply.status, protocol), (200, Some("HTTP/2.0")));
+    }
+    let opened = connections() - before;
+    assert!(
+        opened <= 4,
+        "40 concurrent h2c calls opened {opened} more upstream connections"
+    );
     Ok(())
 }
 

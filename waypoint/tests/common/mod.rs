@@ -424,6 +424,10 @@ async fn echo(
         // A backend that has stopped: never answers.
         std::future::pending::<()>().await;
     }
+    if req.uri().path() == "/slow" {
+        // Answers after 200 ms, so that concurrent requests overlap.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     if req.uri().path() == "/big" {
         // 8 MiB, streamed in 64 KiB chunks.
         let chunk = Bytes::from(vec![b'b'; 64 << 10]);
