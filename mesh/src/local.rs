@@ -6,7 +6,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, SocketAddr};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -111,7 +111,6 @@ struct Running {
 struct Shared {
     store: Arc<Store>,
     certs: Arc<dyn CertificateProvider>,
-    runtime_dir: PathBuf,
     tuning: Tuning,
 }
 
@@ -139,7 +138,6 @@ pub struct LocalMesh {
     shutdown: CancellationToken,
     tasks: JoinSet<()>,
     running: Arc<Mutex<BTreeMap<Component, Running>>>,
-    _runtime_dir: tempfile::TempDir,
 }
 
 impl LocalMesh {
@@ -173,14 +171,9 @@ impl LocalMesh {
         }
         let ca = Arc::new(LocalCa::new(snapshot.trust_domain()).context("creating the mesh CA")?);
         let store = Store::new(snapshot);
-        let runtime_dir = tempfile::Builder::new()
-            .prefix("mesh-")
-            .tempdir()
-            .context("runtime dir")?;
         let shared = Arc::new(Shared {
             store: store.clone(),
             certs: ca.clone(),
-            runtime_dir: runtime_dir.path().to_path_buf(),
             tuning,
         });
         let mut mesh = LocalMesh {
@@ -189,7 +182,6 @@ impl LocalMesh {
             shutdown: CancellationToken::new(),
             tasks: JoinSet::new(),
             running: Arc::new(Mutex::new(BTreeMap::new())),
-            _runtime_dir: runtime_dir,
         };
         // The first snapshot must start completely; later ones are best effort (logged).
         let first = desired_components(&mesh.store.load());
@@ -387,7 +379,6 @@ async fn start_waypoint(
         address,
         hbone_port: mesh_core::ports::HBONE,
         identity: identity.clone(),
-        runtime_dir: shared.runtime_dir.join(format!("waypoint-{pod}")),
         header_limits: waypoint::HeaderLimits::default(),
         timeouts: shared.tuning.waypoint_timeouts,
     };

@@ -4,8 +4,8 @@
 //! ztunnel ──HBONE──▶ ingress (mesh-hbone server, :15008)
 //!                      └─ each CONNECT stream ─▶ TunnelIo ─▶ Pingora HttpProxy (h1 / h2c)
 //!                           request_filter: request::plan = check → resolve → authorize → route → endpoint
-//!                           upstream_peer:  upstream::http_peer via the egress Unix socket
-//! egress (Unix socket) ──HBONE(waypoint identity)──▶ endpoint's ztunnel :15008
+//!                                           upstream::forward over a pooled upstream::client connection
+//!                                           ──HBONE(waypoint identity)──▶ endpoint's ztunnel :15008
 //! ```
 //! The Pingora hooks (`proxy`) are thin: decisions are pure functions (`request::pipeline`,
 //! `dispatch`, `route`, `authz`, `outcome`), replies are rendered in one place (`reply`), route
@@ -26,7 +26,6 @@ pub mod tunnel_io;
 pub mod upstream;
 
 use std::net::{IpAddr, SocketAddr};
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -41,7 +40,7 @@ use tokio_util::sync::CancellationToken;
 use crate::proxy::WaypointProxy;
 pub use crate::request::HeaderLimits;
 use crate::telemetry::Metrics;
-use crate::upstream::{Backlogs, Egress};
+use crate::upstream::{ClientConfig, Upstreams};
 
 /// Static settings of one waypoint instance (one pod of a waypoint `Gateway`).
 #[derive(Clone, Debug)]
@@ -53,8 +52,6 @@ pub struct WaypointSettings {
     pub hbone_port: u16,
     /// The waypoint's own identity (the pod's service account).
     pub identity: Identity,
-    /// A private directory for the egress Unix socket.
-    pub runtime_dir: PathBuf,
     /// Bounds on request headers (431 over them).
     pub header_limits: HeaderLimits,
     pub timeouts: Timeouts,
@@ -62,8 +59,7 @@ pub struct WaypointSettings {
 
 /// The HBONE pool settings a waypoint dials its upstreams with. Each upstream tunnel gets a
 /// 256 KiB window (64 fit in a connection): a caller that stops reading its response makes
-/// the waypoint hold about that much per request (plus Pingora's pipe), whatever the
-/// response's size.
+/// the waypoint hold about that much per request, whatever the response's size.
 pub fn upstream_pool_config() -> PoolConfig {
     const WINDOW: u32 = 256 << 10;
     PoolConfig {
@@ -119,7 +115,7 @@ pub struct WaypointServer {
     settings: WaypointSettings,
     listener: TcpListener,
     hbone: mesh_hbone::Server,
-    egress: Egress,
+    upstreams: Upstreams,
     proxy: Arc<HttpProxy<WaypointProxy>>,
     store: Arc<Store>,
 }
@@ -145,25 +141,12 @@ impl WaypointServer {
         let listener = TcpListener::bind(addr)
             .await
             .map_err(bind_err(addr.to_string()))?;
-        std::fs::create_dir_all(&settings.runtime_dir)
-            .map_err(bind_err(settings.runtime_dir.display().to_string()))?;
-        std::fs::set_permissions(
-            &settings.runtime_dir,
-            std::os::unix::fs::PermissionsExt::from_mode(0o700),
-        )
-        .map_err(bind_err(settings.runtime_dir.display().to_string()))?;
-        let socket = settings
-            .runtime_dir
-            .join(format!("egress-{}.sock", settings.address));
-        let backlogs = Arc::new(Backlogs::default());
-        let egress = Egress::bind(
-            &socket,
-            backlogs.clone(),
+        let upstreams = Upstreams::new(
             pool,
             settings.identity.clone(),
             settings.address,
-        )
-        .map_err(bind_err(socket.display().to_string()))?;
+            ClientConfig::default(),
+        );
         let tls =
             mesh_hbone::server_config(certs, settings.identity.clone()).map_err(|source| {
                 WaypointError::Tls {
@@ -174,17 +157,13 @@ impl WaypointServer {
         let inner = WaypointProxy {
             store: store.clone(),
             waypoint: settings.waypoint.clone(),
-            egress_socket: socket.to_string_lossy().into_owned(),
-            backlogs,
+            upstreams: upstreams.clone(),
             metrics: Metrics::new(registry)?,
             identity: settings.identity.to_string(),
             header_limits: settings.header_limits,
             stream_idle_timeout: settings.timeouts.stream_idle,
         };
-        let conf = Arc::new(ServerConf {
-            upstream_keepalive_pool_size: upstream::peer::KEEPALIVE_POOL_SIZE,
-            ..ServerConf::default()
-        });
+        let conf = Arc::new(ServerConf::default());
         let mut proxy = pingora_proxy::http_proxy(&conf, inner);
         let mut options = HttpServerOptions::default();
         options.h2c = true;
@@ -194,7 +173,7 @@ impl WaypointServer {
             settings,
             listener,
             hbone: mesh_hbone::Server::new(tls),
-            egress,
+            upstreams,
             proxy: Arc::new(proxy),
             store,
         })
@@ -206,7 +185,7 @@ impl WaypointServer {
 
     /// Serves until `shutdown` is cancelled.
     pub async fn run(self, shutdown: CancellationToken) {
-        let egress = tokio::spawn(self.egress.run(shutdown.clone()));
+        let sweeping = tokio::spawn(sweep(self.upstreams, shutdown.clone()));
         ingress::serve(
             self.listener,
             self.hbone,
@@ -217,6 +196,17 @@ impl WaypointServer {
             shutdown,
         )
         .await;
-        let _ = egress.await;
+        let _ = sweeping.await;
+    }
+}
+
+/// Closes idle upstream connections past their idle timeout, every 30 s.
+async fn sweep(upstreams: Upstreams, shutdown: CancellationToken) {
+    let mut every = tokio::time::interval(Duration::from_secs(30));
+    loop {
+        tokio::select! {
+            _ = every.tick() => upstreams.sweep(),
+            () = shutdown.cancelled() => return,
+        }
     }
 }

@@ -4,25 +4,24 @@
 //!
 //! ```text
 //! new_ctx                  snapshot pinned for the request
-//! request_filter           RequestAttrs → pipeline::plan → Plan | LocalReply (rendered, sent)
-//! upstream_peer            upstream::http_peer(plan.target)
-//! connected_to_upstream    an HTTP/1.1 upstream's egress backlog gates the caller's reads
-//! upstream_request_filter  x-forwarded-client-cert, request filters
-//! response_filter          response filters
-//! fail_to_connect          (error kept; classified in fail_to_proxy)
-//! fail_to_proxy            outcome::classify → flag, LocalReply (rendered unless a response began)
+//! request_filter           RequestAttrs → pipeline::plan → Plan | LocalReply (rendered, sent);
+//!                          a Plan is served by upstream::forward (x-forwarded-client-cert and
+//!                          request filters on the way up, response filters on the way down;
+//!                          a failure before the response is a LocalReply in Envoy's words)
+//! fail_to_proxy            a Pingora error (the caller's side): outcome::classify
 //! logging                  metrics + access log from the context
 //! ```
+//!
+//! Pingora serves the caller (HTTP/1.1 and h2c parsing, keep-alive, the hooks); the upstream
+//! half is the waypoint's own (`upstream`), so Pingora's upstream hooks are not used.
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use mesh_config::{ObjectRef, Store};
-use pingora_core::protocols::Digest;
 use pingora_core::protocols::http::HttpTask;
 use pingora_core::upstreams::peer::HttpPeer;
 use pingora_error::{Error, ErrorType, Result};
-use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 
 use crate::filters::{self, Phase};
@@ -31,16 +30,14 @@ use crate::reply::{self, Caller, LocalReply};
 use crate::request::{HeaderLimits, RequestAttrs, RequestCtx, Rolls, plan};
 use crate::telemetry::{Metrics, RequestLabels, access_log};
 use crate::tunnel_io::tunnel_info;
-use crate::upstream::backlog::CONNECTION_ID_HEADER;
-use crate::upstream::{Backlogs, UpstreamProtocol, http_peer};
+use crate::upstream::forward::{self, Exchange};
+use crate::upstream::{UpstreamProtocol, Upstreams};
 
 /// Per-waypoint state shared by all requests.
 pub struct WaypointProxy {
     pub(crate) store: Arc<Store>,
     pub(crate) waypoint: ObjectRef,
-    pub(crate) egress_socket: String,
-    /// The egress connections' queues, for [`upstream::backlog`](crate::upstream::backlog).
-    pub(crate) backlogs: Arc<Backlogs>,
+    pub(crate) upstreams: Upstreams,
     pub(crate) metrics: Metrics,
     /// The waypoint's own SPIFFE id, reported upstream in `x-forwarded-client-cert`.
     pub(crate) identity: String,
@@ -80,7 +77,8 @@ impl ProxyHttp for WaypointProxy {
         match planned {
             Ok(planned) => {
                 ctx.plan = Some(planned);
-                Ok(false)
+                self.forward(session, ctx).await?;
+                Ok(true)
             }
             Err(reply) => {
                 respond(session, ctx, &reply).await?;
@@ -91,75 +89,14 @@ impl ProxyHttp for WaypointProxy {
 
     async fn upstream_peer(
         &self,
-        session: &mut Session,
-        ctx: &mut RequestCtx,
+        _session: &mut Session,
+        _ctx: &mut RequestCtx,
     ) -> Result<Box<HttpPeer>> {
-        let plan = ctx
-            .plan
-            .as_ref()
-            .ok_or_else(|| Error::explain(ErrorType::InternalError, "request has no plan"))?;
-        // What the Service port declares; else as the caller speaks (an h2c caller, gRPC,
-        // keeps HTTP/2 for trailers and streaming).
-        let protocol = plan.declared_protocol.unwrap_or(match session.is_http2() {
-            true => UpstreamProtocol::Http2,
-            false => UpstreamProtocol::Http1,
-        });
-        ctx.upstream_protocol = Some(protocol);
-        Ok(Box::new(http_peer(
-            &self.egress_socket,
-            &plan.target,
-            protocol,
-            self.stream_idle_timeout,
-        )))
-    }
-
-    async fn connected_to_upstream(
-        &self,
-        _session: &mut Session,
-        _reused: bool,
-        _peer: &HttpPeer,
-        _fd: std::os::unix::io::RawFd,
-        digest: Option<&Digest>,
-        ctx: &mut RequestCtx,
-    ) -> Result<()> {
-        // Only an HTTP/1.1 upstream connection serves one request at a time, as the gate
-        // assumes; an HTTP/2 one carries many callers.
-        if ctx.upstream_protocol != Some(UpstreamProtocol::Http1) {
-            return Ok(());
-        }
-        let connection = digest
-            .and_then(|d| d.proxy_digest.as_ref())
-            .and_then(|p| p.response.headers.get(CONNECTION_ID_HEADER))
-            .and_then(|v| v.to_str().ok()?.parse().ok());
-        if let (Some(tunnel), Some(backlog)) = (
-            &ctx.tunnel,
-            connection.and_then(|id| self.backlogs.find(id)),
-        ) {
-            tunnel.read_gate.attach(backlog);
-        }
-        Ok(())
-    }
-
-    async fn upstream_request_filter(
-        &self,
-        _session: &mut Session,
-        upstream_request: &mut RequestHeader,
-        ctx: &mut RequestCtx,
-    ) -> Result<()> {
-        if let Some(tunnel) = &ctx.tunnel {
-            let xfcc = format!("By={};URI={}", self.identity, tunnel.peer_uri);
-            upstream_request.insert_header(XFCC, xfcc)?;
-        }
-        filters::apply(ctx.rule(), Phase::Request, upstream_request)
-    }
-
-    async fn response_filter(
-        &self,
-        _session: &mut Session,
-        upstream_response: &mut ResponseHeader,
-        ctx: &mut RequestCtx,
-    ) -> Result<()> {
-        filters::apply(ctx.rule(), Phase::Response, upstream_response)
+        // Every request is answered in `request_filter`; Pingora never proxies one itself.
+        Err(Error::explain(
+            ErrorType::InternalError,
+            "the waypoint serves upstreams itself",
+        ))
     }
 
     async fn fail_to_proxy(
@@ -173,11 +110,7 @@ impl ProxyHttp for WaypointProxy {
         let started = session.response_written().map(|r| r.status.as_u16());
         let mut code = started.unwrap_or(outcome.status);
         if started.is_none() && outcome.status > 0 {
-            let reply = LocalReply::new(
-                outcome.status,
-                outcome.flag,
-                upstream_message(e, outcome.flag),
-            );
+            let reply = LocalReply::new(outcome.status, outcome.flag, e.to_string());
             if respond(session, ctx, &reply).await.is_err() {
                 code = 0;
             }
@@ -191,7 +124,6 @@ impl ProxyHttp for WaypointProxy {
 
     async fn logging(&self, session: &mut Session, error: Option<&Error>, ctx: &mut RequestCtx) {
         if let Some(tunnel) = &ctx.tunnel {
-            tunnel.read_gate.detach();
             tunnel.request_done();
         }
         let code = session.response_written().map_or(0, |r| r.status.as_u16());
@@ -202,15 +134,50 @@ impl ProxyHttp for WaypointProxy {
     }
 }
 
-/// What an HTTP caller reads when the upstream failed, in Envoy's words.
-fn upstream_message(e: &Error, flag: mesh_core::ResponseFlag) -> String {
-    if flag == mesh_core::ResponseFlag::UpstreamRequestTimeout {
-        return "upstream request timeout".to_string();
+impl WaypointProxy {
+    /// Serves the planned request over the upstream; a failure before any response is
+    /// answered here; one after it started ends the caller's stream (an error for Pingora).
+    async fn forward(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<()> {
+        let Some(plan) = ctx.plan.as_ref() else {
+            return Error::e_explain(ErrorType::InternalError, "request has no plan");
+        };
+        // What the Service port declares; else as the caller speaks (an h2c caller, gRPC,
+        // keeps HTTP/2 for trailers and streaming).
+        let protocol = plan.declared_protocol.unwrap_or(match session.is_http2() {
+            true => UpstreamProtocol::Http2,
+            false => UpstreamProtocol::Http1,
+        });
+        ctx.upstream_protocol = Some(protocol);
+        let mut head = session.req_header().clone();
+        if let Some(tunnel) = &ctx.tunnel {
+            let xfcc = format!("By={};URI={}", self.identity, tunnel.peer_uri);
+            head.insert_header(XFCC, xfcc)?;
+        }
+        let rule = plan.rule.clone();
+        filters::apply(rule.as_deref(), Phase::Request, &mut head)?;
+        let exchange = Exchange {
+            upstreams: &self.upstreams,
+            target: &plan.target,
+            protocol,
+            idle_timeout: self.stream_idle_timeout,
+        };
+        let edit = |response: &mut pingora_http::ResponseHeader| {
+            filters::apply(rule.as_deref(), Phase::Response, response)
+        };
+        let failure = match forward::forward(exchange, session, head, edit).await {
+            Ok(_) => return Ok(()),
+            Err(forward::Failure::Downstream(e)) => return Err(e),
+            Err(failure) => failure,
+        };
+        let (flag, status) = failure.outcome();
+        if status == 0 {
+            ctx.flag = flag;
+            // The caller's stream cannot be finished cleanly: end it.
+            return Error::e_explain(ErrorType::ConnectionClosed, failure.to_string());
+        }
+        let reply = LocalReply::new(status, flag, failure.to_string());
+        respond(session, ctx, &reply).await
     }
-    format!(
-        "upstream connect error or disconnect/reset before headers. reset reason: {}",
-        e.etype().as_str()
-    )
 }
 
 /// Sends a local reply, shaped for the caller. Unlike Pingora's `respond_error`, the

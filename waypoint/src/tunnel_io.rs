@@ -26,8 +26,6 @@ use pingora_core::protocols::{
 use pingora_http::ResponseHeader;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 
-use crate::upstream::ReadGate;
-
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
 /// What the waypoint knows about the tunnel a request arrived on.
@@ -47,8 +45,6 @@ pub struct TunnelInfo {
     pub authority: String,
     /// The client address from the `forwarded: for=` header, when the caller sent one.
     pub forwarded_for: Option<SocketAddr>,
-    /// Holds the caller's bytes back while its request's HTTP/1.1 upstream is backed up.
-    pub read_gate: ReadGate,
     /// Whether a request's head has been received and the request is not finished yet.
     in_request: AtomicBool,
     /// Request heads received so far.
@@ -71,7 +67,6 @@ impl TunnelInfo {
             local_addr,
             authority,
             forwarded_for,
-            read_gate: ReadGate::default(),
             in_request: AtomicBool::new(false),
             heads: AtomicU64::new(0),
         }
@@ -236,7 +231,6 @@ impl<S: AsyncRead + Unpin> AsyncRead for TunnelIo<S> {
                 format!("request headers not received within {timeout:?}"),
             )));
         }
-        std::task::ready!(this.info.read_gate.poll_open(cx));
         let before = buf.filled().len();
         std::task::ready!(this.read_bytes(cx, buf))?;
         if buf.filled().len() > before {

@@ -1,25 +1,12 @@
 //! Property tests (fuzz-style, bounded for CI) of what the waypoint parses from its peers:
-//! the CONNECT head Pingora sends the egress, the `forwarded` header of a tunnel, and the
-//! weighted backend choice.
+//! the `forwarded` header of a tunnel, and the weighted backend choice.
 
 use std::net::{IpAddr, SocketAddr};
 
 use mesh_config::RouteBackend;
-use mesh_hbone::Identity;
 use proptest::prelude::*;
 use waypoint::ingress::forwarded_for;
 use waypoint::route::{BackendChoice, choose_backend};
-use waypoint::upstream::EgressTarget;
-use waypoint::upstream::egress::parse_connect;
-
-fn head(target: &EgressTarget) -> Vec<u8> {
-    let mut text = format!("CONNECT {} HTTP/1.1\r\n", target.authority);
-    for (name, value) in target.proxy_headers() {
-        text.push_str(&format!("{name}: {}\r\n", String::from_utf8_lossy(&value)));
-    }
-    text.push_str("\r\n");
-    text.into_bytes()
-}
 
 fn backend(i: usize, weight: u32) -> RouteBackend {
     RouteBackend {
@@ -33,30 +20,6 @@ fn backend(i: usize, weight: u32) -> RouteBackend {
 
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(512))]
-
-    #[test]
-    fn arbitrary_connect_heads_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..600)) {
-        if let Ok(Some((_, len))) = parse_connect(&bytes) {
-            prop_assert!(len <= bytes.len());
-        }
-    }
-
-    #[test]
-    fn connect_heads_round_trip_and_partial_heads_wait(
-        authority in (any::<IpAddr>(), any::<u16>()).prop_map(SocketAddr::from),
-        hbone in (any::<IpAddr>(), any::<u16>()).prop_map(SocketAddr::from),
-        ns in "[a-z][a-z0-9-]{0,20}",
-        sa in "[a-z][a-z0-9-]{0,20}",
-        cut in any::<usize>(),
-    ) {
-        let target = EgressTarget::new(authority, hbone, Identity::new("cluster.local", ns, sa));
-        let bytes = head(&target);
-        let (parsed, len) = parse_connect(&bytes).expect("valid").expect("complete");
-        prop_assert_eq!(&parsed, &target);
-        prop_assert_eq!(len, bytes.len());
-        let partial = &bytes[..cut % bytes.len()];
-        prop_assert_eq!(parse_connect(partial), Ok(None));
-    }
 
     #[test]
     fn arbitrary_forwarded_headers_never_panic(value in ".{0,200}") {

@@ -20,7 +20,7 @@ use crate::reply::LocalReply;
 use crate::request::attrs::RequestAttrs;
 use crate::route::{BackendChoice, choose_backend, select_rule};
 use crate::tunnel_io::TunnelInfo;
-use crate::upstream::{EgressTarget, UpstreamProtocol};
+use crate::upstream::{Target, UpstreamProtocol};
 
 /// What a stage returns: go on with `T`, or answer the caller with a local reply.
 pub type Flow<T> = Result<T, LocalReply>;
@@ -31,7 +31,7 @@ pub struct Plan {
     pub destination: Destination,
     pub rule: Option<Arc<RouteRule>>,
     pub endpoint: Endpoint,
-    pub target: EgressTarget,
+    pub target: Target,
     /// What the serving Service port declares its backends speak (`None`: as the caller).
     pub declared_protocol: Option<UpstreamProtocol>,
 }
@@ -69,7 +69,7 @@ pub fn plan(
         LocalReply::new(503, ResponseFlag::NoHealthyUpstream, "no healthy upstream")
     })?;
     Ok(Plan {
-        target: EgressTarget::for_endpoint(&endpoint),
+        target: Target::for_endpoint(&endpoint),
         destination,
         rule: routed.rule,
         endpoint,

@@ -1,17 +1,16 @@
-//! The upstream half: from "this endpoint was chosen" to bytes on an HBONE stream.
+//! The upstream half: from "this endpoint was chosen" to the response on its way back.
 //!
-//! - [`peer`]: the Pingora peer for an endpoint (a CONNECT-proxy peer whose next hop is the
-//!   in-process egress), with the pool separation and timeouts that go with it.
-//! - [`egress`]: the Unix-socket egress that turns each Pingora CONNECT into an HBONE stream.
-//! - [`backlog`]: backpressure from an egress connection's queue to the caller's tunnel, so
-//!   bodies streaming both ways never wedge Pingora's upstream loop.
+//! - [`client`]: HTTP/1.1 and HTTP/2 connections to endpoints, each an HBONE tunnel, pooled
+//!   per endpoint (no socket between Pingora and HBONE).
+//! - [`forward`]: one request over such a connection, both bodies streaming at once, and what
+//!   a failure means for the caller.
+//! - [`protocol`]: what a Service port says its backends speak.
 //!
 //! Load balancing, retries, budgets and outlier detection land here.
 
-pub mod backlog;
-pub mod egress;
-pub mod peer;
+pub mod client;
+pub mod forward;
+pub mod protocol;
 
-pub use backlog::{Backlogs, ReadGate};
-pub use egress::{Egress, EgressTarget};
-pub use peer::{UpstreamProtocol, http_peer};
+pub use client::{ClientConfig, Target, Upstreams};
+pub use protocol::UpstreamProtocol;

@@ -86,7 +86,6 @@ pub struct Harness {
     pub waypoint_addr: SocketAddr,
     pub client_pool: Pool,
     shutdown: CancellationToken,
-    _runtime_dir: tempfile::TempDir,
 }
 
 impl Harness {
@@ -106,13 +105,11 @@ impl Harness {
         let store = Store::new(snapshot);
         let ca = Arc::new(LocalCa::new(TRUST_DOMAIN)?);
         let certs: Arc<dyn CertificateProvider> = ca.clone();
-        let runtime_dir = tempfile::tempdir()?;
         let settings = WaypointSettings {
             waypoint: ObjectRef::new("default", "waypoint"),
             address: ip(block, "2.20"),
             hbone_port: mesh_core::ports::HBONE,
             identity: Identity::new(TRUST_DOMAIN, "default", "waypoint-0"),
-            runtime_dir: runtime_dir.path().join("waypoint"),
             header_limits: waypoint::HeaderLimits::default(),
             timeouts,
         };
@@ -132,7 +129,6 @@ impl Harness {
             waypoint_addr,
             client_pool: Pool::new(certs, PoolConfig::default()),
             shutdown,
-            _runtime_dir: runtime_dir,
         })
     }
 

@@ -1,0 +1,307 @@
+//! HTTP clients to endpoints, over HBONE, pooled per endpoint: the waypoint's upstream
+//! connections, with no socket between Pingora and the HBONE stream.
+//!
+//! An HTTP/1.1 connection serves one request at a time: it is checked out for a request and
+//! checked back in once its exchange is complete (hyper's `is_ready`). An HTTP/2 connection
+//! is shared by every concurrent request to its endpoint. Each connection is one HBONE tunnel
+//! (a CONNECT stream on the waypoint's pooled mTLS connection to the endpoint's node).
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::combinators::BoxBody;
+use hyper::client::conn::{http1, http2};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use mesh_hbone::{ConnectRequest, HboneError, Identity, Pool, PoolKey};
+
+use super::protocol::UpstreamProtocol;
+
+/// Most header fields an HTTP/1.1 upstream response may have (hyper's default is 100; an
+/// app echoing a caller's 100 headers back needs more).
+const MAX_RESPONSE_HEADERS: usize = 256;
+
+/// The body of a request sent upstream.
+pub type UpstreamBody = BoxBody<Bytes, std::io::Error>;
+
+/// Where one request goes over HBONE: the endpoint, its node's ztunnel, and who that must be.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Target {
+    /// `:authority` of the HBONE CONNECT: the endpoint's `podIP:targetPort`.
+    pub authority: SocketAddr,
+    /// The HBONE next hop (the pod's address, port 15008).
+    pub hbone_addr: SocketAddr,
+    /// The identity the endpoint's side must present.
+    pub identity: Identity,
+    /// `identity` as a SPIFFE URI (written once, read by metrics).
+    pub identity_uri: String,
+}
+
+impl Target {
+    /// The target for `endpoint`: its pod's ztunnel, presenting the pod's identity.
+    pub fn for_endpoint(endpoint: &mesh_config::Endpoint) -> Self {
+        let workload = &endpoint.workload;
+        Target::new(
+            SocketAddr::new(workload.ip, endpoint.port),
+            SocketAddr::new(workload.ip, mesh_core::ports::HBONE),
+            workload.identity.clone(),
+        )
+    }
+
+    pub fn new(authority: SocketAddr, hbone_addr: SocketAddr, identity: Identity) -> Self {
+        Target {
+            authority,
+            hbone_addr,
+            identity_uri: identity.to_string(),
+            identity,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct Key {
+    target: Target,
+    protocol: UpstreamProtocol,
+}
+
+/// Why no connection could be had.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error("HBONE connect to {addr} failed: {source}")]
+    Hbone {
+        addr: SocketAddr,
+        source: HboneError,
+    },
+    #[error("HBONE connect to {0} timed out")]
+    Timeout(SocketAddr),
+    #[error("HTTP handshake inside the tunnel failed: {0}")]
+    Handshake(hyper::Error),
+}
+
+/// Limits of the pool.
+#[derive(Clone, Copy, Debug)]
+pub struct ClientConfig {
+    /// The HBONE dial (TCP, TLS, HTTP/2, CONNECT), at most.
+    pub connect_timeout: Duration,
+    /// Idle HTTP/1.1 connections older than this are closed.
+    pub idle_timeout: Duration,
+    /// Idle HTTP/1.1 connections kept per endpoint.
+    pub max_idle_per_endpoint: usize,
+}
+
+impl Default for ClientConfig {
+    fn default() -> Self {
+        ClientConfig {
+            connect_timeout: Duration::from_secs(15),
+            idle_timeout: Duration::from_secs(300),
+            max_idle_per_endpoint: 1024,
+        }
+    }
+}
+
+/// A connection checked out for one request.
+pub enum Checkout {
+    Http1 {
+        sender: http1::SendRequest<UpstreamBody>,
+        /// Whether it served a request before (a closed reused connection may be retried).
+        reused: bool,
+    },
+    Http2 {
+        sender: http2::SendRequest<UpstreamBody>,
+        reused: bool,
+    },
+}
+
+impl Checkout {
+    /// Waits until the connection can take a request (an HTTP/2 one may be at its stream limit).
+    pub async fn ready(&mut self) -> hyper::Result<()> {
+        match self {
+            Checkout::Http1 { sender, .. } => sender.ready().await,
+            Checkout::Http2 { sender, .. } => sender.ready().await,
+        }
+    }
+
+    pub fn reused(&self) -> bool {
+        match self {
+            Checkout::Http1 { reused, .. } | Checkout::Http2 { reused, .. } => *reused,
+        }
+    }
+}
+
+struct Idle {
+    sender: http1::SendRequest<UpstreamBody>,
+    since: Instant,
+}
+
+#[derive(Default)]
+struct Connections {
+    idle: HashMap<Key, Vec<Idle>>,
+    shared: HashMap<Key, http2::SendRequest<UpstreamBody>>,
+}
+
+/// The waypoint's upstream connections.
+#[derive(Clone)]
+pub struct Upstreams {
+    hbone: Pool,
+    identity: Identity,
+    source_ip: IpAddr,
+    config: ClientConfig,
+    connections: Arc<Mutex<Connections>>,
+}
+
+impl Upstreams {
+    /// Clients dialling HBONE through `hbone` as `identity`, from `source_ip`.
+    pub fn new(hbone: Pool, identity: Identity, source_ip: IpAddr, config: ClientConfig) -> Self {
+        Upstreams {
+            hbone,
+            identity,
+            source_ip,
+            config,
+            connections: Arc::default(),
+        }
+    }
+
+    /// A connection to `target` speaking `protocol`: an idle or shared one, else a new one.
+    pub async fn checkout(
+        &self,
+        target: &Target,
+        protocol: UpstreamProtocol,
+    ) -> Result<Checkout, ConnectError> {
+        let key = Key {
+            target: target.clone(),
+            protocol,
+        };
+        if let Some(found) = self.pooled(&key) {
+            return Ok(found);
+        }
+        let io = TokioIo::new(self.dial(target).await?);
+        match protocol {
+            UpstreamProtocol::Http1 => {
+                let (sender, connection) = http1::Builder::new()
+                    .max_headers(MAX_RESPONSE_HEADERS)
+                    .handshake(io)
+                    .await
+                    .map_err(ConnectError::Handshake)?;
+                tokio::spawn(connection);
+                Ok(Checkout::Http1 {
+                    sender,
+                    reused: false,
+                })
+            }
+            UpstreamProtocol::Http2 => {
+                let (sender, connection) = http2::Builder::new(TokioExecutor::new())
+                    .handshake(io)
+                    .await
+                    .map_err(ConnectError::Handshake)?;
+                tokio::spawn(connection);
+                let mut connections = self.lock();
+                let shared = connections
+                    .shared
+                    .entry(key)
+                    .or_insert_with(|| sender.clone());
+                if shared.is_closed() {
+                    *shared = sender.clone();
+                }
+                Ok(Checkout::Http2 {
+                    sender,
+                    reused: false,
+                })
+            }
+        }
+    }
+
+    /// Returns an HTTP/1.1 connection whose exchange is complete to the pool.
+    pub fn checkin(&self, target: &Target, sender: http1::SendRequest<UpstreamBody>) {
+        if !sender.is_ready() {
+            return;
+        }
+        let key = Key {
+            target: target.clone(),
+            protocol: UpstreamProtocol::Http1,
+        };
+        let mut connections = self.lock();
+        let now = Instant::now();
+        let idle = connections.idle.entry(key).or_default();
+        idle.retain(|i| now.duration_since(i.since) < self.config.idle_timeout);
+        if idle.len() < self.config.max_idle_per_endpoint {
+            idle.push(Idle { sender, since: now });
+        }
+    }
+
+    /// Closes idle connections past the idle timeout (and forgets closed shared ones).
+    pub fn sweep(&self) {
+        let now = Instant::now();
+        let mut connections = self.lock();
+        connections.idle.retain(|_, idle| {
+            idle.retain(|i| {
+                now.duration_since(i.since) < self.config.idle_timeout && !i.sender.is_closed()
+            });
+            !idle.is_empty()
+        });
+        connections.shared.retain(|_, sender| !sender.is_closed());
+    }
+
+    fn pooled(&self, key: &Key) -> Option<Checkout> {
+        let mut connections = self.lock();
+        match key.protocol {
+            UpstreamProtocol::Http1 => {
+                let idle = connections.idle.get_mut(key)?;
+                let now = Instant::now();
+                while let Some(Idle { sender, since }) = idle.pop() {
+                    if sender.is_ready() && now.duration_since(since) < self.config.idle_timeout {
+                        return Some(Checkout::Http1 {
+                            sender,
+                            reused: true,
+                        });
+                    }
+                }
+                None
+            }
+            UpstreamProtocol::Http2 => {
+                let sender = connections.shared.get(key)?;
+                if sender.is_closed() {
+                    connections.shared.remove(key);
+                    return None;
+                }
+                Some(Checkout::Http2 {
+                    sender: sender.clone(),
+                    reused: true,
+                })
+            }
+        }
+    }
+
+    async fn dial(&self, target: &Target) -> Result<mesh_hbone::HboneStream, ConnectError> {
+        let key = PoolKey {
+            source: self.identity.clone(),
+            source_ip: Some(self.source_ip),
+            destination: target.hbone_addr,
+            expected: vec![target.identity.clone()],
+        };
+        let request = ConnectRequest {
+            authority: target.authority.to_string(),
+            headers: http::HeaderMap::new(),
+        };
+        match tokio::time::timeout(
+            self.config.connect_timeout,
+            self.hbone.connect(&key, request),
+        )
+        .await
+        {
+            Ok(Ok(stream)) => Ok(stream),
+            Ok(Err(source)) => Err(ConnectError::Hbone {
+                addr: target.hbone_addr,
+                source,
+            }),
+            Err(_) => Err(ConnectError::Timeout(target.hbone_addr)),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Connections> {
+        self.connections
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
