@@ -175,6 +175,10 @@ impl WaypointProxy {
             // The caller's stream cannot be finished cleanly: end it.
             return Error::e_explain(ErrorType::ConnectionClosed, failure.to_string());
         }
+        if !session.is_body_done() {
+            // The caller's body was not all read: its connection cannot carry another request.
+            session.set_keepalive(None);
+        }
         let reply = LocalReply::new(status, flag, failure.to_string());
         respond(session, ctx, &reply).await
     }

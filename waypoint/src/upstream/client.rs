@@ -176,6 +176,19 @@ impl Upstreams {
         if let Some(found) = self.pooled(&key) {
             return Ok(found);
         }
+        self.connect(target, protocol).await
+    }
+
+    /// A new connection to `target` (an HTTP/2 one becomes the shared one).
+    pub async fn connect(
+        &self,
+        target: &Target,
+        protocol: UpstreamProtocol,
+    ) -> Result<Checkout, ConnectError> {
+        let key = Key {
+            target: target.clone(),
+            protocol,
+        };
         let io = TokioIo::new(self.dial(target).await?);
         match protocol {
             UpstreamProtocol::Http1 => {

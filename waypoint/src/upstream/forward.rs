@@ -231,13 +231,21 @@ pub async fn forward(
     let had_body = !session.is_body_empty();
     let caller_h2 = session.is_http2();
     let mut attempt_head = Some(head);
+    let mut retried = false;
     let (checkout, response, tx) = loop {
         let head = attempt_head.take().expect("a head per attempt");
         let retry_head = (!had_body).then(|| head.clone());
-        let mut checkout = exchange
-            .upstreams
-            .checkout(exchange.target, exchange.protocol)
-            .await?;
+        let mut checkout = if retried {
+            exchange
+                .upstreams
+                .connect(exchange.target, exchange.protocol)
+                .await?
+        } else {
+            exchange
+                .upstreams
+                .checkout(exchange.target, exchange.protocol)
+                .await?
+        };
         let (tx, body) = if had_body {
             let (tx, rx) = mpsc::channel::<Result<Frame<Bytes>, std::io::Error>>(BODY_CHANNEL);
             (Some(tx), StreamBody::new(tokio_stream_of(rx)).boxed())
@@ -263,6 +271,7 @@ pub async fn forward(
             Ok(Err(e)) if may_retry_on_new_connection(&method, checkout.reused(), had_body) => {
                 tracing::debug!(error = %e, "reused upstream connection closed; retrying on a new one");
                 attempt_head = retry_head;
+                retried = true;
                 continue;
             }
             Ok(Err(e)) => return Err(before_response(&e)),
@@ -273,8 +282,11 @@ pub async fn forward(
         session,
         response,
         tx,
-        caller_h2,
-        &method,
+        Caller {
+            h2: caller_h2,
+            had_body,
+            method: &method,
+        },
         &mut edit_response,
     )
     .await?;
@@ -303,16 +315,27 @@ fn tokio_stream_of(
     futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
 }
 
+/// What the pump needs to know of the caller's request.
+struct Caller<'a> {
+    h2: bool,
+    had_body: bool,
+    method: &'a Method,
+}
+
 /// Moves the request body up and the response down until the response has ended.
 async fn pump(
     exchange: &Exchange<'_>,
     session: &mut Session,
     mut response: ResponseFuture,
     mut tx: Option<mpsc::Sender<Result<Frame<Bytes>, std::io::Error>>>,
-    caller_h2: bool,
-    method: &Method,
+    caller: Caller<'_>,
     edit_response: &mut impl FnMut(&mut ResponseHeader) -> pingora_error::Result<()>,
 ) -> Result<u16, Failure> {
+    let Caller {
+        h2: caller_h2,
+        had_body,
+        method,
+    } = caller;
     let abort = |tx: &mut Option<mpsc::Sender<Result<Frame<Bytes>, std::io::Error>>>| {
         if let Some(tx) = tx.take() {
             let _ = tx.try_send(Err(std::io::Error::other("request aborted")));
@@ -362,13 +385,18 @@ async fn pump(
                 let (parts, incoming) = answered.into_parts();
                 status = parts.status.as_u16();
                 let end = incoming.is_end_stream();
-                let mut header = downstream_response(parts, caller_h2, method == Method::HEAD);
+                let mut header = downstream_response(parts, caller_h2, *method == Method::HEAD);
                 if edit_response(&mut header).is_err() {
                     abort(&mut tx);
                     return Err(Failure::BeforeResponse {
                         flag: ResponseFlag::UpstreamProtocolError,
                         reason: "response header filter failed".to_owned(),
                     });
+                }
+                if !caller_h2 && had_body && !session.is_body_done() {
+                    // Answered before the caller's body is in (as Envoy does): this HTTP/1.1
+                    // connection carries no further request.
+                    session.set_keepalive(None);
                 }
                 if let Err(e) = session.write_response_header(Box::new(header), end).await {
                     abort(&mut tx);
@@ -419,9 +447,9 @@ async fn pump(
             }
         }
     }
-    if tx.is_some() || permit.is_some() {
+    if had_body && !session.is_body_done() {
         // The response ended before the request body: the upstream has what it wanted; the
-        // rest of the caller's body is not read, so its connection is not reused.
+        // rest of the caller's body is not read (its connection is not reused).
         abort(&mut tx);
         session.set_keepalive(None);
     }

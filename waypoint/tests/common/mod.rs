@@ -314,6 +314,10 @@ const BACKEND_MAX_HEADERS: usize = 200;
 pub enum Protocols {
     Both,
     Http1Only,
+    /// HTTP/1.1 only, and a connection's second request closes it unanswered, with no
+    /// `Connection: close` before (an app whose keep-alive timeout fires as a request
+    /// arrives): the request reached the app, but no response will come.
+    Http1DroppingReused,
 }
 
 /// A backend pod: its "ztunnel" (an HBONE server presenting the pod's identity) and, inside
@@ -324,6 +328,7 @@ pub enum Protocols {
 pub struct Backend {
     shutdown: CancellationToken,
     open_tunnels: Arc<std::sync::atomic::AtomicUsize>,
+    seen: Arc<std::sync::Mutex<std::collections::HashMap<String, usize>>>,
 }
 
 impl Backend {
@@ -340,15 +345,31 @@ impl Backend {
         let name: Arc<str> = name.into();
         let open_tunnels = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let counter = open_tunnels.clone();
+        let seen = Arc::new(std::sync::Mutex::new(std::collections::HashMap::new()));
+        let seen_by_app = seen.clone();
         let handler = move |connect: mesh_hbone::InboundConnect| {
             let name = name.clone();
             let open = OpenTunnel::count(counter.clone());
+            let seen = seen_by_app.clone();
             async move {
                 let _open = open;
                 let Ok(stream) = connect.accept(http::HeaderMap::new()) else {
                     return;
                 };
-                let service = hyper::service::service_fn(move |req| echo(name.clone(), req));
+                let served = std::sync::atomic::AtomicUsize::new(0);
+                let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+                    let path = req.uri().path().to_owned();
+                    *seen.lock().expect("seen").entry(path).or_default() += 1;
+                    let nth = served.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    let drop_it = protocols == Protocols::Http1DroppingReused && nth > 0;
+                    let answer = echo(name.clone(), req);
+                    async move {
+                        if drop_it {
+                            return Err(std::io::Error::other("dropped unanswered"));
+                        }
+                        answer.await.map_err(|never| match never {})
+                    }
+                });
                 let io = TokioIo::new(stream);
                 let _ = match protocols {
                     Protocols::Both => {
@@ -358,11 +379,13 @@ impl Backend {
                         builder.http1().max_headers(BACKEND_MAX_HEADERS);
                         builder.serve_connection(io, service).await
                     }
-                    Protocols::Http1Only => hyper::server::conn::http1::Builder::new()
-                        .max_headers(BACKEND_MAX_HEADERS)
-                        .serve_connection(io, service)
-                        .await
-                        .map_err(Into::into),
+                    Protocols::Http1Only | Protocols::Http1DroppingReused => {
+                        hyper::server::conn::http1::Builder::new()
+                            .max_headers(BACKEND_MAX_HEADERS)
+                            .serve_connection(io, service)
+                            .await
+                            .map_err(Into::into)
+                    }
                 };
             }
         };
@@ -370,7 +393,18 @@ impl Backend {
         Ok(Backend {
             shutdown,
             open_tunnels,
+            seen,
         })
+    }
+
+    /// How many requests for `path` reached the app.
+    pub fn times_seen(&self, path: &str) -> usize {
+        self.seen
+            .lock()
+            .expect("seen")
+            .get(path)
+            .copied()
+            .unwrap_or(0)
     }
 
     /// Tunnels into this backend whose app connection is still being served.
