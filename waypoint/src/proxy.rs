@@ -164,9 +164,21 @@ impl WaypointProxy {
         let edit = |response: &mut pingora_http::ResponseHeader| {
             filters::apply(rule.as_deref(), Phase::Response, response)
         };
-        let failure = match forward::forward(exchange, session, head, edit).await {
+        let deadline = forward::deadline(rule.as_deref(), ctx.start, std::time::Instant::now());
+        let attempt = forward::forward(exchange, session, head, edit);
+        let served = match deadline {
+            None => attempt.await,
+            Some(at) => tokio::time::timeout_at(at.into(), attempt)
+                .await
+                .unwrap_or(Err(forward::Failure::Timeout { responded: false })),
+        };
+        let failure = match served {
             Ok(_) => return Ok(()),
             Err(forward::Failure::Downstream(e)) => return Err(e),
+            // A route timeout can fire after the response started.
+            Err(forward::Failure::Timeout { .. }) if session.response_written().is_some() => {
+                forward::Failure::Timeout { responded: true }
+            }
             Err(failure) => failure,
         };
         let (flag, status) = failure.outcome();

@@ -343,6 +343,50 @@ async fn connections_the_backend_closes_fail_no_get_and_repeat_no_post() -> anyh
     Ok(())
 }
 
+/// HTTPRoute `timeouts`: `request` bounds the whole request, `backendRequest` each attempt;
+/// past either the caller gets 504 `UT` (Envoy's "upstream request timeout"), and a request
+/// that finishes in time is untouched.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn route_timeouts_answer_504_when_the_backend_is_too_slow() -> anyhow::Result<()> {
+    let rules = json!([
+        {
+            "matches": [{"path": {"type": "PathPrefix", "value": "/request"}}],
+            "timeouts": {"request": "400ms"},
+            "backendRefs": [{"name": "reviews", "port": 9080}]
+        },
+        {
+            "matches": [{"path": {"type": "PathPrefix", "value": "/backend"}}],
+            "timeouts": {"request": "10s", "backendRequest": "300ms"},
+            "backendRefs": [{"name": "reviews", "port": 9080}]
+        }
+    ]);
+    let h = Harness::start(57, &manifest(57, &[route_to_reviews(rules)])).await?;
+    let _v1 = h.backend("v1").await?;
+    let _v2 = h.backend("v2").await?;
+    for (path, limit) in [("/request/stall", 400), ("/backend/stall", 300)] {
+        let mut client = h.http1(SLEEP).await?;
+        let started = std::time::Instant::now();
+        let reply = tokio::time::timeout(Duration::from_secs(5), client.get(path))
+            .await
+            .with_context(|| format!("{path}: no answer in 5 s"))??;
+        let took = started.elapsed();
+        assert_eq!(
+            (reply.status, reply.body.as_str()),
+            (504, "upstream request timeout\n"),
+            "{path}"
+        );
+        assert!(
+            took >= Duration::from_millis(limit) && took < Duration::from_millis(limit + 1500),
+            "{path} answered after {took:?}"
+        );
+        // The connection stays usable, and a request that finishes in time is served.
+        let slow = client.get(&path.replace("stall", "slow")).await?;
+        assert_eq!(slow.status, 200, "a 200 ms answer within {limit} ms");
+    }
+    assert_eq!(wait_metric(&h, &[("response_flags", "UT")], 2.0).await, 2.0);
+    Ok(())
+}
+
 #[tokio::test]
 async fn the_service_port_decides_the_backend_protocol() -> anyhow::Result<()> {
     // Port `http`: an h2c caller in front of an HTTP/1.1-only app is spoken for in HTTP/1.1.

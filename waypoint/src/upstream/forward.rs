@@ -5,7 +5,7 @@
 //! Decisions (what the upstream request looks like, what a failure means) are pure functions;
 //! [`forward`] is the I/O loop between them.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName};
@@ -208,6 +208,23 @@ pub fn may_retry_on_new_connection(method: &Method, reused: bool, had_body: bool
                 | Method::PUT
                 | Method::DELETE
         )
+}
+
+/// When the request must have been answered by, from its route's `timeouts`: `request` counts
+/// from the request's arrival, `backendRequest` from the start of the attempt; the earlier
+/// wins. `None`: no deadline (the stream idle timeout still applies).
+pub fn deadline(
+    rule: Option<&mesh_config::RouteRule>,
+    arrived: Instant,
+    attempt: Instant,
+) -> Option<Instant> {
+    let rule = rule?;
+    let request = rule.request_timeout.map(|t| arrived + t);
+    let backend = rule.backend_request_timeout.map(|t| attempt + t);
+    match (request, backend) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
 }
 
 /// One exchange's settings.
@@ -554,6 +571,40 @@ mod tests {
                 "{status}"
             );
         }
+    }
+
+    #[test]
+    fn the_earlier_of_the_route_timeouts_is_the_deadline() {
+        let rule = |request: Option<u64>, backend: Option<u64>| mesh_config::RouteRule {
+            route: mesh_config::ObjectRef::new("default", "r"),
+            rule_index: 0,
+            matches: Vec::new(),
+            filters: Vec::new(),
+            backends: Vec::new(),
+            request_timeout: request.map(Duration::from_millis),
+            backend_request_timeout: backend.map(Duration::from_millis),
+        };
+        let arrived = Instant::now();
+        let attempt = arrived + Duration::from_millis(100);
+        let ms = |n| Duration::from_millis(n);
+        assert_eq!(deadline(None, arrived, attempt), None);
+        assert_eq!(deadline(Some(&rule(None, None)), arrived, attempt), None);
+        assert_eq!(
+            deadline(Some(&rule(Some(500), None)), arrived, attempt),
+            Some(arrived + ms(500))
+        );
+        assert_eq!(
+            deadline(Some(&rule(None, Some(300))), arrived, attempt),
+            Some(attempt + ms(300))
+        );
+        assert_eq!(
+            deadline(Some(&rule(Some(350), Some(300))), arrived, attempt),
+            Some(arrived + ms(350))
+        );
+        assert_eq!(
+            deadline(Some(&rule(Some(500), Some(300))), arrived, attempt),
+            Some(attempt + ms(300))
+        );
     }
 
     #[test]

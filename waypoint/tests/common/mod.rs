@@ -450,11 +450,11 @@ async fn echo(
     for (header, value) in req.headers() {
         response = response.header(format!("x-echo-{header}"), value);
     }
-    if req.uri().path() == "/stall" {
+    if req.uri().path().ends_with("/stall") {
         // A backend that has stopped: never answers.
         std::future::pending::<()>().await;
     }
-    if req.uri().path() == "/slow" {
+    if req.uri().path().ends_with("/slow") {
         // Answers after 200 ms, so that concurrent requests overlap.
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
