@@ -94,17 +94,17 @@ pub mod h2 {
 
     /// A literal header `name: value` (new name, not indexed), HPACK integers in full.
     pub fn literal(name: &str, value: &[u8]) -> Vec<u8> {
-        let mut out = vec![0x00];
-        integer(&mut out, 0x00, 7, name.len());
-        out.extend_from_slice(name.as_bytes());
-        integer(&mut out, 0x00, 7, value.len());
-        out.extend_from_slice(value);
-        out
+        literal_with(0x00, name, value)
     }
 
     /// A literal header `name: value` added to the dynamic table (index 62 afterwards).
     pub fn indexed_literal(name: &str, value: &[u8]) -> Vec<u8> {
-        let mut out = vec![0x40];
+        literal_with(0x40, name, value)
+    }
+
+    /// A literal header with a new name, after the representation byte `kind` (RFC 7541 §6.2).
+    fn literal_with(kind: u8, name: &str, value: &[u8]) -> Vec<u8> {
+        let mut out = vec![kind];
         integer(&mut out, 0x00, 7, name.len());
         out.extend_from_slice(name.as_bytes());
         integer(&mut out, 0x00, 7, value.len());

@@ -66,6 +66,15 @@ struct Key {
     protocol: UpstreamProtocol,
 }
 
+impl Key {
+    fn new(target: &Target, protocol: UpstreamProtocol) -> Self {
+        Key {
+            target: target.clone(),
+            protocol,
+        }
+    }
+}
+
 /// Why no connection could be had.
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectError {
@@ -169,11 +178,7 @@ impl Upstreams {
         target: &Target,
         protocol: UpstreamProtocol,
     ) -> Result<Checkout, ConnectError> {
-        let key = Key {
-            target: target.clone(),
-            protocol,
-        };
-        if let Some(found) = self.pooled(&key) {
+        if let Some(found) = self.pooled(&Key::new(target, protocol)) {
             return Ok(found);
         }
         self.connect(target, protocol).await
@@ -185,10 +190,7 @@ impl Upstreams {
         target: &Target,
         protocol: UpstreamProtocol,
     ) -> Result<Checkout, ConnectError> {
-        let key = Key {
-            target: target.clone(),
-            protocol,
-        };
+        let key = Key::new(target, protocol);
         let io = TokioIo::new(self.dial(target).await?);
         match protocol {
             UpstreamProtocol::Http1 => {
@@ -230,10 +232,7 @@ impl Upstreams {
         if !sender.is_ready() {
             return;
         }
-        let key = Key {
-            target: target.clone(),
-            protocol: UpstreamProtocol::Http1,
-        };
+        let key = Key::new(target, UpstreamProtocol::Http1);
         let mut connections = self.lock();
         let now = Instant::now();
         let idle = connections.idle.entry(key).or_default();
