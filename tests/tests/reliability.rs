@@ -164,32 +164,21 @@ async fn h2_flood(
     Ok(ending)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn h2_rapid_reset_is_cut_off() -> anyhow::Result<()> {
-    let t = TestMesh::start(81).await?;
-    let authority = format!("{REVIEWS}:9080");
-    let mut flood = Vec::new();
-    for i in 0..20_000u32 {
-        let stream = 2 * i + 1;
-        flood.extend(h2::frame(
-            h2::HEADERS,
-            h2::END_HEADERS | h2::END_STREAM,
-            stream,
-            &h2::get_block(&authority),
-        ));
-        flood.extend(h2::frame(
-            h2::RST_STREAM,
-            0,
-            stream,
-            &h2::CANCEL.to_be_bytes(),
-        ));
-    }
+/// Sends `flood` on an h2c connection of the attacker's (each round), beside steady callers:
+/// the waypoint must end that connection with GOAWAY `ENHANCE_YOUR_CALM`.
+async fn flood_is_calmed(
+    block: u8,
+    what: &str,
+    flood: impl Fn(&str) -> Vec<u8>,
+) -> anyhow::Result<()> {
+    let t = TestMesh::start(block).await?;
+    let flood = flood(&format!("{REVIEWS}:9080"));
     beside_steady_callers(&t, 20, || async {
         for _ in 0..rounds() {
             let (ending, _) = h2_flood(&t, flood.clone(), false).await?;
             anyhow::ensure!(
                 ending == h2::Ending::GoAway(h2::ENHANCE_YOUR_CALM),
-                "20,000 opened-and-reset streams left the connection {ending:?}"
+                "{what} left the connection {ending:?}"
             );
         }
         Ok(())
@@ -200,29 +189,43 @@ async fn h2_rapid_reset_is_cut_off() -> anyhow::Result<()> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h2_rapid_reset_is_cut_off() -> anyhow::Result<()> {
+    flood_is_calmed(81, "20,000 opened-and-reset streams", |authority| {
+        let mut flood = Vec::new();
+        for i in 0..20_000u32 {
+            let stream = 2 * i + 1;
+            let get = h2::get_block(authority);
+            flood.extend(h2::frame(
+                h2::HEADERS,
+                h2::END_HEADERS | h2::END_STREAM,
+                stream,
+                &get,
+            ));
+            flood.extend(h2::frame(
+                h2::RST_STREAM,
+                0,
+                stream,
+                &h2::CANCEL.to_be_bytes(),
+            ));
+        }
+        flood
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn h2_continuation_flood_is_cut_off() -> anyhow::Result<()> {
-    let t = TestMesh::start(82).await?;
-    let authority = format!("{REVIEWS}:9080");
     // One HEADERS without END_HEADERS, then CONTINUATION frames that never end the block:
     // 64 MiB of header block if the server kept reading.
-    let mut flood = h2::frame(h2::HEADERS, 0, 1, &h2::get_block(&authority));
-    let filler = h2::literal("x-filler", &[b'a'; 16_000]);
-    for _ in 0..4096 {
-        flood.extend(h2::frame(h2::CONTINUATION, 0, 1, &filler));
-    }
-    beside_steady_callers(&t, 20, || async {
-        for _ in 0..rounds() {
-            let (ending, _) = h2_flood(&t, flood.clone(), false).await?;
-            anyhow::ensure!(
-                ending == h2::Ending::GoAway(h2::ENHANCE_YOUR_CALM),
-                "an endless header block left the connection {ending:?}"
-            );
+    flood_is_calmed(82, "an endless header block", |authority| {
+        let mut flood = h2::frame(h2::HEADERS, 0, 1, &h2::get_block(authority));
+        let filler = h2::literal("x-filler", &[b'a'; 16_000]);
+        for _ in 0..4096 {
+            flood.extend(h2::frame(h2::CONTINUATION, 0, 1, &filler));
         }
-        Ok(())
+        flood
     })
-    .await?;
-    t.stop().await;
-    Ok(())
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
