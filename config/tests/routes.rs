@@ -227,3 +227,32 @@ fn attachment_by_port_namespace_and_waypoint() {
             .any(|w| w.object == "HTTPRoute default/consumer")
     );
 }
+
+/// Experimental rule fields the standard-channel type would drop are refused, naming the
+/// field, not silently ignored.
+#[test]
+fn retry_and_session_persistence_are_refused_not_ignored() {
+    let route = http_route(
+        "default",
+        "r",
+        svc_parent("svc", Some(80)),
+        json!([
+            {"backendRefs": backend()},
+            {"backendRefs": backend(), "retry": {"attempts": 3, "codes": [503]}},
+            {"backendRefs": backend(), "sessionPersistence": {"type": "Cookie"}}
+        ]),
+    );
+    let errors = must_fail(&with_svc([route]));
+    assert_error(
+        &errors,
+        &[
+            "HTTPRoute default/r",
+            "spec.rules[1].retry",
+            "not supported yet",
+        ],
+    );
+    assert_error(
+        &errors,
+        &["HTTPRoute default/r", "spec.rules[2].sessionPersistence"],
+    );
+}
