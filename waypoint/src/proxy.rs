@@ -106,7 +106,11 @@ impl ProxyHttp for WaypointProxy {
         ctx: &mut RequestCtx,
     ) -> FailToProxy {
         let outcome = outcome::classify(e);
-        ctx.flag = outcome.flag;
+        // The first cause stands: an upstream failure that ended a started response already
+        // set its flag (UC, UT) before handing Pingora an error to end the caller's stream.
+        if ctx.flag == mesh_core::ResponseFlag::None {
+            ctx.flag = outcome.flag;
+        }
         let started = session.response_written().map(|r| r.status.as_u16());
         let mut code = started.unwrap_or(outcome.status);
         if started.is_none() && outcome.status > 0 {
