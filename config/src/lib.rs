@@ -37,8 +37,8 @@ pub use policy::{
     PolicyTargetRef, Rule, Source, StringMatch, ValueKind,
 };
 pub use route::{
-    HeaderMatch, HeaderModifier, MatchRank, PathMatch, QueryMatch, RouteBackend, RouteFilter,
-    RouteMatch, RouteRule, ValueMatch,
+    HeaderMatch, HeaderModifier, MatchRank, PathMatch, QueryMatch, RetryPolicy, RouteBackend,
+    RouteFilter, RouteMatch, RouteRule, ValueMatch,
 };
 pub use snapshot::Snapshot;
 pub use store::{FileSource, Store};

@@ -21,6 +21,26 @@ pub struct RouteRule {
     pub request_timeout: Option<Duration>,
     /// `timeouts.backendRequest` (`0s` compiles to `None`).
     pub backend_request_timeout: Option<Duration>,
+    /// `retry` (GEP-1731); `None`: the waypoint's default policy.
+    pub retry: Option<RetryPolicy>,
+}
+
+/// A rule's `retry`, compiled: connection failures are retried, and responses with `codes`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RetryPolicy {
+    /// Retries after the first try; 0 turns retries off.
+    pub attempts: u32,
+    /// Response statuses retried (400-599).
+    pub codes: Vec<u16>,
+    /// The least wait before a retry; `None`: the waypoint's default.
+    pub backoff: Option<Duration>,
+}
+
+impl RetryPolicy {
+    /// Most `attempts` a route may ask for: more multiplies an outage without helping.
+    pub const MAX_ATTEMPTS: u32 = 10;
+    /// `attempts` when a route's `retry` leaves it out (as Istio).
+    pub const DEFAULT_ATTEMPTS: u32 = 2;
 }
 
 /// One match: every condition must hold.

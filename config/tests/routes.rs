@@ -5,7 +5,7 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use mesh_config::{PathMatch, RouteFilter, RouteRule, ValueMatch};
+use mesh_config::{PathMatch, RetryPolicy, RouteFilter, RouteRule, ValueMatch};
 use serde_json::{Value, json};
 
 fn svc_parent(name: &str, port: Option<u16>) -> Value {
@@ -228,31 +228,73 @@ fn attachment_by_port_namespace_and_waypoint() {
     );
 }
 
-/// Experimental rule fields the standard-channel type would drop are refused, naming the
-/// field, not silently ignored.
+/// GEP-1731 `retry`: attempts (2 when left out, 0 turns retries off), codes, backoff.
 #[test]
-fn retry_and_session_persistence_are_refused_not_ignored() {
+fn retry_policies_compile() {
     let route = http_route(
         "default",
         "r",
         svc_parent("svc", Some(80)),
         json!([
             {"backendRefs": backend()},
-            {"backendRefs": backend(), "retry": {"attempts": 3, "codes": [503]}},
+            {"backendRefs": backend(), "retry": {"attempts": 3, "codes": [503, 429], "backoff": "100ms"}},
+            {"backendRefs": backend(), "retry": {"codes": [500]}},
+            {"backendRefs": backend(), "retry": {"attempts": 0}}
+        ]),
+    );
+    let snap = must_compile(&with_svc([route]));
+    let svc = snap.service("default", "svc").expect("svc");
+    let by_index = |i: usize| {
+        let rules = snap.routes(svc, 80);
+        let rule = rules.iter().find(|r| r.rule_index == i).expect("rule");
+        rule.retry.clone()
+    };
+    assert_eq!(by_index(0), None);
+    let policy = |attempts, codes: &[u16], backoff| RetryPolicy {
+        attempts,
+        codes: codes.to_vec(),
+        backoff,
+    };
+    assert_eq!(
+        by_index(1),
+        Some(policy(3, &[503, 429], Some(Duration::from_millis(100))))
+    );
+    assert_eq!(by_index(2), Some(policy(2, &[500], None)));
+    assert_eq!(by_index(3), Some(policy(0, &[], None)));
+}
+
+/// A retry policy out of bounds is refused naming its field; session persistence, which the
+/// waypoint does not do, is refused rather than ignored.
+#[test]
+fn bad_retry_policies_and_session_persistence_are_refused() {
+    let route = http_route(
+        "default",
+        "r",
+        svc_parent("svc", Some(80)),
+        json!([
+            {"backendRefs": backend(), "retry": {"attempts": -1}},
+            {"backendRefs": backend(), "retry": {"attempts": 11}},
+            {"backendRefs": backend(), "retry": {"codes": [503, 200]}},
+            {"backendRefs": backend(), "retry": {"backoff": "1.5s"}},
+            {"backendRefs": backend(), "retry": {"backoff": "-1s"}},
             {"backendRefs": backend(), "sessionPersistence": {"type": "Cookie"}}
         ]),
     );
     let errors = must_fail(&with_svc([route]));
-    assert_error(
-        &errors,
+    let expected: [&[&str]; 6] = [
+        &["spec.rules[0].retry.attempts", "-1 is not within 0..=10"],
+        &["spec.rules[1].retry.attempts", "11 is not within 0..=10"],
         &[
-            "HTTPRoute default/r",
-            "spec.rules[1].retry",
-            "not supported yet",
+            "spec.rules[2].retry.codes[1]",
+            "200 is not a status within 400-599",
         ],
-    );
-    assert_error(
-        &errors,
-        &["HTTPRoute default/r", "spec.rules[2].sessionPersistence"],
-    );
+        &["spec.rules[3].retry.backoff", "invalid duration \"1.5s\""],
+        &["spec.rules[4].retry.backoff", "invalid duration \"-1s\""],
+        &["spec.rules[5].sessionPersistence", "not supported"],
+    ];
+    for needles in expected {
+        let mut all = vec!["HTTPRoute default/r"];
+        all.extend_from_slice(needles);
+        assert_error(&errors, &all);
+    }
 }

@@ -158,6 +158,7 @@ impl WaypointServer {
             store: store.clone(),
             waypoint: settings.waypoint.clone(),
             upstreams: upstreams.clone(),
+            budgets: Default::default(),
             metrics: Metrics::new(registry)?,
             identity: settings.identity.to_string(),
             header_limits: settings.header_limits,

@@ -1,9 +1,9 @@
 //! One classifier for everything that can go wrong while proxying: a Pingora error (which
-//! records where it came from and whether it may be retried) becomes a response flag, the
-//! status the caller sees, and whether a retry could be safe. Pure, so every case is tested.
+//! records where it came from) becomes a response flag and the status the caller sees. Pure,
+//! so every case is tested. (Upstream failures are the upstream's own: `upstream::forward`.)
 
 use mesh_core::ResponseFlag;
-use pingora_error::{Error, ErrorSource, ErrorType, RetryType};
+use pingora_error::{Error, ErrorSource, ErrorType};
 
 /// What an error means for the request.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -11,19 +11,6 @@ pub struct Outcome {
     pub flag: ResponseFlag,
     /// The status to answer with; 0 when the caller is gone and nothing can be sent.
     pub status: u16,
-    pub retry: Retry,
-}
-
-/// Whether the failed attempt may be tried again, as far as the error alone can tell.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Retry {
-    /// The request may have reached the application, or the failure is the caller's.
-    Unsafe,
-    /// Nothing was sent upstream (the connection was never made): safe for any method.
-    NotSent,
-    /// A reused upstream connection was found closed before any response byte: the request
-    /// was not processed by that connection; safe for idempotent methods.
-    ReusedConnection,
 }
 
 /// Pingora's HTTP/1.1 body framing errors (custom error types of its private `body` module).
@@ -35,56 +22,40 @@ pub fn classify(e: &Error) -> Outcome {
     use ErrorType::*;
     let upstream = matches!(e.esource(), ErrorSource::Upstream);
     let downstream = matches!(e.esource(), ErrorSource::Downstream);
-    let reused = matches!(e.retry, RetryType::ReusedOnly | RetryType::Decided(true));
-    let outcome = |flag, status, retry| Outcome {
-        flag,
-        status,
-        retry,
-    };
+    let outcome = |flag, status| Outcome { flag, status };
     match e.etype() {
-        HTTPStatus(status) => outcome(ResponseFlag::None, *status, Retry::Unsafe),
+        HTTPStatus(status) => outcome(ResponseFlag::None, *status),
         ConnectTimedout | ConnectRefused | ConnectNoRoute | ConnectError | ConnectProxyFailure
         | TLSHandshakeFailure | TLSHandshakeTimedout | TLSWantX509Lookup | InvalidCert
         | HandshakeError | BindError | SocketError
             if !downstream =>
         {
-            outcome(ResponseFlag::UpstreamConnectionFailure, 503, Retry::NotSent)
+            outcome(ResponseFlag::UpstreamConnectionFailure, 503)
         }
         ReadTimedout | WriteTimedout if upstream => {
-            outcome(ResponseFlag::UpstreamRequestTimeout, 504, Retry::Unsafe)
+            outcome(ResponseFlag::UpstreamRequestTimeout, 504)
         }
         ConnectionClosed | ReadError | WriteError if upstream => {
-            let retry = if reused {
-                Retry::ReusedConnection
-            } else {
-                Retry::Unsafe
-            };
-            outcome(ResponseFlag::UpstreamConnectionTermination, 503, retry)
+            outcome(ResponseFlag::UpstreamConnectionTermination, 503)
         }
-        H2Error if upstream => outcome(ResponseFlag::UpstreamRemoteReset, 503, Retry::Unsafe),
+        H2Error if upstream => outcome(ResponseFlag::UpstreamRemoteReset, 503),
         InvalidHTTPHeader | H1Error | InvalidH2 | H2Downgrade if upstream => {
-            outcome(ResponseFlag::UpstreamProtocolError, 502, Retry::Unsafe)
+            outcome(ResponseFlag::UpstreamProtocolError, 502)
         }
         ConnectionClosed | ReadError | WriteError | ReadTimedout | WriteTimedout if downstream => {
-            outcome(
-                ResponseFlag::DownstreamConnectionTermination,
-                0,
-                Retry::Unsafe,
-            )
+            outcome(ResponseFlag::DownstreamConnectionTermination, 0)
         }
         InvalidHTTPHeader | H1Error | H2Error | InvalidH2 | H2Downgrade if downstream => {
-            outcome(ResponseFlag::DownstreamProtocolError, 400, Retry::Unsafe)
+            outcome(ResponseFlag::DownstreamProtocolError, 400)
         }
         Custom(INVALID_CHUNK | INVALID_TRAILER_END) if !upstream => {
-            outcome(ResponseFlag::DownstreamProtocolError, 400, Retry::Unsafe)
+            outcome(ResponseFlag::DownstreamProtocolError, 400)
         }
-        Custom(PREMATURE_BODY_END) if !upstream => outcome(
-            ResponseFlag::DownstreamConnectionTermination,
-            0,
-            Retry::Unsafe,
-        ),
-        _ if upstream => outcome(ResponseFlag::UpstreamProtocolError, 502, Retry::Unsafe),
-        _ => outcome(ResponseFlag::None, 500, Retry::Unsafe),
+        Custom(PREMATURE_BODY_END) if !upstream => {
+            outcome(ResponseFlag::DownstreamConnectionTermination, 0)
+        }
+        _ if upstream => outcome(ResponseFlag::UpstreamProtocolError, 502),
+        _ => outcome(ResponseFlag::None, 500),
     }
 }
 
@@ -104,7 +75,7 @@ mod tests {
     }
 
     #[test]
-    fn connect_failures_are_uf_503_and_were_never_sent() {
+    fn connect_failures_are_uf_503() {
         for etype in [
             ErrorType::ConnectRefused,
             ErrorType::ConnectTimedout,
@@ -114,7 +85,6 @@ mod tests {
             for source in [ErrorSource::Upstream, ErrorSource::Unset] {
                 let o = classify(&error(etype.clone(), source));
                 assert_eq!((o.flag.as_str(), o.status), ("UF", 503), "{etype:?}");
-                assert_eq!(o.retry, Retry::NotSent);
             }
         }
     }
@@ -132,15 +102,11 @@ mod tests {
             flag_status(ErrorType::InternalError, Upstream),
             ("UPE", 502)
         );
-        let mut closed = error(ErrorType::ConnectionClosed, Upstream);
+        let closed = error(ErrorType::ConnectionClosed, Upstream);
         assert_eq!(
             classify(&closed).flag,
             ResponseFlag::UpstreamConnectionTermination
         );
-        closed.retry = RetryType::Decided(false);
-        assert_eq!(classify(&closed).retry, Retry::Unsafe);
-        closed.retry = RetryType::ReusedOnly;
-        assert_eq!(classify(&closed).retry, Retry::ReusedConnection);
     }
 
     #[test]

@@ -30,7 +30,9 @@ use crate::reply::{self, Caller, LocalReply};
 use crate::request::{HeaderLimits, RequestAttrs, RequestCtx, Rolls, plan};
 use crate::telemetry::{Metrics, RequestLabels, access_log};
 use crate::tunnel_io::tunnel_info;
+use crate::upstream::budget::{BudgetKey, Budgets};
 use crate::upstream::forward::{self, Exchange};
+use crate::upstream::retry;
 use crate::upstream::{UpstreamProtocol, Upstreams};
 
 /// Per-waypoint state shared by all requests.
@@ -38,6 +40,8 @@ pub struct WaypointProxy {
     pub(crate) store: Arc<Store>,
     pub(crate) waypoint: ObjectRef,
     pub(crate) upstreams: Upstreams,
+    /// Retry budgets per destination.
+    pub(crate) budgets: Budgets,
     pub(crate) metrics: Metrics,
     /// The waypoint's own SPIFFE id, reported upstream in `x-forwarded-client-cert`.
     pub(crate) identity: String,
@@ -159,23 +163,51 @@ impl WaypointProxy {
         }
         let rule = plan.rule.clone();
         filters::apply(rule.as_deref(), Phase::Request, &mut head)?;
+        let (budget_key, endpoints) = match &plan.backend {
+            Some((service, port)) => (
+                BudgetKey::Service(ObjectRef::new(&service.namespace, &service.name)),
+                ctx.snapshot.endpoints(service, *port),
+            ),
+            None => {
+                let pod = &plan.endpoint.workload;
+                (
+                    BudgetKey::Workload(ObjectRef::new(&pod.namespace, &pod.name)),
+                    &[][..],
+                )
+            }
+        };
+        let in_flight = self.budgets.start(&budget_key);
         let exchange = Exchange {
             upstreams: &self.upstreams,
-            target: &plan.target,
             protocol,
             idle_timeout: self.stream_idle_timeout,
+            try_timeout: rule.as_ref().and_then(|r| r.backend_request_timeout),
+            retry: retry::Policy::of(rule.as_ref().and_then(|r| r.retry.as_ref())),
+            target: plan.target.clone(),
+            endpoints,
+            in_flight: &in_flight,
         };
         let edit = |response: &mut pingora_http::ResponseHeader| {
             filters::apply(rule.as_deref(), Phase::Response, response)
         };
-        let deadline = forward::deadline(rule.as_deref(), ctx.start, std::time::Instant::now());
-        let attempt = forward::forward(exchange, session, head, edit);
-        let served = match deadline {
+        let mut tries = forward::Tries::default();
+        let attempt = forward::forward(exchange, session, head, edit, &mut tries);
+        let request_timeout = rule.as_ref().and_then(|r| r.request_timeout);
+        let served = match request_timeout {
             None => attempt.await,
-            Some(at) => tokio::time::timeout_at(at.into(), attempt)
+            Some(timeout) => tokio::time::timeout_at((ctx.start + timeout).into(), attempt)
                 .await
                 .unwrap_or(Err(forward::Failure::Timeout { responded: false })),
         };
+        self.metrics.record_tries(&plan.destination, &tries);
+        ctx.tries = tries.count;
+        if let Some(endpoint) = tries.endpoint {
+            // The last try's endpoint is the one the request is reported against.
+            if let Some(plan) = ctx.plan.as_mut() {
+                plan.target = crate::upstream::Target::for_endpoint(&endpoint);
+                plan.endpoint = endpoint;
+            }
+        }
         let failure = match served {
             Ok(_) => return Ok(()),
             Err(forward::Failure::Downstream(e)) => return Err(e),

@@ -87,6 +87,7 @@ mod tests {
             backends: Vec::new(),
             request_timeout: None,
             backend_request_timeout: None,
+            retry: None,
         })
     }
 

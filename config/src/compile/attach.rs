@@ -3,7 +3,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
-use gateway_api::httproutes::{HttpRoute, HttpRouteParentRefs};
+use gateway_api::experimental::httproutes::{HttpRoute, HttpRouteParentRefs};
 
 use super::routes::ServiceMap;
 use super::waypoints::Gateways;

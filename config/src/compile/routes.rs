@@ -4,11 +4,11 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use gateway_api::httproutes::{
+use gateway_api::experimental::httproutes::{
     HttpRoute, HttpRouteRules, HttpRouteRulesBackendRefs, HttpRouteRulesFilters,
     HttpRouteRulesFiltersType as FilterType, HttpRouteRulesMatches,
     HttpRouteRulesMatchesHeadersType as HeaderType, HttpRouteRulesMatchesPathType as PathType,
-    HttpRouteRulesMatchesQueryParamsType as QueryType,
+    HttpRouteRulesMatchesQueryParamsType as QueryType, HttpRouteRulesRetry,
 };
 use http::{HeaderName, HeaderValue};
 use regex::Regex;
@@ -17,8 +17,8 @@ use crate::error::{Diagnostics, Origin, Reason};
 use crate::manifest::Doc;
 use crate::model::{ObjectRef, Service};
 use crate::route::{
-    HeaderMatch, HeaderModifier, PathMatch, QueryMatch, RouteBackend, RouteFilter, RouteMatch,
-    RouteRule, ValueMatch,
+    HeaderMatch, HeaderModifier, PathMatch, QueryMatch, RetryPolicy, RouteBackend, RouteFilter,
+    RouteMatch, RouteRule, ValueMatch,
 };
 
 /// Largest weight Gateway API allows.
@@ -101,6 +101,14 @@ impl RuleCx<'_> {
                 "must not exceed timeouts.request",
             );
         }
+        let retry = rule.retry.as_ref().and_then(|r| self.retry(r));
+        if rule.session_persistence.is_some() {
+            self.error_because(
+                Reason::UnsupportedValue,
+                "sessionPersistence",
+                "session persistence is not supported",
+            );
+        }
         RouteRule {
             route: route.clone(),
             rule_index: index,
@@ -109,7 +117,51 @@ impl RuleCx<'_> {
             backends,
             request_timeout,
             backend_request_timeout,
+            retry,
         }
+    }
+
+    /// `retry`: attempts within `0..=MAX_ATTEMPTS`, codes within 400-599 (as the Gateway API
+    /// schema), a valid backoff.
+    fn retry(&mut self, retry: &HttpRouteRulesRetry) -> Option<RetryPolicy> {
+        let mut valid = true;
+        let attempts = retry
+            .attempts
+            .unwrap_or(RetryPolicy::DEFAULT_ATTEMPTS.into());
+        if !(0..=i64::from(RetryPolicy::MAX_ATTEMPTS)).contains(&attempts) {
+            let max = RetryPolicy::MAX_ATTEMPTS;
+            self.error(
+                "retry.attempts",
+                format!("{attempts} is not within 0..={max}"),
+            );
+            valid = false;
+        }
+        let mut codes = Vec::new();
+        for (k, &code) in retry.codes.iter().flatten().enumerate() {
+            match u16::try_from(code) {
+                Ok(code) if (400..=599).contains(&code) => codes.push(code),
+                _ => {
+                    let field = format!("retry.codes[{k}]");
+                    self.error(&field, format!("{code} is not a status within 400-599"));
+                    valid = false;
+                }
+            }
+        }
+        let backoff = match retry.backoff.as_deref().map(parse_duration) {
+            None => None,
+            Some(Ok(d)) => Some(d),
+            Some(Err(e)) => {
+                let text = retry.backoff.as_deref().unwrap_or_default();
+                self.error("retry.backoff", format!("invalid duration {text:?}: {e}"));
+                valid = false;
+                None
+            }
+        };
+        valid.then(|| RetryPolicy {
+            attempts: u32::try_from(attempts).unwrap_or(0),
+            codes,
+            backoff,
+        })
     }
 
     fn route_match(&mut self, j: usize, m: &HttpRouteRulesMatches) -> RouteMatch {
@@ -379,12 +431,14 @@ impl RuleCx<'_> {
     }
 }
 
-/// Parses a Gateway API duration (`10s`, `500ms`, `1h30m`).
+/// Parses a Gateway API duration (GEP-2257: `10s`, `500ms`, `1h30m`; no fractions, no
+/// other units, no sign).
 pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
     if text.trim().is_empty() {
         return Err("empty".to_string());
     }
-    humantime::parse_duration(text).map_err(|e| e.to_string())
+    let parsed: gateway_api::Duration = text.parse()?;
+    Ok(Duration::new(parsed.as_secs(), parsed.subsec_nanos()))
 }
 
 /// Compiles a regex that must match the whole value.
@@ -413,6 +467,10 @@ mod tests {
         assert!(parse_duration("ten").is_err());
         assert!(parse_duration("-1s").is_err());
         assert!(parse_duration("").is_err());
+        // GEP-2257 allows h, m, s, ms only, integers only.
+        assert!(parse_duration("1d").is_err());
+        assert!(parse_duration("1.5s").is_err());
+        assert!(parse_duration("2 weeks").is_err());
     }
 
     #[test]

@@ -5,14 +5,14 @@ pub(crate) mod authz;
 use std::collections::HashMap;
 use std::path::Path;
 
+use gateway_api::experimental::httproutes::HttpRoute;
 use gateway_api::gateways::Gateway;
-use gateway_api::httproutes::HttpRoute;
 use k8s_openapi::api::core::v1 as core;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-use crate::error::{ConfigError, Diagnostics, Location, Origin, Reason};
+use crate::error::{ConfigError, Diagnostics, Location, Origin};
 
 /// An AuthorizationPolicy object (hand-written spec; name/namespace come from the header).
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -134,33 +134,7 @@ impl Resources {
             return;
         }
         self.seen.insert(key, unnamed.location.clone());
-        if header.kind == Kind::HttpRoute {
-            refuse_dropped_route_fields(&origin, &value, &mut self.diag);
-        }
         self.manifests.push(header, origin, value, &mut self.diag);
-    }
-}
-
-/// HTTPRoute rule fields of the experimental channel that the typed (standard-channel) object
-/// would drop without a word: refused, so that a route never looks applied when part of it is
-/// not.
-fn refuse_dropped_route_fields(origin: &Origin, value: &Value, diag: &mut Diagnostics) {
-    const DROPPED: [(&str, &str); 2] = [
-        (
-            "retry",
-            "route retry policies are not supported yet (a bodiless idempotent request on a \
-             reused connection found closed is retried once, always)",
-        ),
-        ("sessionPersistence", "session persistence is not supported"),
-    ];
-    let rules = value.pointer("/spec/rules").and_then(Value::as_array);
-    for (i, rule) in rules.into_iter().flatten().enumerate() {
-        for (field, why) in DROPPED {
-            if rule.get(field).is_some() {
-                let at = format!("spec.rules[{i}].{field}");
-                diag.error_because(Reason::UnsupportedValue, origin, at, why);
-            }
-        }
     }
 }
 

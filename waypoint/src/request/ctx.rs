@@ -24,6 +24,8 @@ pub struct RequestCtx {
     pub upstream_protocol: Option<UpstreamProtocol>,
     /// Why the request ended as it did (`-` when served normally).
     pub flag: ResponseFlag,
+    /// Tries made upstream (0: none, the request was answered by the waypoint).
+    pub tries: u32,
 }
 
 impl RequestCtx {
@@ -36,6 +38,7 @@ impl RequestCtx {
             plan: None,
             upstream_protocol: None,
             flag: ResponseFlag::None,
+            tries: 0,
         }
     }
 

@@ -32,6 +32,9 @@ pub struct Plan {
     pub rule: Option<Arc<RouteRule>>,
     pub endpoint: Endpoint,
     pub target: Target,
+    /// The Service port whose endpoints serve the request (a retry may go to another of
+    /// them); `None`: a pod addressed directly.
+    pub backend: Option<(Arc<Service>, u16)>,
     /// What the serving Service port declares its backends speak (`None`: as the caller).
     pub declared_protocol: Option<UpstreamProtocol>,
 }
@@ -65,6 +68,10 @@ pub fn plan(
     let destination = resolve(snapshot, waypoint, tunnel)?;
     authorize(snapshot, waypoint, tunnel, &destination, request)?;
     let routed = route(snapshot, &destination, request, rolls.backend)?;
+    let backend = match &routed.upstreams {
+        Upstreams::Service { service, port, .. } => Some((service.clone(), *port)),
+        Upstreams::Pod(_) => None,
+    };
     let endpoint = routed.upstreams.choose(rolls.endpoint).ok_or_else(|| {
         LocalReply::new(503, ResponseFlag::NoHealthyUpstream, "no healthy upstream")
     })?;
@@ -73,6 +80,7 @@ pub fn plan(
         destination,
         rule: routed.rule,
         endpoint,
+        backend,
         declared_protocol: routed.declared_protocol,
     })
 }
@@ -172,15 +180,28 @@ struct Routed<'s> {
 /// The endpoints a request may go to.
 enum Upstreams<'s> {
     /// A Service port's endpoints.
-    Service(&'s [Endpoint]),
+    Service {
+        service: Arc<Service>,
+        port: u16,
+        endpoints: &'s [Endpoint],
+    },
     /// A pod addressed directly.
     Pod(Endpoint),
 }
 
-impl Upstreams<'_> {
+impl<'s> Upstreams<'s> {
+    fn service(snapshot: &'s Snapshot, service: &Arc<Service>, port: u16) -> Self {
+        let endpoints = snapshot.endpoints(service, port);
+        Upstreams::Service {
+            service: Arc::clone(service),
+            port,
+            endpoints,
+        }
+    }
+
     fn choose(self, roll: u64) -> Option<Endpoint> {
         match self {
-            Upstreams::Service(endpoints) => pick(endpoints, roll).cloned(),
+            Upstreams::Service { endpoints, .. } => pick(endpoints, roll).cloned(),
             Upstreams::Pod(endpoint) => Some(endpoint),
         }
     }
@@ -212,7 +233,7 @@ fn route<'s>(
     if rules.is_empty() {
         return Ok(Routed {
             rule: None,
-            upstreams: Upstreams::Service(snapshot.endpoints(service, port)),
+            upstreams: Upstreams::service(snapshot, service, port),
             declared_protocol: declared(service, port),
         });
     }
@@ -234,7 +255,7 @@ fn route<'s>(
     })?;
     Ok(Routed {
         rule: Some(rule.clone()),
-        upstreams: Upstreams::Service(snapshot.endpoints(service, backend.port)),
+        upstreams: Upstreams::service(snapshot, service, backend.port),
         declared_protocol: declared(service, backend.port),
     })
 }

@@ -4,6 +4,8 @@ use mesh_core::ResponseFlag;
 use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry};
 
 use crate::request::RequestCtx;
+use crate::upstream::forward::Tries;
+use mesh_config::Destination;
 
 const LABELS: &[&str] = &[
     "reporter",
@@ -113,6 +115,8 @@ impl<'a> RequestLabels<'a> {
 pub struct Metrics {
     requests: IntCounterVec,
     duration: HistogramVec,
+    retries: IntCounterVec,
+    retries_refused: IntCounterVec,
 }
 
 impl Metrics {
@@ -132,9 +136,46 @@ impl Metrics {
             ),
             LABELS,
         )?;
-        registry.register(Box::new(requests.clone()))?;
+        let retries = IntCounterVec::new(
+            Opts::new(
+                "mesh_upstream_retries_total",
+                "Retries of upstream requests, by destination service and reason (Envoy's \
+                 retry_on names)",
+            ),
+            &["destination_service", "reason"],
+        )?;
+        let retries_refused = IntCounterVec::new(
+            Opts::new(
+                "mesh_upstream_retry_budget_exhausted_total",
+                "Retries not made because the destination's retry budget was spent",
+            ),
+            &["destination_service"],
+        )?;
+        for metric in [&requests, &retries, &retries_refused] {
+            registry.register(Box::new(metric.clone()))?;
+        }
         registry.register(Box::new(duration.clone()))?;
-        Ok(Metrics { requests, duration })
+        Ok(Metrics {
+            requests,
+            duration,
+            retries,
+            retries_refused,
+        })
+    }
+
+    /// Counts what the retries of one request did.
+    pub fn record_tries(&self, destination: &Destination, tries: &Tries) {
+        let service = destination
+            .service()
+            .map_or(UNKNOWN, |s| s.hostname.as_str());
+        for reason in &tries.retries {
+            self.retries
+                .with_label_values(&[service, reason.as_str()])
+                .inc();
+        }
+        if tries.budget_exhausted {
+            self.retries_refused.with_label_values(&[service]).inc();
+        }
     }
 
     pub fn record(&self, l: &RequestLabels<'_>, duration_ms: f64) {

@@ -5,6 +5,7 @@
 //! Decisions (what the upstream request looks like, what a failure means) are pure functions;
 //! [`forward`] is the I/O loop between them.
 
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -12,13 +13,16 @@ use http::header::{self, HeaderMap, HeaderName};
 use http::{Method, Version};
 use http_body_util::{BodyExt, Empty, StreamBody};
 use hyper::body::{Body as _, Frame, Incoming};
+use mesh_config::Endpoint;
 use mesh_core::ResponseFlag;
 use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::Session;
 use tokio::sync::mpsc;
 
+use super::budget::InFlight;
 use super::client::{Checkout, ConnectError, Target, UpstreamBody, Upstreams};
 use super::protocol::UpstreamProtocol;
+use super::retry::{self, Reason, TryEnd};
 
 /// Request body chunks in flight between the caller and the upstream connection.
 const BODY_CHANNEL: usize = 4;
@@ -169,11 +173,14 @@ pub fn downstream_response(
     parts.into()
 }
 
-/// What a hyper error before the response head means.
-fn before_response(error: &hyper::Error) -> Failure {
-    let reset = std::error::Error::source(error)
-        .and_then(|s| s.downcast_ref::<h2::Error>())
-        .and_then(h2::Error::reason);
+/// What a hyper error before the response head means: how the try ended (for the retry
+/// decision) and what the caller is told if it is not retried.
+fn before_response(error: &hyper::Error, reused: bool, unsent: bool) -> (TryEnd, Failure) {
+    let h2 = std::error::Error::source(error).and_then(|s| s.downcast_ref::<h2::Error>());
+    let reset = h2.and_then(h2::Error::reason);
+    // A stream above a GOAWAY's last id, or refused, was not processed (RFC 9113 §8.7).
+    let refused = reset == Some(h2::Reason::REFUSED_STREAM)
+        || h2.is_some_and(|e| e.is_go_away() && e.is_remote());
     let (flag, reason) = if let Some(reason) = reset {
         (
             ResponseFlag::UpstreamRemoteReset,
@@ -190,242 +197,292 @@ fn before_response(error: &hyper::Error) -> Failure {
             "connection termination".to_owned(),
         )
     };
-    Failure::BeforeResponse { flag, reason }
+    let end = if unsent {
+        TryEnd::NotSent
+    } else if refused {
+        TryEnd::RefusedStream
+    } else if reused && reset.is_none() && !error.is_parse() && !error.is_user() {
+        // The connection ended under the request (a stream reset by the app is not this).
+        TryEnd::ReusedConnectionClosed
+    } else {
+        TryEnd::Failed
+    };
+    (end, Failure::BeforeResponse { flag, reason })
 }
 
-/// Whether a request that failed before any response byte may go again on a new connection:
-/// only when it went on a reused connection that turned out closed, carried no body, and its
-/// method is idempotent (RFC 9110 §9.2.2).
-pub fn may_retry_on_new_connection(method: &Method, reused: bool, had_body: bool) -> bool {
-    reused
-        && !had_body
-        && matches!(
-            *method,
-            Method::GET
-                | Method::HEAD
-                | Method::OPTIONS
-                | Method::TRACE
-                | Method::PUT
-                | Method::DELETE
-        )
-}
-
-/// When the request must have been answered by, from its route's `timeouts`: `request` counts
-/// from the request's arrival, `backendRequest` from the start of the attempt; the earlier
-/// wins. `None`: no deadline (the stream idle timeout still applies).
-pub fn deadline(
-    rule: Option<&mesh_config::RouteRule>,
-    arrived: Instant,
-    attempt: Instant,
-) -> Option<Instant> {
-    let rule = rule?;
-    let request = rule.request_timeout.map(|t| arrived + t);
-    let backend = rule.backend_request_timeout.map(|t| attempt + t);
-    match (request, backend) {
-        (Some(a), Some(b)) => Some(a.min(b)),
-        (a, b) => a.or(b),
-    }
-}
-
-/// One exchange's settings.
+/// One request's settings.
 pub struct Exchange<'a> {
     pub upstreams: &'a Upstreams,
-    pub target: &'a Target,
     pub protocol: UpstreamProtocol,
     /// A stream with no byte either way for this long ends (504 before a response).
     pub idle_timeout: Duration,
+    /// Each try ends after this long (`timeouts.backendRequest`).
+    pub try_timeout: Option<Duration>,
+    pub retry: retry::Policy<'a>,
+    /// The first try's target.
+    pub target: Target,
+    /// Where retries may go (empty: only `target`).
+    pub endpoints: &'a [Endpoint],
+    /// The request counted in flight against its destination's retry budget.
+    pub in_flight: &'a InFlight,
 }
 
-/// Sends the session's request (`head`, already filtered) to the target and streams the
-/// response back, applying `edit_response` to its head. Returns the response status.
+/// What the tries of one request did, for metrics and the access log.
+#[derive(Debug, Default)]
+pub struct Tries {
+    pub count: u32,
+    /// Why each retry was made, in order.
+    pub retries: Vec<Reason>,
+    /// A retry was wanted but the destination's retry budget was spent.
+    pub budget_exhausted: bool,
+    /// The endpoint of the last try, when a retry moved to another.
+    pub endpoint: Option<Endpoint>,
+}
+
+/// Sends the session's request (`head`, already filtered) and streams the response back,
+/// applying `edit_response` to its head; a try that fails before its response reached the
+/// caller goes again while the retry policy, the replay buffer and the budget allow. Returns
+/// the response status.
 pub async fn forward(
     exchange: Exchange<'_>,
     session: &mut Session,
     head: RequestHeader,
     mut edit_response: impl FnMut(&mut ResponseHeader) -> pingora_error::Result<()>,
+    tries: &mut Tries,
 ) -> Result<u16, Failure> {
     let method = head.method.clone();
-    let had_body = !session.is_body_empty();
     let caller_h2 = session.is_http2();
-    let mut attempt_head = Some(head);
-    let mut retried = false;
-    let (checkout, response, tx) = loop {
-        let head = attempt_head.take().expect("a head per attempt");
-        let retry_head = (!had_body).then(|| head.clone());
-        let mut checkout = if retried {
-            exchange
-                .upstreams
-                .connect(exchange.target, exchange.protocol)
-                .await?
-        } else {
-            exchange
-                .upstreams
-                .checkout(exchange.target, exchange.protocol)
-                .await?
+    let mut upload = Upload::new(!session.is_body_empty());
+    let mut target = exchange.target.clone();
+    let mut tried = Vec::new();
+    let mut fresh = false;
+    let mut retries_in_flight = Vec::new();
+    let (checkout, response, deadline) = loop {
+        tries.count += 1;
+        let deadline = exchange.try_timeout.map(|t| Instant::now() + t);
+        let attempt = Attempt {
+            exchange: &exchange,
+            target: &target,
+            fresh,
+            deadline,
         };
-        let (tx, body) = if had_body {
-            let (tx, rx) = mpsc::channel::<Result<Frame<Bytes>, std::io::Error>>(BODY_CHANNEL);
-            (Some(tx), StreamBody::new(tokio_stream_of(rx)).boxed())
-        } else {
-            (None, Empty::new().map_err(|never| match never {}).boxed())
-        };
-        let request = upstream_request(head, exchange.protocol, body);
-        let sent = match checkout.ready().await {
-            Ok(()) => send(&mut checkout, request),
-            Err(e) => Box::pin(async move { Err(e) }),
-        };
-        if had_body {
-            break (checkout, sent, tx);
-        }
-        // Without a body the whole request is in `sent`: wait for its head here, so that a
-        // reused connection found closed can be retried on a new one.
-        let response = tokio::time::timeout(exchange.idle_timeout, sent).await;
-        match response {
-            Err(_) => return Err(Failure::Timeout { responded: false }),
-            Ok(Ok(response)) => {
-                break (checkout, Box::pin(async { Ok(response) }), tx);
+        let answered = attempt
+            .until_answered(session, head.clone(), &mut upload)
+            .await?;
+        let why = retry::reason(&exchange.retry, answered.end(), &method)
+            .filter(|_| tries.retries.len() < exchange.retry.attempts as usize)
+            .filter(|_| upload.replayable());
+        let permit = why.and_then(|_| {
+            let permit = exchange.in_flight.retry();
+            tries.budget_exhausted |= permit.is_none();
+            permit
+        });
+        let (Some(why), Some(permit)) = (why, permit) else {
+            match answered {
+                Answered::Response(checkout, response) => break (checkout, response, deadline),
+                Answered::Failed(_, failure) => return Err(failure),
             }
-            Ok(Err(e)) if may_retry_on_new_connection(&method, checkout.reused(), had_body) => {
-                tracing::debug!(error = %e, "reused upstream connection closed; retrying on a new one");
-                attempt_head = retry_head;
-                retried = true;
-                continue;
-            }
-            Ok(Err(e)) => return Err(before_response(&e)),
+        };
+        retries_in_flight.push(permit);
+        tries.retries.push(why);
+        tracing::debug!(reason = why.as_str(), try = tries.count, "retrying upstream request");
+        tried.push(target.authority);
+        if let Some(next) = retry::retry_endpoint(exchange.endpoints, &tried, rand::random()) {
+            target = Target::for_endpoint(next);
+            tries.endpoint = Some(next.clone());
         }
+        // Back to an endpoint that just failed: not on one of its pooled connections.
+        fresh = tried.contains(&target.authority);
+        let retry_number = tries.retries.len() as u32;
+        let wait = retry::backoff(&exchange.retry, why, retry_number, rand::random());
+        tokio::time::sleep(wait).await;
     };
-    let status = pump(
-        &exchange,
-        session,
-        response,
-        tx,
-        Caller {
-            h2: caller_h2,
-            had_body,
-            method: &method,
-        },
-        &mut edit_response,
-    )
-    .await?;
+    let (parts, incoming) = response.into_parts();
+    let status = parts.status.as_u16();
+    let mut header = downstream_response(parts, caller_h2, method == Method::HEAD);
+    if edit_response(&mut header).is_err() {
+        upload.abort();
+        return Err(Failure::BeforeResponse {
+            flag: ResponseFlag::UpstreamProtocolError,
+            reason: "response header filter failed".to_owned(),
+        });
+    }
+    let quiet = Quiet::new(exchange.idle_timeout, deadline);
+    stream_down(session, header, incoming, &mut upload, quiet).await?;
     if let Checkout::Http1 { sender, .. } = checkout {
-        exchange.upstreams.checkin(exchange.target, sender);
-    } else {
-        drop(checkout);
+        exchange.upstreams.checkin(&target, sender);
     }
     Ok(status)
 }
 
 type ResponseFuture = std::pin::Pin<
-    Box<dyn std::future::Future<Output = hyper::Result<http::Response<Incoming>>> + Send>,
+    Box<
+        dyn std::future::Future<
+                Output = Result<
+                    http::Response<Incoming>,
+                    hyper::client::conn::TrySendError<http::Request<UpstreamBody>>,
+                >,
+            > + Send,
+    >,
 >;
 
 fn send(checkout: &mut Checkout, request: http::Request<UpstreamBody>) -> ResponseFuture {
     match checkout {
-        Checkout::Http1 { sender, .. } => Box::pin(sender.send_request(request)),
-        Checkout::Http2 { sender, .. } => Box::pin(sender.send_request(request)),
+        Checkout::Http1 { sender, .. } => Box::pin(sender.try_send_request(request)),
+        Checkout::Http2 { sender, .. } => Box::pin(sender.try_send_request(request)),
     }
 }
 
-fn tokio_stream_of(
-    mut rx: mpsc::Receiver<Result<Frame<Bytes>, std::io::Error>>,
-) -> impl futures::Stream<Item = Result<Frame<Bytes>, std::io::Error>> + Send + Sync + 'static {
-    futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
+/// How a try got as far as a response head, or did not.
+enum Answered {
+    Response(Checkout, http::Response<Incoming>),
+    Failed(TryEnd, Failure),
 }
 
-/// What the pump needs to know of the caller's request.
-struct Caller<'a> {
-    h2: bool,
-    had_body: bool,
-    method: &'a Method,
-}
-
-/// Moves the request body up and the response down until the response has ended.
-async fn pump(
-    exchange: &Exchange<'_>,
-    session: &mut Session,
-    mut response: ResponseFuture,
-    mut tx: Option<mpsc::Sender<Result<Frame<Bytes>, std::io::Error>>>,
-    caller: Caller<'_>,
-    edit_response: &mut impl FnMut(&mut ResponseHeader) -> pingora_error::Result<()>,
-) -> Result<u16, Failure> {
-    let Caller {
-        h2: caller_h2,
-        had_body,
-        method,
-    } = caller;
-    let abort = |tx: &mut Option<mpsc::Sender<Result<Frame<Bytes>, std::io::Error>>>| {
-        if let Some(tx) = tx.take() {
-            let _ = tx.try_send(Err(std::io::Error::other("request aborted")));
-        }
-    };
-    let mut permit: Option<mpsc::OwnedPermit<Result<Frame<Bytes>, std::io::Error>>> = None;
-    let mut body: Option<Incoming> = None;
-    let mut status = 0u16;
-    let mut trailers_sent = false;
-    let idle = tokio::time::sleep(exchange.idle_timeout);
-    tokio::pin!(idle);
-    loop {
-        let sending = tx.is_some();
-        tokio::select! {
-            reserved = reserve(tx.clone()), if sending && permit.is_none() => match reserved {
-                Some(p) => permit = Some(p),
-                // The upstream stopped taking the body (it answered, or went away).
-                None => tx = None,
+impl Answered {
+    fn end(&self) -> TryEnd {
+        match self {
+            Answered::Response(_, response) => TryEnd::Answered {
+                status: response.status().as_u16(),
+                grpc: retry::grpc_status(response.headers()),
             },
-            chunk = session.read_request_body(), if sending && permit.is_some() => {
-                idle.as_mut().reset(tokio::time::Instant::now() + exchange.idle_timeout);
-                match chunk {
-                    Ok(Some(data)) => {
-                        if let Some(p) = permit.take() {
-                            p.send(Ok(Frame::data(data)));
-                        }
+            Answered::Failed(end, _) => *end,
+        }
+    }
+}
+
+/// One try: a connection to `target`, the request sent, the body streaming up.
+struct Attempt<'a> {
+    exchange: &'a Exchange<'a>,
+    target: &'a Target,
+    /// On a new connection rather than a pooled one.
+    fresh: bool,
+    deadline: Option<Instant>,
+}
+
+impl Attempt<'_> {
+    /// Runs the try until the response head is in (the request body streams meanwhile).
+    /// `Err`: the caller failed, and nothing more can be done for it.
+    async fn until_answered(
+        &self,
+        session: &mut Session,
+        head: RequestHeader,
+        upload: &mut Upload,
+    ) -> Result<Answered, Failure> {
+        let (upstreams, protocol) = (self.exchange.upstreams, self.exchange.protocol);
+        let connected = match self.fresh {
+            true => upstreams.connect(self.target, protocol).await,
+            false => upstreams.checkout(self.target, protocol).await,
+        };
+        let mut checkout = match connected {
+            Ok(checkout) => checkout,
+            Err(e) => return Ok(Answered::Failed(TryEnd::ConnectFailure, e.into())),
+        };
+        let reused = checkout.reused();
+        if let Err(e) = checkout.ready().await {
+            // Closed before anything was sent on it.
+            let (_, failure) = before_response(&e, reused, true);
+            return Ok(Answered::Failed(TryEnd::NotSent, failure));
+        }
+        let request = upstream_request(head, protocol, upload.body_for_try(session));
+        let mut response = send(&mut checkout, request);
+        let quiet = Quiet::new(self.exchange.idle_timeout, self.deadline);
+        let timer = tokio::time::sleep_until(quiet.until().into());
+        tokio::pin!(timer);
+        loop {
+            tokio::select! {
+                stepped = upload.step(session), if upload.sending() => {
+                    stepped?;
+                    timer.as_mut().reset(quiet.until().into());
+                }
+                answered = &mut response => return Ok(match answered {
+                    Ok(response) => Answered::Response(checkout, response),
+                    Err(mut e) => {
+                        upload.abort();
+                        let unsent = e.take_message().is_some();
+                        let (end, failure) = before_response(e.error(), reused, unsent);
+                        Answered::Failed(end, failure)
                     }
-                    Ok(None) => {
-                        permit = None;
-                        tx = None;
-                    }
-                    Err(e) => {
-                        abort(&mut tx);
-                        return Err(Failure::Downstream(e));
-                    }
+                }),
+                () = &mut timer => {
+                    upload.abort();
+                    return Ok(Answered::Failed(TryEnd::TimedOut, Failure::Timeout { responded: false }));
                 }
             }
-            answered = &mut response, if body.is_none() && status == 0 => {
-                idle.as_mut().reset(tokio::time::Instant::now() + exchange.idle_timeout);
-                let answered = match answered {
-                    Ok(answered) => answered,
-                    Err(e) => {
-                        abort(&mut tx);
-                        return Err(before_response(&e));
-                    }
-                };
-                let (parts, incoming) = answered.into_parts();
-                status = parts.status.as_u16();
-                let end = incoming.is_end_stream();
-                let mut header = downstream_response(parts, caller_h2, *method == Method::HEAD);
-                if edit_response(&mut header).is_err() {
-                    abort(&mut tx);
-                    return Err(Failure::BeforeResponse {
-                        flag: ResponseFlag::UpstreamProtocolError,
-                        reason: "response header filter failed".to_owned(),
-                    });
-                }
-                if !caller_h2 && had_body && !session.is_body_done() {
-                    // Answered before the caller's body is in (as Envoy does): this HTTP/1.1
-                    // connection carries no further request.
-                    session.set_keepalive(None);
-                }
-                if let Err(e) = session.write_response_header(Box::new(header), end).await {
-                    abort(&mut tx);
-                    return Err(Failure::Downstream(e));
-                }
-                if end {
-                    break;
-                }
-                body = Some(incoming);
+        }
+    }
+}
+
+/// When a try gives up waiting: after `idle` with nothing moving, or at its deadline.
+#[derive(Clone, Copy)]
+struct Quiet {
+    idle: Duration,
+    deadline: Option<Instant>,
+}
+
+impl Quiet {
+    fn new(idle: Duration, deadline: Option<Instant>) -> Self {
+        Quiet { idle, deadline }
+    }
+
+    /// The instant to give up at, counting idleness from now.
+    fn until(&self) -> Instant {
+        let idle = Instant::now() + self.idle;
+        self.deadline.map_or(idle, |d| d.min(idle))
+    }
+}
+
+/// Writes the response head, then moves the rest of the request body up and the response
+/// body down until the response has ended.
+async fn stream_down(
+    session: &mut Session,
+    header: ResponseHeader,
+    body: Incoming,
+    upload: &mut Upload,
+    quiet: Quiet,
+) -> Result<(), Failure> {
+    let caller_h2 = session.is_http2();
+    let end = body.is_end_stream();
+    if !caller_h2 && upload.had_body && !session.is_body_done() {
+        // Answered before the caller's body is in (as Envoy does): this HTTP/1.1
+        // connection carries no further request.
+        session.set_keepalive(None);
+    }
+    if let Err(e) = session.write_response_header(Box::new(header), end).await {
+        upload.abort();
+        return Err(Failure::Downstream(e));
+    }
+    if !end {
+        relay_body(session, body, upload, quiet).await?;
+    }
+    if upload.had_body && !session.is_body_done() {
+        // The response ended before the request body: the upstream has what it wanted; the
+        // rest of the caller's body is not read (its connection is not reused).
+        upload.abort();
+        session.set_keepalive(None);
+    }
+    Ok(())
+}
+
+/// Moves the response body down (and the rest of the request body up) until it has ended.
+async fn relay_body(
+    session: &mut Session,
+    mut body: Incoming,
+    upload: &mut Upload,
+    quiet: Quiet,
+) -> Result<(), Failure> {
+    let caller_h2 = session.is_http2();
+    let mut trailers_sent = false;
+    let timer = tokio::time::sleep_until(quiet.until().into());
+    tokio::pin!(timer);
+    loop {
+        tokio::select! {
+            stepped = upload.step(session), if upload.sending() => {
+                stepped?;
+                timer.as_mut().reset(quiet.until().into());
             }
-            frame = next_frame(&mut body), if body.is_some() => {
-                idle.as_mut().reset(tokio::time::Instant::now() + exchange.idle_timeout);
+            frame = body.frame() => {
+                timer.as_mut().reset(quiet.until().into());
                 let written = match frame {
                     None => {
                         if !trailers_sent {
@@ -434,10 +491,10 @@ async fn pump(
                                 .await
                                 .map_err(Failure::Downstream)?;
                         }
-                        break;
+                        return Ok(());
                     }
                     Some(Err(e)) => {
-                        abort(&mut tx);
+                        upload.abort();
                         return Err(Failure::AfterResponse(e.to_string()));
                     }
                     Some(Ok(frame)) => match frame.into_data() {
@@ -454,34 +511,157 @@ async fn pump(
                     },
                 };
                 if let Err(e) = written {
-                    abort(&mut tx);
+                    upload.abort();
                     return Err(Failure::Downstream(e));
                 }
             }
-            () = &mut idle => {
-                abort(&mut tx);
-                return Err(Failure::Timeout { responded: status != 0 });
+            () = &mut timer => {
+                upload.abort();
+                return Err(Failure::Timeout { responded: true });
             }
         }
     }
-    if had_body && !session.is_body_done() {
-        // The response ended before the request body: the upstream has what it wanted; the
-        // rest of the caller's body is not read (its connection is not reused).
-        abort(&mut tx);
-        session.set_keepalive(None);
-    }
-    Ok(status)
 }
 
-async fn reserve<T>(tx: Option<mpsc::Sender<T>>) -> Option<mpsc::OwnedPermit<T>> {
-    tx?.reserve_owned().await.ok()
+type BodyFrame = Result<Frame<Bytes>, std::io::Error>;
+
+/// The caller's request body on its way up: read from the session into the current try's
+/// channel, with what was read so far kept (up to [`REPLAY_LIMIT`]) for a retry to send again.
+struct Upload {
+    had_body: bool,
+    tx: Option<mpsc::Sender<Option<Bytes>>>,
+    permit: Option<mpsc::OwnedPermit<Option<Bytes>>>,
+    replay: Replay,
 }
 
-async fn next_frame(body: &mut Option<Incoming>) -> Option<hyper::Result<Frame<Bytes>>> {
-    match body {
-        Some(body) => body.frame().await,
-        None => std::future::pending().await,
+/// Request body bytes kept for a retry (Pingora's and Envoy's default); a larger body is
+/// not retried.
+pub const REPLAY_LIMIT: usize = 64 << 10;
+
+/// The body read so far, while it is no more than [`REPLAY_LIMIT`].
+#[derive(Debug, Default)]
+struct Replay {
+    chunks: Vec<Bytes>,
+    size: usize,
+    overflowed: bool,
+}
+
+impl Replay {
+    fn record(&mut self, chunk: &Bytes) {
+        if self.overflowed {
+            return;
+        }
+        self.size += chunk.len();
+        if self.size > REPLAY_LIMIT {
+            self.overflowed = true;
+            self.chunks = Vec::new();
+        } else {
+            self.chunks.push(chunk.clone());
+        }
     }
+}
+
+impl Upload {
+    fn new(had_body: bool) -> Self {
+        Upload {
+            had_body,
+            tx: None,
+            permit: None,
+            replay: Replay::default(),
+        }
+    }
+
+    /// Whether a new try could send the whole body again.
+    fn replayable(&self) -> bool {
+        !self.replay.overflowed
+    }
+
+    /// Whether body bytes are still to be read from the caller for the current try.
+    fn sending(&self) -> bool {
+        self.tx.is_some()
+    }
+
+    /// The body of a new try: what was read so far, then the rest as it is read.
+    fn body_for_try(&mut self, session: &mut Session) -> UpstreamBody {
+        if !self.had_body {
+            return Empty::new().map_err(|never| match never {}).boxed();
+        }
+        self.permit = None;
+        let replayed: Vec<BodyFrame> = (self.replay.chunks.iter())
+            .map(|chunk| Ok(Frame::data(chunk.clone())))
+            .collect();
+        let replayed = futures::stream::iter(replayed);
+        if session.is_body_done() {
+            self.tx = None;
+            return StreamBody::new(replayed).boxed();
+        }
+        let (tx, rx) = mpsc::channel(BODY_CHANNEL);
+        self.tx = Some(tx);
+        StreamBody::new(futures::StreamExt::chain(replayed, rest_of_body(rx))).boxed()
+    }
+
+    /// Moves the body one step: waits for room in the try's channel, or reads a chunk into
+    /// it. Cancel-safe: a step interrupted loses nothing.
+    async fn step(&mut self, session: &mut Session) -> Result<(), Failure> {
+        let Some(tx) = &self.tx else {
+            return Ok(());
+        };
+        let Some(permit) = self.permit.take() else {
+            match tx.clone().reserve_owned().await {
+                Ok(permit) => self.permit = Some(permit),
+                // The upstream stopped taking the body (it answered, or went away).
+                Err(_) => self.tx = None,
+            }
+            return Ok(());
+        };
+        match session.read_request_body().await {
+            Ok(Some(data)) => {
+                self.replay.record(&data);
+                permit.send(Some(data));
+                Ok(())
+            }
+            Ok(None) => {
+                permit.send(None);
+                self.tx = None;
+                Ok(())
+            }
+            Err(e) => {
+                self.abort();
+                Err(Failure::Downstream(e))
+            }
+        }
+    }
+
+    /// Ends the current try's body unfinished, so the upstream sees an aborted request.
+    fn abort(&mut self) {
+        self.permit = None;
+        self.tx = None;
+    }
+}
+
+/// The body as read into a try's channel: a chunk, or `None` for its end. A channel closed
+/// before the end (the try was abandoned) ends the body with an error, so no upstream takes
+/// a cut request for a whole one.
+fn rest_of_body(
+    mut rx: mpsc::Receiver<Option<Bytes>>,
+) -> impl futures::Stream<Item = BodyFrame> + Send + Sync + 'static {
+    let mut ended = false;
+    futures::stream::poll_fn(move |cx| {
+        if ended {
+            return Poll::Ready(None);
+        }
+        Poll::Ready(match std::task::ready!(rx.poll_recv(cx)) {
+            Some(Some(data)) => Some(Ok(Frame::data(data))),
+            Some(None) => {
+                ended = true;
+                None
+            }
+            None => {
+                ended = true;
+                Some(Err(std::io::Error::other("request aborted")))
+            }
+        })
+    })
 }
 
 #[cfg(test)]
@@ -574,45 +754,33 @@ mod tests {
     }
 
     #[test]
-    fn the_earlier_of_the_route_timeouts_is_the_deadline() {
-        let rule = |request: Option<u64>, backend: Option<u64>| mesh_config::RouteRule {
-            route: mesh_config::ObjectRef::new("default", "r"),
-            rule_index: 0,
-            matches: Vec::new(),
-            filters: Vec::new(),
-            backends: Vec::new(),
-            request_timeout: request.map(Duration::from_millis),
-            backend_request_timeout: backend.map(Duration::from_millis),
-        };
-        let arrived = Instant::now();
-        let attempt = arrived + Duration::from_millis(100);
-        let ms = |n| Duration::from_millis(n);
-        assert_eq!(deadline(None, arrived, attempt), None);
-        assert_eq!(deadline(Some(&rule(None, None)), arrived, attempt), None);
-        assert_eq!(
-            deadline(Some(&rule(Some(500), None)), arrived, attempt),
-            Some(arrived + ms(500))
-        );
-        assert_eq!(
-            deadline(Some(&rule(None, Some(300))), arrived, attempt),
-            Some(attempt + ms(300))
-        );
-        assert_eq!(
-            deadline(Some(&rule(Some(350), Some(300))), arrived, attempt),
-            Some(arrived + ms(350))
-        );
-        assert_eq!(
-            deadline(Some(&rule(Some(500), Some(300))), arrived, attempt),
-            Some(attempt + ms(300))
-        );
+    fn the_replay_buffer_keeps_up_to_64_kib_then_gives_up() {
+        let mut replay = Replay::default();
+        let chunk = Bytes::from(vec![b'x'; 16 << 10]);
+        for _ in 0..4 {
+            replay.record(&chunk);
+        }
+        assert!(!replay.overflowed, "exactly 64 KiB still replays");
+        assert_eq!((replay.chunks.len(), replay.size), (4, 64 << 10));
+        replay.record(&Bytes::from_static(b"y"));
+        assert!(replay.overflowed);
+        assert!(replay.chunks.is_empty(), "the kept chunks are freed");
     }
 
-    #[test]
-    fn only_idempotent_bodiless_requests_on_reused_connections_are_retried() {
-        assert!(may_retry_on_new_connection(&Method::GET, true, false));
-        assert!(!may_retry_on_new_connection(&Method::GET, false, false));
-        assert!(!may_retry_on_new_connection(&Method::GET, true, true));
-        assert!(!may_retry_on_new_connection(&Method::POST, true, false));
+    #[tokio::test]
+    async fn a_body_whose_channel_closes_before_its_end_ends_in_an_error() {
+        let (tx, rx) = mpsc::channel(4);
+        tx.send(Some(Bytes::from_static(b"a"))).await.expect("send");
+        tx.send(None).await.expect("send");
+        let whole: Vec<_> = futures::StreamExt::collect(rest_of_body(rx)).await;
+        assert_eq!(whole.len(), 1);
+        assert!(whole[0].is_ok());
+        let (tx, rx) = mpsc::channel(4);
+        tx.send(Some(Bytes::from_static(b"a"))).await.expect("send");
+        drop(tx);
+        let cut: Vec<_> = futures::StreamExt::collect(rest_of_body(rx)).await;
+        assert_eq!(cut.len(), 2);
+        assert!(cut[1].is_err(), "an abandoned body is not a whole one");
     }
 
     #[test]

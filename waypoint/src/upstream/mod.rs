@@ -4,13 +4,17 @@
 //!   per endpoint (no socket between Pingora and HBONE).
 //! - [`forward`]: one request over such a connection, both bodies streaming at once, and what
 //!   a failure means for the caller.
+//! - [`retry`]: whether a failed try goes again, when, and to which endpoint.
+//! - [`budget`]: retries in flight per destination, bounded by the requests in flight.
 //! - [`protocol`]: what a Service port says its backends speak.
 //!
-//! Load balancing, retries, budgets and outlier detection land here.
+//! Load balancing and outlier detection land here.
 
+pub mod budget;
 pub mod client;
 pub mod forward;
 pub mod protocol;
+pub mod retry;
 
 pub use client::{ClientConfig, Target, Upstreams};
 pub use protocol::UpstreamProtocol;
