@@ -37,6 +37,11 @@ pub struct ServerArgs {
     /// Name reported in `/debug` and in the `x-echo-server` header.
     #[arg(long, default_value = "echo")]
     pub name: String,
+    /// Close an HTTP/1.1 connection this long after its last response when no new request
+    /// has begun, without `Connection: close` (an app whose keep-alive timeout races its
+    /// clients; e.g. `5ms`). Not a fortio flag. Default: 30s.
+    #[arg(long = "keepalive-timeout", value_parser = humantime::parse_duration)]
+    pub keepalive_timeout: Option<std::time::Duration>,
 }
 
 /// Problems with command-line values.

@@ -61,7 +61,11 @@ async fn server(args: ServerArgs) -> anyhow::Result<()> {
     tracing::info!(name = %args.name, %local, "echo server listening (HTTP/1.1 and h2c)");
     let shutdown = CancellationToken::new();
     cancel_on_interrupt(shutdown.clone());
-    EchoServer::new(args.name).serve(listener, shutdown).await;
+    let mut echo = EchoServer::new(args.name);
+    if let Some(timeout) = args.keepalive_timeout {
+        echo = echo.keepalive_timeout(timeout);
+    }
+    echo.serve(listener, shutdown).await;
     Ok(())
 }
 

@@ -23,6 +23,9 @@ use ztunnel::{Ztunnel, ZtunnelSettings};
 
 /// Pod annotation that asks the local runner for an echo app on each container port.
 pub const ECHO_ANNOTATION: &str = "mesh.dev/echo";
+/// Pod annotation giving its echo apps a keep-alive timeout (`loadtest server
+/// --keepalive-timeout`), e.g. `5ms`: an app that closes idle connections under its clients.
+pub const ECHO_KEEPALIVE_ANNOTATION: &str = "mesh.dev/echo-keepalive-timeout";
 /// Metrics port (Istio's).
 pub const METRICS_PORT: u16 = 15020;
 /// Readiness port (Istio's).
@@ -44,6 +47,7 @@ pub enum Component {
     Echo {
         pod: String,
         address: SocketAddr,
+        keepalive_timeout: Option<Duration>,
     },
 }
 
@@ -66,6 +70,7 @@ pub fn desired_components(snapshot: &Snapshot) -> BTreeSet<Component> {
             desired.insert(Component::Echo {
                 pod: format!("{}/{}", pod.namespace, pod.name),
                 address: SocketAddr::new(pod.ip, port.port),
+                keepalive_timeout: echo_keepalive_timeout(pod).ok().flatten(),
             });
         }
     }
@@ -88,12 +93,31 @@ fn wants_echo(pod: &Workload) -> bool {
     pod.annotations.get(ECHO_ANNOTATION).map(String::as_str) == Some("true")
 }
 
+/// The keep-alive timeout a pod's echo apps are given, if any.
+fn echo_keepalive_timeout(pod: &Workload) -> Result<Option<Duration>, String> {
+    let Some(text) = pod.annotations.get(ECHO_KEEPALIVE_ANNOTATION) else {
+        return Ok(None);
+    };
+    match humantime::parse_duration(text) {
+        Ok(timeout) if !timeout.is_zero() => Ok(Some(timeout)),
+        Ok(_) => Err(format!("{text:?} is not a positive duration")),
+        Err(e) => Err(format!("{text:?} is not a duration: {e}")),
+    }
+}
+
 /// Checks what the runner needs beyond a valid config.
 pub fn check_runnable(snapshot: &Snapshot) -> anyhow::Result<()> {
     for pod in snapshot.workloads().filter(|w| wants_echo(w)) {
         if pod.container_ports.is_empty() {
             bail!(
                 "pod {}/{} asks for an echo app ({ECHO_ANNOTATION}) but declares no containerPorts",
+                pod.namespace,
+                pod.name
+            );
+        }
+        if let Err(e) = echo_keepalive_timeout(pod) {
+            bail!(
+                "pod {}/{}: annotation {ECHO_KEEPALIVE_ANNOTATION}: {e}",
                 pod.namespace,
                 pod.name
             );
@@ -254,7 +278,13 @@ async fn supervise(
             _ = shutdown.cancelled() => return,
             changed = versions.changed() => if changed.is_err() { return },
         }
-        let desired = desired_components(&shared.store.load());
+        let snapshot = shared.store.load();
+        if let Err(e) = check_runnable(&snapshot) {
+            // What runs stays as it is, as the proxies keep the last good config.
+            error!(error = %format!("{e:#}"), "config update cannot be run; keeping what runs");
+            continue;
+        }
+        let desired = desired_components(&snapshot);
         let (stale, missing): (Vec<Component>, Vec<Component>) = {
             let running = lock(&running);
             let stale = running
@@ -323,10 +353,18 @@ async fn start_component(
             address,
             identity,
         } => start_waypoint(shared, waypoint, pod, *address, identity, &stop).await?,
-        Component::Echo { pod, address } => {
+        Component::Echo {
+            pod,
+            address,
+            keepalive_timeout,
+        } => {
             let listener = bind(*address, &format!("echo app of pod {pod}")).await?;
             let name = pod.rsplit('/').next().unwrap_or(pod).to_string();
-            tokio::spawn(EchoServer::new(name).serve(listener, stop.clone()));
+            let mut echo = EchoServer::new(name);
+            if let Some(timeout) = keepalive_timeout {
+                echo = echo.keepalive_timeout(*timeout);
+            }
+            tokio::spawn(echo.serve(listener, stop.clone()));
             let ready = Readiness::new();
             ready.set_ready(true);
             ready
@@ -474,5 +512,40 @@ mod tests {
         assert_eq!(count(|c| matches!(c, Component::Waypoint { .. })), 1);
         // productpage, ratings, reviews-v1, reviews-v2 opt in; sleep and the waypoint do not.
         assert_eq!(count(|c| matches!(c, Component::Echo { .. })), 4);
+    }
+
+    fn demo_with_keepalive(value: &str) -> Snapshot {
+        let yaml = crate::demo::DEMO_YAML.replacen(
+            "\n    mesh.dev/echo: \"true\"",
+            &format!("\n    mesh.dev/echo: \"true\"\n    {ECHO_KEEPALIVE_ANNOTATION}: \"{value}\""),
+            1,
+        );
+        mesh_config::compile(vec![("demo.yaml".into(), yaml)]).expect("compiles")
+    }
+
+    #[test]
+    fn echo_apps_take_a_keepalive_timeout_from_their_pod() {
+        let snapshot = demo_with_keepalive("5ms");
+        check_runnable(&snapshot).expect("runnable");
+        let timeouts: Vec<Option<Duration>> = desired_components(&snapshot)
+            .into_iter()
+            .filter_map(|c| match c {
+                Component::Echo {
+                    keepalive_timeout, ..
+                } => Some(keepalive_timeout),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(timeouts.len(), 4);
+        let five = Some(Duration::from_millis(5));
+        assert_eq!(timeouts.iter().filter(|t| **t == five).count(), 1);
+        for bad in ["soon", "0s"] {
+            let error = check_runnable(&demo_with_keepalive(bad)).expect_err(bad);
+            let text = error.to_string();
+            assert!(
+                text.contains(ECHO_KEEPALIVE_ANNOTATION) && text.contains(bad),
+                "{text}"
+            );
+        }
     }
 }

@@ -176,6 +176,58 @@ async fn upstream_connections_are_reused_under_200_concurrent_callers() -> anyho
     Ok(())
 }
 
+/// Apps that close each idle keep-alive connection 20 ms after their last response, with no
+/// `Connection: close` (`loadtest server --keepalive-timeout`), under steady GETs from 4
+/// callers whose pauses straddle that timeout, through the whole mesh: no request fails,
+/// because a GET sent on a connection found closed goes again on a new one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn apps_closing_keep_alive_connections_fail_no_get_through_the_waypoint() -> anyhow::Result<()>
+{
+    let yaml = demo_yaml_in_block(25).replace(
+        "\n    mesh.dev/echo: \"true\"",
+        "\n    mesh.dev/echo: \"true\"\n    mesh.dev/echo-keepalive-timeout: \"20ms\"",
+    );
+    let t = TestMesh::start_with(25, &yaml).await?;
+    let mut callers = tokio::task::JoinSet::new();
+    for caller in 0..4u64 {
+        let socks = t.socks(PRODUCTPAGE);
+        callers.spawn(async move {
+            let mut client = MeshClient::connect(socks, REVIEWS, 9080).await?;
+            for i in 0..120u64 {
+                let response = client.get(&format!("/reviews/{caller}/{i}")).await?;
+                anyhow::ensure!(
+                    response.status == 200,
+                    "caller {caller} request {i}: {}",
+                    response.status
+                );
+                // 0 to 40 ms: about half the pauses outlast the apps' keep-alive timeout.
+                tokio::time::sleep(Duration::from_millis((i * 7 + caller * 3) % 41)).await;
+            }
+            anyhow::Ok(())
+        });
+    }
+    for caller in callers.join_all().await {
+        caller?;
+    }
+    let served = scrape_until(
+        t.addr(WAYPOINT_POD, 15020),
+        "istio_requests_total",
+        &[("response_code", "200")],
+        480.0,
+    )
+    .await?;
+    assert_eq!(served, 480.0);
+    let retried = scrape_sum(
+        t.addr(WAYPOINT_POD, 15020),
+        "mesh_upstream_retries_total",
+        &[("reason", "reset-before-request")],
+    )
+    .await?;
+    eprintln!("requests that met a closed connection and went again: {retried}");
+    t.stop().await;
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn route_edited_on_disk_while_requests_flow() -> anyhow::Result<()> {
     let t = TestMesh::start(15).await?;

@@ -7,16 +7,11 @@ use std::time::Duration;
 
 use anyhow::Context;
 
-use common::{Client, Harness, Protocols, manifest, manifest_with_port};
-use mesh_config::fixtures::{http_route, policy};
+use common::{Client, Harness, Protocols, manifest, manifest_with_port, route_to_reviews};
+use mesh_config::fixtures::policy;
 use serde_json::json;
 
 const SLEEP: &str = "sleep";
-
-fn route_to_reviews(rules: serde_json::Value) -> serde_json::Value {
-    let parent = json!([{"group": "", "kind": "Service", "name": "reviews", "port": 9080}]);
-    http_route("default", "reviews", parent, rules)
-}
 
 fn allow_only_productpage() -> serde_json::Value {
     policy(
@@ -33,14 +28,8 @@ fn allow_only_productpage() -> serde_json::Value {
 /// Waits until the request metric with `labels` reaches `at_least` (logging runs after the
 /// response is sent).
 async fn wait_metric(h: &Harness, labels: &[(&str, &str)], at_least: f64) -> f64 {
-    for _ in 0..100 {
-        let value = h.metric("istio_requests_total", labels);
-        if value >= at_least {
-            return value;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    h.metric("istio_requests_total", labels)
+    h.wait_metric("istio_requests_total", labels, at_least)
+        .await
 }
 
 #[tokio::test]

@@ -8,6 +8,7 @@ pub mod params;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use http::header::{CONNECTION, CONTENT_TYPE, HeaderValue};
 use http::{HeaderName, Request, Response, StatusCode, Version};
@@ -28,6 +29,7 @@ pub const SERVER_HEADER: HeaderName = HeaderName::from_static("x-echo-server");
 #[derive(Debug, Clone)]
 pub struct EchoServer {
     name: String,
+    keepalive_timeout: Option<Duration>,
 }
 
 struct Shared {
@@ -38,7 +40,19 @@ struct Shared {
 impl EchoServer {
     /// `name` is reported in `/debug` and in the `x-echo-server` header.
     pub fn new(name: impl Into<String>) -> Self {
-        Self { name: name.into() }
+        Self {
+            name: name.into(),
+            keepalive_timeout: None,
+        }
+    }
+
+    /// Closes an HTTP/1.1 connection that brings no new request head for `timeout` after
+    /// its last response (and a new one whose first head takes as long), with no
+    /// `Connection: close` before: an app whose keep-alive timeout races its clients.
+    /// Default: hyper's 30 s.
+    pub fn keepalive_timeout(mut self, timeout: Duration) -> Self {
+        self.keepalive_timeout = Some(timeout);
+        self
     }
 
     pub fn name(&self) -> &str {
@@ -52,7 +66,11 @@ impl EchoServer {
             name: self.name,
             header,
         });
-        serve_connections(listener, shutdown, http_builder(), move |peer| {
+        let mut builder = http_builder();
+        if let Some(timeout) = self.keepalive_timeout {
+            builder.http1().header_read_timeout(timeout);
+        }
+        serve_connections(listener, shutdown, builder, move |peer| {
             let shared = Arc::clone(&shared);
             hyper::service::service_fn(move |request| handle(Arc::clone(&shared), peer, request))
         })

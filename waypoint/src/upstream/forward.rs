@@ -256,7 +256,8 @@ pub async fn forward(
     let mut target = exchange.target.clone();
     let mut tried = Vec::new();
     let mut fresh = false;
-    let mut retries_in_flight = Vec::new();
+    // The retry under way, counted against the budget until the next one or the end.
+    let mut retry_in_flight = None;
     let (checkout, response, deadline) = loop {
         tries.count += 1;
         let deadline = exchange.try_timeout.map(|t| Instant::now() + t);
@@ -273,6 +274,8 @@ pub async fn forward(
             .filter(|_| tries.retries.len() < exchange.retry.attempts as usize)
             .filter(|_| upload.replayable());
         let permit = why.and_then(|_| {
+            // The try it covered has ended.
+            retry_in_flight = None;
             let permit = exchange.in_flight.retry();
             tries.budget_exhausted |= permit.is_none();
             permit
@@ -283,7 +286,7 @@ pub async fn forward(
                 Answered::Failed(_, failure) => return Err(failure),
             }
         };
-        retries_in_flight.push(permit);
+        retry_in_flight = Some(permit);
         tries.retries.push(why);
         tracing::debug!(reason = why.as_str(), try = tries.count, "retrying upstream request");
         tried.push(target.authority);

@@ -77,6 +77,12 @@ pub fn manifest_with_port(block: u8, port_name: &str, extra: &[Value]) -> String
     yaml(&objs)
 }
 
+/// An HTTPRoute `default/reviews` on the reviews Service port with `rules`.
+pub fn route_to_reviews(rules: Value) -> Value {
+    let parent = json!([{"group": "", "kind": "Service", "name": "reviews", "port": 9080}]);
+    fixtures::http_route("default", "reviews", parent, rules)
+}
+
 /// A running waypoint and the CA every party's certificate comes from.
 pub struct Harness {
     pub block: u8,
@@ -203,6 +209,19 @@ impl Harness {
         .await
     }
 
+    /// [`Harness::metric`] once it reaches `at_least` (metrics are recorded as a request's
+    /// log is written, just after its response), or its value after 2 s.
+    pub async fn wait_metric(&self, metric: &str, labels: &[(&str, &str)], at_least: f64) -> f64 {
+        for _ in 0..100 {
+            let value = self.metric(metric, labels);
+            if value >= at_least {
+                return value;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        self.metric(metric, labels)
+    }
+
     /// The value of `metric` whose labels include all of `labels` (summed), from the registry.
     pub fn metric(&self, metric: &str, labels: &[(&str, &str)]) -> f64 {
         let mut total = 0.0;
@@ -323,8 +342,10 @@ pub enum Protocols {
 /// A backend pod: its "ztunnel" (an HBONE server presenting the pod's identity) and, inside
 /// each tunnel, an echo app. Each response says which backend served it (`x-backend`) over
 /// which protocol (`x-backend-protocol`) and echoes the request's headers as
-/// `x-echo-<name>`; gRPC calls get `grpc-status: 0` trailers. `/echo` streams the request body
-/// back; `/big` answers 8 MiB; `/stall` never answers.
+/// `x-echo-<name>`; gRPC calls get `grpc-status: 0` trailers. A path ending in `/echo` streams
+/// the request body back; `/big` answers 8 MiB; `/stall` never answers; `/slow` answers after
+/// 200 ms. A path with a segment `fail-<version>` (this backend's) or `fail-all` misbehaves as
+/// the next segment says (see [`Fault`]).
 pub struct Backend {
     shutdown: CancellationToken,
     open_tunnels: Arc<std::sync::atomic::AtomicUsize>,
@@ -361,7 +382,8 @@ impl Backend {
                     let path = req.uri().path().to_owned();
                     *seen.lock().expect("seen").entry(path).or_default() += 1;
                     let nth = served.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                    let drop_it = protocols == Protocols::Http1DroppingReused && nth > 0;
+                    let drop_it = (protocols == Protocols::Http1DroppingReused && nth > 0)
+                        || Fault::asked(&name, req.uri().path()) == Some(Fault::Reset);
                     let answer = echo(name.clone(), req);
                     async move {
                         if drop_it {
@@ -435,10 +457,46 @@ impl Drop for Backend {
     }
 }
 
+/// How a backend misbehaves when a request's path asks it to: `/…/fail-<version>/<fault>/…`
+/// or `/…/fail-all/<fault>/…`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fault {
+    /// `<code>`: answers with that status.
+    Status(u16),
+    /// `reset`: closes the connection (HTTP/1.1) or resets the stream (HTTP/2) unanswered.
+    Reset,
+    /// `unavailable`: a trailers-only gRPC answer with status 14 (`UNAVAILABLE`).
+    GrpcUnavailable,
+    /// `stall`: never answers.
+    Stall,
+}
+
+impl Fault {
+    /// The fault `path` asks of the backend named `name`.
+    pub fn asked(name: &str, path: &str) -> Option<Fault> {
+        let mut segments = path.split('/');
+        segments.find(|s| {
+            s.strip_prefix("fail-")
+                .is_some_and(|who| who == name || who == "all")
+        })?;
+        match segments.next()? {
+            "reset" => Some(Fault::Reset),
+            "unavailable" => Some(Fault::GrpcUnavailable),
+            "stall" => Some(Fault::Stall),
+            code => code.parse().ok().map(Fault::Status),
+        }
+    }
+}
+
 async fn echo(
     name: Arc<str>,
     req: Request<Incoming>,
 ) -> Result<Response<http_body_util::combinators::BoxBody<Bytes, hyper::Error>>, Infallible> {
+    let empty = || {
+        Full::new(Bytes::new())
+            .map_err(|never| match never {})
+            .boxed()
+    };
     let grpc = req
         .headers()
         .get(http::header::CONTENT_TYPE)
@@ -458,6 +516,22 @@ async fn echo(
         // Answers after 200 ms, so that concurrent requests overlap.
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    match Fault::asked(&name, req.uri().path()) {
+        Some(Fault::Status(code)) => {
+            let response = response.status(code).body(empty());
+            return Ok(response.expect("valid response"));
+        }
+        Some(Fault::GrpcUnavailable) => {
+            let response = response
+                .header(http::header::CONTENT_TYPE, "application/grpc")
+                .header("grpc-status", "14")
+                .header("grpc-message", "unavailable on purpose")
+                .body(empty());
+            return Ok(response.expect("valid response"));
+        }
+        Some(Fault::Stall) => std::future::pending::<()>().await,
+        Some(Fault::Reset) | None => {}
+    }
     if req.uri().path() == "/big" {
         // 8 MiB, streamed in 64 KiB chunks.
         let chunk = Bytes::from(vec![b'b'; 64 << 10]);
@@ -467,7 +541,7 @@ async fn echo(
         let body = http_body_util::StreamBody::new(frames).boxed();
         return Ok(response.body(body).expect("valid response"));
     }
-    if req.uri().path() == "/echo" {
+    if req.uri().path().ends_with("/echo") {
         // The request body streams back as it arrives.
         return Ok(response
             .body(req.into_body().boxed())
