@@ -14,6 +14,7 @@ pub mod policy;
 pub mod route;
 mod snapshot;
 pub mod store;
+pub mod traffic;
 mod watch;
 
 /// SPIFFE trust domain of every identity.
@@ -42,3 +43,4 @@ pub use route::{
 };
 pub use snapshot::Snapshot;
 pub use store::{FileSource, Store};
+pub use traffic::{ConnectionPool, HashKey, LoadBalancer, OutlierDetection, TrafficPolicy};

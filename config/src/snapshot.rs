@@ -9,6 +9,7 @@ use crate::error::ConfigError;
 use crate::model::{Endpoint, Node, ObjectRef, Service, Waypoint, Workload};
 use crate::policy::{AuthorizationPolicy, PolicyScope, PolicyTargetRef};
 use crate::route::RouteRule;
+use crate::traffic::TrafficPolicy;
 use crate::{ROOT_NAMESPACE, TRUST_DOMAIN};
 
 const GATEWAY_GROUP: &str = "gateway.networking.k8s.io";
@@ -18,6 +19,7 @@ const GATEWAY_GROUP: &str = "gateway.networking.k8s.io";
 struct ServiceEntry {
     endpoints: HashMap<u16, Vec<Endpoint>>,
     routes: HashMap<u16, Vec<Arc<RouteRule>>>,
+    traffic: Option<Arc<TrafficPolicy>>,
 }
 
 /// The compiled pieces a snapshot is indexed from.
@@ -28,6 +30,8 @@ pub(crate) struct Parts {
     pub services: Vec<Arc<Service>>,
     pub endpoints: HashMap<ObjectRef, HashMap<u16, Vec<Endpoint>>>,
     pub routes: HashMap<ObjectRef, HashMap<u16, Vec<Arc<RouteRule>>>>,
+    /// From DestinationRules, by Service.
+    pub traffic: HashMap<ObjectRef, Arc<TrafficPolicy>>,
     pub waypoints: Vec<Arc<Waypoint>>,
     /// Gateway class of each waypoint.
     pub waypoint_classes: BTreeMap<ObjectRef, String>,
@@ -82,6 +86,7 @@ impl Snapshot {
             let entry = ServiceEntry {
                 endpoints: parts.endpoints.remove(&key).unwrap_or_default(),
                 routes: parts.routes.remove(&key).unwrap_or_default(),
+                traffic: parts.traffic.remove(&key),
             };
             let by_ns = snap.services_by_name.entry(key.namespace).or_default();
             by_ns.insert(key.name, (Arc::clone(svc), entry));
@@ -209,6 +214,12 @@ impl Snapshot {
     }
 
     /// The pods serving `port` of `service`, with the resolved target port; empty if none.
+    /// The traffic policy a DestinationRule gives `service`, if one does.
+    pub fn traffic_policy(&self, service: &Service) -> Option<&Arc<TrafficPolicy>> {
+        self.entry(&service.namespace, &service.name)
+            .and_then(|(_, e)| e.traffic.as_ref())
+    }
+
     pub fn endpoints(&self, service: &Service, port: u16) -> &[Endpoint] {
         self.entry(&service.namespace, &service.name)
             .and_then(|(_, e)| e.endpoints.get(&port))

@@ -1,6 +1,7 @@
 //! Manifests → validated, indexed `Snapshot`. Collects every error before failing.
 
 mod attach;
+mod destination_rules;
 pub(crate) mod labels;
 mod policies;
 mod routes;
@@ -63,6 +64,8 @@ fn build(m: Manifests, mut diag: Diagnostics) -> Result<Snapshot, ConfigErrors> 
         .collect();
     let routes = attach::attach(&m.routes, &compiled, &service_map, &gateways, &mut diag);
     let policies = policies::policies(&m.policies, &mut diag);
+    let traffic =
+        destination_rules::traffic_policies(&m.destination_rules, &service_map, &mut diag);
     if !diag.errors.is_empty() {
         return Err(ConfigErrors(diag.errors));
     }
@@ -77,6 +80,7 @@ fn build(m: Manifests, mut diag: Diagnostics) -> Result<Snapshot, ConfigErrors> 
         services,
         endpoints,
         routes,
+        traffic,
         waypoints,
         waypoint_classes,
         policies,

@@ -1,6 +1,7 @@
 //! Reading manifests: YAML documents → typed Kubernetes-shaped objects, with file/object context.
 
 pub(crate) mod authz;
+pub(crate) mod destination_rule;
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -19,6 +20,13 @@ use crate::error::{ConfigError, Diagnostics, Location, Origin};
 pub(crate) struct AuthzObject {
     #[serde(default)]
     pub spec: authz::PolicySpec,
+}
+
+/// A DestinationRule object (hand-written spec; name/namespace come from the header).
+#[derive(Clone, Debug, Default, Deserialize)]
+pub(crate) struct DestinationRuleObject {
+    #[serde(default)]
+    pub spec: destination_rule::DestinationRuleSpec,
 }
 
 /// One parsed object with where it came from.
@@ -88,6 +96,8 @@ kinds! {
         ["gateway.networking.k8s.io/v1", "gateway.networking.k8s.io/v1beta1"], true;
     AuthorizationPolicy: AuthzObject => policies, "AuthorizationPolicy",
         ["security.istio.io/v1", "security.istio.io/v1beta1"], true;
+    DestinationRule: DestinationRuleObject => destination_rules, "DestinationRule",
+        ["networking.istio.io/v1", "networking.istio.io/v1beta1", "networking.istio.io/v1alpha3"], true;
 }
 
 /// Objects from any source (manifest files, or the Kubernetes API), checked for duplicates
