@@ -40,6 +40,7 @@ use tokio_util::sync::CancellationToken;
 use crate::proxy::WaypointProxy;
 pub use crate::request::HeaderLimits;
 use crate::telemetry::Metrics;
+use crate::upstream::health::Health;
 use crate::upstream::{ClientConfig, Upstreams};
 
 /// Static settings of one waypoint instance (one pod of a waypoint `Gateway`).
@@ -116,6 +117,7 @@ pub struct WaypointServer {
     listener: TcpListener,
     hbone: mesh_hbone::Server,
     upstreams: Upstreams,
+    health: Arc<Health>,
     proxy: Arc<HttpProxy<WaypointProxy>>,
     store: Arc<Store>,
 }
@@ -141,6 +143,7 @@ impl WaypointServer {
         let listener = TcpListener::bind(addr)
             .await
             .map_err(bind_err(addr.to_string()))?;
+        let health = Arc::new(Health::default());
         let upstreams = Upstreams::new(
             pool,
             settings.identity.clone(),
@@ -158,7 +161,8 @@ impl WaypointServer {
             store: store.clone(),
             waypoint: settings.waypoint.clone(),
             upstreams: upstreams.clone(),
-            budgets: Default::default(),
+            destinations: Default::default(),
+            health: health.clone(),
             metrics: Metrics::new(registry)?,
             identity: settings.identity.to_string(),
             header_limits: settings.header_limits,
@@ -175,6 +179,7 @@ impl WaypointServer {
             listener,
             hbone: mesh_hbone::Server::new(tls),
             upstreams,
+            health,
             proxy: Arc::new(proxy),
             store,
         })
@@ -186,7 +191,7 @@ impl WaypointServer {
 
     /// Serves until `shutdown` is cancelled.
     pub async fn run(self, shutdown: CancellationToken) {
-        let sweeping = tokio::spawn(sweep(self.upstreams, shutdown.clone()));
+        let sweeping = tokio::spawn(sweep(self.upstreams, self.health, shutdown.clone()));
         ingress::serve(
             self.listener,
             self.hbone,
@@ -202,11 +207,14 @@ impl WaypointServer {
 }
 
 /// Closes idle upstream connections past their idle timeout, every 30 s.
-async fn sweep(upstreams: Upstreams, shutdown: CancellationToken) {
+async fn sweep(upstreams: Upstreams, health: Arc<Health>, shutdown: CancellationToken) {
     let mut every = tokio::time::interval(Duration::from_secs(30));
     loop {
         tokio::select! {
-            _ = every.tick() => upstreams.sweep(),
+            _ = every.tick() => {
+                upstreams.sweep();
+                health.forget_idle();
+            }
             () = shutdown.cancelled() => return,
         }
     }

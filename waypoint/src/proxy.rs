@@ -18,7 +18,7 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use mesh_config::{ObjectRef, Store};
+use mesh_config::{LoadBalancer, ObjectRef, Store, TrafficPolicy};
 use pingora_core::protocols::http::HttpTask;
 use pingora_core::upstreams::peer::HttpPeer;
 use pingora_error::{Error, ErrorType, Result};
@@ -27,21 +27,26 @@ use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 use crate::filters::{self, Phase};
 use crate::outcome;
 use crate::reply::{self, Caller, LocalReply};
+use crate::request::Backend;
 use crate::request::{HeaderLimits, RequestAttrs, RequestCtx, Rolls, plan};
 use crate::telemetry::{Metrics, RequestLabels, access_log};
 use crate::tunnel_io::tunnel_info;
-use crate::upstream::budget::{BudgetKey, Budgets};
+use crate::upstream::balance::{self, Balancing};
 use crate::upstream::forward::{self, Exchange};
+use crate::upstream::health::Health;
+use crate::upstream::limits::{DestinationKey, Destinations, Limits};
 use crate::upstream::retry;
-use crate::upstream::{UpstreamProtocol, Upstreams};
+use crate::upstream::{PoolSettings, Target, UpstreamProtocol, Upstreams};
 
 /// Per-waypoint state shared by all requests.
 pub struct WaypointProxy {
     pub(crate) store: Arc<Store>,
     pub(crate) waypoint: ObjectRef,
     pub(crate) upstreams: Upstreams,
-    /// Retry budgets per destination.
-    pub(crate) budgets: Budgets,
+    /// Requests and retries in flight per destination, and their limits.
+    pub(crate) destinations: Destinations,
+    /// Requests in flight to each endpoint, and outlier detection's ejections.
+    pub(crate) health: Arc<Health>,
     pub(crate) metrics: Metrics,
     /// The waypoint's own SPIFFE id, reported upstream in `x-forwarded-client-cert`.
     pub(crate) identity: String,
@@ -142,6 +147,35 @@ impl ProxyHttp for WaypointProxy {
     }
 }
 
+/// What the upstream needs of a plan's backend, looked up in the request's snapshot.
+struct BackendView<'s> {
+    key: DestinationKey,
+    /// The Service port's endpoints, or the one pod addressed.
+    endpoints: &'s [mesh_config::Endpoint],
+    /// Its DestinationRule's policy, if it has one.
+    policy: Option<&'s TrafficPolicy>,
+}
+
+impl<'s> BackendView<'s> {
+    fn of(snapshot: &'s mesh_config::Snapshot, backend: &'s Backend) -> Self {
+        match backend {
+            Backend::Service { service, port } => BackendView {
+                key: DestinationKey::Service(ObjectRef::new(&service.namespace, &service.name)),
+                endpoints: snapshot.endpoints(service, *port),
+                policy: snapshot.traffic_policy(service).map(|p| p.as_ref()),
+            },
+            Backend::Pod(endpoint) => {
+                let pod = &endpoint.workload;
+                BackendView {
+                    key: DestinationKey::Workload(ObjectRef::new(&pod.namespace, &pod.name)),
+                    endpoints: std::slice::from_ref(endpoint),
+                    policy: None,
+                }
+            }
+        }
+    }
+}
+
 impl WaypointProxy {
     /// Serves the planned request over the upstream; a failure before any response is
     /// answered here; one after it started ends the caller's stream (an error for Pingora).
@@ -163,51 +197,71 @@ impl WaypointProxy {
         }
         let rule = plan.rule.clone();
         filters::apply(rule.as_deref(), Phase::Request, &mut head)?;
-        let (budget_key, endpoints) = match &plan.backend {
-            Some((service, port)) => (
-                BudgetKey::Service(ObjectRef::new(&service.namespace, &service.name)),
-                ctx.snapshot.endpoints(service, *port),
-            ),
-            None => {
-                let pod = &plan.endpoint.workload;
-                (
-                    BudgetKey::Workload(ObjectRef::new(&pod.namespace, &pod.name)),
-                    &[][..],
-                )
-            }
-        };
-        let in_flight = self.budgets.start(&budget_key);
-        let exchange = Exchange {
-            upstreams: &self.upstreams,
-            protocol,
-            idle_timeout: self.stream_idle_timeout,
-            try_timeout: rule.as_ref().and_then(|r| r.backend_request_timeout),
-            retry: retry::Policy::of(rule.as_ref().and_then(|r| r.retry.as_ref())),
-            target: plan.target.clone(),
-            endpoints,
-            in_flight: &in_flight,
-        };
-        let edit = |response: &mut pingora_http::ResponseHeader| {
-            filters::apply(rule.as_deref(), Phase::Response, response)
+        let backend = BackendView::of(&ctx.snapshot, &plan.backend);
+        let default_policy = TrafficPolicy::default();
+        let policy = backend.policy.unwrap_or(&default_policy);
+        let limits = Limits {
+            max_requests: policy.connection_pool.max_requests,
+            max_retries: policy.connection_pool.max_retries,
         };
         let mut tries = forward::Tries::default();
-        let attempt = forward::forward(exchange, session, head, edit, &mut tries);
-        let request_timeout = rule.as_ref().and_then(|r| r.request_timeout);
-        let served = match request_timeout {
-            None => attempt.await,
-            Some(timeout) => tokio::time::timeout_at((ctx.start + timeout).into(), attempt)
-                .await
-                .unwrap_or(Err(forward::Failure::Timeout { responded: false })),
+        let served = match self.destinations.start(&backend.key, limits) {
+            Err(_) => Err(forward::Failure::BeforeResponse {
+                flag: mesh_core::ResponseFlag::UpstreamOverflow,
+                reason: "overflow".to_owned(),
+            }),
+            Ok(in_flight) => {
+                let key = match &policy.load_balancer {
+                    LoadBalancer::ConsistentHash(key) => {
+                        let request = session.req_header();
+                        let source = balance::HashSource {
+                            headers: &request.headers,
+                            query: request.uri.query(),
+                            source_ip: ctx
+                                .tunnel
+                                .as_ref()
+                                .map_or(std::net::IpAddr::from([0, 0, 0, 0]), |t| {
+                                    t.client_addr().ip()
+                                }),
+                        };
+                        balance::hash_key(key, &source)
+                    }
+                    _ => None,
+                };
+                let exchange = Exchange {
+                    upstreams: &self.upstreams,
+                    protocol,
+                    pool: PoolSettings::of(&policy.connection_pool),
+                    idle_timeout: self.stream_idle_timeout,
+                    try_timeout: rule.as_ref().and_then(|r| r.backend_request_timeout),
+                    retry: retry::Policy::of(rule.as_ref().and_then(|r| r.retry.as_ref())),
+                    balancing: Balancing {
+                        lb: &policy.load_balancer,
+                        endpoints: backend.endpoints,
+                        health: &self.health,
+                        outlier: policy.outlier_detection.as_ref(),
+                        key,
+                        in_flight: &in_flight,
+                    },
+                    health: &self.health,
+                };
+                let edit = |response: &mut pingora_http::ResponseHeader| {
+                    filters::apply(rule.as_deref(), Phase::Response, response)
+                };
+                let attempt = forward::forward(exchange, session, head, edit, &mut tries);
+                match rule.as_ref().and_then(|r| r.request_timeout) {
+                    None => attempt.await,
+                    Some(timeout) => tokio::time::timeout_at((ctx.start + timeout).into(), attempt)
+                        .await
+                        .unwrap_or(Err(forward::Failure::Timeout { responded: false })),
+                }
+            }
         };
         self.metrics.record_tries(&plan.destination, &tries);
         ctx.tries = tries.count;
-        if let Some(endpoint) = tries.endpoint {
-            // The last try's endpoint is the one the request is reported against.
-            if let Some(plan) = ctx.plan.as_mut() {
-                plan.target = crate::upstream::Target::for_endpoint(&endpoint);
-                plan.endpoint = endpoint;
-            }
-        }
+        // The last try's endpoint is the one the request is reported against.
+        ctx.target = tries.endpoint.as_ref().map(Target::for_endpoint);
+        ctx.endpoint = tries.endpoint;
         let failure = match served {
             Ok(_) => return Ok(()),
             Err(forward::Failure::Downstream(e)) => return Err(e),

@@ -3,13 +3,13 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use mesh_config::Snapshot;
+use mesh_config::{Endpoint, Snapshot};
 use mesh_core::ResponseFlag;
 
 use super::pipeline::Plan;
 use crate::reply::Caller;
 use crate::tunnel_io::TunnelInfo;
-use crate::upstream::UpstreamProtocol;
+use crate::upstream::{Target, UpstreamProtocol};
 
 /// Everything one request accumulates. The snapshot is the one the request started with:
 /// every decision and every label of this request comes from it, however many snapshots are
@@ -20,6 +20,9 @@ pub struct RequestCtx {
     pub tunnel: Option<Arc<TunnelInfo>>,
     pub caller: Caller,
     pub plan: Option<Plan>,
+    /// The endpoint the (last) try went to, once chosen.
+    pub endpoint: Option<Endpoint>,
+    pub target: Option<Target>,
     /// The protocol spoken to the upstream, once chosen.
     pub upstream_protocol: Option<UpstreamProtocol>,
     /// Why the request ended as it did (`-` when served normally).
@@ -36,6 +39,8 @@ impl RequestCtx {
             tunnel: None,
             caller: crate::reply::Caller::Http,
             plan: None,
+            endpoint: None,
+            target: None,
             upstream_protocol: None,
             flag: ResponseFlag::None,
             tries: 0,

@@ -11,7 +11,7 @@
 
 use std::sync::Arc;
 
-use mesh_config::{Destination, Endpoint, ObjectRef, RouteRule, Service, Snapshot, pick};
+use mesh_config::{Destination, Endpoint, ObjectRef, RouteRule, Service, Snapshot};
 use mesh_core::ResponseFlag;
 
 use crate::authz::{self, Decision, RequestAttributes};
@@ -20,7 +20,7 @@ use crate::reply::LocalReply;
 use crate::request::attrs::RequestAttrs;
 use crate::route::{BackendChoice, choose_backend, select_rule};
 use crate::tunnel_io::TunnelInfo;
-use crate::upstream::{Target, UpstreamProtocol};
+use crate::upstream::UpstreamProtocol;
 
 /// What a stage returns: go on with `T`, or answer the caller with a local reply.
 pub type Flow<T> = Result<T, LocalReply>;
@@ -30,27 +30,32 @@ pub type Flow<T> = Result<T, LocalReply>;
 pub struct Plan {
     pub destination: Destination,
     pub rule: Option<Arc<RouteRule>>,
-    pub endpoint: Endpoint,
-    pub target: Target,
-    /// The Service port whose endpoints serve the request (a retry may go to another of
-    /// them); `None`: a pod addressed directly.
-    pub backend: Option<(Arc<Service>, u16)>,
+    /// What serves it; the upstream balances over it per try.
+    pub backend: Backend,
     /// What the serving Service port declares its backends speak (`None`: as the caller).
     pub declared_protocol: Option<UpstreamProtocol>,
+}
+
+/// What serves a request.
+#[derive(Clone, Debug)]
+pub enum Backend {
+    /// A Service port; its endpoints (never none) are the request's snapshot's.
+    Service { service: Arc<Service>, port: u16 },
+    /// A pod addressed directly.
+    Pod(Endpoint),
 }
 
 /// Randomness the pipeline consumes, supplied by the caller so tests are deterministic.
 #[derive(Clone, Copy, Debug)]
 pub struct Rolls {
+    /// Picks among a rule's weighted backends.
     pub backend: u64,
-    pub endpoint: u64,
 }
 
 impl Rolls {
     pub fn random() -> Self {
         Rolls {
             backend: rand::random(),
-            endpoint: rand::random(),
         }
     }
 }
@@ -68,19 +73,16 @@ pub fn plan(
     let destination = resolve(snapshot, waypoint, tunnel)?;
     authorize(snapshot, waypoint, tunnel, &destination, request)?;
     let routed = route(snapshot, &destination, request, rolls.backend)?;
-    let backend = match &routed.upstreams {
-        Upstreams::Service { service, port, .. } => Some((service.clone(), *port)),
-        Upstreams::Pod(_) => None,
-    };
-    let endpoint = routed.upstreams.choose(rolls.endpoint).ok_or_else(|| {
-        LocalReply::new(503, ResponseFlag::NoHealthyUpstream, "no healthy upstream")
-    })?;
+    if let Backend::Service { service, port } = &routed.backend
+        && snapshot.endpoints(service, *port).is_empty()
+    {
+        let reply = LocalReply::new(503, ResponseFlag::NoHealthyUpstream, "no healthy upstream");
+        return Err(reply);
+    }
     Ok(Plan {
-        target: Target::for_endpoint(&endpoint),
         destination,
         rule: routed.rule,
-        endpoint,
-        backend,
+        backend: routed.backend,
         declared_protocol: routed.declared_protocol,
     })
 }
@@ -170,51 +172,21 @@ fn authorize(
     }
 }
 
-/// The outcome of routing: the rule that matched and the endpoints of its chosen backend.
-struct Routed<'s> {
+/// The outcome of routing: the rule that matched and what serves the request.
+struct Routed {
     rule: Option<Arc<RouteRule>>,
-    upstreams: Upstreams<'s>,
+    backend: Backend,
     declared_protocol: Option<UpstreamProtocol>,
-}
-
-/// The endpoints a request may go to.
-enum Upstreams<'s> {
-    /// A Service port's endpoints.
-    Service {
-        service: Arc<Service>,
-        port: u16,
-        endpoints: &'s [Endpoint],
-    },
-    /// A pod addressed directly.
-    Pod(Endpoint),
-}
-
-impl<'s> Upstreams<'s> {
-    fn service(snapshot: &'s Snapshot, service: &Arc<Service>, port: u16) -> Self {
-        let endpoints = snapshot.endpoints(service, port);
-        Upstreams::Service {
-            service: Arc::clone(service),
-            port,
-            endpoints,
-        }
-    }
-
-    fn choose(self, roll: u64) -> Option<Endpoint> {
-        match self {
-            Upstreams::Service { endpoints, .. } => pick(endpoints, roll).cloned(),
-            Upstreams::Pod(endpoint) => Some(endpoint),
-        }
-    }
 }
 
 /// HTTPRoute matching and the weighted backend choice; a Service without routes gets the
 /// default route (all its endpoints), a pod addressed directly gets itself.
-fn route<'s>(
-    snapshot: &'s Snapshot,
+fn route(
+    snapshot: &Snapshot,
     destination: &Destination,
     request: &RequestAttrs<'_>,
     roll: u64,
-) -> Flow<Routed<'s>> {
+) -> Flow<Routed> {
     let (service, port) = match destination {
         Destination::Workload { workload, port } => {
             let endpoint = Endpoint {
@@ -223,7 +195,7 @@ fn route<'s>(
             };
             return Ok(Routed {
                 rule: None,
-                upstreams: Upstreams::Pod(endpoint),
+                backend: Backend::Pod(endpoint),
                 declared_protocol: None,
             });
         }
@@ -233,7 +205,10 @@ fn route<'s>(
     if rules.is_empty() {
         return Ok(Routed {
             rule: None,
-            upstreams: Upstreams::service(snapshot, service, port),
+            backend: Backend::Service {
+                service: service.clone(),
+                port,
+            },
             declared_protocol: declared(service, port),
         });
     }
@@ -255,7 +230,10 @@ fn route<'s>(
     })?;
     Ok(Routed {
         rule: Some(rule.clone()),
-        upstreams: Upstreams::service(snapshot, service, backend.port),
+        backend: Backend::Service {
+            service: service.clone(),
+            port: backend.port,
+        },
         declared_protocol: declared(service, backend.port),
     })
 }
@@ -294,10 +272,7 @@ mod tests {
     fn run(s: &Snapshot, sa: &str, authority: &str, method: &str, roll: u64) -> Flow<Plan> {
         let headers = http::HeaderMap::new();
         let request = RequestAttrs::new(method, "/reviews/1", "reviews:9080", &headers);
-        let rolls = Rolls {
-            backend: roll,
-            endpoint: 0,
-        };
+        let rolls = Rolls { backend: roll };
         plan(
             s,
             &waypoint(),
@@ -309,22 +284,17 @@ mod tests {
     }
 
     #[test]
-    fn routes_by_weight_to_an_endpoint_of_the_chosen_backend() {
+    fn routes_by_weight_to_the_chosen_backend() {
         let s = snapshot("");
+        let service_of = |plan: &Plan| match &plan.backend {
+            Backend::Service { service, port } => format!("{}:{port}", service.name),
+            Backend::Pod(endpoint) => format!("pod {}", endpoint.workload.name),
+        };
         let v1 = run(&s, "bookinfo-productpage", "127.0.100.12:9080", "GET", 0).expect("planned");
-        assert_eq!(v1.endpoint.workload.name, "reviews-v1");
-        assert_eq!(
-            v1.target.authority,
-            "127.0.2.10:9080".parse().expect("addr")
-        );
-        assert_eq!(
-            v1.target.hbone_addr,
-            "127.0.2.10:15008".parse().expect("addr")
-        );
-        assert_eq!(v1.target.identity.service_account, "bookinfo-reviews");
+        assert_eq!(service_of(&v1), "reviews-v1:9080");
         assert!(v1.rule.is_some());
         let v2 = run(&s, "bookinfo-productpage", "127.0.100.12:9080", "GET", 95).expect("planned");
-        assert_eq!(v2.endpoint.workload.name, "reviews-v2");
+        assert_eq!(service_of(&v2), "reviews-v2:9080");
         // Hostname authority works as well as the VIP.
         let by_host = run(
             &s,
@@ -342,10 +312,7 @@ mod tests {
         let headers = http::HeaderMap::new();
         let mut request = RequestAttrs::new("GET", "/reviews/1", "", &headers);
         let tunnel = tunnel("bookinfo-productpage", "127.0.100.12:9080");
-        let rolls = Rolls {
-            backend: 0,
-            endpoint: 0,
-        };
+        let rolls = Rolls { backend: 0 };
         let refused = plan(
             &s,
             &waypoint(),

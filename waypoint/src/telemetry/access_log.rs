@@ -17,7 +17,7 @@ pub fn write(
     error: Option<&Error>,
 ) {
     let src_addr = ctx.tunnel.as_ref().map(|t| t.client_addr());
-    let target = ctx.plan.as_ref().map(|p| &p.target);
+    let target = ctx.target.as_ref();
     info!(
         src.addr = src_addr.map(tracing::field::display),
         src.identity = labels.source_principal,

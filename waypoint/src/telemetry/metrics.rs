@@ -94,18 +94,20 @@ impl<'a> RequestLabels<'a> {
                 labels.source_canonical_revision = &source.canonical_revision;
             }
         }
-        if let Some(plan) = &ctx.plan {
-            let w = &plan.endpoint.workload;
+        if let Some(endpoint) = &ctx.endpoint {
+            let w = &endpoint.workload;
             labels.destination_workload = &w.name;
             labels.destination_workload_namespace = &w.namespace;
-            labels.destination_principal = &plan.target.identity_uri;
             labels.destination_canonical_service = &w.canonical_service;
             labels.destination_canonical_revision = &w.canonical_revision;
-            if let Some(service) = plan.destination.service() {
-                labels.destination_service = &service.hostname;
-                labels.destination_service_name = &service.name;
-                labels.destination_service_namespace = &service.namespace;
-            }
+        }
+        if let Some(target) = &ctx.target {
+            labels.destination_principal = &target.identity_uri;
+        }
+        if let Some(service) = ctx.plan.as_ref().and_then(|p| p.destination.service()) {
+            labels.destination_service = &service.hostname;
+            labels.destination_service_name = &service.name;
+            labels.destination_service_namespace = &service.namespace;
         }
         labels
     }
@@ -117,6 +119,7 @@ pub struct Metrics {
     duration: HistogramVec,
     retries: IntCounterVec,
     retries_refused: IntCounterVec,
+    ejections: IntCounterVec,
 }
 
 impl Metrics {
@@ -151,7 +154,14 @@ impl Metrics {
             ),
             &["destination_service"],
         )?;
-        for metric in [&requests, &retries, &retries_refused] {
+        let ejections = IntCounterVec::new(
+            Opts::new(
+                "mesh_upstream_outlier_ejections_total",
+                "Endpoints ejected by outlier detection, by destination service",
+            ),
+            &["destination_service"],
+        )?;
+        for metric in [&requests, &retries, &retries_refused, &ejections] {
             registry.register(Box::new(metric.clone()))?;
         }
         registry.register(Box::new(duration.clone()))?;
@@ -160,6 +170,7 @@ impl Metrics {
             duration,
             retries,
             retries_refused,
+            ejections,
         })
     }
 
@@ -175,6 +186,9 @@ impl Metrics {
         }
         if tries.budget_exhausted {
             self.retries_refused.with_label_values(&[service]).inc();
+        }
+        if tries.ejected > 0 {
+            (self.ejections.with_label_values(&[service])).inc_by(tries.ejected.into());
         }
     }
 

@@ -110,12 +110,41 @@ impl Default for ClientConfig {
     }
 }
 
+/// A destination's settings for its connections (its DestinationRule's `connectionPool`);
+/// `None`: the pool's defaults.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PoolSettings {
+    pub connect_timeout: Option<Duration>,
+    pub idle_timeout: Option<Duration>,
+    /// A connection serves at most this many requests, then closes (HTTP/1.1) or takes no
+    /// new stream (HTTP/2).
+    pub max_requests_per_connection: Option<u32>,
+}
+
+impl PoolSettings {
+    pub fn of(pool: &mesh_config::ConnectionPool) -> Self {
+        PoolSettings {
+            connect_timeout: pool.connect_timeout,
+            idle_timeout: pool.idle_timeout,
+            max_requests_per_connection: pool.max_requests_per_connection,
+        }
+    }
+
+    /// Whether a connection that has served `served` requests may take another.
+    fn has_room(&self, served: u32) -> bool {
+        self.max_requests_per_connection
+            .is_none_or(|max| served < max)
+    }
+}
+
 /// A connection checked out for one request.
 pub enum Checkout {
     Http1 {
         sender: http1::SendRequest<UpstreamBody>,
         /// Whether it served a request before (a closed reused connection may be retried).
         reused: bool,
+        /// Requests it has served, this one included.
+        served: u32,
     },
     Http2 {
         sender: http2::SendRequest<UpstreamBody>,
@@ -142,12 +171,22 @@ impl Checkout {
 struct Idle {
     sender: http1::SendRequest<UpstreamBody>,
     since: Instant,
+    served: u32,
+    idle_timeout: Duration,
+}
+
+/// The HTTP/2 connection an endpoint's requests share.
+struct Shared {
+    sender: http2::SendRequest<UpstreamBody>,
+    served: u32,
+    last_used: Instant,
+    idle_timeout: Duration,
 }
 
 #[derive(Default)]
 struct Connections {
     idle: HashMap<Key, Vec<Idle>>,
-    shared: HashMap<Key, http2::SendRequest<UpstreamBody>>,
+    shared: HashMap<Key, Shared>,
 }
 
 /// The waypoint's upstream connections.
@@ -177,11 +216,12 @@ impl Upstreams {
         &self,
         target: &Target,
         protocol: UpstreamProtocol,
+        settings: PoolSettings,
     ) -> Result<Checkout, ConnectError> {
-        if let Some(found) = self.pooled(&Key::new(target, protocol)) {
+        if let Some(found) = self.pooled(&Key::new(target, protocol), settings) {
             return Ok(found);
         }
-        self.connect(target, protocol).await
+        self.connect(target, protocol, settings).await
     }
 
     /// A new connection to `target` (an HTTP/2 one becomes the shared one).
@@ -189,9 +229,13 @@ impl Upstreams {
         &self,
         target: &Target,
         protocol: UpstreamProtocol,
+        settings: PoolSettings,
     ) -> Result<Checkout, ConnectError> {
         let key = Key::new(target, protocol);
-        let io = TokioIo::new(self.dial(target).await?);
+        let timeout = settings
+            .connect_timeout
+            .unwrap_or(self.config.connect_timeout);
+        let io = TokioIo::new(self.dial(target, timeout).await?);
         match protocol {
             UpstreamProtocol::Http1 => {
                 let (sender, connection) = http1::Builder::new()
@@ -203,6 +247,7 @@ impl Upstreams {
                 Ok(Checkout::Http1 {
                     sender,
                     reused: false,
+                    served: 1,
                 })
             }
             UpstreamProtocol::Http2 => {
@@ -211,13 +256,24 @@ impl Upstreams {
                     .await
                     .map_err(ConnectError::Handshake)?;
                 tokio::spawn(connection);
+                let fresh = Shared {
+                    sender: sender.clone(),
+                    served: 1,
+                    last_used: Instant::now(),
+                    idle_timeout: settings.idle_timeout.unwrap_or(self.config.idle_timeout),
+                };
                 let mut connections = self.lock();
-                let shared = connections
-                    .shared
-                    .entry(key)
-                    .or_insert_with(|| sender.clone());
-                if shared.is_closed() {
-                    *shared = sender.clone();
+                let shared = connections.shared.entry(key);
+                match shared {
+                    std::collections::hash_map::Entry::Occupied(mut entry) => {
+                        let current = entry.get();
+                        if current.sender.is_closed() || !settings.has_room(current.served) {
+                            entry.insert(fresh);
+                        }
+                    }
+                    std::collections::hash_map::Entry::Vacant(entry) => {
+                        entry.insert(fresh);
+                    }
                 }
                 Ok(Checkout::Http2 {
                     sender,
@@ -227,65 +283,86 @@ impl Upstreams {
         }
     }
 
-    /// Returns an HTTP/1.1 connection whose exchange is complete to the pool.
-    pub fn checkin(&self, target: &Target, sender: http1::SendRequest<UpstreamBody>) {
-        if !sender.is_ready() {
+    /// Returns an HTTP/1.1 connection whose exchange is complete, and which has served
+    /// `served` requests, to the pool (or closes it, past `settings`' request limit).
+    pub fn checkin(
+        &self,
+        target: &Target,
+        sender: http1::SendRequest<UpstreamBody>,
+        served: u32,
+        settings: PoolSettings,
+    ) {
+        if !sender.is_ready() || !settings.has_room(served) {
             return;
         }
         let key = Key::new(target, UpstreamProtocol::Http1);
         let mut connections = self.lock();
         let now = Instant::now();
         let idle = connections.idle.entry(key).or_default();
-        idle.retain(|i| now.duration_since(i.since) < self.config.idle_timeout);
+        idle.retain(|i| now.duration_since(i.since) < i.idle_timeout);
         if idle.len() < self.config.max_idle_per_endpoint {
-            idle.push(Idle { sender, since: now });
+            idle.push(Idle {
+                sender,
+                since: now,
+                served,
+                idle_timeout: settings.idle_timeout.unwrap_or(self.config.idle_timeout),
+            });
         }
     }
 
-    /// Closes idle connections past the idle timeout (and forgets closed shared ones).
+    /// Closes idle connections past their idle timeout (and forgets closed shared ones).
     pub fn sweep(&self) {
         let now = Instant::now();
         let mut connections = self.lock();
         connections.idle.retain(|_, idle| {
-            idle.retain(|i| {
-                now.duration_since(i.since) < self.config.idle_timeout && !i.sender.is_closed()
-            });
+            idle.retain(|i| now.duration_since(i.since) < i.idle_timeout && !i.sender.is_closed());
             !idle.is_empty()
         });
-        connections.shared.retain(|_, sender| !sender.is_closed());
+        connections.shared.retain(|_, shared| {
+            !shared.sender.is_closed() && now.duration_since(shared.last_used) < shared.idle_timeout
+        });
     }
 
-    fn pooled(&self, key: &Key) -> Option<Checkout> {
+    fn pooled(&self, key: &Key, settings: PoolSettings) -> Option<Checkout> {
         let mut connections = self.lock();
+        let now = Instant::now();
         match key.protocol {
             UpstreamProtocol::Http1 => {
                 let idle = connections.idle.get_mut(key)?;
-                let now = Instant::now();
-                while let Some(Idle { sender, since }) = idle.pop() {
-                    if sender.is_ready() && now.duration_since(since) < self.config.idle_timeout {
+                while let Some(found) = idle.pop() {
+                    let fresh = now.duration_since(found.since) < found.idle_timeout;
+                    if found.sender.is_ready() && fresh && settings.has_room(found.served) {
                         return Some(Checkout::Http1 {
-                            sender,
+                            sender: found.sender,
                             reused: true,
+                            served: found.served + 1,
                         });
                     }
                 }
                 None
             }
             UpstreamProtocol::Http2 => {
-                let sender = connections.shared.get(key)?;
-                if sender.is_closed() {
+                let shared = connections.shared.get_mut(key)?;
+                if shared.sender.is_closed() || !settings.has_room(shared.served) {
+                    // Streams still open on it finish; new ones go to a new connection.
                     connections.shared.remove(key);
                     return None;
                 }
+                shared.served += 1;
+                shared.last_used = now;
                 Some(Checkout::Http2 {
-                    sender: sender.clone(),
+                    sender: shared.sender.clone(),
                     reused: true,
                 })
             }
         }
     }
 
-    async fn dial(&self, target: &Target) -> Result<mesh_hbone::HboneStream, ConnectError> {
+    async fn dial(
+        &self,
+        target: &Target,
+        timeout: Duration,
+    ) -> Result<mesh_hbone::HboneStream, ConnectError> {
         let key = PoolKey {
             source: self.identity.clone(),
             source_ip: Some(self.source_ip),
@@ -296,12 +373,7 @@ impl Upstreams {
             authority: target.authority.to_string(),
             headers: http::HeaderMap::new(),
         };
-        match tokio::time::timeout(
-            self.config.connect_timeout,
-            self.hbone.connect(&key, request),
-        )
-        .await
-        {
+        match tokio::time::timeout(timeout, self.hbone.connect(&key, request)).await {
             Ok(Ok(stream)) => Ok(stream),
             Ok(Err(source)) => Err(ConnectError::Hbone {
                 addr: target.hbone_addr,

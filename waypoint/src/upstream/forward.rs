@@ -19,8 +19,9 @@ use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::Session;
 use tokio::sync::mpsc;
 
-use super::budget::InFlight;
-use super::client::{Checkout, ConnectError, Target, UpstreamBody, Upstreams};
+use super::balance::{Balancing, address};
+use super::client::{Checkout, ConnectError, PoolSettings, Target, UpstreamBody, Upstreams};
+use super::health::Health;
 use super::protocol::UpstreamProtocol;
 use super::retry::{self, Reason, TryEnd};
 
@@ -214,17 +215,16 @@ fn before_response(error: &hyper::Error, reused: bool, unsent: bool) -> (TryEnd,
 pub struct Exchange<'a> {
     pub upstreams: &'a Upstreams,
     pub protocol: UpstreamProtocol,
+    pub pool: PoolSettings,
     /// A stream with no byte either way for this long ends (504 before a response).
     pub idle_timeout: Duration,
     /// Each try ends after this long (`timeouts.backendRequest`).
     pub try_timeout: Option<Duration>,
     pub retry: retry::Policy<'a>,
-    /// The first try's target.
-    pub target: Target,
-    /// Where retries may go (empty: only `target`).
-    pub endpoints: &'a [Endpoint],
-    /// The request counted in flight against its destination's retry budget.
-    pub in_flight: &'a InFlight,
+    /// Chooses each try's endpoint and learns from how it went.
+    pub balancing: Balancing<'a>,
+    /// The health of the endpoints tries go to (requests in flight to each).
+    pub health: &'a Health,
 }
 
 /// What the tries of one request did, for metrics and the access log.
@@ -235,7 +235,9 @@ pub struct Tries {
     pub retries: Vec<Reason>,
     /// A retry was wanted but the destination's retry budget was spent.
     pub budget_exhausted: bool,
-    /// The endpoint of the last try, when a retry moved to another.
+    /// Endpoints outlier detection ejected after a try of this request.
+    pub ejected: u32,
+    /// The endpoint of the last try.
     pub endpoint: Option<Endpoint>,
 }
 
@@ -253,49 +255,56 @@ pub async fn forward(
     let method = head.method.clone();
     let caller_h2 = session.is_http2();
     let mut upload = Upload::new(!session.is_body_empty());
-    let mut target = exchange.target.clone();
     let mut tried = Vec::new();
-    let mut fresh = false;
     // The retry under way, counted against the budget until the next one or the end.
     let mut retry_in_flight = None;
-    let (checkout, response, deadline) = loop {
+    let (checkout, response, deadline, target, _active) = loop {
+        let Some(endpoint) = exchange.balancing.choose(&tried) else {
+            return Err(Failure::BeforeResponse {
+                flag: ResponseFlag::NoHealthyUpstream,
+                reason: "no healthy upstream".to_owned(),
+            });
+        };
+        let target = Target::for_endpoint(&endpoint);
+        let addr = address(&endpoint);
+        tries.endpoint = Some(endpoint);
         tries.count += 1;
+        let active = exchange.health.start(addr);
         let deadline = exchange.try_timeout.map(|t| Instant::now() + t);
         let attempt = Attempt {
             exchange: &exchange,
             target: &target,
-            fresh,
+            // Back to an endpoint that just failed: not on one of its pooled connections.
+            fresh: tried.contains(&addr),
             deadline,
         };
         let answered = attempt
             .until_answered(session, head.clone(), &mut upload)
             .await?;
-        let why = retry::reason(&exchange.retry, answered.end(), &method)
+        let end = answered.end();
+        tries.ejected += u32::from(exchange.balancing.record(addr, end));
+        let why = retry::reason(&exchange.retry, end, &method)
             .filter(|_| tries.retries.len() < exchange.retry.attempts as usize)
             .filter(|_| upload.replayable());
         let permit = why.and_then(|_| {
             // The try it covered has ended.
             retry_in_flight = None;
-            let permit = exchange.in_flight.retry();
+            let permit = exchange.balancing.in_flight.retry();
             tries.budget_exhausted |= permit.is_none();
             permit
         });
         let (Some(why), Some(permit)) = (why, permit) else {
             match answered {
-                Answered::Response(checkout, response) => break (checkout, response, deadline),
+                Answered::Response(checkout, response) => {
+                    break (checkout, response, deadline, target, active);
+                }
                 Answered::Failed(_, failure) => return Err(failure),
             }
         };
         retry_in_flight = Some(permit);
         tries.retries.push(why);
         tracing::debug!(reason = why.as_str(), try = tries.count, "retrying upstream request");
-        tried.push(target.authority);
-        if let Some(next) = retry::retry_endpoint(exchange.endpoints, &tried, rand::random()) {
-            target = Target::for_endpoint(next);
-            tries.endpoint = Some(next.clone());
-        }
-        // Back to an endpoint that just failed: not on one of its pooled connections.
-        fresh = tried.contains(&target.authority);
+        tried.push(addr);
         let retry_number = tries.retries.len() as u32;
         let wait = retry::backoff(&exchange.retry, why, retry_number, rand::random());
         tokio::time::sleep(wait).await;
@@ -312,9 +321,12 @@ pub async fn forward(
     }
     let quiet = Quiet::new(exchange.idle_timeout, deadline);
     stream_down(session, header, incoming, &mut upload, quiet).await?;
-    if let Checkout::Http1 { sender, .. } = checkout {
-        exchange.upstreams.checkin(&target, sender);
+    if let Checkout::Http1 { sender, served, .. } = checkout {
+        exchange
+            .upstreams
+            .checkin(&target, sender, served, exchange.pool);
     }
+    drop(retry_in_flight);
     Ok(status)
 }
 
@@ -373,9 +385,10 @@ impl Attempt<'_> {
         upload: &mut Upload,
     ) -> Result<Answered, Failure> {
         let (upstreams, protocol) = (self.exchange.upstreams, self.exchange.protocol);
+        let pool = self.exchange.pool;
         let connected = match self.fresh {
-            true => upstreams.connect(self.target, protocol).await,
-            false => upstreams.checkout(self.target, protocol).await,
+            true => upstreams.connect(self.target, protocol, pool).await,
+            false => upstreams.checkout(self.target, protocol, pool).await,
         };
         let mut checkout = match connected {
             Ok(checkout) => checkout,

@@ -4,17 +4,20 @@
 //!   per endpoint (no socket between Pingora and HBONE).
 //! - [`forward`]: one request over such a connection, both bodies streaming at once, and what
 //!   a failure means for the caller.
-//! - [`retry`]: whether a failed try goes again, when, and to which endpoint.
-//! - [`budget`]: retries in flight per destination, bounded by the requests in flight.
+//! - [`balance`]: which endpoint each try goes to (the DestinationRule's load balancer).
+//! - [`health`]: requests in flight to each endpoint and outlier detection's ejections.
+//! - [`retry`]: whether a failed try goes again, and when.
+//! - [`limits`]: requests and retries in flight per destination, and their limits (the
+//!   retry budget, the connection pool's `http2MaxRequests` and `maxRetries`).
 //! - [`protocol`]: what a Service port says its backends speak.
-//!
-//! Load balancing and outlier detection land here.
 
-pub mod budget;
+pub mod balance;
 pub mod client;
 pub mod forward;
+pub mod health;
+pub mod limits;
 pub mod protocol;
 pub mod retry;
 
-pub use client::{ClientConfig, Target, Upstreams};
+pub use client::{ClientConfig, PoolSettings, Target, Upstreams};
 pub use protocol::UpstreamProtocol;

@@ -1,17 +1,17 @@
-//! Whether a failed try goes again, when, and where: the retry policy (a route's `retry`, or
-//! the default), what each way a try can end means for it, the backoff, and the endpoint a
-//! retry prefers. Pure: every decision is a function of its inputs.
+//! Whether a failed try goes again, and when: the retry policy (a route's `retry`, or the
+//! default), what each way a try can end means for it, and the backoff. (Where a retry goes is
+//! the balancer's: another endpoint while one is left.) Pure: every decision is a function of
+//! its inputs.
 //!
 //! The default policy is Istio's for a waypoint (2 retries on connect failure, refused stream,
 //! gRPC `unavailable` and `cancelled`; no status code, so never a 503) plus one it lacks: a
 //! request sent on a reused connection that closed before any response byte goes again, for
 //! idempotent methods always and for any method when it provably was not sent.
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use http::Method;
-use mesh_config::{Endpoint, RetryPolicy, pick};
+use mesh_config::RetryPolicy;
 
 /// Base of the exponential backoff when a route sets none (Envoy's default).
 pub const DEFAULT_BACKOFF: Duration = Duration::from_millis(25);
@@ -146,28 +146,6 @@ pub fn backoff(policy: &Policy<'_>, reason: Reason, retry: u32, jitter: f64) -> 
     exponential.mul_f64(1.0 + jitter.clamp(0.0, 1.0) / 2.0)
 }
 
-/// The endpoint a retry goes to: one not tried yet if there is one (Envoy's
-/// `previous_hosts`), else any.
-pub fn retry_endpoint<'e>(
-    endpoints: &'e [Endpoint],
-    tried: &[SocketAddr],
-    roll: u64,
-) -> Option<&'e Endpoint> {
-    let untried: Vec<&Endpoint> = endpoints
-        .iter()
-        .filter(|e| !tried.contains(&address(e)))
-        .collect();
-    match pick(&untried, roll) {
-        Some(endpoint) => Some(endpoint),
-        None => pick(endpoints, roll),
-    }
-}
-
-/// The address a try to `endpoint` goes to (its `podIP:targetPort`).
-pub fn address(endpoint: &Endpoint) -> SocketAddr {
-    SocketAddr::new(endpoint.workload.ip, endpoint.port)
-}
-
 /// The `grpc-status` a response head carries (a trailers-only gRPC response).
 pub fn grpc_status(headers: &http::HeaderMap) -> Option<u32> {
     headers.get("grpc-status")?.to_str().ok()?.parse().ok()
@@ -270,38 +248,6 @@ mod tests {
         }
         let reused = backoff(&p, Reason::ResetBeforeRequest, 1, 0.5);
         assert_eq!(reused, Duration::ZERO);
-    }
-
-    fn endpoint(last: u8) -> Endpoint {
-        use mesh_config::fixtures::{node, pod, yaml};
-        let yaml = yaml(&[
-            node("node-a", "127.0.0.100"),
-            pod(
-                "default",
-                &format!("p{last}"),
-                &format!("127.0.0.{last}"),
-                serde_json::json!({"app": "a"}),
-            ),
-        ]);
-        let snapshot = mesh_config::compile(vec![("t.yaml".into(), yaml)]).expect("compiles");
-        let workload = snapshot.workloads().next().expect("pod").clone();
-        Endpoint { workload, port: 80 }
-    }
-
-    #[test]
-    fn retries_prefer_endpoints_not_tried() {
-        let endpoints = [endpoint(1), endpoint(2), endpoint(3)];
-        let tried = [address(&endpoints[0]), address(&endpoints[2])];
-        for roll in 0..6 {
-            let chosen = retry_endpoint(&endpoints, &tried, roll).expect("one");
-            assert_eq!(address(chosen), address(&endpoints[1]));
-        }
-        let all: Vec<SocketAddr> = endpoints.iter().map(address).collect();
-        assert!(
-            retry_endpoint(&endpoints, &all, 7).is_some(),
-            "all tried: any"
-        );
-        assert!(retry_endpoint(&[], &[], 0).is_none());
     }
 
     #[test]

@@ -349,6 +349,7 @@ pub enum Protocols {
 pub struct Backend {
     shutdown: CancellationToken,
     open_tunnels: Arc<std::sync::atomic::AtomicUsize>,
+    tunnels_opened: Arc<std::sync::atomic::AtomicUsize>,
     seen: Arc<std::sync::Mutex<std::collections::HashMap<String, usize>>>,
 }
 
@@ -366,11 +367,14 @@ impl Backend {
         let name: Arc<str> = name.into();
         let open_tunnels = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let counter = open_tunnels.clone();
+        let tunnels_opened = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let opened = tunnels_opened.clone();
         let seen = Arc::new(std::sync::Mutex::new(std::collections::HashMap::new()));
         let seen_by_app = seen.clone();
         let handler = move |connect: mesh_hbone::InboundConnect| {
             let name = name.clone();
             let open = OpenTunnel::count(counter.clone());
+            opened.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             let seen = seen_by_app.clone();
             async move {
                 let _open = open;
@@ -415,6 +419,7 @@ impl Backend {
         Ok(Backend {
             shutdown,
             open_tunnels,
+            tunnels_opened,
             seen,
         })
     }
@@ -427,6 +432,12 @@ impl Backend {
             .get(path)
             .copied()
             .unwrap_or(0)
+    }
+
+    /// Tunnels (app connections) this backend has accepted, ever.
+    pub fn tunnels_opened(&self) -> usize {
+        self.tunnels_opened
+            .load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// Tunnels into this backend whose app connection is still being served.
