@@ -4,10 +4,12 @@
 //! No sockets, no TLS: pure parsing, validation and compilation, plus the file watcher.
 
 pub mod authz;
+pub mod balance;
 mod compile;
 pub mod destination;
 mod error;
 pub mod fixtures;
+pub mod health;
 mod manifest;
 mod model;
 pub mod policy;

@@ -228,6 +228,61 @@ async fn apps_closing_keep_alive_connections_fail_no_get_through_the_waypoint() 
     Ok(())
 }
 
+/// Pods `pool-a`, `pool-b` (echo apps) and `pool-dead` (no app: its node refuses) behind
+/// Service `pool` (no waypoint), with a DestinationRule: ROUND_ROBIN, and outlier detection
+/// ejecting an endpoint after 2 failures in a row.
+fn pool_with_a_dead_endpoint(block: u8) -> String {
+    let pod = |name: &str, ip: &str, echo: bool| {
+        let annotations = if echo {
+            "\n  annotations:\n    mesh.dev/echo: \"true\""
+        } else {
+            ""
+        };
+        format!(
+            "---\napiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\n  namespace: default\n  labels:\n    pool: \"yes\"{annotations}\nspec:\n  nodeName: node-b\n  serviceAccountName: pool\n  containers:\n    - name: app\n      ports:\n        - containerPort: 9080\nstatus:\n  podIP: 127.{block}.{ip}\n"
+        )
+    };
+    let mut yaml = demo_yaml_in_block(block);
+    yaml.push_str(&pod("pool-a", "2.30", true));
+    yaml.push_str(&pod("pool-b", "2.31", true));
+    yaml.push_str(&pod("pool-dead", "2.32", false));
+    yaml.push_str(&format!(
+        "---\napiVersion: v1\nkind: Service\nmetadata:\n  name: pool\n  namespace: default\nspec:\n  clusterIP: 127.{block}.100.30\n  selector:\n    pool: \"yes\"\n  ports:\n    - name: http\n      port: 9080\n      targetPort: 9080\n"
+    ));
+    yaml.push_str(
+        "---\napiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata:\n  name: pool\n  namespace: default\nspec:\n  host: pool.default.svc.cluster.local\n  trafficPolicy:\n    loadBalancer:\n      simple: ROUND_ROBIN\n    outlierDetection:\n      consecutive5xxErrors: 2\n      maxEjectionPercent: 50\n      baseEjectionTime: 60s\n",
+    );
+    yaml
+}
+
+/// The ztunnel balances connections by the DestinationRule too: round robin over a Service's
+/// endpoints, and an endpoint whose connections cannot be made is ejected after 2 in a row,
+/// after which every connection succeeds, still taking turns.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_ztunnel_balances_connections_by_the_destination_rule() -> anyhow::Result<()> {
+    const POOL: &str = "pool.default.svc.cluster.local";
+    let t = TestMesh::start_with(26, &pool_with_a_dead_endpoint(26)).await?;
+    let mut failed = 0;
+    let mut served = Vec::new();
+    for _ in 0..30 {
+        let connected = MeshClient::connect(t.socks(SLEEP), POOL, 9080).await;
+        let Ok(mut client) = connected else {
+            failed += 1;
+            continue;
+        };
+        let response = client.get("/").await?;
+        assert_eq!(response.status, 200);
+        served.push(response.header("x-echo-server").unwrap_or("?").to_owned());
+    }
+    assert_eq!(failed, 2, "the dead endpoint was tried {failed} times");
+    let last: Vec<&String> = served.iter().rev().take(20).collect();
+    for pair in last.windows(2) {
+        assert_ne!(pair[0], pair[1], "not taking turns: {served:?}");
+    }
+    t.stop().await;
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn route_edited_on_disk_while_requests_flow() -> anyhow::Result<()> {
     let t = TestMesh::start(15).await?;

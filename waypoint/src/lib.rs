@@ -40,8 +40,8 @@ use tokio_util::sync::CancellationToken;
 use crate::proxy::WaypointProxy;
 pub use crate::request::HeaderLimits;
 use crate::telemetry::Metrics;
-use crate::upstream::health::Health;
 use crate::upstream::{ClientConfig, Upstreams};
+use mesh_config::health::Health;
 
 /// Static settings of one waypoint instance (one pod of a waypoint `Gateway`).
 #[derive(Clone, Debug)]

@@ -31,12 +31,13 @@ use crate::request::Backend;
 use crate::request::{HeaderLimits, RequestAttrs, RequestCtx, Rolls, plan};
 use crate::telemetry::{Metrics, RequestLabels, access_log};
 use crate::tunnel_io::tunnel_info;
-use crate::upstream::balance::{self, Balancing};
+use crate::upstream::balance::Balancing;
 use crate::upstream::forward::{self, Exchange};
-use crate::upstream::health::Health;
 use crate::upstream::limits::{DestinationKey, Destinations, Limits};
 use crate::upstream::retry;
 use crate::upstream::{PoolSettings, Target, UpstreamProtocol, Upstreams};
+use mesh_config::balance;
+use mesh_config::health::Health;
 
 /// Per-waypoint state shared by all requests.
 pub struct WaypointProxy {

@@ -6,6 +6,7 @@
 //! get listeners, pods that disappear lose them.
 
 pub mod authz;
+mod balance;
 pub mod dial;
 pub mod inbound;
 pub mod metrics;
@@ -59,6 +60,8 @@ pub(crate) struct NodeContext {
     pub(crate) metrics: Metrics,
     pub(crate) socks5_handshake_timeout: std::time::Duration,
     pub(crate) idle_timeout: std::time::Duration,
+    /// Connection-level balancing over Service endpoints (DestinationRule).
+    pub(crate) balancer: balance::NodeBalancer,
 }
 
 pub struct Ztunnel {
@@ -83,6 +86,7 @@ impl Ztunnel {
                 metrics: Metrics::new(registry)?,
                 socks5_handshake_timeout: settings.socks5_handshake_timeout,
                 idle_timeout: settings.idle_timeout,
+                balancer: Default::default(),
             }),
             settings,
             readiness: Readiness::new(),
@@ -98,6 +102,7 @@ impl Ztunnel {
     pub async fn run(self, shutdown: CancellationToken) {
         let mut versions = self.ctx.store.subscribe();
         let mut running: HashMap<(IpAddr, Identity), CancellationToken> = HashMap::new();
+        let sweeping = tokio::spawn(sweep(self.ctx.clone(), shutdown.clone()));
         loop {
             let snapshot = self.ctx.store.load();
             let ok = self.reconcile(&snapshot, &mut running, &shutdown).await;
@@ -107,6 +112,7 @@ impl Ztunnel {
                 changed = versions.changed() => if changed.is_err() { break },
             }
         }
+        sweeping.abort();
         for token in running.values() {
             token.cancel();
         }
@@ -189,4 +195,15 @@ enum StartError {
     Tls(#[from] HboneError),
     #[error("bind {0}: {1}")]
     Bind(SocketAddr, std::io::Error),
+}
+
+/// Forgets, every 30 s, balancing state no connection needs any more.
+async fn sweep(ctx: Arc<NodeContext>, shutdown: CancellationToken) {
+    let mut every = tokio::time::interval(std::time::Duration::from_secs(30));
+    loop {
+        tokio::select! {
+            _ = every.tick() => ctx.balancer.forget_idle(),
+            () = shutdown.cancelled() => return,
+        }
+    }
 }

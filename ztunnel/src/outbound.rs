@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use http::{HeaderMap, HeaderValue};
-use mesh_config::{Destination, Service, Snapshot, Waypoint, Workload, pick};
+use mesh_config::{Destination, Endpoint, Service, Snapshot, Waypoint, Workload, pick};
 use mesh_core::ports::HBONE as HBONE_PORT;
 use mesh_hbone::{ConnectRequest, HboneError, HboneStream, Identity, Pool, PoolKey};
 
@@ -27,6 +27,30 @@ pub struct HbonePlan {
     pub via_waypoint: bool,
     /// The Service that was addressed, if any (for `forwarded host=` and metrics).
     pub service: Option<Arc<Service>>,
+    /// The Service endpoint chosen (`podIP:targetPort`), when going straight to one.
+    pub endpoint: Option<SocketAddr>,
+}
+
+/// How a connection's endpoint (and waypoint pod) is chosen: the node's balancer, or a fixed
+/// roll in tests.
+pub trait Choose {
+    /// One of `endpoints` (never empty) of `service`.
+    fn endpoint<'e>(&self, service: &Service, endpoints: &'e [Endpoint]) -> Option<&'e Endpoint>;
+    /// A roll to pick a waypoint pod with.
+    fn roll(&self) -> u64;
+}
+
+/// Every choice by one number (tests, and any caller without a balancer).
+pub struct Roll(pub u64);
+
+impl Choose for Roll {
+    fn endpoint<'e>(&self, _: &Service, endpoints: &'e [Endpoint]) -> Option<&'e Endpoint> {
+        pick(endpoints, self.0)
+    }
+
+    fn roll(&self) -> u64 {
+        self.0
+    }
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -41,12 +65,12 @@ pub enum OutboundError {
     NoWaypoint(String),
 }
 
-/// Decides how `source` reaches `target`; `roll` picks among endpoints or waypoint pods.
+/// Decides how `source` reaches `target`; `choose` picks among endpoints or waypoint pods.
 pub fn plan_outbound(
     snapshot: &Snapshot,
     source: &Workload,
     target: &Target,
-    roll: u64,
+    choose: &dyn Choose,
 ) -> Result<OutboundPlan, OutboundError> {
     let destination = match target {
         Target::Host(host, port) => snapshot
@@ -59,10 +83,10 @@ pub fn plan_outbound(
     };
     match &destination {
         Destination::Service { service, port } => {
-            service_plan(snapshot, source, service, *port, roll)
+            service_plan(snapshot, source, service, *port, choose)
         }
         Destination::Workload { workload, port } => {
-            workload_plan(snapshot, source, workload, *port, roll)
+            workload_plan(snapshot, source, workload, *port, choose.roll())
         }
     }
 }
@@ -95,15 +119,18 @@ fn via_waypoint(
         expected: pod.identity.clone(),
         via_waypoint: true,
         service,
+        endpoint: None,
     }))
 }
 
 fn direct(workload: &Arc<Workload>, port: u16, service: Option<Arc<Service>>) -> OutboundPlan {
+    let endpoint = SocketAddr::new(workload.ip, port);
     OutboundPlan::Hbone(HbonePlan {
         next_hop: SocketAddr::new(workload.ip, HBONE_PORT),
-        authority: SocketAddr::new(workload.ip, port).to_string(),
+        authority: endpoint.to_string(),
         expected: workload.identity.clone(),
         via_waypoint: false,
+        endpoint: service.is_some().then_some(endpoint),
         service,
     })
 }
@@ -113,7 +140,7 @@ fn service_plan(
     source: &Workload,
     service: &Arc<Service>,
     port: u16,
-    roll: u64,
+    choose: &dyn Choose,
 ) -> Result<OutboundPlan, OutboundError> {
     let name = || format!("{}/{}", service.namespace, service.name);
     if service.port(port).is_none() {
@@ -127,9 +154,12 @@ fn service_plan(
             Some(vip) => SocketAddr::new(vip, port).to_string(),
             None => format!("{}:{port}", service.hostname),
         };
-        return via_waypoint(waypoint, authority, Some(service.clone()), roll);
+        return via_waypoint(waypoint, authority, Some(service.clone()), choose.roll());
     }
-    let endpoint = pick(snapshot.endpoints(service, port), roll)
+    let endpoints = snapshot.endpoints(service, port);
+    let endpoint = (!endpoints.is_empty())
+        .then(|| choose.endpoint(service, endpoints))
+        .flatten()
         .ok_or_else(|| OutboundError::NoEndpoints(name()))?;
     Ok(direct(
         &endpoint.workload,
@@ -230,13 +260,13 @@ mod tests {
         let s = demo();
         let source = pod(&s, "127.0.1.10");
         let by_host = Target::Host("reviews.default.svc.cluster.local".into(), 9080);
-        let plan = hbone(plan_outbound(&s, source, &by_host, 0).expect("plan"));
+        let plan = hbone(plan_outbound(&s, source, &by_host, &Roll(0)).expect("plan"));
         assert!(plan.via_waypoint);
         assert_eq!(plan.next_hop, "127.0.2.20:15008".parse().expect("addr"));
         assert_eq!(plan.authority, "127.0.100.12:9080");
         assert_eq!(plan.expected.service_account, "waypoint");
         let by_vip = Target::Addr("127.0.100.12:9080".parse().expect("addr"));
-        let plan = hbone(plan_outbound(&s, source, &by_vip, 0).expect("plan"));
+        let plan = hbone(plan_outbound(&s, source, &by_vip, &Roll(0)).expect("plan"));
         assert!(plan.via_waypoint);
     }
 
@@ -245,7 +275,7 @@ mod tests {
         let s = demo();
         let waypoint = pod(&s, "127.0.2.20");
         let target = Target::Addr("127.0.100.12:9080".parse().expect("addr"));
-        let plan = hbone(plan_outbound(&s, waypoint, &target, 0).expect("plan"));
+        let plan = hbone(plan_outbound(&s, waypoint, &target, &Roll(0)).expect("plan"));
         assert!(!plan.via_waypoint);
         assert!(plan.authority.ends_with(":9080"));
         assert_eq!(plan.next_hop.port(), HBONE_PORT);
@@ -257,7 +287,7 @@ mod tests {
         let s = demo();
         let source = pod(&s, "127.0.1.12");
         let target = Target::Host("ratings.default".into(), 9080);
-        let plan = hbone(plan_outbound(&s, source, &target, 0).expect("plan"));
+        let plan = hbone(plan_outbound(&s, source, &target, &Roll(0)).expect("plan"));
         assert!(!plan.via_waypoint);
         assert_eq!(plan.authority, "127.0.1.11:9080");
         assert_eq!(plan.next_hop, "127.0.1.11:15008".parse().expect("addr"));
@@ -269,17 +299,17 @@ mod tests {
         let source = pod(&s, "127.0.1.12");
         let unknown = Target::Host("nope.default.svc.cluster.local".into(), 80);
         assert!(matches!(
-            plan_outbound(&s, source, &unknown, 0),
+            plan_outbound(&s, source, &unknown, &Roll(0)),
             Err(OutboundError::UnknownHost(_))
         ));
         let bad_port = Target::Host("ratings.default".into(), 1234);
         assert!(matches!(
-            plan_outbound(&s, source, &bad_port, 0),
+            plan_outbound(&s, source, &bad_port, &Roll(0)),
             Err(OutboundError::NoSuchPort { .. })
         ));
         let outside = Target::Addr("127.0.0.1:5432".parse().expect("addr"));
         assert!(matches!(
-            plan_outbound(&s, source, &outside, 0),
+            plan_outbound(&s, source, &outside, &Roll(0)),
             Ok(OutboundPlan::Passthrough(_))
         ));
     }
@@ -289,7 +319,7 @@ mod tests {
         let s = demo();
         let source = pod(&s, "127.0.1.10");
         let target = Target::Host("reviews.default.svc.cluster.local".into(), 9080);
-        let plan = hbone(plan_outbound(&s, source, &target, 0).expect("plan"));
+        let plan = hbone(plan_outbound(&s, source, &target, &Roll(0)).expect("plan"));
         let headers = connect_headers(source, "127.0.1.10:5555".parse().expect("addr"), &plan);
         assert_eq!(
             headers["forwarded"],

@@ -146,10 +146,30 @@ async fn outbound_connection(
     let mut guard = ctx.metrics.open(source_labels(&source));
     // The client is the source pod: report its address, not the loopback socket's.
     let client_addr = SocketAddr::new(source.ip, client_addr.port());
-    let connected = match plan_outbound(&snapshot, &source, &target, rand::random()) {
+    let choice = ctx.balancer.for_connection(&snapshot, source.ip);
+    let planned = plan_outbound(&snapshot, &source, &target, &choice);
+    // Counted open to its endpoint for as long as the connection lives.
+    let mut _open = None;
+    let connected = match planned {
         // Boxed: the dial's state (TLS, HTTP/2 handshakes) is large and only lives while
         // dialing, so it must not stay in this task for the connection's whole life.
-        Ok(plan) => Box::pin(dial(&ctx, &source, client_addr, plan)).await,
+        Ok(plan) => {
+            let endpoint = match &plan {
+                OutboundPlan::Hbone(hbone) => hbone.endpoint.zip(hbone.service.clone()),
+                OutboundPlan::Passthrough(_) => None,
+            };
+            _open = endpoint.as_ref().map(|(addr, _)| ctx.balancer.open(*addr));
+            let dialed = Box::pin(dial(&ctx, &source, client_addr, plan)).await;
+            if let Some((addr, service)) = endpoint {
+                let ejected = ctx
+                    .balancer
+                    .record(&snapshot, &service, addr, dialed.is_ok());
+                if ejected {
+                    info!(dst.addr = %addr, dst.service = %service.hostname, "endpoint ejected by outlier detection");
+                }
+            }
+            dialed
+        }
         Err(e) => {
             info!(src.workload = %source.name, dst = %target, error = %e, "outbound refused");
             Err(Refusal {

@@ -19,11 +19,12 @@ use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::Session;
 use tokio::sync::mpsc;
 
-use super::balance::{Balancing, address};
+use super::balance::Balancing;
 use super::client::{Checkout, ConnectError, PoolSettings, Target, UpstreamBody, Upstreams};
-use super::health::Health;
 use super::protocol::UpstreamProtocol;
 use super::retry::{self, Reason, TryEnd};
+use mesh_config::balance::address;
+use mesh_config::health::Health;
 
 /// Request body chunks in flight between the caller and the upstream connection.
 const BODY_CHANNEL: usize = 4;

@@ -4,8 +4,9 @@
 //!   per endpoint (no socket between Pingora and HBONE).
 //! - [`forward`]: one request over such a connection, both bodies streaming at once, and what
 //!   a failure means for the caller.
-//! - [`balance`]: which endpoint each try goes to (the DestinationRule's load balancer).
-//! - [`health`]: requests in flight to each endpoint and outlier detection's ejections.
+//! - [`balance`]: which endpoint each try goes to (`mesh_config::balance`, the
+//!   DestinationRule's load balancer, over `mesh_config::health`: requests in flight to each
+//!   endpoint and outlier detection's ejections), and what each try teaches outlier detection.
 //! - [`retry`]: whether a failed try goes again, and when.
 //! - [`limits`]: requests and retries in flight per destination, and their limits (the
 //!   retry budget, the connection pool's `http2MaxRequests` and `maxRetries`).
@@ -14,7 +15,6 @@
 pub mod balance;
 pub mod client;
 pub mod forward;
-pub mod health;
 pub mod limits;
 pub mod protocol;
 pub mod retry;

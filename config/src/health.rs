@@ -1,6 +1,7 @@
-//! What the waypoint has seen of each endpoint: requests in flight to it (for least-request
-//! balancing) and failures in a row (for outlier detection, which ejects an endpoint failing
-//! too often for a while). The decisions are pure functions over that state.
+//! What a proxy has seen of each endpoint: requests (waypoint) or connections (ztunnel) in
+//! flight to it, for least-request balancing, and failures in a row, for outlier detection,
+//! which ejects an endpoint failing too often for a while. The decisions are pure functions
+//! over that state; the state is read without locks.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -8,8 +9,8 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
+use crate::traffic::OutlierDetection;
 use arc_swap::ArcSwap;
-use mesh_config::OutlierDetection;
 
 /// Longest an ejection lasts, however often the endpoint was ejected (Envoy's default
 /// `max_ejection_time`).
@@ -20,6 +21,8 @@ const MAX_EJECTION: Duration = Duration::from_secs(300);
 pub enum Outcome {
     /// The endpoint answered with this status.
     Answered(u16),
+    /// A connection to the endpoint was made (all an L4 proxy sees of success).
+    Connected,
     /// The endpoint could not be reached, reset the request, or did not answer in time.
     LocalFailure,
 }
@@ -65,6 +68,7 @@ pub fn observe(
 ) -> bool {
     let (five_xx, gateway, local) = match outcome {
         Outcome::Answered(status) => (status >= 500, matches!(status, 502..=504), false),
+        Outcome::Connected => (false, false, false),
         // Unless split, a local failure is a 503 (a gateway error) as far as counting goes.
         Outcome::LocalFailure => (!policy.split_local_origin, !policy.split_local_origin, true),
     };
