@@ -125,7 +125,15 @@ fn demo_route_and_policy() {
             http::HeaderValue::from_static("reviews")
         )]
     );
-    assert_eq!(rule.request_timeout, None::<Duration>);
+    assert_eq!(rule.request_timeout, Some(Duration::from_secs(10)));
+    let retry = rule.retry.as_ref().expect("the demo route retries");
+    assert_eq!((retry.attempts, retry.codes.as_slice()), (2, &[503][..]));
+    let ratings = snap.service("default", "ratings").expect("ratings");
+    let traffic = snap
+        .traffic_policy(ratings)
+        .expect("ratings has a DestinationRule");
+    assert_eq!(traffic.load_balancer, mesh_config::LoadBalancer::RoundRobin);
+    assert!(traffic.outlier_detection.is_some());
     let wp = snap
         .waypoint(&ObjectRef::new("default", "waypoint"))
         .expect("waypoint");

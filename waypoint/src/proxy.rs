@@ -244,7 +244,6 @@ impl WaypointProxy {
                         key,
                         in_flight: &in_flight,
                     },
-                    health: &self.health,
                 };
                 let edit = |response: &mut pingora_http::ResponseHeader| {
                     filters::apply(rule.as_deref(), Phase::Response, response)

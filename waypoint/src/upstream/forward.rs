@@ -24,7 +24,6 @@ use super::client::{Checkout, ConnectError, PoolSettings, Target, UpstreamBody, 
 use super::protocol::UpstreamProtocol;
 use super::retry::{self, Reason, TryEnd};
 use mesh_config::balance::address;
-use mesh_config::health::Health;
 
 /// Request body chunks in flight between the caller and the upstream connection.
 const BODY_CHANNEL: usize = 4;
@@ -222,10 +221,8 @@ pub struct Exchange<'a> {
     /// Each try ends after this long (`timeouts.backendRequest`).
     pub try_timeout: Option<Duration>,
     pub retry: retry::Policy<'a>,
-    /// Chooses each try's endpoint and learns from how it went.
+    /// Chooses each try's endpoint, counts it in flight, and learns from how it went.
     pub balancing: Balancing<'a>,
-    /// The health of the endpoints tries go to (requests in flight to each).
-    pub health: &'a Health,
 }
 
 /// What the tries of one request did, for metrics and the access log.
@@ -270,7 +267,7 @@ pub async fn forward(
         let addr = address(&endpoint);
         tries.endpoint = Some(endpoint);
         tries.count += 1;
-        let active = exchange.health.start(addr);
+        let active = exchange.balancing.health.start(addr);
         let deadline = exchange.try_timeout.map(|t| Instant::now() + t);
         let attempt = Attempt {
             exchange: &exchange,
