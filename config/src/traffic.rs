@@ -91,4 +91,9 @@ pub struct ConnectionPool {
     pub idle_timeout: Option<Duration>,
     /// `tcp.connectTimeout`: the connection (the HBONE tunnel) must be up within this.
     pub connect_timeout: Option<Duration>,
+    /// `tcp.maxConnections`: connections open to the Service, across its endpoints.
+    pub max_connections: Option<u32>,
+    /// `http.http1MaxPendingRequests`: requests waiting for a connection when all
+    /// `max_connections` are busy; more are answered 503 `UO`.
+    pub max_pending_requests: Option<u32>,
 }

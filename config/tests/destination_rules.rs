@@ -33,8 +33,8 @@ fn every_supported_field_compiles_with_istios_defaults_for_the_rest() {
             "loadBalancer": {"simple": "ROUND_ROBIN"},
             "outlierDetection": {"consecutive5xxErrors": 3, "interval": "1s", "baseEjectionTime": "1.5s"},
             "connectionPool": {
-                "tcp": {"connectTimeout": "250ms"},
-                "http": {"http2MaxRequests": 100, "maxRequestsPerConnection": 10,
+                "tcp": {"connectTimeout": "250ms", "maxConnections": 8},
+                "http": {"http2MaxRequests": 100, "maxRequestsPerConnection": 10, "http1MaxPendingRequests": 2,
                          "maxRetries": 4, "idleTimeout": "1m", "h2UpgradePolicy": "DEFAULT"}
             },
             "tls": {"mode": "ISTIO_MUTUAL"}
@@ -58,6 +58,8 @@ fn every_supported_field_compiles_with_istios_defaults_for_the_rest() {
     assert_eq!(pool.max_retries, Some(4));
     assert_eq!(pool.idle_timeout, Some(Duration::from_secs(60)));
     assert_eq!(pool.connect_timeout, Some(Duration::from_millis(250)));
+    assert_eq!(pool.max_connections, Some(8));
+    assert_eq!(pool.max_pending_requests, Some(2));
 }
 
 #[test]
@@ -151,12 +153,12 @@ fn bad_values_and_fields_not_acted_on_are_refused_by_name() {
             vec!["http.http2MaxRequests", "0 is not within 1"],
         ),
         (
-            json!({"connectionPool": {"tcp": {"maxConnections": 1}}}),
-            vec!["tcp.maxConnections", "not supported yet"],
+            json!({"connectionPool": {"tcp": {"maxConnections": -1}}}),
+            vec!["tcp.maxConnections", "-1 is not within"],
         ),
         (
-            json!({"connectionPool": {"http": {"http1MaxPendingRequests": 1}}}),
-            vec!["http.http1MaxPendingRequests", "not supported yet"],
+            json!({"connectionPool": {"tcp": {"tcpKeepalive": {}}}}),
+            vec!["tcp.tcpKeepalive", "not supported yet"],
         ),
         (
             json!({"connectionPool": {"http": {"h2UpgradePolicy": "UPGRADE"}}}),

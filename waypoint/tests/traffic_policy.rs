@@ -156,3 +156,50 @@ async fn max_requests_per_connection_bounds_reuse() -> anyhow::Result<()> {
     assert_eq!(v1.tunnels_opened() + v2.tunnels_opened(), 10);
     Ok(())
 }
+
+/// `maxConnections: 1` with `http1MaxPendingRequests: 1` (Istio's circuit-breaking example):
+/// one request has the Service's one connection, one waits for it and is served after, the
+/// rest are answered at once with 503 `UO`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_connections_queue_pending_requests_and_overflow_the_rest() -> anyhow::Result<()> {
+    let pool = json!({"connectionPool": {
+        "tcp": {"maxConnections": 1},
+        "http": {"http1MaxPendingRequests": 1}
+    }});
+    let h = with_policy(98, pool).await?;
+    let v1 = h.backend("v1").await?;
+    let v2 = h.backend("v2").await?;
+    let Client::Http2(sender) = h.h2c(SLEEP).await? else {
+        anyhow::bail!("an h2c client")
+    };
+    let mut calls = tokio::task::JoinSet::new();
+    for i in 0..6 {
+        let mut client = Client::Http2(sender.clone());
+        calls.spawn(async move { client.get(&format!("/cb/{i}/slow")).await });
+    }
+    let mut statuses = BTreeMap::new();
+    for reply in calls.join_all().await {
+        *statuses.entry(reply?.status).or_insert(0) += 1;
+    }
+    assert_eq!(statuses.get(&200), Some(&2), "{statuses:?}");
+    assert_eq!(statuses.get(&503), Some(&4), "{statuses:?}");
+    let overflowed = h
+        .wait_metric("istio_requests_total", &[("response_flags", "UO")], 4.0)
+        .await;
+    assert_eq!(overflowed, 4.0);
+    // At rest, the one connection (a connection closed to make room may take a moment).
+    let mut open = usize::MAX;
+    for _ in 0..100 {
+        open = v1.open_tunnels() + v2.open_tunnels();
+        if open <= 1 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(open, 1, "connections open to the Service");
+    // Later requests still go through, one at a time.
+    let mut client = h.http1(SLEEP).await?;
+    let paths: Vec<String> = (0..4).map(|i| format!("/after/{i}")).collect();
+    served_by(&mut client, &paths).await?;
+    Ok(())
+}

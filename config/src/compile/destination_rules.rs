@@ -336,23 +336,22 @@ impl Cx<'_> {
 
     fn tcp(&mut self, at: &str, tcp: &TcpSpec, pool: &mut ConnectionPool) {
         let not_yet = "not supported yet";
-        self.refuse_if(
-            &tcp.max_connections,
-            &format!("{at}.maxConnections"),
-            not_yet,
-        );
         self.refuse_if(&tcp.tcp_keepalive, &format!("{at}.tcpKeepalive"), not_yet);
         let field = format!("{at}.maxConnectionDuration");
         self.refuse_if(&tcp.max_connection_duration, &field, not_yet);
         let idle = "the waypoint's upstream connections are HTTP; use http.idleTimeout";
         self.refuse_if(&tcp.idle_timeout, &format!("{at}.idleTimeout"), idle);
-        pool.connect_timeout = self.duration(&format!("{at}.connectTimeout"), &tcp.connect_timeout);
+        let field = format!("{at}.connectTimeout");
+        pool.connect_timeout = self.duration(&field, &tcp.connect_timeout);
+        let max = i64::from(i32::MAX);
+        // 0 means unset (Istio's default, 2³² − 1).
+        pool.max_connections = self
+            .number(&format!("{at}.maxConnections"), tcp.max_connections, 0, max)
+            .filter(|n| *n > 0);
     }
 
     fn http(&mut self, at: &str, http: &HttpSpec, pool: &mut ConnectionPool) {
         let not_yet = "not supported yet";
-        let field = format!("{at}.http1MaxPendingRequests");
-        self.refuse_if(&http.http1_max_pending_requests, &field, not_yet);
         let field = format!("{at}.maxConcurrentStreams");
         self.refuse_if(&http.max_concurrent_streams, &field, not_yet);
         if http.use_client_protocol == Some(true) {
@@ -381,6 +380,10 @@ impl Cx<'_> {
             .number(&field, http.max_requests_per_connection, 0, max)
             .filter(|n| *n > 0);
         pool.max_retries = self.number(&format!("{at}.maxRetries"), http.max_retries, 0, max);
+        let field = format!("{at}.http1MaxPendingRequests");
+        pool.max_pending_requests = self
+            .number(&field, http.http1_max_pending_requests, 0, max)
+            .filter(|n| *n > 0);
         pool.idle_timeout = self.duration(&format!("{at}.idleTimeout"), &http.idle_timeout);
     }
 

@@ -8,6 +8,7 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -16,6 +17,7 @@ use http_body_util::combinators::BoxBody;
 use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use mesh_hbone::{ConnectRequest, HboneError, Identity, Pool, PoolKey};
+use tokio::sync::Notify;
 
 use super::protocol::UpstreamProtocol;
 
@@ -87,6 +89,9 @@ pub enum ConnectError {
     Timeout(SocketAddr),
     #[error("HTTP handshake inside the tunnel failed: {0}")]
     Handshake(hyper::Error),
+    /// The destination has its most connections, all busy, and its most requests waiting.
+    #[error("overflow")]
+    Overflow,
 }
 
 /// Limits of the pool.
@@ -119,6 +124,10 @@ pub struct PoolSettings {
     /// A connection serves at most this many requests, then closes (HTTP/1.1) or takes no
     /// new stream (HTTP/2).
     pub max_requests_per_connection: Option<u32>,
+    /// Connections open to the destination, across its endpoints (`tcp.maxConnections`).
+    pub max_connections: Option<u32>,
+    /// Requests waiting for one of them (`http.http1MaxPendingRequests`); more: overflow.
+    pub max_pending: Option<u32>,
 }
 
 impl PoolSettings {
@@ -127,6 +136,8 @@ impl PoolSettings {
             connect_timeout: pool.connect_timeout,
             idle_timeout: pool.idle_timeout,
             max_requests_per_connection: pool.max_requests_per_connection,
+            max_connections: pool.max_connections,
+            max_pending: pool.max_pending_requests,
         }
     }
 
@@ -134,6 +145,62 @@ impl PoolSettings {
     fn has_room(&self, served: u32) -> bool {
         self.max_requests_per_connection
             .is_none_or(|max| served < max)
+    }
+}
+
+/// One destination's upstream connections: how many are open, how many requests wait for
+/// one, and a wake-up for them when one is freed.
+#[derive(Debug, Default)]
+pub struct ConnectionSlots {
+    open: AtomicU32,
+    pending: AtomicU32,
+    freed: Notify,
+}
+
+impl ConnectionSlots {
+    /// A slot for a new connection, unless `max` are open.
+    fn take(self: &Arc<Self>, max: Option<u32>) -> Option<Slot> {
+        self.open
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |open| {
+                max.is_none_or(|max| open < max).then_some(open + 1)
+            })
+            .ok()?;
+        Some(Slot(self.clone()))
+    }
+
+    /// Counts a request waiting for a connection, unless `max` already wait.
+    fn wait(self: &Arc<Self>, max: Option<u32>) -> Option<Waiting> {
+        self.pending
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |pending| {
+                max.is_none_or(|max| pending < max).then_some(pending + 1)
+            })
+            .ok()?;
+        Some(Waiting(self.clone()))
+    }
+
+    pub fn open(&self) -> u32 {
+        self.open.load(Ordering::Acquire)
+    }
+}
+
+/// One open connection of a destination, counted until dropped (with the connection's last
+/// handle in the pool or a request).
+#[derive(Debug)]
+pub struct Slot(Arc<ConnectionSlots>);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.open.fetch_sub(1, Ordering::AcqRel);
+        self.0.freed.notify_waiters();
+    }
+}
+
+/// A request waiting for a connection, counted until dropped.
+struct Waiting(Arc<ConnectionSlots>);
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        self.0.pending.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -145,10 +212,13 @@ pub enum Checkout {
         reused: bool,
         /// Requests it has served, this one included.
         served: u32,
+        slot: Slot,
     },
     Http2 {
         sender: http2::SendRequest<UpstreamBody>,
         reused: bool,
+        /// Held when this request has the connection to itself (not the shared one).
+        slot: Option<Slot>,
     },
 }
 
@@ -173,6 +243,7 @@ struct Idle {
     since: Instant,
     served: u32,
     idle_timeout: Duration,
+    slot: Slot,
 }
 
 /// The HTTP/2 connection an endpoint's requests share.
@@ -181,6 +252,8 @@ struct Shared {
     served: u32,
     last_used: Instant,
     idle_timeout: Duration,
+    /// Freed when the connection leaves the pool.
+    _slot: Slot,
 }
 
 #[derive(Default)]
@@ -211,30 +284,62 @@ impl Upstreams {
         }
     }
 
-    /// A connection to `target` speaking `protocol`: an idle or shared one, else a new one.
+    /// A connection to `target` speaking `protocol`: an idle or shared one (unless `fresh`),
+    /// else a new one, within the destination's `slots`. At its most connections, an idle
+    /// connection to another of its endpoints is closed to make room; with every one busy,
+    /// the request waits for one (as a pending request, within `max_pending`), or overflows.
     pub async fn checkout(
         &self,
         target: &Target,
         protocol: UpstreamProtocol,
         settings: PoolSettings,
-    ) -> Result<Checkout, ConnectError> {
-        if let Some(found) = self.pooled(&Key::new(target, protocol), settings) {
-            return Ok(found);
-        }
-        self.connect(target, protocol, settings).await
-    }
-
-    /// A new connection to `target` (an HTTP/2 one becomes the shared one).
-    pub async fn connect(
-        &self,
-        target: &Target,
-        protocol: UpstreamProtocol,
-        settings: PoolSettings,
+        slots: &Arc<ConnectionSlots>,
+        fresh: bool,
     ) -> Result<Checkout, ConnectError> {
         let key = Key::new(target, protocol);
         let timeout = settings
             .connect_timeout
             .unwrap_or(self.config.connect_timeout);
+        let mut waiting = None;
+        loop {
+            let freed = slots.freed.notified();
+            tokio::pin!(freed);
+            freed.as_mut().enable();
+            if !fresh && let Some(found) = self.pooled(&key, settings) {
+                return Ok(found);
+            }
+            if let Some(slot) = slots.take(settings.max_connections) {
+                return self
+                    .connect(target, protocol, settings, slot, timeout)
+                    .await;
+            }
+            if self.close_idle_of(slots) {
+                continue;
+            }
+            if waiting.is_none() {
+                waiting = Some(
+                    slots
+                        .wait(settings.max_pending)
+                        .ok_or(ConnectError::Overflow)?,
+                );
+            }
+            // Waits no longer than a connection may take to be made.
+            if tokio::time::timeout(timeout, freed).await.is_err() {
+                return Err(ConnectError::Overflow);
+            }
+        }
+    }
+
+    /// A new connection to `target` in `slot` (an HTTP/2 one becomes the shared one).
+    async fn connect(
+        &self,
+        target: &Target,
+        protocol: UpstreamProtocol,
+        settings: PoolSettings,
+        slot: Slot,
+        timeout: Duration,
+    ) -> Result<Checkout, ConnectError> {
+        let key = Key::new(target, protocol);
         let io = TokioIo::new(self.dial(target, timeout).await?);
         match protocol {
             UpstreamProtocol::Http1 => {
@@ -248,6 +353,7 @@ impl Upstreams {
                     sender,
                     reused: false,
                     served: 1,
+                    slot,
                 })
             }
             UpstreamProtocol::Http2 => {
@@ -256,31 +362,47 @@ impl Upstreams {
                     .await
                     .map_err(ConnectError::Handshake)?;
                 tokio::spawn(connection);
-                let fresh = Shared {
+                let mut connections = self.lock();
+                let current = connections.shared.get(&key);
+                let replace = current.is_none_or(|current| {
+                    current.sender.is_closed() || !settings.has_room(current.served)
+                });
+                if !replace {
+                    // Another request made the shared one meanwhile: this one is this
+                    // request's alone.
+                    return Ok(Checkout::Http2 {
+                        sender,
+                        reused: false,
+                        slot: Some(slot),
+                    });
+                }
+                let shared = Shared {
                     sender: sender.clone(),
                     served: 1,
                     last_used: Instant::now(),
                     idle_timeout: settings.idle_timeout.unwrap_or(self.config.idle_timeout),
+                    _slot: slot,
                 };
-                let mut connections = self.lock();
-                let shared = connections.shared.entry(key);
-                match shared {
-                    std::collections::hash_map::Entry::Occupied(mut entry) => {
-                        let current = entry.get();
-                        if current.sender.is_closed() || !settings.has_room(current.served) {
-                            entry.insert(fresh);
-                        }
-                    }
-                    std::collections::hash_map::Entry::Vacant(entry) => {
-                        entry.insert(fresh);
-                    }
-                }
+                connections.shared.insert(key, shared);
                 Ok(Checkout::Http2 {
                     sender,
                     reused: false,
+                    slot: None,
                 })
             }
         }
+    }
+
+    /// Closes one idle connection of the destination `slots` counts, if it has one.
+    fn close_idle_of(&self, slots: &Arc<ConnectionSlots>) -> bool {
+        let mut connections = self.lock();
+        for idle in connections.idle.values_mut() {
+            if let Some(at) = idle.iter().position(|i| Arc::ptr_eq(&i.slot.0, slots)) {
+                idle.swap_remove(at);
+                return true;
+            }
+        }
+        false
     }
 
     /// Returns an HTTP/1.1 connection whose exchange is complete, and which has served
@@ -290,11 +412,14 @@ impl Upstreams {
         target: &Target,
         sender: http1::SendRequest<UpstreamBody>,
         served: u32,
+        slot: Slot,
         settings: PoolSettings,
     ) {
         if !sender.is_ready() || !settings.has_room(served) {
             return;
         }
+        // Requests waiting for a connection of this destination may take this one.
+        let slots = slot.0.clone();
         let key = Key::new(target, UpstreamProtocol::Http1);
         let mut connections = self.lock();
         let now = Instant::now();
@@ -306,8 +431,11 @@ impl Upstreams {
                 since: now,
                 served,
                 idle_timeout: settings.idle_timeout.unwrap_or(self.config.idle_timeout),
+                slot,
             });
         }
+        drop(connections);
+        slots.freed.notify_waiters();
     }
 
     /// Closes idle connections past their idle timeout (and forgets closed shared ones).
@@ -336,6 +464,7 @@ impl Upstreams {
                             sender: found.sender,
                             reused: true,
                             served: found.served + 1,
+                            slot: found.slot,
                         });
                     }
                 }
@@ -353,6 +482,7 @@ impl Upstreams {
                 Some(Checkout::Http2 {
                     sender: shared.sender.clone(),
                     reused: true,
+                    slot: None,
                 })
             }
         }

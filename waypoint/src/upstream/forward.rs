@@ -319,10 +319,14 @@ pub async fn forward(
     }
     let quiet = Quiet::new(exchange.idle_timeout, deadline);
     stream_down(session, header, incoming, &mut upload, quiet).await?;
-    if let Checkout::Http1 { sender, served, .. } = checkout {
-        exchange
-            .upstreams
-            .checkin(&target, sender, served, exchange.pool);
+    if let Checkout::Http1 {
+        sender,
+        served,
+        slot,
+        ..
+    } = checkout
+    {
+        (exchange.upstreams).checkin(&target, sender, served, slot, exchange.pool);
     }
     drop(retry_in_flight);
     Ok(status)
@@ -384,12 +388,17 @@ impl Attempt<'_> {
     ) -> Result<Answered, Failure> {
         let (upstreams, protocol) = (self.exchange.upstreams, self.exchange.protocol);
         let pool = self.exchange.pool;
-        let connected = match self.fresh {
-            true => upstreams.connect(self.target, protocol, pool).await,
-            false => upstreams.checkout(self.target, protocol, pool).await,
-        };
+        let slots = self.exchange.balancing.in_flight.connections();
+        let connected = (upstreams.checkout(self.target, protocol, pool, slots, self.fresh)).await;
         let mut checkout = match connected {
             Ok(checkout) => checkout,
+            // A full destination is not retried: that would only add to it.
+            Err(ConnectError::Overflow) => {
+                return Err(Failure::BeforeResponse {
+                    flag: ResponseFlag::UpstreamOverflow,
+                    reason: "overflow".to_owned(),
+                });
+            }
             Err(e) => return Ok(Answered::Failed(TryEnd::ConnectFailure, e.into())),
         };
         let reused = checkout.reused();

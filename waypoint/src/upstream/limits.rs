@@ -2,13 +2,15 @@
 //! requests, bounded by the DestinationRule's `http2MaxRequests` (more are answered 503 `UO`);
 //! retries, bounded by the retry budget (20% of requests in flight, at least 3) and by
 //! `maxRetries`, so that when a destination fails retries cannot multiply the load on it.
-//! Also each destination's round-robin position.
+//! Also each destination's round-robin position and its connection slots (`maxConnections`).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use mesh_config::ObjectRef;
+
+use super::client::ConnectionSlots;
 
 /// The share of requests in flight that may be retries, in percent.
 pub const BUDGET_PERCENT: u32 = 20;
@@ -37,6 +39,7 @@ struct Counters {
     requests: AtomicU32,
     retries: AtomicU32,
     round_robin: AtomicU64,
+    connections: Arc<ConnectionSlots>,
 }
 
 /// The limits a request is admitted under.
@@ -81,6 +84,11 @@ impl InFlight {
         Some(RetryInFlight {
             counters: counters.clone(),
         })
+    }
+
+    /// The destination's connections (bounded by `maxConnections`).
+    pub fn connections(&self) -> &Arc<ConnectionSlots> {
+        &self.counters.connections
     }
 
     /// The destination's next round-robin position.
