@@ -36,6 +36,29 @@ async fn served_by(client: &mut Client, paths: &[String]) -> anyhow::Result<Vec<
     Ok(out)
 }
 
+/// How many of `n` concurrent `/<tag>/<i>/slow` calls (each 200 ms at the backend) on one
+/// h2c connection got each status.
+async fn concurrent_statuses(
+    h: &Harness,
+    n: usize,
+    tag: &str,
+) -> anyhow::Result<BTreeMap<u16, usize>> {
+    let Client::Http2(sender) = h.h2c(SLEEP).await? else {
+        anyhow::bail!("an h2c client")
+    };
+    let mut calls = tokio::task::JoinSet::new();
+    for i in 0..n {
+        let mut client = Client::Http2(sender.clone());
+        let path = format!("/{tag}/{i}/slow");
+        calls.spawn(async move { client.get(&path).await });
+    }
+    let mut statuses = BTreeMap::new();
+    for reply in calls.join_all().await {
+        *statuses.entry(reply?.status).or_insert(0) += 1;
+    }
+    Ok(statuses)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn round_robin_takes_turns() -> anyhow::Result<()> {
     let h = with_policy(93, json!({"loadBalancer": {"simple": "ROUND_ROBIN"}})).await?;
@@ -121,18 +144,7 @@ async fn requests_over_http2_max_requests_overflow() -> anyhow::Result<()> {
     let h = with_policy(96, pool).await?;
     let _v1 = h.backend("v1").await?;
     let _v2 = h.backend("v2").await?;
-    let Client::Http2(sender) = h.h2c(SLEEP).await? else {
-        anyhow::bail!("an h2c client")
-    };
-    let mut calls = tokio::task::JoinSet::new();
-    for i in 0..8 {
-        let mut client = Client::Http2(sender.clone());
-        calls.spawn(async move { client.get(&format!("/held/{i}/slow")).await });
-    }
-    let mut statuses = BTreeMap::new();
-    for reply in calls.join_all().await {
-        *statuses.entry(reply?.status).or_insert(0) += 1;
-    }
+    let statuses = concurrent_statuses(&h, 8, "held").await?;
     assert_eq!(statuses.get(&200), Some(&2), "{statuses:?}");
     assert_eq!(statuses.get(&503), Some(&6), "{statuses:?}");
     let overflowed = h
@@ -169,18 +181,7 @@ async fn max_connections_queue_pending_requests_and_overflow_the_rest() -> anyho
     let h = with_policy(98, pool).await?;
     let v1 = h.backend("v1").await?;
     let v2 = h.backend("v2").await?;
-    let Client::Http2(sender) = h.h2c(SLEEP).await? else {
-        anyhow::bail!("an h2c client")
-    };
-    let mut calls = tokio::task::JoinSet::new();
-    for i in 0..6 {
-        let mut client = Client::Http2(sender.clone());
-        calls.spawn(async move { client.get(&format!("/cb/{i}/slow")).await });
-    }
-    let mut statuses = BTreeMap::new();
-    for reply in calls.join_all().await {
-        *statuses.entry(reply?.status).or_insert(0) += 1;
-    }
+    let statuses = concurrent_statuses(&h, 6, "cb").await?;
     assert_eq!(statuses.get(&200), Some(&2), "{statuses:?}");
     assert_eq!(statuses.get(&503), Some(&4), "{statuses:?}");
     let overflowed = h

@@ -273,46 +273,48 @@ impl Cx<'_> {
                           consecutiveGatewayErrors";
         let field = format!("{at}.consecutiveErrors");
         self.refuse_if(&spec.consecutive_errors, &field, deprecated);
-        let mut policy = OutlierDetection::default();
-        let count = |cx: &mut Self, name: &str, value: Option<i64>, default: u32| {
-            cx.number(&format!("{at}.{name}"), value, 0, u32::MAX.into())
-                .unwrap_or(default)
+        let mut policy = OutlierDetection {
+            split_local_origin: spec.split_external_local_origin_errors.unwrap_or(false),
+            ..OutlierDetection::default()
         };
-        policy.consecutive_5xx = count(
-            self,
-            "consecutive5xxErrors",
-            spec.consecutive_5xx_errors,
-            policy.consecutive_5xx,
-        );
-        policy.consecutive_gateway = count(
-            self,
-            "consecutiveGatewayErrors",
-            spec.consecutive_gateway_errors,
-            policy.consecutive_gateway,
-        );
-        policy.consecutive_local_origin = count(
-            self,
-            "consecutiveLocalOriginFailures",
-            spec.consecutive_local_origin_failures,
-            policy.consecutive_local_origin,
-        );
-        policy.split_local_origin = spec.split_external_local_origin_errors.unwrap_or(false);
-        let percent = |cx: &mut Self, name: &str, value: Option<i64>, default: u32| {
-            cx.number(&format!("{at}.{name}"), value, 0, 100)
-                .unwrap_or(default)
-        };
-        policy.max_ejection_percent = percent(
-            self,
-            "maxEjectionPercent",
-            spec.max_ejection_percent,
-            policy.max_ejection_percent,
-        );
-        policy.min_health_percent = percent(
-            self,
-            "minHealthPercent",
-            spec.min_health_percent,
-            policy.min_health_percent,
-        );
+        let (counts, percents) = (i64::from(u32::MAX), 100);
+        let numbers = [
+            (
+                "consecutive5xxErrors",
+                spec.consecutive_5xx_errors,
+                &mut policy.consecutive_5xx,
+                counts,
+            ),
+            (
+                "consecutiveGatewayErrors",
+                spec.consecutive_gateway_errors,
+                &mut policy.consecutive_gateway,
+                counts,
+            ),
+            (
+                "consecutiveLocalOriginFailures",
+                spec.consecutive_local_origin_failures,
+                &mut policy.consecutive_local_origin,
+                counts,
+            ),
+            (
+                "maxEjectionPercent",
+                spec.max_ejection_percent,
+                &mut policy.max_ejection_percent,
+                percents,
+            ),
+            (
+                "minHealthPercent",
+                spec.min_health_percent,
+                &mut policy.min_health_percent,
+                percents,
+            ),
+        ];
+        for (name, value, field, max) in numbers {
+            if let Some(n) = self.number(&format!("{at}.{name}"), value, 0, max) {
+                *field = n;
+            }
+        }
         if let Some(d) = self.duration(&format!("{at}.interval"), &spec.interval) {
             policy.interval = d;
         }
