@@ -98,6 +98,8 @@ fn validate(file: PathBuf) -> anyhow::Result<()> {
 }
 
 async fn up(file: PathBuf) -> anyhow::Result<()> {
+    // Caught before anything says the mesh is up, so a signal sent at once still cleans up.
+    let mut signals = mesh_runtime::ShutdownSignals::install()?;
     let mesh = mesh::local::LocalMesh::start_from_path(&file).await?;
     mesh.wait_ready(std::time::Duration::from_secs(10)).await?;
     for line in mesh::local::describe(&mesh.store.load()) {
@@ -107,7 +109,7 @@ async fn up(file: PathBuf) -> anyhow::Result<()> {
         "mesh is up; watching {} for changes. Ctrl-C to stop.",
         file.display()
     );
-    let signal = mesh_runtime::shutdown_signal().await?;
+    let signal = signals.recv().await;
     tracing::info!(signal, "stopping");
     mesh.stop().await;
     Ok(())

@@ -21,5 +21,5 @@ pub use log_limit::LogLimit;
 pub use logging::{init_logging, init_logging_with};
 pub use readiness::Readiness;
 pub use serve::bind;
-pub use signals::shutdown_signal;
+pub use signals::ShutdownSignals;
 pub use tokio_util::sync::CancellationToken;
