@@ -6,13 +6,9 @@ use std::time::Duration;
 
 use http::HeaderName;
 
-use crate::model::ObjectRef;
-
 /// `trafficPolicy` of a DestinationRule.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct TrafficPolicy {
-    /// The DestinationRule it came from.
-    pub rule: Option<ObjectRef>,
     pub load_balancer: LoadBalancer,
     pub outlier_detection: Option<OutlierDetection>,
     pub connection_pool: ConnectionPool,

@@ -35,7 +35,7 @@ pub(crate) fn traffic_policies(
         };
         let spec = &doc.obj.spec;
         let this = ObjectRef::new(&doc.namespace, &doc.name);
-        let policy = cx.rule(&this, spec);
+        let policy = cx.rule(spec);
         if cx.failed {
             continue;
         }
@@ -97,7 +97,6 @@ impl Cx<'_> {
 
     fn rule(
         &mut self,
-        this: &ObjectRef,
         spec: &crate::manifest::destination_rule::DestinationRuleSpec,
     ) -> TrafficPolicy {
         if spec.host.is_empty() {
@@ -123,15 +122,12 @@ impl Cx<'_> {
             );
         }
         let Some(traffic) = &spec.traffic_policy else {
-            return TrafficPolicy {
-                rule: Some(this.clone()),
-                ..TrafficPolicy::default()
-            };
+            return TrafficPolicy::default();
         };
-        self.traffic(this, traffic)
+        self.traffic(traffic)
     }
 
-    fn traffic(&mut self, this: &ObjectRef, spec: &TrafficPolicySpec) -> TrafficPolicy {
+    fn traffic(&mut self, spec: &TrafficPolicySpec) -> TrafficPolicy {
         const AT: &str = "spec.trafficPolicy";
         self.refuse_if(
             &spec.port_level_settings,
@@ -156,7 +152,6 @@ impl Cx<'_> {
             None => ConnectionPool::default(),
         };
         TrafficPolicy {
-            rule: Some(this.clone()),
             load_balancer,
             outlier_detection,
             connection_pool,

@@ -177,10 +177,6 @@ impl ConnectionSlots {
             .ok()?;
         Some(Waiting(self.clone()))
     }
-
-    pub fn open(&self) -> u32 {
-        self.open.load(Ordering::Acquire)
-    }
 }
 
 /// One open connection of a destination, counted until dropped (with the connection's last
