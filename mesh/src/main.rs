@@ -3,6 +3,9 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// An Envoy-free ambient mesh, run locally from Kubernetes-shaped YAML.
 #[derive(Parser)]
 #[command(name = "mesh", version)]
