@@ -86,14 +86,11 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
-/// The request as sent upstream: `head` (already filtered) in the form `protocol` takes.
-pub fn upstream_request(
-    head: RequestHeader,
-    protocol: UpstreamProtocol,
-    body: UpstreamBody,
-) -> http::Request<UpstreamBody> {
+/// The request head as sent upstream: `head` (already filtered) in the form `protocol` takes.
+/// Shaped once per request; each try sends a copy.
+pub fn upstream_request(head: RequestHeader, protocol: UpstreamProtocol) -> http::request::Parts {
     let parts: http::request::Parts = head.into();
-    let mut request = http::Request::from_parts(parts, body);
+    let mut request = http::Request::from_parts(parts, ());
     strip_hop_by_hop(request.headers_mut());
     let host = request
         .headers()
@@ -135,7 +132,7 @@ pub fn upstream_request(
             }
         }
     }
-    request
+    request.into_parts().0
 }
 
 /// The response head as the caller gets it, for a caller speaking HTTP/2 or not.
@@ -246,6 +243,7 @@ pub async fn forward(
     tries: &mut Tries,
 ) -> Result<u16, Failure> {
     let method = head.method.clone();
+    let request = upstream_request(head, exchange.protocol);
     let caller_h2 = session.is_http2();
     let mut upload = Upload::new(!session.is_body_empty());
     let mut tried = Vec::new();
@@ -272,7 +270,7 @@ pub async fn forward(
             deadline,
         };
         let answered = attempt
-            .until_answered(session, head.clone(), &mut upload)
+            .until_answered(session, request.clone(), &mut upload)
             .await?;
         let end = answered.end();
         tries.ejected += u32::from(exchange.balancing.record(addr, end));
@@ -378,7 +376,7 @@ impl Attempt<'_> {
     async fn until_answered(
         &self,
         session: &mut Session,
-        head: RequestHeader,
+        request: http::request::Parts,
         upload: &mut Upload,
     ) -> Result<Answered, Failure> {
         let (upstreams, protocol) = (self.exchange.upstreams, self.exchange.protocol);
@@ -402,7 +400,7 @@ impl Attempt<'_> {
             let (_, failure) = before_response(&e, reused, true);
             return Ok(Answered::Failed(TryEnd::NotSent, failure));
         }
-        let request = upstream_request(head, protocol, upload.body_for_try(session));
+        let request = http::Request::from_parts(request, upload.body_for_try(session));
         let mut response = send(&mut checkout, request);
         let quiet = Quiet::new(self.exchange.idle_timeout, self.deadline);
         let timer = tokio::time::sleep_until(quiet.until().into());
@@ -544,7 +542,6 @@ async fn relay_body(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use http_body_util::Empty;
 
     fn head(method: &str, path: &str, headers: &[(&str, &str)]) -> RequestHeader {
         let mut head = RequestHeader::build(method, path.as_bytes(), None).expect("head");
@@ -553,10 +550,6 @@ mod tests {
                 .expect("header");
         }
         head
-    }
-
-    fn empty() -> UpstreamBody {
-        Empty::new().map_err(|never| match never {}).boxed()
     }
 
     #[test]
@@ -573,13 +566,13 @@ mod tests {
                 ("x-kept", "yes"),
             ],
         );
-        let r = upstream_request(h, UpstreamProtocol::Http1, empty());
-        assert_eq!(r.uri(), "/a?b=1");
-        assert_eq!(r.version(), Version::HTTP_11);
-        assert_eq!(r.headers()["host"], "reviews:9080");
-        assert_eq!(r.headers()["x-kept"], "yes");
+        let r = upstream_request(h, UpstreamProtocol::Http1);
+        assert_eq!(r.uri, "/a?b=1");
+        assert_eq!(r.version, Version::HTTP_11);
+        assert_eq!(r.headers["host"], "reviews:9080");
+        assert_eq!(r.headers["x-kept"], "yes");
         for gone in ["connection", "x-private", "keep-alive", "te"] {
-            assert!(!r.headers().contains_key(gone), "{gone} forwarded");
+            assert!(!r.headers.contains_key(gone), "{gone} forwarded");
         }
     }
 
@@ -594,12 +587,12 @@ mod tests {
                 ("transfer-encoding", "chunked"),
             ],
         );
-        let r = upstream_request(h, UpstreamProtocol::Http2, empty());
-        assert_eq!(r.uri(), "http://reviews:9080/pkg.Svc/Call");
-        assert_eq!(r.version(), Version::HTTP_2);
-        assert!(!r.headers().contains_key("host"));
-        assert!(!r.headers().contains_key("transfer-encoding"));
-        assert_eq!(r.headers()["te"], "trailers");
+        let r = upstream_request(h, UpstreamProtocol::Http2);
+        assert_eq!(r.uri, "http://reviews:9080/pkg.Svc/Call");
+        assert_eq!(r.version, Version::HTTP_2);
+        assert!(!r.headers.contains_key("host"));
+        assert!(!r.headers.contains_key("transfer-encoding"));
+        assert_eq!(r.headers["te"], "trailers");
     }
 
     fn response(status: u16, headers: &[(&str, &str)]) -> http::response::Parts {
