@@ -14,7 +14,7 @@ use tracing::debug;
 
 use crate::dispatch::{DispatchError, dispatch};
 use crate::proxy::WaypointProxy;
-use crate::tunnel_io::{TunnelInfo, TunnelIo};
+use crate::tunnel_io::{HeadBounds, TunnelInfo, TunnelIo};
 
 /// Parses the client address from `forwarded: for="ip:port";host=...`.
 pub fn forwarded_for(value: &str) -> Option<SocketAddr> {
@@ -45,7 +45,7 @@ pub(crate) async fn serve(
     proxy: Arc<HttpProxy<WaypointProxy>>,
     store: Arc<Store>,
     waypoint: ObjectRef,
-    head_timeout: std::time::Duration,
+    head: HeadBounds,
     shutdown: CancellationToken,
 ) {
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -83,7 +83,7 @@ pub(crate) async fn serve(
                     return;
                 }
             };
-            let io = TunnelIo::new(stream, info, head_timeout);
+            let io = TunnelIo::new(stream, info, head);
             let _ = proxy.process_new(Box::new(io), &stop_rx).await;
         }
     };

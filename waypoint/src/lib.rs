@@ -40,6 +40,7 @@ use tokio_util::sync::CancellationToken;
 use crate::proxy::WaypointProxy;
 pub use crate::request::HeaderLimits;
 use crate::telemetry::Metrics;
+use crate::tunnel_io::HeadBounds;
 use crate::upstream::{ClientConfig, Upstreams};
 use mesh_config::health::Health;
 
@@ -198,7 +199,10 @@ impl WaypointServer {
             self.proxy,
             self.store,
             self.settings.waypoint,
-            self.settings.timeouts.request_headers,
+            HeadBounds {
+                timeout: self.settings.timeouts.request_headers,
+                max_bytes: self.settings.header_limits.max_head_bytes(),
+            },
             shutdown,
         )
         .await;

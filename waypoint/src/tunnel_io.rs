@@ -118,7 +118,9 @@ pub struct TunnelIo<S> {
     /// timed here).
     http2: bool,
     info: Arc<TunnelInfo>,
-    head_timer: HeadTimer,
+    head_guard: HeadGuard,
+    /// Bytes of [`HEAD_TOO_LARGE`] written, once the caller's head went over its bound.
+    refusal_written: Option<usize>,
     id: UniqueIDType,
     proxy_digest: Arc<ProxyDigest>,
     socket_digest: Arc<SocketDigest>,
@@ -131,43 +133,102 @@ struct HeadPhase {
     in_request: bool,
 }
 
-/// The request-headers timeout of an HTTP/1.1 caller (slowloris): once the first bytes of a
-/// request arrive, its whole head must follow within `timeout`, however slowly each byte
-/// comes. Between requests the keep-alive timeout applies instead (Pingora's, per read).
-struct HeadTimer {
-    timeout: Duration,
-    /// The clock of the head after `heads` heads, once its first bytes were read.
-    deadline: Option<(u64, Pin<Box<tokio::time::Sleep>>)>,
+/// What an HTTP/1.1 caller may spend on one request head: how long once its first bytes
+/// arrived, and how many bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HeadBounds {
+    /// The whole head must follow its first bytes within this (slowloris).
+    pub timeout: Duration,
+    /// Bytes of one head, request line and line ends included; past them the caller is
+    /// answered 431 at once, without reading the rest.
+    pub max_bytes: usize,
 }
 
-impl HeadTimer {
-    /// Starts the clock if bytes of a new head were just read.
-    fn on_read(&mut self, phase: HeadPhase) {
-        if !phase.in_request && self.deadline.is_none() {
-            let clock = Box::pin(tokio::time::sleep(self.timeout));
-            self.deadline = Some((phase.heads, clock));
+/// The request-head guard of an HTTP/1.1 caller: once the first bytes of a request arrive,
+/// its whole head must follow within the timeout, however slowly each byte comes, and within
+/// the byte bound, however fast. Between requests the keep-alive timeout applies instead
+/// (Pingora's, per read). The head is over once the proxy has it ([`TunnelInfo::head_received`]).
+struct HeadGuard {
+    bounds: HeadBounds,
+    /// The head after `heads` heads, once its first bytes were read.
+    current: Option<HeadInProgress>,
+}
+
+struct HeadInProgress {
+    heads: u64,
+    clock: Pin<Box<tokio::time::Sleep>>,
+    bytes: usize,
+}
+
+/// What the guard says of the head under way.
+#[derive(Debug, PartialEq, Eq)]
+enum HeadCheck {
+    /// Read on, at most this many bytes (`None`: no head under way, no bound).
+    Read(Option<usize>),
+    Late,
+    TooLarge,
+}
+
+impl HeadGuard {
+    fn new(bounds: HeadBounds) -> Self {
+        HeadGuard {
+            bounds,
+            current: None,
         }
     }
 
-    /// Whether the head is late; stops the clock once that head is in.
-    fn poll_late(&mut self, phase: HeadPhase, cx: &mut Context<'_>) -> bool {
-        let timed_head_arrived = self
-            .deadline
+    /// Whether the head under way may go on, and how many more bytes it may take. One byte
+    /// past the bound is let through, so that a head that needs it is known to be over.
+    fn check(&mut self, phase: HeadPhase, cx: &mut Context<'_>) -> HeadCheck {
+        if phase.in_request {
+            self.current = None;
+            return HeadCheck::Read(None);
+        }
+        if self
+            .current
             .as_ref()
-            .is_some_and(|(heads, _)| *heads != phase.heads || phase.in_request);
-        if timed_head_arrived {
-            self.deadline = None;
+            .is_some_and(|h| h.heads != phase.heads)
+        {
+            // That head arrived; this is the next one's phase.
+            self.current = None;
         }
-        self.deadline
-            .as_mut()
-            .is_some_and(|(_, clock)| clock.as_mut().poll(cx).is_ready())
+        let Some(head) = self.current.as_mut() else {
+            return HeadCheck::Read(Some(self.bounds.max_bytes + 1));
+        };
+        if head.bytes > self.bounds.max_bytes {
+            return HeadCheck::TooLarge;
+        }
+        if head.clock.as_mut().poll(cx).is_ready() {
+            return HeadCheck::Late;
+        }
+        HeadCheck::Read(Some(self.bounds.max_bytes + 1 - head.bytes))
+    }
+
+    /// Counts `n` bytes just read outside a request: they belong to the next head, whose
+    /// clock starts with the first of them.
+    fn on_read(&mut self, phase: HeadPhase, n: usize) {
+        if phase.in_request || n == 0 {
+            return;
+        }
+        let timeout = self.bounds.timeout;
+        let head = self.current.get_or_insert_with(|| HeadInProgress {
+            heads: phase.heads,
+            clock: Box::pin(tokio::time::sleep(timeout)),
+            bytes: 0,
+        });
+        head.bytes += n;
     }
 }
+
+/// What a caller whose head is over [`HeadBounds::max_bytes`] is told before its tunnel is
+/// closed (the rest of the head is never read).
+const HEAD_TOO_LARGE: &[u8] = b"HTTP/1.1 431 Request Header Fields Too Large\r\n\
+content-type: text/plain\r\ncontent-length: 27\r\nconnection: close\r\n\r\n\
+request headers too large\r\n";
 
 impl<S> TunnelIo<S> {
-    /// `head_timeout`: how long an HTTP/1.1 caller may take to send a request's head once it
-    /// has started it.
-    pub fn new(inner: S, info: TunnelInfo, head_timeout: Duration) -> Self {
+    /// `head`: what an HTTP/1.1 caller may spend on each request head.
+    pub fn new(inner: S, info: TunnelInfo, head: HeadBounds) -> Self {
         let socket_digest = SocketDigest::from_raw_fd(-1);
         let _ = socket_digest.peer_addr.set(Some(info.client_addr().into()));
         let _ = socket_digest.local_addr.set(Some(info.local_addr.into()));
@@ -179,10 +240,8 @@ impl<S> TunnelIo<S> {
             sniffed: BytesMut::new(),
             http2: false,
             info,
-            head_timer: HeadTimer {
-                timeout: head_timeout,
-                deadline: None,
-            },
+            head_guard: HeadGuard::new(head),
+            refusal_written: None,
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             proxy_digest: Arc::new(proxy_digest),
             socket_digest: Arc::new(socket_digest),
@@ -213,7 +272,7 @@ impl<S> fmt::Debug for TunnelIo<S> {
     }
 }
 
-impl<S: AsyncRead + Unpin> AsyncRead for TunnelIo<S> {
+impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for TunnelIo<S> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -224,19 +283,59 @@ impl<S: AsyncRead + Unpin> AsyncRead for TunnelIo<S> {
             return this.read_bytes(cx, buf);
         }
         let phase = this.info.head_phase();
-        if this.head_timer.poll_late(phase, cx) {
-            let timeout = this.head_timer.timeout;
-            return Poll::Ready(Err(io::Error::new(
-                io::ErrorKind::TimedOut,
-                format!("request headers not received within {timeout:?}"),
-            )));
-        }
-        let before = buf.filled().len();
-        std::task::ready!(this.read_bytes(cx, buf))?;
-        if buf.filled().len() > before {
-            this.head_timer.on_read(phase);
-        }
+        let most = match this.head_guard.check(phase, cx) {
+            HeadCheck::Read(most) => most,
+            HeadCheck::Late => {
+                let timeout = this.head_guard.bounds.timeout;
+                return Poll::Ready(Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!("request headers not received within {timeout:?}"),
+                )));
+            }
+            HeadCheck::TooLarge => return this.poll_refuse_head(cx),
+        };
+        let n = match most {
+            Some(most) if most < buf.remaining() => {
+                // Only while a head has grown close to its bound: a read never takes more
+                // than the bound allows, so the bytes after a head that fits are not counted.
+                let mut limited = ReadBuf::new(buf.initialize_unfilled_to(most));
+                std::task::ready!(this.read_bytes(cx, &mut limited))?;
+                let n = limited.filled().len();
+                buf.advance(n);
+                n
+            }
+            _ => {
+                let before = buf.filled().len();
+                std::task::ready!(this.read_bytes(cx, buf))?;
+                buf.filled().len() - before
+            }
+        };
+        this.head_guard.on_read(phase, n);
         Poll::Ready(Ok(()))
+    }
+}
+
+impl<S: AsyncWrite + Unpin> TunnelIo<S> {
+    /// Answers 431 straight into the tunnel, then fails the read: Pingora closes the
+    /// connection without reading the rest of the head.
+    fn poll_refuse_head(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let written = self.refusal_written.get_or_insert(0);
+        while *written < HEAD_TOO_LARGE.len() {
+            let n = std::task::ready!(
+                Pin::new(&mut self.inner).poll_write(cx, &HEAD_TOO_LARGE[*written..])
+            )?;
+            if n == 0 {
+                break;
+            }
+            *written += n;
+        }
+        std::task::ready!(Pin::new(&mut self.inner).poll_flush(cx))?;
+        let max = self.head_guard.bounds.max_bytes;
+        tracing::debug!(peer = %self.info.peer_addr, max, "request head too large; answered 431");
+        Poll::Ready(Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("request head over {max} bytes"),
+        )))
     }
 }
 
@@ -319,6 +418,11 @@ impl<S: AsyncRead + Unpin + Send> Peek for TunnelIo<S> {
 mod tests {
     use super::*;
 
+    const BOUNDS: HeadBounds = HeadBounds {
+        timeout: Duration::from_secs(10),
+        max_bytes: 1 << 10,
+    };
+
     fn info() -> TunnelInfo {
         TunnelInfo::new(
             Identity::new("cluster.local", "default", "sleep"),
@@ -334,7 +438,7 @@ mod tests {
         let (mut client, server) = tokio::io::duplex(1024);
         client.write_all(H2_PREFACE).await.expect("write");
         client.write_all(b"rest").await.expect("write");
-        let mut io = TunnelIo::new(server, info(), Duration::from_secs(10));
+        let mut io = TunnelIo::new(server, info(), BOUNDS);
         let mut peeked = [0u8; 24];
         assert!(io.try_peek(&mut peeked).await.expect("peek"));
         assert_eq!(&peeked[..], H2_PREFACE);
@@ -352,7 +456,7 @@ mod tests {
             .write_all(b"GET / HTTP/1.1\r\n\r\n")
             .await
             .expect("write");
-        let mut io = TunnelIo::new(server, info(), Duration::from_secs(10));
+        let mut io = TunnelIo::new(server, info(), BOUNDS);
         let mut peeked = [0u8; 24];
         assert!(io.try_peek(&mut peeked).await.expect("peek"));
         assert_ne!(&peeked[..], H2_PREFACE);
@@ -361,12 +465,66 @@ mod tests {
         assert_eq!(&line, b"GET / HTTP/1.1\r\n\r\n");
     }
 
+    #[tokio::test]
+    async fn a_head_over_its_bound_is_answered_431_without_reading_the_rest() {
+        let (mut client, server) = tokio::io::duplex(64 << 10);
+        let head = format!("GET / HTTP/1.1\r\nhost: a\r\nx-big: {}", "a".repeat(4000));
+        client.write_all(head.as_bytes()).await.expect("write");
+        let mut io = TunnelIo::new(server, info(), BOUNDS);
+        let mut read = Vec::new();
+        let mut chunk = vec![0u8; 8192];
+        let error = loop {
+            match io.read(&mut chunk).await {
+                Ok(n) => read.extend_from_slice(&chunk[..n]),
+                Err(e) => break e,
+            }
+        };
+        assert_eq!(error.kind(), io::ErrorKind::InvalidData, "{error}");
+        assert_eq!(
+            read.len(),
+            BOUNDS.max_bytes + 1,
+            "one byte past the bound, no more"
+        );
+        let mut answer = vec![0u8; HEAD_TOO_LARGE.len()];
+        client.read_exact(&mut answer).await.expect("answer");
+        assert!(answer.starts_with(b"HTTP/1.1 431 "));
+    }
+
+    #[tokio::test]
+    async fn the_bound_counts_each_head_and_never_the_body_after_it() {
+        let (mut client, server) = tokio::io::duplex(64 << 10);
+        let head = b"POST / HTTP/1.1\r\nhost: a\r\ncontent-length: 3000\r\n\r\n";
+        client.write_all(head).await.expect("write");
+        client.write_all(&[b'b'; 3000]).await.expect("write");
+        let mut io = TunnelIo::new(server, info(), BOUNDS);
+        let mut read = Vec::new();
+        let mut chunk = vec![0u8; 8192];
+        let n = io.read(&mut chunk).await.expect("head");
+        assert_eq!(
+            n,
+            BOUNDS.max_bytes + 1,
+            "a read in a head takes no more than its bound"
+        );
+        read.extend_from_slice(&chunk[..n]);
+        // The proxy parsed the head: the body is read without a bound.
+        io.info.head_received();
+        while read.len() < head.len() + 3000 {
+            let n = io.read(&mut chunk).await.expect("body");
+            read.extend_from_slice(&chunk[..n]);
+        }
+        io.info.request_done();
+        // The next head starts its own count.
+        client.write_all(&[b'c'; 1000]).await.expect("write");
+        let n = io.read(&mut chunk).await.expect("next head");
+        assert_eq!(n, 1000);
+    }
+
     #[test]
     fn digest_carries_tunnel_info_and_client_address() {
         let mut tunnel = info();
         tunnel.forwarded_for = Some("127.0.1.12:5555".parse().expect("addr"));
         let (_, server) = tokio::io::duplex(16);
-        let io = TunnelIo::new(server, tunnel, Duration::from_secs(10));
+        let io = TunnelIo::new(server, tunnel, BOUNDS);
         let digest = pingora_core::protocols::Digest {
             ssl_digest: None,
             timing_digest: Vec::new(),

@@ -436,6 +436,40 @@ async fn oversized_headers_are_refused_with_431() -> anyhow::Result<()> {
 }
 
 #[tokio::test]
+async fn a_head_far_over_the_limits_is_answered_431_before_it_ends() -> anyhow::Result<()> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let h = Harness::start(79, &manifest(79, &[])).await?;
+    let _v1 = h.backend("v1").await?;
+    let _v2 = h.backend("v2").await?;
+    // 200 KiB of headers and no end to the head: refused once it passes the bound on a whole
+    // head (60 KiB of headers, 4 bytes per line, 16 KiB of request line), not read to the
+    // end nor left to the head timeout (10 s).
+    let mut tunnel = h.tunnel(SLEEP, "1.10", &h.reviews_vip()).await?;
+    let lines: String = (0..50)
+        .map(|i| format!("x-h{i}: {}\r\n", "a".repeat(4 << 10)))
+        .collect();
+    let started = std::time::Instant::now();
+    let head = format!("GET /r HTTP/1.1\r\nhost: reviews:9080\r\n{lines}");
+    tunnel.write_all(head.as_bytes()).await?;
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), tunnel.read_to_end(&mut answer))
+        .await
+        .context("the endless head was not refused")??;
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 431"), "{answer}");
+    assert!(started.elapsed() < Duration::from_secs(3));
+    // A small head followed at once by a large body is read as before.
+    let body = "b".repeat(300 << 10);
+    let post = format!(
+        "POST /r HTTP/1.1\r\nhost: reviews:9080\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let status = raw_status(&h, post.as_bytes()).await?;
+    assert!(status.starts_with("HTTP/1.1 200"), "{status}");
+    Ok(())
+}
+
+#[tokio::test]
 async fn a_silent_backend_ends_the_request_with_504_ut_after_the_stream_idle_timeout()
 -> anyhow::Result<()> {
     let timeouts = waypoint::Timeouts {

@@ -96,6 +96,17 @@ pub struct HeaderLimits {
     pub max_count: usize,
 }
 
+impl HeaderLimits {
+    /// The most bytes a whole HTTP/1.1 request head may take on the wire under these limits:
+    /// the headers, 4 bytes of `: ` and line end for each, and 16 KiB for the request line.
+    /// Past it a caller is answered 431 before the rest is read (`TunnelIo`); below it, the
+    /// headers are measured exactly once parsed.
+    pub fn max_head_bytes(&self) -> usize {
+        const REQUEST_LINE: usize = 16 << 10;
+        self.max_bytes + 4 * self.max_count + REQUEST_LINE
+    }
+}
+
 impl Default for HeaderLimits {
     fn default() -> Self {
         HeaderLimits {

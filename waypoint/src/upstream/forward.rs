@@ -243,9 +243,11 @@ pub async fn forward(
     tries: &mut Tries,
 ) -> Result<u16, Failure> {
     let method = head.method.clone();
+    let declared_length =
+        (head.headers.get(header::CONTENT_LENGTH)).and_then(|v| v.to_str().ok()?.parse().ok());
     let request = upstream_request(head, exchange.protocol);
     let caller_h2 = session.is_http2();
-    let mut upload = Upload::new(!session.is_body_empty());
+    let mut upload = Upload::new(!session.is_body_empty(), declared_length);
     let mut tried = Vec::new();
     // The retry under way, counted against the budget until the next one or the end.
     let mut retry_in_flight = None;

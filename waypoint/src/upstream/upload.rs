@@ -55,12 +55,19 @@ impl Replay {
 }
 
 impl Upload {
-    pub(super) fn new(had_body: bool) -> Self {
+    /// `declared_length`: the request's Content-Length; a body declared larger than
+    /// [`REPLAY_LIMIT`] is never kept, so it is never retried, however much of it was read
+    /// when a try failed.
+    pub(super) fn new(had_body: bool, declared_length: Option<u64>) -> Self {
+        let too_large = declared_length.is_some_and(|n| n > REPLAY_LIMIT as u64);
         Upload {
             had_body,
             tx: None,
             permit: None,
-            replay: Replay::default(),
+            replay: Replay {
+                overflowed: too_large,
+                ..Replay::default()
+            },
         }
     }
 
@@ -173,6 +180,16 @@ mod tests {
         replay.record(&Bytes::from_static(b"y"));
         assert!(replay.overflowed);
         assert!(replay.chunks.is_empty(), "the kept chunks are freed");
+    }
+
+    #[test]
+    fn a_body_declared_over_64_kib_is_never_replayable() {
+        assert!(
+            Upload::new(true, None).replayable(),
+            "chunked: while it fits"
+        );
+        assert!(Upload::new(true, Some(64 << 10)).replayable());
+        assert!(!Upload::new(true, Some((64 << 10) + 1)).replayable());
     }
 
     #[tokio::test]
