@@ -131,12 +131,8 @@ async fn an_abandoned_upload_is_torn_down_on_both_sides() -> anyhow::Result<()> 
     let h = Harness::start(72, &manifest(72, &[])).await?;
     let v1 = h.backend("v1").await?;
     let v2 = h.backend("v2").await?;
-    // An HTTP/1.1 caller. (An h2c caller whose tunnel dies mid-upload is not torn down yet:
-    // the waypoint's HTTP/2 server connection stops reading while its writes to the gone
-    // caller are blocked, so it never sees the tunnel end; see SECURITY.md, known gaps.)
-    {
-        let h2c = false;
-        let (mut client, connection) = caller(&h, h2c).await?;
+    for h2c in [false, true] {
+        let (mut client, caller_process) = caller(&h, h2c).await?;
         // The caller sends 1 MiB of an upload that would go on, reads the start of the echo,
         // and goes away with its tunnel (its connection task ends, as when a process dies).
         let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, std::io::Error>>(4);
@@ -166,7 +162,7 @@ async fn an_abandoned_upload_is_torn_down_on_both_sides() -> anyhow::Result<()> 
         // The upload stays unfinished (`tx` lives on), so the request can never complete and
         // its upstream connection can never go back to the pool: the caller's going away is
         // the only way the backend's tunnel can end.
-        connection.abort();
+        caller_process.kill();
         drop((body, client));
         wait_until(Duration::from_secs(5), || {
             v1.open_tunnels() + v2.open_tunnels() == 0
@@ -180,24 +176,49 @@ async fn an_abandoned_upload_is_torn_down_on_both_sides() -> anyhow::Result<()> 
     Ok(())
 }
 
-/// A client on a fresh tunnel, with the task that drives its connection (and owns the tunnel).
-async fn caller(h: &Harness, h2c: bool) -> anyhow::Result<(Client, tokio::task::JoinHandle<()>)> {
-    use hyper_util::rt::{TokioExecutor, TokioIo};
+/// The tasks of a caller's HTTP client (hyper runs an HTTP/2 connection on a task of its
+/// own): killing them all is the caller's process dying, its tunnel with it.
+#[derive(Clone, Default)]
+struct CallerProcess(std::sync::Arc<std::sync::Mutex<Vec<tokio::task::AbortHandle>>>);
+
+impl CallerProcess {
+    fn spawn<F: Future<Output = ()> + Send + 'static>(&self, task: F) {
+        let handle = tokio::spawn(task).abort_handle();
+        self.0.lock().expect("tasks").push(handle);
+    }
+
+    fn kill(&self) {
+        for task in self.0.lock().expect("tasks").drain(..) {
+            task.abort();
+        }
+    }
+}
+
+impl<F: Future<Output = ()> + Send + 'static> hyper::rt::Executor<F> for CallerProcess {
+    fn execute(&self, task: F) {
+        self.spawn(task);
+    }
+}
+
+/// A client on a fresh tunnel, with the tasks that drive its connection (and own the tunnel).
+async fn caller(h: &Harness, h2c: bool) -> anyhow::Result<(Client, CallerProcess)> {
+    use hyper_util::rt::TokioIo;
     let tunnel = TokioIo::new(h.tunnel(SLEEP, "1.10", &h.reviews_vip()).await?);
-    Ok(if h2c {
-        let (sender, conn) =
-            hyper::client::conn::http2::handshake(TokioExecutor::new(), tunnel).await?;
-        let task = tokio::spawn(async move {
+    let process = CallerProcess::default();
+    let client = if h2c {
+        let (sender, conn) = hyper::client::conn::http2::handshake(process.clone(), tunnel).await?;
+        process.spawn(async move {
             let _ = conn.await;
         });
-        (Client::Http2(sender), task)
+        Client::Http2(sender)
     } else {
         let (sender, conn) = hyper::client::conn::http1::handshake(tunnel).await?;
-        let task = tokio::spawn(async move {
+        process.spawn(async move {
             let _ = conn.await;
         });
-        (Client::Http1(sender), task)
-    })
+        Client::Http1(sender)
+    };
+    Ok((client, process))
 }
 
 async fn wait_until(deadline: Duration, done: impl Fn() -> bool) -> anyhow::Result<()> {
