@@ -13,7 +13,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering};
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use bytes::{Buf, BytesMut};
@@ -152,11 +152,14 @@ struct HeadGuard {
     bounds: HeadBounds,
     /// The head after `heads` heads, once its first bytes were read.
     current: Option<HeadInProgress>,
+    /// Wakes a read waiting on the rest of a head at its deadline; armed only when a head
+    /// is incomplete and the caller is silent (a head that comes whole needs no timer).
+    clock: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
 struct HeadInProgress {
     heads: u64,
-    clock: Pin<Box<tokio::time::Sleep>>,
+    deadline: Instant,
     bytes: usize,
 }
 
@@ -174,12 +177,13 @@ impl HeadGuard {
         HeadGuard {
             bounds,
             current: None,
+            clock: None,
         }
     }
 
     /// Whether the head under way may go on, and how many more bytes it may take. One byte
     /// past the bound is let through, so that a head that needs it is known to be over.
-    fn check(&mut self, phase: HeadPhase, cx: &mut Context<'_>) -> HeadCheck {
+    fn check(&mut self, phase: HeadPhase) -> HeadCheck {
         if phase.in_request {
             self.current = None;
             return HeadCheck::Read(None);
@@ -192,13 +196,13 @@ impl HeadGuard {
             // That head arrived; this is the next one's phase.
             self.current = None;
         }
-        let Some(head) = self.current.as_mut() else {
+        let Some(head) = self.current.as_ref() else {
             return HeadCheck::Read(Some(self.bounds.max_bytes + 1));
         };
         if head.bytes > self.bounds.max_bytes {
             return HeadCheck::TooLarge;
         }
-        if head.clock.as_mut().poll(cx).is_ready() {
+        if Instant::now() >= head.deadline {
             return HeadCheck::Late;
         }
         HeadCheck::Read(Some(self.bounds.max_bytes + 1 - head.bytes))
@@ -213,10 +217,25 @@ impl HeadGuard {
         let timeout = self.bounds.timeout;
         let head = self.current.get_or_insert_with(|| HeadInProgress {
             heads: phase.heads,
-            clock: Box::pin(tokio::time::sleep(timeout)),
+            deadline: Instant::now() + timeout,
             bytes: 0,
         });
         head.bytes += n;
+    }
+
+    /// A read is waiting: when a head is under way, be woken at its deadline. Whether the
+    /// deadline has passed already.
+    fn poll_deadline(&mut self, cx: &mut Context<'_>) -> bool {
+        let Some(head) = &self.current else {
+            return false;
+        };
+        let deadline = head.deadline.into();
+        let clock =
+            (self.clock).get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+        if clock.deadline() != deadline {
+            clock.as_mut().reset(deadline);
+        }
+        clock.as_mut().poll(cx).is_ready()
     }
 }
 
@@ -283,7 +302,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for TunnelIo<S> {
             return this.read_bytes(cx, buf);
         }
         let phase = this.info.head_phase();
-        let most = match this.head_guard.check(phase, cx) {
+        let most = match this.head_guard.check(phase) {
             HeadCheck::Read(most) => most,
             HeadCheck::Late => {
                 let timeout = this.head_guard.bounds.timeout;
@@ -294,21 +313,30 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for TunnelIo<S> {
             }
             HeadCheck::TooLarge => return this.poll_refuse_head(cx),
         };
-        let n = match most {
+        let read = match most {
             Some(most) if most < buf.remaining() => {
                 // Only while a head has grown close to its bound: a read never takes more
                 // than the bound allows, so the bytes after a head that fits are not counted.
                 let mut limited = ReadBuf::new(buf.initialize_unfilled_to(most));
-                std::task::ready!(this.read_bytes(cx, &mut limited))?;
+                let read = this.read_bytes(cx, &mut limited);
                 let n = limited.filled().len();
                 buf.advance(n);
-                n
+                read.map_ok(|()| n)
             }
             _ => {
                 let before = buf.filled().len();
-                std::task::ready!(this.read_bytes(cx, buf))?;
-                buf.filled().len() - before
+                let read = this.read_bytes(cx, buf);
+                read.map_ok(|()| buf.filled().len() - before)
             }
+        };
+        let n = match read {
+            Poll::Ready(n) => n?,
+            Poll::Pending if this.head_guard.poll_deadline(cx) => {
+                // Late already: read again to be told.
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
+            }
+            Poll::Pending => return Poll::Pending,
         };
         this.head_guard.on_read(phase, n);
         Poll::Ready(Ok(()))
