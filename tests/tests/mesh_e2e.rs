@@ -677,3 +677,40 @@ async fn an_idle_l4_connection_is_closed_after_the_idle_timeout() -> anyhow::Res
     t.stop().await;
     Ok(())
 }
+
+/// An open connection does not keep the config it started under: after an edit, the old
+/// snapshot is freed while the connection (L4, and through the waypoint) goes on. Before, each
+/// connection held its snapshot for its whole life, so long-lived connections across config
+/// changes kept every old config in memory.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn open_connections_do_not_keep_old_configs_alive() -> anyhow::Result<()> {
+    let yaml = demo_yaml_in_block(27);
+    let t = TestMesh::start_with(27, &yaml).await?;
+    let mut l4 = MeshClient::connect(t.socks(SLEEP), RATINGS, 9080).await?;
+    let mut l7 = MeshClient::connect(t.socks(PRODUCTPAGE), REVIEWS, 9080).await?;
+    assert_eq!(l4.get("/ratings/1").await?.status, 200);
+    assert_eq!(l7.get("/reviews/1").await?.status, 200);
+    let old = std::sync::Arc::downgrade(&t.mesh.store.load());
+    t.edit(&format!("{yaml}\n# edited\n")).await?;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while old.upgrade().is_some() {
+        anyhow::ensure!(
+            tokio::time::Instant::now() < deadline,
+            "the old config is still held ({} references)",
+            old.strong_count()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        l4.get("/ratings/1").await?.status,
+        200,
+        "the L4 connection lives on"
+    );
+    assert_eq!(
+        l7.get("/reviews/1").await?.status,
+        200,
+        "so does the waypoint's"
+    );
+    t.stop().await;
+    Ok(())
+}

@@ -60,8 +60,9 @@ pub(crate) async fn serve(
         let waypoint = waypoint.clone();
         let stop_rx = stop_rx.clone();
         async move {
-            let snapshot = store.load();
-            if let Err(e) = dispatch(&snapshot, &waypoint, connect.authority()) {
+            // Each request reads the config current when it starts; the tunnel keeps none.
+            let dispatched = dispatch(&store.load(), &waypoint, connect.authority());
+            if let Err(e) = dispatched {
                 debug!(authority = connect.authority(), peer = %connect.peer_addr(), error = %e, "CONNECT refused");
                 connect.reject(refusal(&e));
                 return;

@@ -66,7 +66,10 @@ pub(crate) async fn handle(ctx: Arc<NodeContext>, pod: Arc<Workload>, connect: I
     labels.destination_principal = pod.identity.to_string();
     let mut guard = ctx.metrics.open(labels);
 
-    let target = match check_inbound(&snapshot, &pod, &peer, peer_ip, connect.authority_addr()) {
+    let checked = check_inbound(&snapshot, &pod, &peer, peer_ip, connect.authority_addr());
+    // The connection keeps no config: a later one that denies it closes it (`policy_revoked`).
+    drop(snapshot);
+    let target = match checked {
         Ok(target) => target,
         Err((status, why)) => {
             info!(src.identity = %peer, dst.addr = connect.authority(), %status, reason = %why, "inbound refused");

@@ -178,6 +178,8 @@ async fn outbound_connection(
             })
         }
     };
+    // The connection keeps no config for its life.
+    drop(snapshot);
     match connected {
         Ok(upstream) => {
             if client
