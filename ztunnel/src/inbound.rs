@@ -8,13 +8,14 @@ use http::StatusCode;
 use mesh_config::{Snapshot, Workload};
 use mesh_core::ResponseFlag;
 use mesh_core::ports::PROXY_PORTS;
-use mesh_hbone::{Identity, InboundConnect};
+use mesh_hbone::{HboneStream, Identity, InboundConnect};
 use mesh_runtime::splice_until_idle;
+use tokio::net::TcpStream;
 use tracing::{debug, info};
 
 use crate::NodeContext;
 use crate::authz::{self, ConnectionAttributes, Decision};
-use crate::metrics::ConnectionLabels;
+use crate::metrics::{ConnectionGuard, ConnectionLabels};
 
 /// Decides whether a CONNECT to `pod` may proceed; returns the app address to dial.
 pub fn check_inbound(
@@ -52,6 +53,49 @@ pub fn check_inbound(
 }
 
 pub(crate) async fn handle(ctx: Arc<NodeContext>, pod: Arc<Workload>, connect: InboundConnect) {
+    // Both phases boxed, so the task holds little more than two pointers: checking and
+    // dialing need much state briefly, and an idle connection costs what its splice holds for
+    // the connection's whole life, and no more.
+    let spliced = match Box::pin(accept(&ctx, &pod, connect)).await {
+        Some(accepted) => Box::pin(splice(ctx.clone(), pod.clone(), accepted)),
+        None => return,
+    };
+    spliced.await;
+}
+
+/// Moves bytes between the tunnel and the app until either ends, the connection idles out,
+/// or a new policy denies it. Fields are used in place, never moved out: a moved-out value
+/// would be stored twice in this future for the connection's whole life.
+async fn splice(ctx: Arc<NodeContext>, pod: Arc<Workload>, mut accepted: Accepted) {
+    let (peer_ip, target) = (accepted.peer_ip, accepted.target);
+    let revoked = policy_revoked(ctx.clone(), pod, &accepted.peer, peer_ip, target);
+    tokio::select! {
+        spliced = splice_until_idle(&mut accepted.tunnel, &mut accepted.app, ctx.idle_timeout) => {
+            accepted.guard.record(spliced);
+        }
+        why = revoked => {
+            info!(dst.addr = %target, reason = %why, "connection closed: policy changed");
+            accepted.guard.set_flag(ResponseFlag::Deny);
+        }
+    }
+}
+
+/// An inbound connection let in and connected to its app.
+struct Accepted {
+    guard: ConnectionGuard,
+    tunnel: HboneStream,
+    app: TcpStream,
+    peer: Identity,
+    peer_ip: IpAddr,
+    target: SocketAddr,
+}
+
+/// Checks the CONNECT, dials the app and accepts the tunnel; `None` once it was refused.
+async fn accept(
+    ctx: &NodeContext,
+    pod: &Arc<Workload>,
+    connect: InboundConnect,
+) -> Option<Accepted> {
     let snapshot = ctx.store.load();
     let peer = connect.peer_identity().clone();
     let peer_ip = connect.peer_addr().ip();
@@ -66,7 +110,7 @@ pub(crate) async fn handle(ctx: Arc<NodeContext>, pod: Arc<Workload>, connect: I
     labels.destination_principal = pod.identity.to_string();
     let mut guard = ctx.metrics.open(labels);
 
-    let checked = check_inbound(&snapshot, &pod, &peer, peer_ip, connect.authority_addr());
+    let checked = check_inbound(&snapshot, pod, &peer, peer_ip, connect.authority_addr());
     // The connection keeps no config: a later one that denies it closes it (`policy_revoked`).
     drop(snapshot);
     let target = match checked {
@@ -79,42 +123,40 @@ pub(crate) async fn handle(ctx: Arc<NodeContext>, pod: Arc<Workload>, connect: I
                 ResponseFlag::NoRouteFound
             });
             connect.reject(status);
-            return;
+            return None;
         }
     };
-    let mut app = match crate::dial::connect_from(peer_ip, target).await {
+    let app = match crate::dial::connect_from(peer_ip, target).await {
         Ok(app) => app,
         Err(e) => {
             debug!(dst.addr = %target, error = %e, "app unreachable");
             guard.set_flag(ResponseFlag::Connect);
             connect.reject(StatusCode::SERVICE_UNAVAILABLE);
-            return;
+            return None;
         }
     };
-    let mut tunnel = match connect.accept(http::HeaderMap::new()) {
+    let tunnel = match connect.accept(http::HeaderMap::new()) {
         Ok(tunnel) => tunnel,
         Err(e) => {
             debug!(error = %e, "accept failed");
-            return;
+            return None;
         }
     };
-    let revoked = policy_revoked(ctx.clone(), pod.clone(), peer, peer_ip, target);
-    tokio::select! {
-        spliced = splice_until_idle(&mut tunnel, &mut app, ctx.idle_timeout) => {
-            guard.record(spliced);
-        }
-        why = revoked => {
-            info!(dst.addr = %target, reason = %why, "connection closed: policy changed");
-            guard.set_flag(ResponseFlag::Deny);
-        }
-    }
+    Some(Accepted {
+        guard,
+        tunnel,
+        app,
+        peer,
+        peer_ip,
+        target,
+    })
 }
 
 /// Resolves when a new snapshot denies this connection.
 async fn policy_revoked(
     ctx: Arc<NodeContext>,
     pod: Arc<Workload>,
-    peer: Identity,
+    peer: &Identity,
     peer_ip: IpAddr,
     target: SocketAddr,
 ) -> String {
@@ -129,7 +171,7 @@ async fn policy_revoked(
             .cloned()
             .unwrap_or_else(|| pod.clone());
         if let Err((StatusCode::UNAUTHORIZED, why)) =
-            check_inbound(&snapshot, &pod, &peer, peer_ip, Some(target))
+            check_inbound(&snapshot, &pod, peer, peer_ip, Some(target))
         {
             return why;
         }

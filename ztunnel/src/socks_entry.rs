@@ -5,11 +5,13 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use mesh_config::Workload;
+use mesh_config::health::Active;
 use mesh_core::ResponseFlag;
 use mesh_hbone::{HboneError, HboneStream};
 use mesh_runtime::{ConnectionLimit, splice_until_idle};
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
+use tokio_util::either::Either;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info};
 
@@ -74,11 +76,8 @@ fn outbound_reply(error: &OutboundError) -> Reply {
     }
 }
 
-/// Where an accepted client's bytes go.
-enum Upstream {
-    Hbone(HboneStream),
-    Plain(TcpStream),
-}
+/// Where an accepted client's bytes go: an HBONE tunnel, or plain TCP outside the mesh.
+type Upstream = Either<HboneStream, TcpStream>;
 
 /// Why an outbound connection was not made: the SOCKS reply and the metrics flag.
 struct Refusal {
@@ -95,7 +94,7 @@ async fn dial(
     match plan {
         OutboundPlan::Hbone(plan) => outbound::connect_hbone(&ctx.pool, source, client, &plan)
             .await
-            .map(Upstream::Hbone)
+            .map(Either::Left)
             .map_err(|e| {
                 info!(src.workload = %source.name, dst.hbone_addr = %plan.next_hop, dst.addr = %plan.authority, error = %e, "outbound HBONE failed");
                 let flag = if matches!(e, HboneError::Unauthorized) { ResponseFlag::Deny } else { ResponseFlag::Connect };
@@ -104,7 +103,7 @@ async fn dial(
         // Outside the mesh: plain TCP from the source pod's address.
         OutboundPlan::Passthrough(addr) => crate::dial::connect_from(source.ip, addr)
             .await
-            .map(Upstream::Plain)
+            .map(Either::Right)
             .map_err(|e| {
                 info!(src.workload = %source.name, dst.addr = %addr, error = %e, "passthrough connect failed");
                 Refusal { reply: Reply::ConnectionRefused, flag: ResponseFlag::Connect }
@@ -126,40 +125,64 @@ async fn outbound_connection(
     mut client: TcpStream,
     client_addr: SocketAddr,
 ) {
+    // Both phases boxed, so the task holds little more than two pointers: setting up (the
+    // handshake, the plan, the dial) needs much state briefly, and an idle connection costs
+    // what its splice holds for the connection's whole life, and no more.
+    let set_up = Box::pin(connect(&ctx, pod_ip, &mut client, client_addr)).await;
+    let spliced = match set_up {
+        Some(connected) => Box::pin(splice(connected, client, ctx.idle_timeout)),
+        None => return,
+    };
+    spliced.await;
+}
+
+/// An outbound connection made and answered `Succeeded`.
+struct Connected {
+    guard: ConnectionGuard,
+    upstream: Upstream,
+    /// Counted open to its endpoint for as long as the connection lives.
+    _open: Option<Active>,
+}
+
+/// The SOCKS5 handshake, the plan and the dial; `None` once the client was refused (it was
+/// told why) or went away.
+async fn connect(
+    ctx: &NodeContext,
+    pod_ip: IpAddr,
+    client: &mut TcpStream,
+    client_addr: SocketAddr,
+) -> Option<Connected> {
     let limit = ctx.socks5_handshake_timeout;
-    let target = match tokio::time::timeout(limit, socks5::handshake(&mut client)).await {
+    let target = match tokio::time::timeout(limit, socks5::handshake(client)).await {
         Ok(Ok(target)) => target,
         Ok(Err(e)) => {
             debug!(src.addr = %client_addr, error = %e, "SOCKS5 handshake failed");
-            return;
+            return None;
         }
         Err(_) => {
             debug!(src.addr = %client_addr, timeout_s = limit.as_secs_f64(), "SOCKS5 handshake timed out");
-            return;
+            return None;
         }
     };
     let snapshot = ctx.store.load();
     let Some(source) = snapshot.workload_by_ip(pod_ip).cloned() else {
         let _ = client.write_all(&encode_reply(Reply::GeneralFailure)).await;
-        return;
+        return None;
     };
     let mut guard = ctx.metrics.open(source_labels(&source));
     // The client is the source pod: report its address, not the loopback socket's.
     let client_addr = SocketAddr::new(source.ip, client_addr.port());
     let choice = ctx.balancer.for_connection(&snapshot, source.ip);
     let planned = plan_outbound(&snapshot, &source, &target, &choice);
-    // Counted open to its endpoint for as long as the connection lives.
-    let mut _open = None;
+    let mut open = None;
     let connected = match planned {
-        // Boxed: the dial's state (TLS, HTTP/2 handshakes) is large and only lives while
-        // dialing, so it must not stay in this task for the connection's whole life.
         Ok(plan) => {
             let endpoint = match &plan {
                 OutboundPlan::Hbone(hbone) => hbone.endpoint.zip(hbone.service.clone()),
                 OutboundPlan::Passthrough(_) => None,
             };
-            _open = endpoint.as_ref().map(|(addr, _)| ctx.balancer.open(*addr));
-            let dialed = Box::pin(dial(&ctx, &source, client_addr, plan)).await;
+            open = endpoint.as_ref().map(|(addr, _)| ctx.balancer.open(*addr));
+            let dialed = dial(ctx, &source, client_addr, plan).await;
             if let Some((addr, service)) = endpoint {
                 let ejected = ctx
                     .balancer
@@ -182,33 +205,27 @@ async fn outbound_connection(
     drop(snapshot);
     match connected {
         Ok(upstream) => {
-            if client
-                .write_all(&encode_reply(Reply::Succeeded))
-                .await
-                .is_ok()
-            {
-                splice(&mut guard, client, upstream, ctx.idle_timeout).await;
-            }
+            let replied = client.write_all(&encode_reply(Reply::Succeeded)).await;
+            replied.ok().map(|()| Connected {
+                guard,
+                upstream,
+                _open: open,
+            })
         }
         Err(refusal) => {
             guard.set_flag(refusal.flag);
             let _ = client.write_all(&encode_reply(refusal.reply)).await;
+            None
         }
     }
 }
 
-async fn splice(
-    guard: &mut ConnectionGuard,
-    mut client: TcpStream,
-    upstream: Upstream,
-    idle: std::time::Duration,
-) {
-    let spliced = match upstream {
-        Upstream::Hbone(mut tunnel) => splice_until_idle(&mut client, &mut tunnel, idle).await,
-        Upstream::Plain(mut tcp) => {
-            guard.set_plaintext();
-            splice_until_idle(&mut client, &mut tcp, idle).await
-        }
-    };
-    guard.record(spliced);
+/// Fields are used in place, never moved out: a moved-out value would be stored twice in
+/// this future for the connection's whole life.
+async fn splice(mut connected: Connected, mut client: TcpStream, idle: std::time::Duration) {
+    if matches!(connected.upstream, Either::Right(_)) {
+        connected.guard.set_plaintext();
+    }
+    let spliced = splice_until_idle(&mut client, &mut connected.upstream, idle).await;
+    connected.guard.record(spliced);
 }
