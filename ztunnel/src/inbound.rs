@@ -68,7 +68,7 @@ pub(crate) async fn handle(ctx: Arc<NodeContext>, pod: Arc<Workload>, connect: I
 /// would be stored twice in this future for the connection's whole life.
 async fn splice(ctx: Arc<NodeContext>, pod: Arc<Workload>, mut accepted: Accepted) {
     let (peer_ip, target) = (accepted.peer_ip, accepted.target);
-    let revoked = policy_revoked(ctx.clone(), pod, &accepted.peer, peer_ip, target);
+    let revoked = policy_revoked(&ctx, pod, &accepted.peer, peer_ip, target);
     tokio::select! {
         spliced = splice_until_idle(&mut accepted.tunnel, &mut accepted.app, ctx.idle_timeout) => {
             accepted.guard.record(spliced);
@@ -154,7 +154,7 @@ async fn accept(
 
 /// Resolves when a new snapshot denies this connection.
 async fn policy_revoked(
-    ctx: Arc<NodeContext>,
+    ctx: &NodeContext,
     pod: Arc<Workload>,
     peer: &Identity,
     peer_ip: IpAddr,
