@@ -8,6 +8,7 @@ pub mod balance;
 mod compile;
 pub mod destination;
 mod error;
+mod filter;
 pub mod fixtures;
 pub mod health;
 mod manifest;
@@ -30,6 +31,9 @@ pub use compile::workloads::identity;
 pub use compile::{compile, load_path, read_path};
 pub use destination::{Destination, pick, split_authority};
 pub use error::{ConfigError, ConfigErrors, Location, Reason};
+pub use filter::{
+    Cors, Filters, HeaderModifier, Mirror, OriginPattern, PathRewrite, Redirect, Rewrite, Scheme,
+};
 pub use manifest::Resources;
 pub use model::{
     ContainerPort, Endpoint, Node, ObjectRef, Service, ServicePort, TargetPort, Waypoint,
@@ -40,8 +44,8 @@ pub use policy::{
     PolicyTargetRef, Rule, Source, StringMatch, ValueKind,
 };
 pub use route::{
-    HeaderMatch, HeaderModifier, MatchRank, PathMatch, QueryMatch, RetryPolicy, RouteBackend,
-    RouteFilter, RouteMatch, RouteRule, ValueMatch,
+    HeaderMatch, MatchRank, PathMatch, QueryMatch, RetryPolicy, RouteBackend, RouteMatch,
+    RouteRule, ValueMatch,
 };
 pub use snapshot::Snapshot;
 pub use store::{FileSource, Store};

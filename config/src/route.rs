@@ -4,8 +4,7 @@ use std::cmp::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::{HeaderName, HeaderValue};
-
+use crate::filter::Filters;
 use crate::model::{ObjectRef, Service};
 
 /// One HTTPRoute rule, compiled.
@@ -15,7 +14,7 @@ pub struct RouteRule {
     pub rule_index: usize,
     /// Never empty: a rule written without matches gets one `Prefix("/")` match.
     pub matches: Vec<RouteMatch>,
-    pub filters: Vec<RouteFilter>,
+    pub filters: Filters,
     pub backends: Vec<RouteBackend>,
     /// `timeouts.request` (`0s` compiles to `None`: no timeout).
     pub request_timeout: Option<Duration>,
@@ -125,21 +124,6 @@ impl ValueMatch {
     }
 }
 
-/// Rule-level filter.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum RouteFilter {
-    RequestHeaderModifier(HeaderModifier),
-    ResponseHeaderModifier(HeaderModifier),
-}
-
-/// `set`/`add`/`remove` of a header modifier, in manifest order, parsed at compile time.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct HeaderModifier {
-    pub set: Vec<(HeaderName, HeaderValue)>,
-    pub add: Vec<(HeaderName, HeaderValue)>,
-    pub remove: Vec<HeaderName>,
-}
-
 /// One weighted backend of a rule.
 #[derive(Clone, Debug)]
 pub struct RouteBackend {
@@ -150,6 +134,8 @@ pub struct RouteBackend {
     pub weight: u32,
     /// `None`: the Service does not exist; that share of traffic gets 500.
     pub service: Option<Arc<Service>>,
+    /// Applied, after the rule's, only to requests this backend serves.
+    pub filters: Filters,
 }
 
 /// How specific a match is; greater = higher precedence (Gateway API ordering).

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use mesh_config::{
-    Action, ObjectRef, PolicyScope, RouteFilter, StringMatch, TargetPort, WaypointFor, load_path,
+    Action, ObjectRef, PolicyScope, StringMatch, TargetPort, WaypointFor, load_path,
 };
 
 fn ip(s: &str) -> IpAddr {
@@ -115,9 +115,7 @@ fn demo_route_and_policy() {
         .collect();
     assert_eq!(weights, vec![("reviews-v1", 90), ("reviews-v2", 10)]);
     assert!(rule.backends.iter().all(|b| b.service.is_some()));
-    let RouteFilter::RequestHeaderModifier(m) = &rule.filters[0] else {
-        panic!("expected a request header modifier");
-    };
+    let m = (rule.filters.request_headers.as_ref()).expect("a request header modifier");
     assert_eq!(
         m.set,
         vec![(

@@ -5,7 +5,7 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use mesh_config::{PathMatch, RetryPolicy, RouteFilter, RouteRule, ValueMatch};
+use mesh_config::{PathMatch, RetryPolicy, RouteRule, ValueMatch};
 use serde_json::{Value, json};
 
 fn svc_parent(name: &str, port: Option<u16>) -> Value {
@@ -149,9 +149,7 @@ fn compiled_rule_contents() {
     };
     assert!(hre.is_match("v2") && !hre.is_match("v22"));
     assert!(matches!(&m.query[0].value, ValueMatch::Exact(v) if v == "1"));
-    let RouteFilter::RequestHeaderModifier(req) = &rule.filters[0] else {
-        panic!("req filter")
-    };
+    let req = rule.filters.request_headers.as_ref().expect("req filter");
     assert_eq!(
         req.add,
         vec![(
@@ -160,7 +158,8 @@ fn compiled_rule_contents() {
         )]
     );
     assert_eq!(req.remove, vec![http::HeaderName::from_static("x-drop")]);
-    assert!(matches!(&rule.filters[1], RouteFilter::ResponseHeaderModifier(r) if r.add.len() == 1));
+    let response = rule.filters.response_headers.as_ref();
+    assert!(response.is_some_and(|r| r.add.len() == 1));
     assert_eq!(rule.backends[0].weight, 1);
     assert_eq!(rule.backends[1].weight, 0);
     assert_eq!(rule.request_timeout, Some(Duration::from_secs(10)));

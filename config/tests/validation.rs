@@ -193,10 +193,10 @@ fn route_errors_are_all_reported() {
                      {"path": {"type": "RegularExpression", "value": "(unclosed"}}],
          "backendRefs": [{"name": "svc", "port": 80, "weight": -1}]},
         {"matches": [{"headers": [{"name": "x", "type": "RegularExpression", "value": "[z-a]"}]}],
-         "filters": [{"type": "RequestMirror", "requestMirror": {"backendRef": {"name": "svc", "port": 80}}}],
+         "filters": [{"type": "RequestMirror", "requestMirror": {"backendRef": {"name": "gone", "port": 80}}}],
          "backendRefs": [{"name": "svc", "port": 80, "weight": 1_000_001}],
          "timeouts": {"request": "soon"}},
-        {"filters": [{"type": "URLRewrite", "urlRewrite": {"hostname": "x"}}],
+        {"filters": [{"type": "URLRewrite", "urlRewrite": {"hostname": "not a host"}}],
          "backendRefs": [{"name": "svc", "port": 0}]}
     ]);
     let svc = service("default", "svc", "127.0.100.1", json!({"app": "a"}));
@@ -221,8 +221,8 @@ fn route_errors_are_all_reported() {
         &errors,
         &[
             obj,
-            "spec.rules[1].filters[0].type",
-            "unsupported filter type RequestMirror",
+            "spec.rules[1].filters[0].requestMirror.backendRef.name",
+            "Service default/gone does not exist",
         ],
     );
     assert_error(
@@ -237,8 +237,8 @@ fn route_errors_are_all_reported() {
         &errors,
         &[
             obj,
-            "spec.rules[2].filters[0].type",
-            "unsupported filter type URLRewrite",
+            "spec.rules[2].filters[0].urlRewrite.hostname",
+            "\"not a host\" is not a valid hostname",
         ],
     );
     assert_error(
@@ -510,7 +510,8 @@ fn problems_carry_the_status_condition_a_controller_would_write() {
         reasons.contains(&("spec.parentRefs[1].name", ("Accepted", "NoMatchingParent"))),
         "{reasons:?}"
     );
-    let bad = json!([{"filters": [{"type": "URLRewrite", "urlRewrite": {"hostname": "x"}}],
+    let bad = json!([{"filters": [{"type": "ExtensionRef", "extensionRef": {
+                          "group": "example.com", "kind": "Magic", "name": "m"}}],
                       "backendRefs": [{"name": "svc", "port": 80}]}]);
     let parent = json!([{"group": "", "kind": "Service", "name": "svc"}]);
     let errors = must_fail(&with_svc([http_route("default", "r", parent, bad)]));

@@ -21,14 +21,14 @@ use async_trait::async_trait;
 use mesh_config::{LoadBalancer, ObjectRef, Store, TrafficPolicy};
 use pingora_core::protocols::http::HttpTask;
 use pingora_core::upstreams::peer::HttpPeer;
-use pingora_error::{Error, ErrorType, Result};
+use pingora_error::{Error, ErrorType, OrErr, Result};
 use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 
 use crate::filters::{self, Phase};
 use crate::outcome;
 use crate::reply::{self, Caller, LocalReply};
 use crate::request::Backend;
-use crate::request::{HeaderLimits, RequestAttrs, RequestCtx, Rolls, plan};
+use crate::request::{HeaderLimits, RequestAttrs, RequestCtx, Rolls, UrlRewrite, plan};
 use crate::telemetry::{Metrics, RequestLabels, access_log};
 use crate::tunnel_io::tunnel_info;
 use crate::upstream::balance::Balancing;
@@ -197,7 +197,8 @@ impl WaypointProxy {
             head.insert_header(XFCC, xfcc)?;
         }
         let rule = plan.rule.clone();
-        filters::apply(rule.as_deref(), Phase::Request, &mut head)?;
+        rewrite_head(&plan.rewrite, &mut head)?;
+        filters::apply(plan.filters(), Phase::Request, &mut head)?;
         let backend = BackendView::of(&ctx.snapshot, &plan.backend);
         let default_policy = TrafficPolicy::default();
         let policy = backend.policy.unwrap_or(&default_policy);
@@ -246,7 +247,8 @@ impl WaypointProxy {
                     },
                 };
                 let edit = |response: &mut pingora_http::ResponseHeader| {
-                    filters::apply(rule.as_deref(), Phase::Response, response)
+                    filters::apply(plan.filters(), Phase::Response, response)?;
+                    filters::add_decided(&plan.response_headers, response)
                 };
                 let attempt = forward::forward(exchange, session, head, edit, &mut tries);
                 match rule.as_ref().and_then(|r| r.request_timeout) {
@@ -284,6 +286,20 @@ impl WaypointProxy {
         let reply = LocalReply::new(status, flag, failure.to_string());
         respond(session, ctx, &reply).await
     }
+}
+
+/// Carries out a `URLRewrite`: the host and path the backend sees.
+fn rewrite_head(rewrite: &UrlRewrite, head: &mut pingora_http::RequestHeader) -> Result<()> {
+    if let Some(host) = &rewrite.host {
+        head.insert_header(http::header::HOST, host)?;
+    }
+    if let Some(path) = &rewrite.path_and_query {
+        let uri = path
+            .parse()
+            .or_err(ErrorType::InternalError, "rewritten path is not a URI")?;
+        head.set_uri(uri);
+    }
+    Ok(())
 }
 
 /// Sends a local reply, shaped for the caller. Unlike Pingora's `respond_error`, the

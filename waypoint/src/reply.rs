@@ -1,9 +1,12 @@
 //! Local replies: answers the waypoint gives itself (a deny, no route, no upstream, a failed
 //! upstream), rendered once, here, for the kind of caller that asked. An HTTP caller gets the
 //! status with a short text body; a gRPC caller gets what gRPC clients understand, as Envoy
-//! does: HTTP 200 with `grpc-status` and `grpc-message` in a trailers-only response.
+//! does: HTTP 200 with `grpc-status` and `grpc-message` in a trailers-only response. An answer
+//! a route gives through the waypoint (a redirect, a CORS preflight) is not an error: it is
+//! its status and headers, with no body, for every caller.
 
 use bytes::Bytes;
+use http::{HeaderName, HeaderValue};
 use mesh_core::ResponseFlag;
 use pingora_error::Result;
 use pingora_http::{RequestHeader, ResponseHeader};
@@ -17,6 +20,8 @@ pub struct LocalReply {
     pub flag: ResponseFlag,
     /// One line for the caller (and the access log).
     pub message: String,
+    /// Headers the answer carries (a redirect's `Location`, a preflight's CORS headers).
+    pub headers: Vec<(HeaderName, HeaderValue)>,
 }
 
 impl LocalReply {
@@ -25,7 +30,25 @@ impl LocalReply {
             status,
             flag,
             message: message.into(),
+            headers: Vec::new(),
         }
+    }
+
+    /// An answer a route gives (`status` below 400), not an error.
+    pub fn answer(
+        status: u16,
+        message: impl Into<String>,
+        headers: Vec<(HeaderName, HeaderValue)>,
+    ) -> Self {
+        LocalReply {
+            headers,
+            ..LocalReply::new(status, ResponseFlag::None, message)
+        }
+    }
+
+    /// Whether this is a route's answer rather than an error.
+    fn is_answer(&self) -> bool {
+        self.status < 400
     }
 }
 
@@ -86,6 +109,14 @@ pub struct Rendered {
 
 /// Renders `reply` for `caller`.
 pub fn render(reply: &LocalReply, caller: Caller) -> Result<Rendered> {
+    if reply.is_answer() {
+        let mut header = ResponseHeader::build(reply.status, Some(reply.headers.len() + 1))?;
+        for (name, value) in &reply.headers {
+            header.append_header(name, value)?;
+        }
+        header.insert_header(http::header::CONTENT_LENGTH, 0)?;
+        return Ok(Rendered { header, body: None });
+    }
     match caller {
         Caller::Http => {
             let body = Bytes::from(format!("{}\n", reply.message));
@@ -155,6 +186,19 @@ mod tests {
         assert_eq!(r.header.status.as_u16(), 403);
         assert_eq!(r.body.as_deref(), Some(&b"RBAC: access denied\n"[..]));
         assert_eq!(value(&r.header, "content-length"), "20");
+    }
+
+    #[test]
+    fn a_routes_answer_is_its_status_and_headers_for_every_caller() {
+        let location = HeaderValue::from_static("https://example.org/new");
+        let reply = LocalReply::answer(301, "redirect", vec![(http::header::LOCATION, location)]);
+        for caller in [Caller::Http, Caller::Grpc] {
+            let r = render(&reply, caller).expect("renders");
+            assert_eq!(r.header.status.as_u16(), 301);
+            assert_eq!(value(&r.header, "location"), "https://example.org/new");
+            assert_eq!(value(&r.header, "content-length"), "0");
+            assert!(r.body.is_none());
+        }
     }
 
     #[test]

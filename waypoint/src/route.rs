@@ -7,14 +7,24 @@ use mesh_config::{RouteBackend, RouteMatch, RouteRule};
 
 use crate::request::attrs::RequestAttrs;
 
+/// A rule that matched a request, and its match that held (the most specific, when several
+/// do: a prefix rewrite replaces what it matched).
+#[derive(Clone, Copy, Debug)]
+pub struct Selected<'r> {
+    pub rule: &'r Arc<RouteRule>,
+    pub matched: &'r RouteMatch,
+}
+
 /// The first rule (in precedence order) with a match that holds.
 pub fn select_rule<'r>(
     rules: &'r [Arc<RouteRule>],
     req: &RequestAttrs<'_>,
-) -> Option<&'r Arc<RouteRule>> {
-    rules
-        .iter()
-        .find(|rule| rule.matches.iter().any(|m| matches(m, req)))
+) -> Option<Selected<'r>> {
+    rules.iter().find_map(|rule| {
+        let held = rule.matches.iter().filter(|m| matches(m, req));
+        let matched = held.max_by_key(|m| m.rank())?;
+        Some(Selected { rule, matched })
+    })
 }
 
 /// All conditions of one match hold.
@@ -46,23 +56,24 @@ fn query_values<'q>(query: Option<&'q str>, name: &'q str) -> impl Iterator<Item
 
 /// The outcome of choosing among weighted backends.
 #[derive(Debug)]
-pub enum BackendChoice<'b> {
-    Chosen(&'b RouteBackend),
+pub enum BackendChoice {
+    /// The index of the chosen backendRef.
+    Chosen(usize),
     /// Every weight is zero: Gateway API says 500.
     NoWeight,
 }
 
 /// Weighted choice; `roll` is uniform in `0..u64::MAX` (the caller supplies the randomness).
-pub fn choose_backend(backends: &[RouteBackend], roll: u64) -> BackendChoice<'_> {
+pub fn choose_backend(backends: &[RouteBackend], roll: u64) -> BackendChoice {
     let total: u64 = backends.iter().map(|b| u64::from(b.weight)).sum();
     if total == 0 {
         return BackendChoice::NoWeight;
     }
     let mut point = roll % total;
-    for backend in backends {
+    for (index, backend) in backends.iter().enumerate() {
         let weight = u64::from(backend.weight);
         if point < weight {
-            return BackendChoice::Chosen(backend);
+            return BackendChoice::Chosen(index);
         }
         point -= weight;
     }
@@ -73,7 +84,7 @@ pub fn choose_backend(backends: &[RouteBackend], roll: u64) -> BackendChoice<'_>
 mod tests {
     use super::*;
     use http::HeaderMap;
-    use mesh_config::{HeaderMatch, ObjectRef, PathMatch, QueryMatch, ValueMatch};
+    use mesh_config::{Filters, HeaderMatch, ObjectRef, PathMatch, QueryMatch, ValueMatch};
 
     fn rule(matches: Vec<RouteMatch>) -> Arc<RouteRule> {
         Arc::new(RouteRule {
@@ -83,7 +94,7 @@ mod tests {
             },
             rule_index: 0,
             matches,
-            filters: Vec::new(),
+            filters: Filters::default(),
             backends: Vec::new(),
             request_timeout: None,
             backend_request_timeout: None,
@@ -107,6 +118,7 @@ mod tests {
             port: 9080,
             weight,
             service: None,
+            filters: Filters::default(),
         }
     }
 
@@ -162,17 +174,32 @@ mod tests {
         let h = HeaderMap::new();
         let chosen =
             select_rule(&rules, &RequestAttrs::new("GET", "/login", "", &h)).expect("match");
-        assert!(Arc::ptr_eq(chosen, &rules[0]));
+        assert!(Arc::ptr_eq(chosen.rule, &rules[0]));
         let chosen = select_rule(&rules, &RequestAttrs::new("GET", "/x", "", &h)).expect("match");
-        assert!(Arc::ptr_eq(chosen, &rules[1]));
+        assert!(Arc::ptr_eq(chosen.rule, &rules[1]));
         assert!(select_rule(&rules[..1], &RequestAttrs::new("GET", "/x", "", &h)).is_none());
+    }
+
+    #[test]
+    fn the_most_specific_match_that_holds_is_the_one_reported() {
+        let rules = vec![rule(vec![
+            path(PathMatch::Prefix("/foo".into())),
+            path(PathMatch::Prefix("/foo/bar".into())),
+        ])];
+        let h = HeaderMap::new();
+        let request = RequestAttrs::new("GET", "/foo/bar/x", "", &h);
+        let chosen = select_rule(&rules, &request).expect("match");
+        assert!(matches!(&chosen.matched.path, PathMatch::Prefix(p) if p == "/foo/bar"));
+        let request = RequestAttrs::new("GET", "/foo/x", "", &h);
+        let chosen = select_rule(&rules, &request).expect("match");
+        assert!(matches!(&chosen.matched.path, PathMatch::Prefix(p) if p == "/foo"));
     }
 
     #[test]
     fn weights_split_the_roll_space() {
         let backends = vec![backend("v1", 90), backend("v2", 10)];
         let pick = |roll| match choose_backend(&backends, roll) {
-            BackendChoice::Chosen(b) => b.name.clone(),
+            BackendChoice::Chosen(i) => backends[i].name.clone(),
             BackendChoice::NoWeight => "none".into(),
         };
         assert_eq!(pick(0), "v1");

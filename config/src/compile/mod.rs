@@ -2,6 +2,7 @@
 
 mod attach;
 mod destination_rules;
+mod filters;
 pub(crate) mod labels;
 mod policies;
 mod routes;

@@ -6,19 +6,20 @@ use std::time::Duration;
 
 use gateway_api::experimental::httproutes::{
     HttpRoute, HttpRouteRules, HttpRouteRulesBackendRefs, HttpRouteRulesFilters,
-    HttpRouteRulesFiltersType as FilterType, HttpRouteRulesMatches,
-    HttpRouteRulesMatchesHeadersType as HeaderType, HttpRouteRulesMatchesPathType as PathType,
-    HttpRouteRulesMatchesQueryParamsType as QueryType, HttpRouteRulesRetry,
+    HttpRouteRulesMatches, HttpRouteRulesMatchesHeadersType as HeaderType,
+    HttpRouteRulesMatchesPathType as PathType, HttpRouteRulesMatchesQueryParamsType as QueryType,
+    HttpRouteRulesRetry,
 };
-use http::{HeaderName, HeaderValue};
 use regex::Regex;
 
+use super::filters::{FilterScope, Level};
 use crate::error::{Diagnostics, Origin, Reason};
+use crate::filter::Filters;
 use crate::manifest::Doc;
 use crate::model::{ObjectRef, Service};
 use crate::route::{
-    HeaderMatch, HeaderModifier, PathMatch, QueryMatch, RetryPolicy, RouteBackend, RouteFilter,
-    RouteMatch, RouteRule, ValueMatch,
+    HeaderMatch, PathMatch, QueryMatch, RetryPolicy, RouteBackend, RouteMatch, RouteRule,
+    ValueMatch,
 };
 
 /// Largest weight Gateway API allows.
@@ -51,7 +52,7 @@ pub(crate) fn compile_route(
     out
 }
 
-struct RuleCx<'a> {
+pub(super) struct RuleCx<'a> {
     origin: &'a Origin,
     prefix: String,
     diag: &'a mut Diagnostics,
@@ -59,11 +60,16 @@ struct RuleCx<'a> {
 }
 
 impl RuleCx<'_> {
-    fn error(&mut self, field: &str, message: impl Into<String>) {
+    pub(super) fn error(&mut self, field: &str, message: impl Into<String>) {
         self.error_because(Reason::Invalid, field, message);
     }
 
-    fn error_because(&mut self, reason: Reason, field: &str, message: impl Into<String>) {
+    pub(super) fn error_because(
+        &mut self,
+        reason: Reason,
+        field: &str,
+        message: impl Into<String>,
+    ) {
         self.failed = true;
         let field = format!("{}.{field}", self.prefix);
         self.diag.error_because(reason, self.origin, field, message);
@@ -82,11 +88,19 @@ impl RuleCx<'_> {
         if matches.is_empty() {
             matches.push(RouteMatch::default());
         }
-        let filters = (rule.filters.iter().flatten().enumerate())
-            .filter_map(|(j, f)| self.filter(j, f))
-            .collect();
+        let scope = FilterScope {
+            level: Level::Rule,
+            matches: &matches,
+            namespace: &route.namespace,
+            services,
+        };
+        let filters = self.filters(
+            "filters",
+            rule.filters.as_deref().unwrap_or_default(),
+            &scope,
+        );
         let backends = (rule.backend_refs.iter().flatten().enumerate())
-            .filter_map(|(j, b)| self.backend(route, j, b, services))
+            .filter_map(|(j, b)| self.backend(j, b, &scope))
             .collect();
         let timeouts = rule.timeouts.as_ref();
         let request = timeouts.and_then(|t| t.request.as_deref());
@@ -246,112 +260,11 @@ impl RuleCx<'_> {
         }
     }
 
-    fn filter(&mut self, j: usize, f: &HttpRouteRulesFilters) -> Option<RouteFilter> {
-        let field = format!("filters[{j}]");
-        match f.r#type {
-            FilterType::RequestHeaderModifier => {
-                let Some(m) = f.request_header_modifier.as_ref() else {
-                    self.error(&format!("{field}.requestHeaderModifier"), "required");
-                    return None;
-                };
-                let set = m
-                    .set
-                    .iter()
-                    .flatten()
-                    .map(|h| (h.name.clone(), h.value.clone()));
-                let add = m
-                    .add
-                    .iter()
-                    .flatten()
-                    .map(|h| (h.name.clone(), h.value.clone()));
-                let field = format!("{field}.requestHeaderModifier");
-                let modifier = self.modifier(&field, set.collect(), add.collect(), &m.remove);
-                Some(RouteFilter::RequestHeaderModifier(modifier))
-            }
-            FilterType::ResponseHeaderModifier => {
-                let Some(m) = f.response_header_modifier.as_ref() else {
-                    self.error(&format!("{field}.responseHeaderModifier"), "required");
-                    return None;
-                };
-                let set = m
-                    .set
-                    .iter()
-                    .flatten()
-                    .map(|h| (h.name.clone(), h.value.clone()));
-                let add = m
-                    .add
-                    .iter()
-                    .flatten()
-                    .map(|h| (h.name.clone(), h.value.clone()));
-                let field = format!("{field}.responseHeaderModifier");
-                let modifier = self.modifier(&field, set.collect(), add.collect(), &m.remove);
-                Some(RouteFilter::ResponseHeaderModifier(modifier))
-            }
-            ref other => {
-                let name = serde_json::to_value(other)
-                    .ok()
-                    .and_then(|v| v.as_str().map(str::to_string))
-                    .unwrap_or_else(|| format!("{other:?}"));
-                self.error_because(
-                    Reason::UnsupportedValue,
-                    &format!("{field}.type"),
-                    format!("unsupported filter type {name}"),
-                );
-                None
-            }
-        }
-    }
-
-    /// Header names and values are parsed here, once, so applying the filter per request
-    /// parses nothing.
-    fn modifier(
-        &mut self,
-        field: &str,
-        set: Vec<(String, String)>,
-        add: Vec<(String, String)>,
-        remove: &Option<Vec<String>>,
-    ) -> HeaderModifier {
-        let mut pairs =
-            |list: Vec<(String, String)>, key: &str| -> Vec<(HeaderName, HeaderValue)> {
-                let mut out = Vec::new();
-                for (i, (name, value)) in list.into_iter().enumerate() {
-                    let name = self.header_name(&format!("{field}.{key}[{i}].name"), &name);
-                    let value = match HeaderValue::from_str(&value) {
-                        Ok(v) => Some(v),
-                        Err(_) => {
-                            let msg = format!("invalid header value {value:?}");
-                            self.error(&format!("{field}.{key}[{i}].value"), msg);
-                            None
-                        }
-                    };
-                    out.extend(name.zip(value));
-                }
-                out
-            };
-        let set = pairs(set, "set");
-        let add = pairs(add, "add");
-        let remove = (remove.iter().flatten().enumerate())
-            .filter_map(|(i, name)| self.header_name(&format!("{field}.remove[{i}]"), name))
-            .collect();
-        HeaderModifier { set, add, remove }
-    }
-
-    fn header_name(&mut self, field: &str, name: &str) -> Option<HeaderName> {
-        match HeaderName::from_bytes(name.as_bytes()) {
-            Ok(name) => Some(name),
-            _ => {
-                self.error(field, format!("invalid header name {name:?}"));
-                None
-            }
-        }
-    }
-
     fn backend(
         &mut self,
-        route: &ObjectRef,
         j: usize,
         b: &HttpRouteRulesBackendRefs,
-        services: &ServiceMap,
+        rule: &FilterScope,
     ) -> Option<RouteBackend> {
         let field = format!("backendRefs[{j}]");
         let group = b.group.as_deref().unwrap_or("");
@@ -361,13 +274,7 @@ impl RuleCx<'_> {
             self.error_because(Reason::InvalidKind, &format!("{field}.kind"), msg);
             return None;
         }
-        if b.filters.as_ref().is_some_and(|f| !f.is_empty()) {
-            self.error_because(
-                Reason::UnsupportedValue,
-                &format!("{field}.filters"),
-                "backendRef filters are not supported",
-            );
-        }
+        let filters = self.backend_filters(&format!("{field}.filters"), b, rule);
         let weight = b.weight.unwrap_or(1);
         if !(0..=MAX_WEIGHT).contains(&weight) {
             let msg = format!("invalid weight {weight}: must be 0-{MAX_WEIGHT}");
@@ -380,12 +287,9 @@ impl RuleCx<'_> {
             }
             Some(p) => self.port(&format!("{field}.port"), p),
         };
-        let namespace = b
-            .namespace
-            .clone()
-            .unwrap_or_else(|| route.namespace.clone());
+        let namespace = (b.namespace.clone()).unwrap_or_else(|| rule.namespace.to_string());
         let key = ObjectRef::new(&namespace, &b.name);
-        let service = services.get(&key).cloned();
+        let service = rule.services.get(&key).cloned();
         match (&service, port) {
             (None, _) => {
                 let msg = format!("Service {key} does not exist: its share of traffic gets 500");
@@ -405,10 +309,39 @@ impl RuleCx<'_> {
             port: port?,
             weight: u32::try_from(weight).ok()?,
             service,
+            filters,
         })
     }
 
-    fn port(&mut self, field: &str, port: i32) -> Option<u16> {
+    /// A backendRef's filters: the same schema as a rule's under another type name, read as a
+    /// rule's; CORS is refused there.
+    fn backend_filters(
+        &mut self,
+        field: &str,
+        b: &HttpRouteRulesBackendRefs,
+        rule: &FilterScope,
+    ) -> Filters {
+        let Some(list) = b.filters.as_ref().filter(|l| !l.is_empty()) else {
+            return Filters::default();
+        };
+        let read = serde_json::to_value(list)
+            .and_then(serde_json::from_value::<Vec<HttpRouteRulesFilters>>);
+        match read {
+            Ok(list) => {
+                let scope = FilterScope {
+                    level: Level::Backend,
+                    ..*rule
+                };
+                self.filters(field, &list, &scope)
+            }
+            Err(e) => {
+                self.error(field, format!("unreadable filters: {e}"));
+                Filters::default()
+            }
+        }
+    }
+
+    pub(super) fn port(&mut self, field: &str, port: i32) -> Option<u16> {
         match u16::try_from(port) {
             Ok(p) if p > 0 => Some(p),
             _ => {

@@ -4,21 +4,26 @@
 //! ```text
 //! check ──▶ resolve ──▶ authorize ──▶ route ──▶ choose endpoint ──▶ Plan (the upstream carries it out)
 //!  │ DPE 400  │ NR 503     │ DENY 403     │ NR 404 / NC 500   │ UH 503
+//!  │          │            │              │ CORS preflight 200, redirect 3xx
 //!  └──────────┴────────────┴──────────────┴───────────────────┴──▶ LocalReply
 //! ```
-//! New stages (authentication, filters that answer locally such as redirects) slot in here;
-//! the Pingora hooks only run the pipeline and carry out its plan.
+//! New stages (authentication, say) slot in here; the Pingora hooks only run the pipeline and
+//! carry out its plan (the rewrite, the filters, the response headers it decided on).
 
 use std::sync::Arc;
 
-use mesh_config::{Destination, Endpoint, ObjectRef, RouteRule, Service, Snapshot};
+use http::header::{self, HeaderName, HeaderValue};
+use mesh_config::{
+    Destination, Endpoint, Filters, ObjectRef, PathMatch, RouteRule, Service, Snapshot,
+};
 use mesh_core::ResponseFlag;
 
 use crate::authz::{self, Decision, RequestAttributes};
 use crate::dispatch::dispatch;
+use crate::filters::{cors, rewrite};
 use crate::reply::LocalReply;
 use crate::request::attrs::RequestAttrs;
-use crate::route::{BackendChoice, choose_backend, select_rule};
+use crate::route::{BackendChoice, Selected, choose_backend, select_rule};
 use crate::tunnel_io::TunnelInfo;
 use crate::upstream::UpstreamProtocol;
 
@@ -30,10 +35,58 @@ pub type Flow<T> = Result<T, LocalReply>;
 pub struct Plan {
     pub destination: Destination,
     pub rule: Option<Arc<RouteRule>>,
+    /// The rule's backendRef that serves it (its filters apply after the rule's).
+    pub backend_ref: Option<usize>,
     /// What serves it; the upstream balances over it per try.
     pub backend: Backend,
     /// What the serving Service port declares its backends speak (`None`: as the caller).
     pub declared_protocol: Option<UpstreamProtocol>,
+    /// The host and path the backend sees instead of the caller's (`URLRewrite`).
+    pub rewrite: UrlRewrite,
+    /// Headers the response gains (CORS, for an allowed origin).
+    pub response_headers: Vec<(HeaderName, HeaderValue)>,
+}
+
+impl Plan {
+    /// The filters that apply: the rule's, then its chosen backendRef's.
+    pub fn filters(&self) -> impl Iterator<Item = &Filters> {
+        let rule = self.rule.as_deref();
+        let backend = rule
+            .zip(self.backend_ref)
+            .and_then(|(r, i)| r.backends.get(i));
+        (rule.map(|r| &r.filters).into_iter()).chain(backend.map(|b| &b.filters))
+    }
+}
+
+/// What `URLRewrite` makes of a request on its way up; `None` parts are left as they are.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct UrlRewrite {
+    /// The new `Host` (`:authority`).
+    pub host: Option<String>,
+    /// The new path, with the request's query string.
+    pub path_and_query: Option<String>,
+}
+
+impl UrlRewrite {
+    /// The rewrite `filters` (the rule's, then the backend's: the more specific wins each
+    /// part) make of `request`, `matched` being the match that held.
+    fn of<'f>(
+        filters: impl IntoIterator<Item = &'f Filters>,
+        matched: &PathMatch,
+        request: &RequestAttrs<'_>,
+    ) -> Self {
+        let mut out = UrlRewrite::default();
+        for rewrite in filters.into_iter().filter_map(|f| f.rewrite.as_ref()) {
+            if let Some(host) = &rewrite.hostname {
+                out.host = Some(host.clone());
+            }
+            if let Some(path) = &rewrite.path {
+                let path = rewrite::rewrite_path(path, matched, request.path);
+                out.path_and_query = Some(rewrite::with_query(&path, request.query));
+            }
+        }
+        out
+    }
 }
 
 /// What serves a request.
@@ -82,8 +135,11 @@ pub fn plan(
     Ok(Plan {
         destination,
         rule: routed.rule,
+        backend_ref: routed.backend_ref,
         backend: routed.backend,
         declared_protocol: routed.declared_protocol,
+        rewrite: routed.rewrite,
+        response_headers: routed.response_headers,
     })
 }
 
@@ -183,15 +239,34 @@ fn authorize(
     }
 }
 
-/// The outcome of routing: the rule that matched and what serves the request.
+/// The outcome of routing: the rule that matched, what serves the request, and what the
+/// rule's filters do to it on the way.
 struct Routed {
     rule: Option<Arc<RouteRule>>,
+    backend_ref: Option<usize>,
     backend: Backend,
     declared_protocol: Option<UpstreamProtocol>,
+    rewrite: UrlRewrite,
+    response_headers: Vec<(HeaderName, HeaderValue)>,
 }
 
-/// HTTPRoute matching and the weighted backend choice; a Service without routes gets the
-/// default route (all its endpoints), a pod addressed directly gets itself.
+impl Routed {
+    /// Served by `backend` with no rule (so no filter).
+    fn without_rule(backend: Backend, declared_protocol: Option<UpstreamProtocol>) -> Self {
+        Routed {
+            rule: None,
+            backend_ref: None,
+            backend,
+            declared_protocol,
+            rewrite: UrlRewrite::default(),
+            response_headers: Vec::new(),
+        }
+    }
+}
+
+/// HTTPRoute matching, the filters that answer for the route (a CORS preflight, a redirect)
+/// and the weighted backend choice; a Service without routes gets the default route (all its
+/// endpoints), a pod addressed directly gets itself.
 fn route(
     snapshot: &Snapshot,
     destination: &Destination,
@@ -204,48 +279,75 @@ fn route(
                 workload: workload.clone(),
                 port: *port,
             };
-            return Ok(Routed {
-                rule: None,
-                backend: Backend::Pod(endpoint),
-                declared_protocol: None,
-            });
+            return Ok(Routed::without_rule(Backend::Pod(endpoint), None));
         }
         Destination::Service { service, port } => (service, *port),
     };
     let rules = snapshot.routes(service, port);
     if rules.is_empty() {
-        return Ok(Routed {
-            rule: None,
-            backend: Backend::Service {
-                service: service.clone(),
-                port,
-            },
-            declared_protocol: declared(service, port),
-        });
+        let backend = Backend::Service {
+            service: service.clone(),
+            port,
+        };
+        return Ok(Routed::without_rule(backend, declared(service, port)));
     }
-    let rule = select_rule(rules, request)
+    let Selected { rule, matched } = select_rule(rules, request)
         .ok_or_else(|| LocalReply::new(404, ResponseFlag::NoRouteFound, "no route matched"))?;
-    let backend = match choose_backend(&rule.backends, roll) {
-        BackendChoice::Chosen(backend) => backend,
+    if let Some(cors) = &rule.filters.cors
+        && cors::is_preflight(request)
+    {
+        let headers = cors::preflight_headers(cors, request.headers);
+        return Err(LocalReply::answer(200, "CORS preflight", headers));
+    }
+    let redirect = |filters: &Filters| -> Flow<()> {
+        match &filters.redirect {
+            None => Ok(()),
+            Some(r) => {
+                let location = rewrite::redirect_location(r, &matched.path, request, port);
+                let reply = HeaderValue::from_str(&location).map(|value| {
+                    LocalReply::answer(r.status, "redirect", vec![(header::LOCATION, value)])
+                });
+                Err(reply.unwrap_or_else(|_| {
+                    LocalReply::new(
+                        500,
+                        ResponseFlag::None,
+                        "redirect location is not a header value",
+                    )
+                }))
+            }
+        }
+    };
+    redirect(&rule.filters)?;
+    let index = match choose_backend(&rule.backends, roll) {
+        BackendChoice::Chosen(index) => index,
         BackendChoice::NoWeight => {
             let message = "route has no backend with weight";
             return Err(LocalReply::new(500, ResponseFlag::NoClusterFound, message));
         }
     };
-    let service = backend.service.as_ref().ok_or_else(|| {
+    let backend = &rule.backends[index];
+    redirect(&backend.filters)?;
+    let served_by = backend.service.as_ref().ok_or_else(|| {
         let message = format!(
             "backend service {}/{} not found",
             backend.namespace, backend.name
         );
         LocalReply::new(500, ResponseFlag::NoClusterFound, message)
     })?;
+    let filters = [&rule.filters, &backend.filters];
+    let response_headers = (rule.filters.cors.as_ref())
+        .map(|cors| cors::response_headers(cors, request.headers))
+        .unwrap_or_default();
     Ok(Routed {
         rule: Some(rule.clone()),
+        backend_ref: Some(index),
         backend: Backend::Service {
-            service: service.clone(),
+            service: served_by.clone(),
             port: backend.port,
         },
-        declared_protocol: declared(service, backend.port),
+        declared_protocol: declared(served_by, backend.port),
+        rewrite: UrlRewrite::of(filters, &matched.path, request),
+        response_headers,
     })
 }
 

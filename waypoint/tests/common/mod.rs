@@ -515,7 +515,11 @@ async fn echo(
     let mut response = Response::builder()
         .status(200)
         .header("x-backend", &*name)
-        .header("x-backend-protocol", format!("{:?}", req.version()));
+        .header("x-backend-protocol", format!("{:?}", req.version()))
+        .header(
+            "x-seen-path",
+            req.uri().path_and_query().map_or("/", |p| p.as_str()),
+        );
     for (header, value) in req.headers() {
         response = response.header(format!("x-echo-{header}"), value);
     }

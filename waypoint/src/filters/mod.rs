@@ -1,8 +1,12 @@
 //! Route filters applied to requests and responses. Config compiles each filter once (header
-//! names and values parsed); here they are only carried out, on request and response heads
-//! alike through [`HeaderEdit`].
+//! names and values parsed); here they are only carried out: header modifiers on request and
+//! response heads alike through [`HeaderEdit`], rewrites and redirects in [`rewrite`], CORS in
+//! [`cors`]. The pipeline decides what applies to a request; these carry it out.
 
-use mesh_config::{HeaderModifier, RouteFilter, RouteRule};
+pub mod cors;
+pub mod rewrite;
+
+use mesh_config::{Filters, HeaderModifier};
 use pingora_error::Result;
 use pingora_http::{RequestHeader, ResponseHeader};
 
@@ -38,13 +42,35 @@ pub enum Phase {
     Response,
 }
 
-/// Applies the chosen rule's filters for `phase` to `head`, in manifest order.
-pub fn apply(rule: Option<&RouteRule>, phase: Phase, head: &mut impl HeaderEdit) -> Result<()> {
-    for filter in rule.into_iter().flat_map(|r| r.filters.iter()) {
-        match (filter, phase) {
-            (RouteFilter::RequestHeaderModifier(m), Phase::Request)
-            | (RouteFilter::ResponseHeaderModifier(m), Phase::Response) => modify(m, head)?,
-            _ => {}
+/// Applies the header modifiers of `filters` (the rule's, then the chosen backend's) for
+/// `phase` to `head`.
+pub fn apply<'f>(
+    filters: impl IntoIterator<Item = &'f Filters>,
+    phase: Phase,
+    head: &mut impl HeaderEdit,
+) -> Result<()> {
+    for f in filters {
+        let modifier = match phase {
+            Phase::Request => &f.request_headers,
+            Phase::Response => &f.response_headers,
+        };
+        if let Some(m) = modifier {
+            modify(m, head)?;
+        }
+    }
+    Ok(())
+}
+
+/// Adds headers a filter decided on for this request (CORS): `Vary` joins the response's own,
+/// the others replace any the response has.
+pub fn add_decided(
+    headers: &[(http::HeaderName, http::HeaderValue)],
+    head: &mut impl HeaderEdit,
+) -> Result<()> {
+    for (name, value) in headers {
+        match *name == http::header::VARY {
+            true => head.add(name, value)?,
+            false => head.set(name, value)?,
         }
     }
     Ok(())
@@ -68,20 +94,6 @@ fn modify(m: &HeaderModifier, head: &mut impl HeaderEdit) -> Result<()> {
 mod tests {
     use super::*;
     use http::{HeaderName, HeaderValue};
-    use mesh_config::ObjectRef;
-
-    fn rule(filters: Vec<RouteFilter>) -> RouteRule {
-        RouteRule {
-            route: ObjectRef::new("default", "r"),
-            rule_index: 0,
-            matches: Vec::new(),
-            filters,
-            backends: Vec::new(),
-            request_timeout: None,
-            backend_request_timeout: None,
-            retry: None,
-        }
-    }
 
     fn pair(name: &'static str, value: &'static str) -> (HeaderName, HeaderValue) {
         (
@@ -105,32 +117,47 @@ mod tests {
             add: vec![pair("x-add", "2")],
             remove: vec![HeaderName::from_static("x-gone")],
         };
-        let r = rule(vec![
-            RouteFilter::RequestHeaderModifier(modifier),
-            RouteFilter::ResponseHeaderModifier(HeaderModifier {
+        let rule = Filters {
+            request_headers: Some(modifier),
+            response_headers: Some(HeaderModifier {
                 set: vec![pair("x-response-only", "1")],
                 ..HeaderModifier::default()
             }),
-        ]);
+            ..Filters::default()
+        };
+        let backend = Filters {
+            request_headers: Some(HeaderModifier {
+                add: vec![pair("x-add", "3")],
+                ..HeaderModifier::default()
+            }),
+            ..Filters::default()
+        };
         let mut head = RequestHeader::build("GET", b"/", None).expect("head");
         for (name, value) in [("x-set", "old"), ("x-add", "1"), ("x-gone", "1")] {
             head.append_header(name, value).expect("header");
         }
-        apply(Some(&r), Phase::Request, &mut head).expect("applies");
+        apply([&rule, &backend], Phase::Request, &mut head).expect("applies");
         assert_eq!(values(&head, "x-set"), ["new"]);
-        assert_eq!(values(&head, "x-add"), ["1", "2"]);
+        assert_eq!(
+            values(&head, "x-add"),
+            ["1", "2", "3"],
+            "the backend's after the rule's"
+        );
         assert!(values(&head, "x-gone").is_empty());
         assert!(values(&head, "x-response-only").is_empty());
     }
 
     #[test]
     fn response_filters_touch_only_responses() {
-        let r = rule(vec![RouteFilter::ResponseHeaderModifier(HeaderModifier {
-            set: vec![pair("x-served-by", "waypoint")],
-            ..HeaderModifier::default()
-        })]);
+        let rule = Filters {
+            response_headers: Some(HeaderModifier {
+                set: vec![pair("x-served-by", "waypoint")],
+                ..HeaderModifier::default()
+            }),
+            ..Filters::default()
+        };
         let mut head = ResponseHeader::build(200, None).expect("head");
-        apply(Some(&r), Phase::Response, &mut head).expect("applies");
+        apply([&rule], Phase::Response, &mut head).expect("applies");
         assert_eq!(
             head.headers
                 .get("x-served-by")
@@ -138,7 +165,7 @@ mod tests {
             Some("waypoint")
         );
         let mut untouched = ResponseHeader::build(200, None).expect("head");
-        apply(None, Phase::Response, &mut untouched).expect("no rule");
+        apply([], Phase::Response, &mut untouched).expect("no rule");
         assert!(untouched.headers.is_empty());
     }
 }

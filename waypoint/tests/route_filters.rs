@@ -1,0 +1,252 @@
+//! HTTPRoute filters at the waypoint, through real HBONE and Pingora to real backends:
+//! redirects, URL rewrites, CORS, and filters on a backendRef applied only when it serves.
+
+mod common;
+
+use bytes::Bytes;
+use common::{Harness, Reply, manifest, route_to_reviews};
+use http_body_util::Full;
+use serde_json::json;
+
+const SLEEP: &str = "sleep";
+
+fn backend(version: &str) -> serde_json::Value {
+    json!({"name": format!("reviews-{version}"), "port": 9080})
+}
+
+/// Services `reviews-v1` and `reviews-v2` (one pod each) besides the manifest's `reviews`.
+fn versions(block: u8) -> Vec<serde_json::Value> {
+    ["v1", "v2"]
+        .iter()
+        .enumerate()
+        .map(|(i, v)| {
+            let mut svc = mesh_config::fixtures::service(
+                "default",
+                &format!("reviews-{v}"),
+                &common::ip(block, &format!("100.{}", 20 + i)).to_string(),
+                json!({"app": "reviews", "version": v}),
+            );
+            svc["spec"]["ports"] = json!([{"name": "http", "port": 9080, "targetPort": 9080}]);
+            svc
+        })
+        .collect()
+}
+
+async fn send(
+    h: &Harness,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> anyhow::Result<Reply> {
+    let mut request = http::Request::builder()
+        .method(method)
+        .uri(format!("http://reviews.default:9080{path}"))
+        .header(http::header::HOST, "reviews.default:9080");
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    h.http1(SLEEP)
+        .await?
+        .send(request.body(Full::new(Bytes::new()))?)
+        .await
+}
+
+/// Redirects answer at the waypoint (nothing reaches a backend): scheme, host, port and path
+/// as the filter says, the rest kept, the addressed Service port kept unless the scheme's own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redirects_are_answered_by_the_waypoint() -> anyhow::Result<()> {
+    let block = 99;
+    let prefix = |value: &str| json!({"path": {"type": "PathPrefix", "value": value}});
+    let route = route_to_reviews(json!([
+        {"matches": [prefix("/original-prefix")], "filters": [{"type": "RequestRedirect",
+            "requestRedirect": {"path": {"type": "ReplacePrefixMatch", "replacePrefixMatch": "/replacement-prefix"}}}]},
+        {"matches": [prefix("/scheme")], "filters": [{"type": "RequestRedirect",
+            "requestRedirect": {"scheme": "https", "statusCode": 301}}]},
+        {"matches": [prefix("/host-and-port")], "filters": [{"type": "RequestRedirect",
+            "requestRedirect": {"hostname": "example.org", "port": 8083, "statusCode": 308,
+                "path": {"type": "ReplaceFullPath", "replaceFullPath": "/full"}}}]},
+        {"matches": [prefix("/backend-level")], "backendRefs": [{"name": "reviews", "port": 9080,
+            "filters": [{"type": "RequestRedirect", "requestRedirect": {"statusCode": 303,
+                "path": {"type": "ReplacePrefixMatch", "replacePrefixMatch": "/redirected"}}}]}]},
+        {"backendRefs": [{"name": "reviews", "port": 9080}]}
+    ]));
+    let h = Harness::start(block, &manifest(block, &[route])).await?;
+    let v1 = h.backend("v1").await?;
+    let _v2 = h.backend("v2").await?;
+    let cases = [
+        (
+            "/original-prefix/lemon?x=1",
+            302,
+            "http://reviews.default:9080/replacement-prefix/lemon?x=1",
+        ),
+        ("/scheme/a", 301, "https://reviews.default/scheme/a"),
+        ("/host-and-port/a", 308, "http://example.org:8083/full"),
+        (
+            "/backend-level/a",
+            303,
+            "http://reviews.default:9080/redirected/a",
+        ),
+    ];
+    for (path, status, location) in cases {
+        let reply = send(&h, "GET", path, &[]).await?;
+        assert_eq!(reply.status, status, "{path}: {reply:?}");
+        assert_eq!(reply.header("location"), Some(location), "{path}");
+        assert_eq!(reply.header("x-backend"), None, "{path} reached a backend");
+        assert!(reply.body.is_empty(), "{path}: {:?}", reply.body);
+    }
+    // Unredirected traffic still flows, and nothing redirected reached an app.
+    assert_eq!(send(&h, "GET", "/other", &[]).await?.status, 200);
+    assert_eq!(
+        v1.times_seen("/scheme/a") + v1.times_seen("/original-prefix/lemon"),
+        0
+    );
+    Ok(())
+}
+
+/// URLRewrite: the backend sees the new path (query kept, no `//`) and host; header
+/// modifiers of the rule and of the chosen backendRef both apply, the backend's only to it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rewrites_and_backend_filters_reach_the_backend() -> anyhow::Result<()> {
+    let block = 100;
+    let prefix = |value: &str| json!({"path": {"type": "PathPrefix", "value": value}});
+    let with_header = |version: &str| {
+        let mut b = backend(version);
+        b["filters"] = json!([{"type": "RequestHeaderModifier",
+            "requestHeaderModifier": {"set": [{"name": "x-chosen", "value": version}]}},
+            {"type": "ResponseHeaderModifier",
+            "responseHeaderModifier": {"add": [{"name": "x-chosen-by-route", "value": version}]}}]);
+        b
+    };
+    let route = route_to_reviews(json!([
+        {"matches": [prefix("/prefix/one")], "filters": [{"type": "URLRewrite", "urlRewrite": {
+            "path": {"type": "ReplacePrefixMatch", "replacePrefixMatch": "/one"}}}],
+         "backendRefs": [backend("v1")]},
+        {"matches": [prefix("/strip-prefix")], "filters": [{"type": "URLRewrite", "urlRewrite": {
+            "hostname": "one.example.org",
+            "path": {"type": "ReplacePrefixMatch", "replacePrefixMatch": "/"}}}],
+         "backendRefs": [backend("v1")]},
+        {"matches": [{"path": {"type": "Exact", "value": "/full/one/two"}}], "filters": [
+            {"type": "URLRewrite", "urlRewrite": {"path": {"type": "ReplaceFullPath", "replaceFullPath": "/one"}}},
+            {"type": "RequestHeaderModifier", "requestHeaderModifier": {"set": [{"name": "x-rule", "value": "full"}]}}],
+         "backendRefs": [backend("v1")]},
+        {"matches": [prefix("/split")], "backendRefs": [with_header("v1"), with_header("v2")]}
+    ]));
+    let mut extra = versions(block);
+    extra.push(route);
+    let h = Harness::start(block, &manifest(block, &extra)).await?;
+    let _v1 = h.backend("v1").await?;
+    let _v2 = h.backend("v2").await?;
+    let cases = [
+        (
+            "/prefix/one/two?q=1",
+            "/one/two?q=1",
+            "reviews.default:9080",
+        ),
+        ("/strip-prefix/three", "/three", "one.example.org"),
+        ("/strip-prefix", "/", "one.example.org"),
+        ("/full/one/two?q", "/one?q", "reviews.default:9080"),
+    ];
+    for (path, seen, host) in cases {
+        let reply = send(&h, "GET", path, &[]).await?;
+        assert_eq!(reply.status, 200, "{path}: {reply:?}");
+        assert_eq!(reply.header("x-seen-path"), Some(seen), "{path}");
+        assert_eq!(reply.header("x-echo-host"), Some(host), "{path}");
+    }
+    let full = send(&h, "GET", "/full/one/two", &[]).await?;
+    assert_eq!(full.header("x-echo-x-rule"), Some("full"));
+    // Each backendRef's own filters, only when it serves: 40 requests, both served.
+    let mut served = std::collections::BTreeSet::new();
+    for i in 0..40 {
+        let reply = send(&h, "GET", &format!("/split/{i}"), &[]).await?;
+        let backend = reply.header("x-backend").unwrap_or("?").to_owned();
+        assert_eq!(
+            reply.header("x-echo-x-chosen"),
+            Some(backend.as_str()),
+            "request {i}"
+        );
+        assert_eq!(
+            reply.header("x-chosen-by-route"),
+            Some(backend.as_str()),
+            "request {i}"
+        );
+        served.insert(backend);
+    }
+    assert_eq!(served.len(), 2, "{served:?}");
+    Ok(())
+}
+
+/// CORS: the waypoint answers preflights itself (with or without an allowed origin), and
+/// actual responses to an allowed origin gain the CORS headers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cors_preflights_are_answered_and_responses_marked() -> anyhow::Result<()> {
+    let block = 101;
+    let route = route_to_reviews(json!([{
+        "filters": [{"type": "CORS", "cors": {
+            "allowOrigins": ["https://www.foo.com", "https://*.bar.com"],
+            "allowMethods": ["GET", "OPTIONS"],
+            "allowHeaders": ["x-header-1", "x-header-2"],
+            "exposeHeaders": ["x-header-3"],
+            "allowCredentials": true,
+            "maxAge": 3600}}],
+        "backendRefs": [{"name": "reviews", "port": 9080}]
+    }]));
+    let h = Harness::start(block, &manifest(block, &[route])).await?;
+    let v1 = h.backend("v1").await?;
+    let v2 = h.backend("v2").await?;
+    let preflight = |origin| {
+        vec![
+            ("origin", origin),
+            ("access-control-request-method", "GET"),
+            ("access-control-request-headers", "x-header-1"),
+        ]
+    };
+    let allowed = send(
+        &h,
+        "OPTIONS",
+        "/cors",
+        &preflight("https://xpto.www.bar.com"),
+    )
+    .await?;
+    assert_eq!(allowed.status, 200, "{allowed:?}");
+    assert_eq!(
+        allowed.header("access-control-allow-origin"),
+        Some("https://xpto.www.bar.com")
+    );
+    assert_eq!(
+        allowed.header("access-control-allow-methods"),
+        Some("GET, OPTIONS")
+    );
+    assert_eq!(
+        allowed.header("access-control-allow-headers"),
+        Some("x-header-1, x-header-2")
+    );
+    assert_eq!(
+        allowed.header("access-control-allow-credentials"),
+        Some("true")
+    );
+    assert_eq!(allowed.header("access-control-max-age"), Some("3600"));
+    assert_eq!(
+        allowed.header("x-backend"),
+        None,
+        "a preflight is the waypoint's to answer"
+    );
+    let refused = send(&h, "OPTIONS", "/cors", &preflight("https://foobar.com")).await?;
+    assert_eq!(refused.status, 200);
+    assert_eq!(refused.header("access-control-allow-origin"), None);
+    assert_eq!(v1.times_seen("/cors") + v2.times_seen("/cors"), 0);
+    let actual = send(&h, "GET", "/cors", &[("origin", "https://www.foo.com")]).await?;
+    assert_eq!(actual.status, 200);
+    assert!(actual.header("x-backend").is_some());
+    assert_eq!(
+        actual.header("access-control-allow-origin"),
+        Some("https://www.foo.com")
+    );
+    assert_eq!(
+        actual.header("access-control-expose-headers"),
+        Some("x-header-3")
+    );
+    let stranger = send(&h, "GET", "/cors", &[("origin", "https://foobar.com")]).await?;
+    assert_eq!(stranger.status, 200);
+    assert_eq!(stranger.header("access-control-allow-origin"), None);
+    Ok(())
+}
