@@ -28,14 +28,16 @@ use crate::filters::{self, Phase};
 use crate::outcome;
 use crate::reply::{self, Caller, LocalReply};
 use crate::request::Backend;
-use crate::request::{HeaderLimits, RequestAttrs, RequestCtx, Rolls, UrlRewrite, plan};
+use crate::request::{
+    HeaderLimits, MirrorTarget, RequestAttrs, RequestCtx, Rolls, UrlRewrite, plan,
+};
 use crate::telemetry::{Metrics, RequestLabels, access_log};
 use crate::tunnel_io::tunnel_info;
 use crate::upstream::balance::Balancing;
 use crate::upstream::forward::{self, Exchange};
 use crate::upstream::limits::{DestinationKey, Destinations, Limits};
-use crate::upstream::retry;
 use crate::upstream::{PoolSettings, Target, UpstreamProtocol, Upstreams};
+use crate::upstream::{mirror, retry};
 use mesh_config::balance;
 use mesh_config::health::Health;
 
@@ -178,6 +180,54 @@ impl<'s> BackendView<'s> {
 }
 
 impl WaypointProxy {
+    /// The copies of a request its mirrors get: each to an endpoint of its Service port, with
+    /// the request's head (host marked `-shadow`), counted against that destination's limits
+    /// (a full destination gets no copy).
+    fn mirror_copies(
+        &self,
+        snapshot: &mesh_config::Snapshot,
+        targets: &[MirrorTarget],
+        head: &pingora_http::RequestHeader,
+        caller_protocol: UpstreamProtocol,
+    ) -> Vec<mirror::Copy> {
+        let copy = |t: &MirrorTarget| {
+            let backend = Backend::Service {
+                service: t.service.clone(),
+                port: t.port,
+            };
+            let view = BackendView::of(snapshot, &backend);
+            let default_policy = TrafficPolicy::default();
+            let policy = view.policy.unwrap_or(&default_policy);
+            let limits = Limits::of(&policy.connection_pool);
+            let in_flight = self.destinations.start(&view.key, limits).ok()?;
+            let balancing = Balancing {
+                lb: &policy.load_balancer,
+                endpoints: view.endpoints,
+                health: &self.health,
+                outlier: policy.outlier_detection.as_ref(),
+                key: None,
+                in_flight: &in_flight,
+            };
+            let endpoint = balancing.choose(&[])?;
+            let declared = t
+                .service
+                .port(t.port)
+                .and_then(UpstreamProtocol::declared_by);
+            let protocol = declared.unwrap_or(caller_protocol);
+            let mut request = forward::upstream_request(head.clone(), protocol);
+            mirror::mark_as_copy(&mut request);
+            Some(mirror::Copy {
+                target: Target::for_endpoint(&endpoint),
+                protocol,
+                request,
+                pool: PoolSettings::of(&policy.connection_pool),
+                in_flight,
+                timeout: self.stream_idle_timeout,
+            })
+        };
+        targets.iter().filter_map(copy).collect()
+    }
+
     /// Serves the planned request over the upstream; a failure before any response is
     /// answered here; one after it started ends the caller's stream (an error for Pingora).
     async fn forward(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<()> {
@@ -199,13 +249,11 @@ impl WaypointProxy {
         let rule = plan.rule.clone();
         rewrite_head(&plan.rewrite, &mut head)?;
         filters::apply(plan.filters(), Phase::Request, &mut head)?;
+        let mirrors = self.mirror_copies(&ctx.snapshot, &plan.mirrors, &head, protocol);
         let backend = BackendView::of(&ctx.snapshot, &plan.backend);
         let default_policy = TrafficPolicy::default();
         let policy = backend.policy.unwrap_or(&default_policy);
-        let limits = Limits {
-            max_requests: policy.connection_pool.max_requests,
-            max_retries: policy.connection_pool.max_retries,
-        };
+        let limits = Limits::of(&policy.connection_pool);
         let mut tries = forward::Tries::default();
         let served = match self.destinations.start(&backend.key, limits) {
             Err(_) => Err(forward::Failure::BeforeResponse {
@@ -250,7 +298,7 @@ impl WaypointProxy {
                     filters::apply(plan.filters(), Phase::Response, response)?;
                     filters::add_decided(&plan.response_headers, response)
                 };
-                let attempt = forward::forward(exchange, session, head, edit, &mut tries);
+                let attempt = forward::forward(exchange, session, head, edit, mirrors, &mut tries);
                 match rule.as_ref().and_then(|r| r.request_timeout) {
                     None => attempt.await,
                     Some(timeout) => tokio::time::timeout_at((ctx.start + timeout).into(), attempt)

@@ -250,3 +250,99 @@ async fn cors_preflights_are_answered_and_responses_marked() -> anyhow::Result<(
     assert_eq!(stranger.header("access-control-allow-origin"), None);
     Ok(())
 }
+
+/// RequestMirror: the mirror gets a copy (host marked `-shadow`, body whole) while the caller's
+/// answer comes from the route's backend alone; a share is mirrored at about its rate; a
+/// mirror that is down costs the caller nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mirrors_get_copies_and_never_change_the_answer() -> anyhow::Result<()> {
+    let block = 102;
+    let prefix = |value: &str| json!({"path": {"type": "PathPrefix", "value": value}});
+    let mirror = |to: &str, share: serde_json::Value| {
+        let mut m = json!({"backendRef": {"name": to, "port": 9080}});
+        if let (Some(m), Some(share)) = (m.as_object_mut(), share.as_object()) {
+            m.extend(share.clone());
+        }
+        json!({"type": "RequestMirror", "requestMirror": m})
+    };
+    let mut dead = mesh_config::fixtures::service(
+        "default",
+        "dead",
+        &common::ip(block, "100.30").to_string(),
+        json!({"app": "dead"}),
+    );
+    dead["spec"]["ports"] = json!([{"name": "http", "port": 9080, "targetPort": 9080}]);
+    let dead_pod = mesh_config::fixtures::pod(
+        "default",
+        "dead-0",
+        &common::ip(block, "2.30").to_string(),
+        json!({"app": "dead"}),
+    );
+    let route = route_to_reviews(json!([
+        {"matches": [prefix("/mirror")], "filters": [mirror("reviews-v2", json!({}))],
+         "backendRefs": [backend("v1")]},
+        {"matches": [prefix("/percent-mirror")],
+         "filters": [mirror("reviews-v2", json!({"fraction": {"numerator": 1, "denominator": 4}}))],
+         "backendRefs": [backend("v1")]},
+        {"matches": [prefix("/to-the-dead")], "filters": [mirror("dead", json!({}))],
+         "backendRefs": [backend("v1")]}
+    ]));
+    let mut extra = versions(block);
+    extra.extend([dead, dead_pod, route]);
+    let h = Harness::start(block, &manifest(block, &extra)).await?;
+    let v1 = h.backend("v1").await?;
+    let v2 = h.backend("v2").await?;
+    // A POST of 300 KiB: the caller's answer is v1's, and v2 got the same body.
+    let body = Bytes::from(vec![b'm'; 300 << 10]);
+    let request = http::Request::post("http://reviews.default:9080/mirror/count-body")
+        .header(http::header::HOST, "reviews.default:9080")
+        .body(Full::new(body))?;
+    let reply = h.http1(SLEEP).await?.send(request).await?;
+    assert_eq!(
+        (reply.status, reply.body.as_str()),
+        (200, "v1 Some(307200)")
+    );
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+    let copy = loop {
+        let copies = v2.requests();
+        if let Some(copy) = copies.into_iter().find(|s| s.path == "/mirror/count-body") {
+            break copy;
+        }
+        anyhow::ensure!(tokio::time::Instant::now() < deadline, "no copy reached v2");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    assert_eq!(copy.host, "reviews.default-shadow:9080");
+    assert_eq!(copy.body_len, Some(300 << 10), "the copy's body is whole");
+    assert_eq!(
+        v1.requests()
+            .iter()
+            .filter(|s| s.path == "/mirror/count-body")
+            .count(),
+        1
+    );
+    // A quarter of 200 requests, within four standard deviations (σ ≈ 6.1).
+    for i in 0..200 {
+        let reply = send(&h, "GET", &format!("/percent-mirror/{i}"), &[]).await?;
+        assert_eq!(reply.header("x-backend"), Some("v1"));
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let copies = (v2.requests().iter())
+        .filter(|s| s.path.starts_with("/percent-mirror/"))
+        .count();
+    assert!(
+        (26..=74).contains(&copies),
+        "{copies} of 200 mirrored at 1/4"
+    );
+    // A mirror that cannot be reached: every caller still answered, at once.
+    let started = std::time::Instant::now();
+    for i in 0..20 {
+        let reply = send(&h, "GET", &format!("/to-the-dead/{i}"), &[]).await?;
+        assert_eq!(reply.status, 200);
+    }
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    Ok(())
+}

@@ -7,4 +7,4 @@ pub mod pipeline;
 
 pub use attrs::RequestAttrs;
 pub use ctx::RequestCtx;
-pub use pipeline::{Backend, Flow, HeaderLimits, Plan, Rolls, UrlRewrite, plan};
+pub use pipeline::{Backend, Flow, HeaderLimits, MirrorTarget, Plan, Rolls, UrlRewrite, plan};

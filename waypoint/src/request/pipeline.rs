@@ -45,17 +45,31 @@ pub struct Plan {
     pub rewrite: UrlRewrite,
     /// Headers the response gains (CORS, for an allowed origin).
     pub response_headers: Vec<(HeaderName, HeaderValue)>,
+    /// Where copies of the request go (`RequestMirror`, each drawn at its share).
+    pub mirrors: Vec<MirrorTarget>,
+}
+
+/// A Service port a copy of the request goes to; its answer is thrown away.
+#[derive(Clone, Debug)]
+pub struct MirrorTarget {
+    pub service: Arc<Service>,
+    pub port: u16,
 }
 
 impl Plan {
     /// The filters that apply: the rule's, then its chosen backendRef's.
     pub fn filters(&self) -> impl Iterator<Item = &Filters> {
-        let rule = self.rule.as_deref();
-        let backend = rule
-            .zip(self.backend_ref)
-            .and_then(|(r, i)| r.backends.get(i));
-        (rule.map(|r| &r.filters).into_iter()).chain(backend.map(|b| &b.filters))
+        chosen_filters(self.rule.as_deref(), self.backend_ref)
     }
+}
+
+/// The filters of `rule`, then those of its backendRef `backend_ref`.
+fn chosen_filters(
+    rule: Option<&RouteRule>,
+    backend_ref: Option<usize>,
+) -> impl Iterator<Item = &Filters> {
+    let backend = rule.zip(backend_ref).and_then(|(r, i)| r.backends.get(i));
+    (rule.map(|r| &r.filters).into_iter()).chain(backend.map(|b| &b.filters))
 }
 
 /// What `URLRewrite` makes of a request on its way up; `None` parts are left as they are.
@@ -103,13 +117,24 @@ pub enum Backend {
 pub struct Rolls {
     /// Picks among a rule's weighted backends.
     pub backend: u64,
+    /// Draws whether each mirror gets a copy (each mirror its own roll, derived from this).
+    pub mirror: u64,
 }
 
 impl Rolls {
     pub fn random() -> Self {
         Rolls {
             backend: rand::random(),
+            mirror: rand::random(),
         }
+    }
+
+    /// The roll of the `n`th mirror: independent of the others' (SplitMix64's mix).
+    fn mirror_roll(&self, n: usize) -> u64 {
+        let mut z = (self.mirror).wrapping_add((n as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15));
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
     }
 }
 
@@ -132,7 +157,9 @@ pub fn plan(
         let reply = LocalReply::new(503, ResponseFlag::NoHealthyUpstream, "no healthy upstream");
         return Err(reply);
     }
+    let mirrors = mirrors(&routed, rolls);
     Ok(Plan {
+        mirrors,
         destination,
         rule: routed.rule,
         backend_ref: routed.backend_ref,
@@ -351,6 +378,19 @@ fn route(
     })
 }
 
+/// The mirrors (the rule's, then the backend's) that get a copy of this request, each drawn
+/// at its `numerator / denominator` share.
+fn mirrors(routed: &Routed, rolls: Rolls) -> Vec<MirrorTarget> {
+    let all = chosen_filters(routed.rule.as_deref(), routed.backend_ref);
+    (all.flat_map(|f| f.mirrors.iter()).enumerate())
+        .filter(|(n, m)| rolls.mirror_roll(*n) % u64::from(m.denominator) < u64::from(m.numerator))
+        .map(|(_, m)| MirrorTarget {
+            service: m.service.clone(),
+            port: m.port,
+        })
+        .collect()
+}
+
 fn declared(service: &Service, port: u16) -> Option<UpstreamProtocol> {
     service.port(port).and_then(UpstreamProtocol::declared_by)
 }
@@ -385,7 +425,10 @@ mod tests {
     fn run(s: &Snapshot, sa: &str, authority: &str, method: &str, roll: u64) -> Flow<Plan> {
         let headers = http::HeaderMap::new();
         let request = RequestAttrs::new(method, "/reviews/1", "reviews:9080", &headers);
-        let rolls = Rolls { backend: roll };
+        let rolls = Rolls {
+            backend: roll,
+            mirror: 0,
+        };
         plan(
             s,
             &waypoint(),
@@ -425,7 +468,10 @@ mod tests {
         let headers = http::HeaderMap::new();
         let mut request = RequestAttrs::new("GET", "/reviews/1", "", &headers);
         let tunnel = tunnel("bookinfo-productpage", "127.0.100.12:9080");
-        let rolls = Rolls { backend: 0 };
+        let rolls = Rolls {
+            backend: 0,
+            mirror: 0,
+        };
         let refused = plan(
             &s,
             &waypoint(),

@@ -18,6 +18,7 @@ use pingora_proxy::Session;
 
 use super::balance::Balancing;
 use super::client::{Checkout, ConnectError, PoolSettings, Target, UpstreamBody, Upstreams};
+use super::mirror;
 use super::protocol::UpstreamProtocol;
 use super::retry::{self, Reason, TryEnd};
 use super::upload::Upload;
@@ -233,13 +234,14 @@ pub struct Tries {
 
 /// Sends the session's request (`head`, already filtered) and streams the response back,
 /// applying `edit_response` to its head; a try that fails before its response reached the
-/// caller goes again while the retry policy, the replay buffer and the budget allow. Returns
-/// the response status.
+/// caller goes again while the retry policy, the replay buffer and the budget allow. The
+/// `mirrors` are sent alongside, the request's body teed to them. Returns the response status.
 pub async fn forward(
     exchange: Exchange<'_>,
     session: &mut Session,
     head: RequestHeader,
     mut edit_response: impl FnMut(&mut ResponseHeader) -> pingora_error::Result<()>,
+    mirrors: Vec<mirror::Copy>,
     tries: &mut Tries,
 ) -> Result<u16, Failure> {
     let method = head.method.clone();
@@ -248,6 +250,10 @@ pub async fn forward(
     let request = upstream_request(head, exchange.protocol);
     let caller_h2 = session.is_http2();
     let mut upload = Upload::new(!session.is_body_empty(), declared_length);
+    for copy in mirrors {
+        let body = upload.mirror_body(session);
+        mirror::spawn(exchange.upstreams.clone(), copy, body);
+    }
     let mut tried = Vec::new();
     // The retry under way, counted against the budget until the next one or the end.
     let mut retry_in_flight = None;
@@ -338,7 +344,10 @@ type ResponseFuture = std::pin::Pin<
     >,
 >;
 
-fn send(checkout: &mut Checkout, request: http::Request<UpstreamBody>) -> ResponseFuture {
+pub(super) fn send(
+    checkout: &mut Checkout,
+    request: http::Request<UpstreamBody>,
+) -> ResponseFuture {
     match checkout {
         Checkout::Http1 { sender, .. } => Box::pin(sender.try_send_request(request)),
         Checkout::Http2 { sender, .. } => Box::pin(sender.try_send_request(request)),

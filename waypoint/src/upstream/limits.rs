@@ -51,6 +51,16 @@ pub struct Limits {
     pub max_retries: Option<u32>,
 }
 
+impl Limits {
+    /// The limits a DestinationRule's `connectionPool` sets.
+    pub fn of(pool: &mesh_config::ConnectionPool) -> Self {
+        Limits {
+            max_requests: pool.max_requests,
+            max_retries: pool.max_retries,
+        }
+    }
+}
+
 /// A request in flight, counted until dropped.
 #[derive(Debug)]
 pub struct InFlight {

@@ -7,7 +7,9 @@
 //! - [`balance`]: which endpoint each try goes to (`mesh_config::balance`, the
 //!   DestinationRule's load balancer, over `mesh_config::health`: requests in flight to each
 //!   endpoint and outlier detection's ejections), and what each try teaches outlier detection.
-//! - [`upload`]: the request body on its way up, kept (≤ 64 KiB) for a retry to replay.
+//! - [`upload`]: the request body on its way up, kept (≤ 64 KiB) for a retry to replay, and
+//!   teed to mirrored copies.
+//! - [`mirror`]: mirrored copies (`RequestMirror`), sent alongside and never waited for.
 //! - [`retry`]: whether a failed try goes again, and when.
 //! - [`limits`]: requests and retries in flight per destination, and their limits (the
 //!   retry budget, the connection pool's `http2MaxRequests` and `maxRetries`).
@@ -17,6 +19,7 @@ pub mod balance;
 pub mod client;
 pub mod forward;
 pub mod limits;
+pub mod mirror;
 pub mod protocol;
 pub mod retry;
 pub mod upload;

@@ -16,6 +16,9 @@ use super::forward::Failure;
 /// Request body chunks in flight between the caller and the upstream connection.
 const BODY_CHANNEL: usize = 4;
 
+/// Request body chunks a mirrored copy may fall behind the request before it is cut off.
+const MIRROR_CHANNEL: usize = 8;
+
 type BodyFrame = Result<Frame<Bytes>, std::io::Error>;
 
 /// The caller's request body on its way up: read from the session into the current try's
@@ -25,6 +28,8 @@ pub(super) struct Upload {
     tx: Option<mpsc::Sender<Option<Bytes>>>,
     permit: Option<mpsc::OwnedPermit<Option<Bytes>>>,
     replay: Replay,
+    /// Mirrored copies still keeping up.
+    mirrors: Vec<mpsc::Sender<Option<Bytes>>>,
 }
 
 /// Request body bytes kept for a retry (Pingora's and Envoy's default); a larger body is
@@ -68,7 +73,26 @@ impl Upload {
                 overflowed: too_large,
                 ..Replay::default()
             },
+            mirrors: Vec::new(),
         }
+    }
+
+    /// The body of a mirrored copy, taken before the request's body is read: each chunk as
+    /// the request reads it. A copy more than [`MIRROR_CHANNEL`] chunks behind is cut off (its
+    /// body ends in an error), so a mirror never slows the request nor makes it buffer more.
+    pub(super) fn mirror_body(&mut self, session: &mut Session) -> UpstreamBody {
+        if !self.had_body || session.is_body_done() {
+            return Empty::new().map_err(|never| match never {}).boxed();
+        }
+        let (tx, rx) = mpsc::channel(MIRROR_CHANNEL);
+        self.mirrors.push(tx);
+        StreamBody::new(rest_of_body(rx)).boxed()
+    }
+
+    /// Hands a chunk (`None`: the end) to the mirrors that keep up, and drops the others.
+    fn tee(&mut self, chunk: Option<&Bytes>) {
+        self.mirrors
+            .retain(|m| m.try_send(chunk.cloned()).is_ok() && chunk.is_some());
     }
 
     /// Whether a new try could send the whole body again.
@@ -117,10 +141,12 @@ impl Upload {
         match session.read_request_body().await {
             Ok(Some(data)) => {
                 self.replay.record(&data);
+                self.tee(Some(&data));
                 permit.send(Some(data));
                 Ok(())
             }
             Ok(None) => {
+                self.tee(None);
                 permit.send(None);
                 self.tx = None;
                 Ok(())

@@ -351,6 +351,17 @@ pub struct Backend {
     open_tunnels: Arc<std::sync::atomic::AtomicUsize>,
     tunnels_opened: Arc<std::sync::atomic::AtomicUsize>,
     seen: Arc<std::sync::Mutex<std::collections::HashMap<String, usize>>>,
+    /// Each request that reached the app: path, `Host`, and (for paths ending in
+    /// `/count-body`, whose body the app reads whole) the body's length.
+    requests: Arc<std::sync::Mutex<Vec<Seen>>>,
+}
+
+/// One request as the app saw it.
+#[derive(Clone, Debug)]
+pub struct Seen {
+    pub path: String,
+    pub host: String,
+    pub body_len: Option<usize>,
 }
 
 impl Backend {
@@ -371,11 +382,14 @@ impl Backend {
         let opened = tunnels_opened.clone();
         let seen = Arc::new(std::sync::Mutex::new(std::collections::HashMap::new()));
         let seen_by_app = seen.clone();
+        let requests = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let requests_by_app = requests.clone();
         let handler = move |connect: mesh_hbone::InboundConnect| {
             let name = name.clone();
             let open = OpenTunnel::count(counter.clone());
             opened.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             let seen = seen_by_app.clone();
+            let requests = requests_by_app.clone();
             async move {
                 let _open = open;
                 let Ok(stream) = connect.accept(http::HeaderMap::new()) else {
@@ -384,17 +398,52 @@ impl Backend {
                 let served = std::sync::atomic::AtomicUsize::new(0);
                 let service = hyper::service::service_fn(move |req: Request<Incoming>| {
                     let path = req.uri().path().to_owned();
-                    *seen.lock().expect("seen").entry(path).or_default() += 1;
+                    *seen.lock().expect("seen").entry(path.clone()).or_default() += 1;
+                    let host = (req.headers().get(http::header::HOST))
+                        .and_then(|h| h.to_str().ok())
+                        .map(str::to_owned)
+                        .or_else(|| req.uri().authority().map(|a| a.to_string()))
+                        .unwrap_or_default();
+                    if path.ends_with("/count-body") {
+                        let requests = requests.clone();
+                        let name = name.clone();
+                        return futures::future::Either::Left(async move {
+                            let body = req.into_body().collect().await.map(|b| b.to_bytes());
+                            let body_len = body.as_ref().ok().map(Bytes::len);
+                            let seen = Seen {
+                                path,
+                                host,
+                                body_len,
+                            };
+                            requests.lock().expect("requests").push(seen);
+                            let text = format!("{name} {body_len:?}");
+                            let response = Response::builder()
+                                .header("x-backend", &*name)
+                                .body(
+                                    Full::new(Bytes::from(text))
+                                        .map_err(|never| match never {})
+                                        .boxed(),
+                                )
+                                .expect("valid response");
+                            Ok::<_, std::io::Error>(response)
+                        });
+                    }
+                    let seen = Seen {
+                        path,
+                        host,
+                        body_len: None,
+                    };
+                    requests.lock().expect("requests").push(seen);
                     let nth = served.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                     let drop_it = (protocols == Protocols::Http1DroppingReused && nth > 0)
                         || Fault::asked(&name, req.uri().path()) == Some(Fault::Reset);
                     let answer = echo(name.clone(), req);
-                    async move {
+                    futures::future::Either::Right(async move {
                         if drop_it {
                             return Err(std::io::Error::other("dropped unanswered"));
                         }
                         answer.await.map_err(|never| match never {})
-                    }
+                    })
                 });
                 let io = TokioIo::new(stream);
                 let _ = match protocols {
@@ -421,6 +470,7 @@ impl Backend {
             open_tunnels,
             tunnels_opened,
             seen,
+            requests,
         })
     }
 
@@ -432,6 +482,11 @@ impl Backend {
             .get(path)
             .copied()
             .unwrap_or(0)
+    }
+
+    /// Every request that reached the app so far.
+    pub fn requests(&self) -> Vec<Seen> {
+        self.requests.lock().expect("requests").clone()
     }
 
     /// Tunnels (app connections) this backend has accepted, ever.
