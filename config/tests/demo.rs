@@ -106,8 +106,15 @@ fn demo_route_and_policy() {
     let snap = load_path(&demo_path()).expect("valid");
     let reviews = snap.service("default", "reviews").expect("reviews");
     let rules = snap.routes(reviews, 9080);
-    assert_eq!(rules.len(), 1);
-    let rule = &rules[0];
+    assert_eq!(rules.len(), 2);
+    // The redirect's prefix match is more specific than the split's default one.
+    let redirect = rules[0]
+        .filters
+        .redirect
+        .as_ref()
+        .expect("a redirect first");
+    assert_eq!(redirect.status, 301);
+    let rule = &rules[1];
     let weights: Vec<_> = rule
         .backends
         .iter()

@@ -154,7 +154,21 @@ async fn scenario(mesh: &LocalMesh) -> anyhow::Result<()> {
     );
     ensure!(no.status == 403, "sleep GET was not denied: {}", no.status);
 
-    // 3. Identity: the waypoint authorized the caller's SPIFFE identity and says so upstream.
+    // 3. A route that answers for itself: the old URL is redirected by the waypoint.
+    let moved = allowed.get("/old-reviews/1").await?;
+    let location = moved.header("location").unwrap_or("").to_string();
+    println!("\n[redirect] HTTPRoute default/reviews (RequestRedirect on /old-reviews):");
+    println!(
+        "  productpage GET /old-reviews/1 → {} location: {location}",
+        moved.status
+    );
+    ensure!(
+        moved.status == 301 && location.ends_with(":9080/reviews/1"),
+        "the old URL was not redirected: {} {location:?}",
+        moved.status
+    );
+
+    // 4. Identity: the waypoint authorized the caller's SPIFFE identity and says so upstream.
     let seen = ok.json()?;
     let xfcc = seen["headers"]["x-forwarded-client-cert"]
         .as_str()
@@ -180,7 +194,7 @@ async fn scenario(mesh: &LocalMesh) -> anyhow::Result<()> {
         "the route's header filter did not apply"
     );
 
-    // 4. A short fixed-rate load through the waypoint.
+    // 5. A short fixed-rate load through the waypoint.
     let report = crate::load::demo_load(socks(PRODUCTPAGE_SOCKS), REVIEWS, REVIEWS_PORT).await?;
     println!(
         "\n[load] through productpage's ztunnel, the waypoint and reviews' ztunnel:\n  {report}"
