@@ -714,3 +714,99 @@ async fn open_connections_do_not_keep_old_configs_alive() -> anyhow::Result<()> 
     t.stop().await;
     Ok(())
 }
+
+/// Route filters through the whole mesh (productpage's ztunnel → waypoint → the endpoint's
+/// ztunnel): a URL rewrite the app sees, a CORS preflight the waypoint answers itself, and a
+/// mirrored copy that reaches another Service while the caller's answer is the route's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn route_filters_work_through_the_whole_mesh() -> anyhow::Result<()> {
+    let rules = "    - matches:
+        - path:
+            type: PathPrefix
+            value: /app
+      filters:
+        - type: URLRewrite
+          urlRewrite:
+            hostname: reviews-rewritten.example
+            path:
+              type: ReplacePrefixMatch
+              replacePrefixMatch: /
+        - type: CORS
+          cors:
+            allowOrigins: [\"https://*.example.com\"]
+            allowMethods: [GET]
+      backendRefs:
+        - name: reviews-v1
+          port: 9080
+    - matches:
+        - path:
+            type: PathPrefix
+            value: /mirrored
+      filters:
+        - type: RequestMirror
+          requestMirror:
+            backendRef:
+              name: ratings
+              port: 9080
+      backendRefs:
+        - name: reviews-v1
+          port: 9080
+    # The old URLs";
+    let yaml = demo_yaml_in_block(28).replacen("    # The old URLs", rules, 1);
+    assert!(
+        yaml.contains("requestMirror"),
+        "the demo route changed shape"
+    );
+    let t = TestMesh::start_with(28, &yaml).await?;
+    let mut client = MeshClient::connect(t.socks(PRODUCTPAGE), REVIEWS, 9080).await?;
+    // The rewrite: the app's /debug, with the query kept and the new host.
+    let rewritten = client.get("/app/debug?x=1").await?;
+    assert_eq!(rewritten.status, 200);
+    let seen = rewritten.json()?;
+    assert_eq!(seen["path"], "/debug");
+    assert_eq!(seen["query"], "x=1");
+    assert_eq!(seen["host"], "reviews-rewritten.example");
+    // The preflight, answered by the waypoint (no app header).
+    let preflight = client
+        .request(
+            Method::OPTIONS,
+            "/app/debug",
+            &[
+                ("origin", "https://shop.example.com"),
+                ("access-control-request-method", "GET"),
+            ],
+        )
+        .await?;
+    assert_eq!(preflight.status, 200);
+    let origin = preflight.header("access-control-allow-origin");
+    assert_eq!(origin, Some("https://shop.example.com"));
+    assert_eq!(preflight.header("x-echo-server"), None);
+    // The mirror: ratings gets copies over HBONE from the waypoint; the caller's answers are
+    // reviews-v1's.
+    let from_waypoint = [
+        ("reporter", "destination"),
+        ("destination_workload", "ratings-v1"),
+        (
+            "source_principal",
+            "spiffe://cluster.local/ns/default/sa/waypoint",
+        ),
+    ];
+    let node_a = t.addr("1.1", 15020);
+    let metric = "istio_tcp_connections_opened_total";
+    assert_eq!(scrape_sum(node_a, metric, &from_waypoint).await?, 0.0);
+    for i in 0..5 {
+        let answer = client.get(&format!("/mirrored/{i}")).await?;
+        assert_eq!(answer.status, 200);
+        assert_eq!(answer.header("x-echo-server"), Some("reviews-v1"));
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while scrape_sum(node_a, metric, &from_waypoint).await? < 1.0 {
+        anyhow::ensure!(
+            tokio::time::Instant::now() < deadline,
+            "no copy reached ratings"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    t.stop().await;
+    Ok(())
+}

@@ -149,8 +149,10 @@ pub fn plan(
 ) -> Flow<Plan> {
     check(request, limits)?;
     let destination = resolve(snapshot, waypoint, tunnel)?;
+    let selection = select(snapshot, &destination, request);
+    preflight(&selection, request)?;
     authorize(snapshot, waypoint, tunnel, &destination, request)?;
-    let routed = route(snapshot, &destination, request, rolls.backend)?;
+    let routed = route(&destination, selection, request, rolls.backend)?;
     if let Backend::Service { service, port } = &routed.backend
         && snapshot.endpoints(service, *port).is_empty()
     {
@@ -291,12 +293,53 @@ impl Routed {
     }
 }
 
-/// HTTPRoute matching, the filters that answer for the route (a CORS preflight, a redirect)
-/// and the weighted backend choice; a Service without routes gets the default route (all its
-/// endpoints), a pod addressed directly gets itself.
-fn route(
-    snapshot: &Snapshot,
+/// Which of the addressed Service port's rules a request matches. Looked up before
+/// authorization, so that a CORS preflight can be answered first.
+enum Selection<'s> {
+    /// A pod addressed directly, or a Service port without routes: the default route.
+    NoRoutes,
+    Rule(Selected<'s>),
+    /// The port has routes and none matches: 404, once authorized.
+    NoMatch,
+}
+
+fn select<'s>(
+    snapshot: &'s Snapshot,
     destination: &Destination,
+    request: &RequestAttrs<'_>,
+) -> Selection<'s> {
+    let Destination::Service { service, port } = destination else {
+        return Selection::NoRoutes;
+    };
+    let rules = snapshot.routes(service, *port);
+    if rules.is_empty() {
+        return Selection::NoRoutes;
+    }
+    select_rule(rules, request).map_or(Selection::NoMatch, Selection::Rule)
+}
+
+/// A CORS preflight from an origin the matched rule allows is answered before authorization,
+/// as Envoy's CORS filter (ahead of RBAC) does: browsers send preflights without credentials.
+/// Any other preflight is authorized and routed like a request.
+fn preflight(selection: &Selection<'_>, request: &RequestAttrs<'_>) -> Flow<()> {
+    if let Selection::Rule(Selected { rule, .. }) = selection
+        && let Some(cors) = &rule.filters.cors
+        && cors::is_preflight(request)
+    {
+        let headers = cors::preflight_headers(cors, request.headers);
+        if !headers.is_empty() {
+            return Err(LocalReply::answer(200, "CORS preflight", headers));
+        }
+    }
+    Ok(())
+}
+
+/// The rule's filters that answer (a preflight from an origin not allowed, a redirect) and the
+/// weighted backend choice; the default route (all the Service's endpoints) where no rule
+/// applies, and a pod addressed directly gets itself.
+fn route(
+    destination: &Destination,
+    selection: Selection<'_>,
     request: &RequestAttrs<'_>,
     roll: u64,
 ) -> Flow<Routed> {
@@ -310,21 +353,27 @@ fn route(
         }
         Destination::Service { service, port } => (service, *port),
     };
-    let rules = snapshot.routes(service, port);
-    if rules.is_empty() {
-        let backend = Backend::Service {
-            service: service.clone(),
-            port,
-        };
-        return Ok(Routed::without_rule(backend, declared(service, port)));
-    }
-    let Selected { rule, matched } = select_rule(rules, request)
-        .ok_or_else(|| LocalReply::new(404, ResponseFlag::NoRouteFound, "no route matched"))?;
-    if let Some(cors) = &rule.filters.cors
-        && cors::is_preflight(request)
-    {
-        let headers = cors::preflight_headers(cors, request.headers);
-        return Err(LocalReply::answer(200, "CORS preflight", headers));
+    let Selected { rule, matched } = match selection {
+        Selection::Rule(selected) => selected,
+        Selection::NoMatch => {
+            return Err(LocalReply::new(
+                404,
+                ResponseFlag::NoRouteFound,
+                "no route matched",
+            ));
+        }
+        Selection::NoRoutes => {
+            let backend = Backend::Service {
+                service: service.clone(),
+                port,
+            };
+            return Ok(Routed::without_rule(backend, declared(service, port)));
+        }
+    };
+    if rule.filters.cors.is_some() && cors::is_preflight(request) {
+        // From an origin the rule does not allow: answered without CORS headers, so the
+        // browser refuses the actual request.
+        return Err(LocalReply::answer(200, "CORS preflight", Vec::new()));
     }
     let redirect = |filters: &Filters| -> Flow<()> {
         match &filters.redirect {
@@ -506,6 +555,51 @@ mod tests {
         let post =
             run(&s, "bookinfo-productpage", "127.0.100.12:9080", "POST", 0).expect_err("denied");
         assert_eq!(post.status, 403);
+    }
+
+    /// A preflight from an allowed origin is answered before authorization (browsers send
+    /// none of the caller's credentials with it); any other is authorized like a request.
+    #[test]
+    fn allowed_preflights_are_answered_before_authorization() {
+        let yaml = include_str!("../../../examples/demo.yaml").replacen(
+            "    - filters:\n        - type: RequestHeaderModifier",
+            "    - filters:\n        - type: CORS\n          cors:\n            allowOrigins: [\"https://ok.example\"]\n        - type: RequestHeaderModifier",
+            1,
+        );
+        let s = mesh_config::compile(vec![("demo.yaml".into(), yaml)]).expect("compiles");
+        let preflight = |origin: &'static str| {
+            let headers: http::HeaderMap = [
+                (header::ORIGIN, HeaderValue::from_static(origin)),
+                (
+                    header::ACCESS_CONTROL_REQUEST_METHOD,
+                    HeaderValue::from_static("GET"),
+                ),
+            ]
+            .into_iter()
+            .collect();
+            headers
+        };
+        // `sleep` may not call reviews at all.
+        let tunnel = tunnel("sleep", "127.0.100.12:9080");
+        let rolls = Rolls {
+            backend: 0,
+            mirror: 0,
+        };
+        let limits = HeaderLimits::default();
+        let allowed = preflight("https://ok.example");
+        let request = RequestAttrs::new("OPTIONS", "/reviews/1", "reviews:9080", &allowed);
+        let answer =
+            plan(&s, &waypoint(), &tunnel, &request, &limits, rolls).expect_err("answered");
+        assert_eq!((answer.status, answer.flag), (200, ResponseFlag::None));
+        assert!(
+            answer.headers.iter().any(
+                |(n, v)| *n == header::ACCESS_CONTROL_ALLOW_ORIGIN && v == "https://ok.example"
+            )
+        );
+        let other = preflight("https://elsewhere.example");
+        let request = RequestAttrs::new("OPTIONS", "/reviews/1", "reviews:9080", &other);
+        let denied = plan(&s, &waypoint(), &tunnel, &request, &limits, rolls).expect_err("denied");
+        assert_eq!(denied.status, 403);
     }
 
     #[test]
