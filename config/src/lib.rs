@@ -44,8 +44,8 @@ pub use policy::{
     PolicyTargetRef, Rule, Source, StringMatch, ValueKind,
 };
 pub use route::{
-    HeaderMatch, MatchRank, PathMatch, QueryMatch, RetryPolicy, RouteBackend, RouteMatch,
-    RouteRule, ValueMatch,
+    HeaderMatch, MatchRank, PathMatch, PortRoutes, QueryMatch, RetryPolicy, RouteBackend,
+    RouteMatch, RouteRule, ValueMatch,
 };
 pub use snapshot::Snapshot;
 pub use store::{FileSource, Store};

@@ -7,6 +7,23 @@ use std::time::Duration;
 use crate::filter::Filters;
 use crate::model::{ObjectRef, Service};
 
+/// A Service port's routes, each set in precedence order: the producer routes (in the
+/// Service's namespace, or attached to its waypoint) and, per namespace, consumer routes,
+/// which replace the producer routes for callers from that namespace (GEP-1294).
+#[derive(Clone, Debug, Default)]
+pub struct PortRoutes {
+    pub producer: Vec<Arc<RouteRule>>,
+    pub consumers: std::collections::BTreeMap<String, Vec<Arc<RouteRule>>>,
+}
+
+impl PortRoutes {
+    /// The rules for a caller from `namespace`: its namespace's consumer routes if it has
+    /// any, else the producer routes.
+    pub fn for_caller(&self, namespace: &str) -> &[Arc<RouteRule>] {
+        self.consumers.get(namespace).unwrap_or(&self.producer)
+    }
+}
+
 /// One HTTPRoute rule, compiled.
 #[derive(Clone, Debug)]
 pub struct RouteRule {

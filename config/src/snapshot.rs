@@ -8,7 +8,7 @@ use std::sync::Arc;
 use crate::error::ConfigError;
 use crate::model::{Endpoint, Node, ObjectRef, Service, Waypoint, Workload};
 use crate::policy::{AuthorizationPolicy, PolicyScope, PolicyTargetRef};
-use crate::route::RouteRule;
+use crate::route::{PortRoutes, RouteRule};
 use crate::traffic::TrafficPolicy;
 use crate::{ROOT_NAMESPACE, TRUST_DOMAIN};
 
@@ -18,7 +18,7 @@ const GATEWAY_GROUP: &str = "gateway.networking.k8s.io";
 #[derive(Debug)]
 struct ServiceEntry {
     endpoints: HashMap<u16, Vec<Endpoint>>,
-    routes: HashMap<u16, Vec<Arc<RouteRule>>>,
+    routes: HashMap<u16, PortRoutes>,
     traffic: Option<Arc<TrafficPolicy>>,
 }
 
@@ -29,7 +29,7 @@ pub(crate) struct Parts {
     pub workloads: Vec<Arc<Workload>>,
     pub services: Vec<Arc<Service>>,
     pub endpoints: HashMap<ObjectRef, HashMap<u16, Vec<Endpoint>>>,
-    pub routes: HashMap<ObjectRef, HashMap<u16, Vec<Arc<RouteRule>>>>,
+    pub routes: HashMap<ObjectRef, HashMap<u16, PortRoutes>>,
     /// From DestinationRules, by Service.
     pub traffic: HashMap<ObjectRef, Arc<TrafficPolicy>>,
     pub waypoints: Vec<Arc<Waypoint>>,
@@ -240,11 +240,22 @@ impl Snapshot {
         self.waypoints_by_ip.get(&ip)
     }
 
-    /// The rules for `port` of `service` in precedence order; empty = default route.
+    /// The producer rules for `port` of `service` in precedence order; empty = default route.
     pub fn routes(&self, service: &Service, port: u16) -> &[Arc<RouteRule>] {
+        self.port_routes(service, port)
+            .map_or(&[], |r| r.producer.as_slice())
+    }
+
+    /// The rules for `port` of `service` that a caller from `namespace` gets (its consumer
+    /// routes, else the producer routes); empty = default route.
+    pub fn routes_for(&self, service: &Service, port: u16, namespace: &str) -> &[Arc<RouteRule>] {
+        self.port_routes(service, port)
+            .map_or(&[], |r| r.for_caller(namespace))
+    }
+
+    fn port_routes(&self, service: &Service, port: u16) -> Option<&PortRoutes> {
         self.entry(&service.namespace, &service.name)
             .and_then(|(_, e)| e.routes.get(&port))
-            .map_or(&[], Vec::as_slice)
     }
 
     /// Every policy, sorted by namespace/name.

@@ -213,17 +213,45 @@ fn attachment_by_port_namespace_and_waypoint() {
     assert!(snap.routes(two, 80).is_empty());
     assert_eq!(ids(snap.routes(two, 81)), vec!["port-only#0"]);
     let foreign = snap.service("other", "foreign").expect("foreign");
-    assert!(
-        snap.routes(foreign, 80).is_empty(),
-        "only producer routes apply"
-    );
+    assert!(snap.routes(foreign, 80).is_empty(), "no producer route");
+    // A consumer route: for callers from its own namespace only.
+    let for_default = snap.routes_for(foreign, 80, "default");
+    assert_eq!(ids(for_default), vec!["consumer#0"]);
+    assert!(snap.routes_for(foreign, 80, "other").is_empty());
     let bound = snap.service("default", "bound").expect("bound");
     assert_eq!(ids(snap.routes(bound, 80)), vec!["to-waypoint#0"]);
     assert_eq!(ids(snap.routes(bound, 81)), vec!["to-waypoint#0"]);
-    assert!(
-        snap.warnings()
-            .iter()
-            .any(|w| w.object == "HTTPRoute default/consumer")
+    let about_consumer = |w: &&mesh_config::ConfigError| {
+        w.object == "HTTPRoute default/consumer" && w.field.starts_with("spec.parentRefs")
+    };
+    assert!(!snap.warnings().iter().any(|w| about_consumer(&w)));
+}
+
+/// GEP-1294: a namespace's consumer routes replace the producer routes for its callers (not
+/// merged with them); callers from any other namespace get the producer routes; several
+/// consumer routes of one namespace merge by precedence.
+#[test]
+fn consumer_routes_replace_producer_routes_for_their_namespace() {
+    let mut objs = vec![service("prod", "api", "127.0.100.1", json!({"app": "a"}))];
+    let parent =
+        json!([{"group": "", "kind": "Service", "name": "api", "namespace": "prod", "port": 80}]);
+    let rule = |path: &str| {
+        json!([{"matches": [{"path": {"type": "PathPrefix", "value": path}}],
+                "backendRefs": [{"name": "api", "namespace": "prod", "port": 80}]}])
+    };
+    objs.push(http_route("prod", "producer", parent.clone(), rule("/")));
+    objs.push(http_route("shop", "short", parent.clone(), rule("/a")));
+    objs.push(http_route("shop", "long", parent, rule("/a/b")));
+    let snap = must_compile(&objs);
+    let api = snap.service("prod", "api").expect("api");
+    assert_eq!(
+        ids(snap.routes_for(api, 80, "shop")),
+        vec!["long#0", "short#0"]
+    );
+    assert_eq!(ids(snap.routes_for(api, 80, "prod")), vec!["producer#0"]);
+    assert_eq!(
+        ids(snap.routes_for(api, 80, "elsewhere")),
+        vec!["producer#0"]
     );
 }
 

@@ -346,3 +346,39 @@ async fn mirrors_get_copies_and_never_change_the_answer() -> anyhow::Result<()> 
     );
     Ok(())
 }
+
+/// GAMMA consumer routes: a route in the caller's namespace whose parent is the Service in
+/// another namespace applies to that namespace's callers only, in place of the producer
+/// routes; everyone else gets the producer routes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consumer_routes_apply_to_their_namespace_only() -> anyhow::Result<()> {
+    let block = 103;
+    let marked = |value: &str| {
+        json!([{"filters": [{"type": "ResponseHeaderModifier", "responseHeaderModifier": {
+            "set": [{"name": "x-route", "value": value}]}}],
+            "backendRefs": [{"name": "reviews", "namespace": "default", "port": 9080}]}])
+    };
+    let parent = json!([{"group": "", "kind": "Service", "name": "reviews",
+                         "namespace": "default", "port": 9080}]);
+    let producer = mesh_config::fixtures::http_route(
+        "default",
+        "producer",
+        parent.clone(),
+        marked("producer"),
+    );
+    let consumer =
+        mesh_config::fixtures::http_route("shop", "consumer", parent, marked("consumer"));
+    let h = Harness::start(block, &manifest(block, &[producer, consumer])).await?;
+    let _v1 = h.backend("v1").await?;
+    let _v2 = h.backend("v2").await?;
+    for (caller, route) in [
+        ("sleep", "producer"),
+        ("shop/client", "consumer"),
+        ("bank/client", "producer"),
+    ] {
+        let reply = h.http1(caller).await?.get("/x").await?;
+        assert_eq!(reply.status, 200, "{caller}: {reply:?}");
+        assert_eq!(reply.header("x-route"), Some(route), "{caller}");
+    }
+    Ok(())
+}

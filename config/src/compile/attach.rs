@@ -1,4 +1,6 @@
-//! Route attachment: which (Service, port) each HTTPRoute applies to, and precedence order.
+//! Route attachment: which (Service, port) each HTTPRoute applies to, for which callers (a
+//! route in another namespace than its parent Service is a consumer route: it applies to
+//! callers from its own namespace only), and precedence order.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
@@ -11,12 +13,13 @@ use crate::error::Diagnostics;
 use crate::error::Reason::{NoMatchingParent as NoParent, NotAllowedByListeners as NotAllowed};
 use crate::manifest::Doc;
 use crate::model::ObjectRef;
-use crate::route::{self, RankedRule, RouteRule};
+use crate::route::{self, PortRoutes, RankedRule, RouteRule};
 
 /// Ordered rules per Service, per service port.
-pub(crate) type RouteTable = HashMap<ObjectRef, HashMap<u16, Vec<Arc<RouteRule>>>>;
+pub(crate) type RouteTable = HashMap<ObjectRef, HashMap<u16, PortRoutes>>;
 
-type Target = (ObjectRef, u16);
+/// A Service port, and the consumer namespace the route is for (`None`: a producer route).
+type Target = (ObjectRef, u16, Option<String>);
 
 /// Attaches each route's compiled rules (`compiled[i]` belongs to `docs[i]`) and orders them.
 pub(crate) fn attach(
@@ -38,10 +41,16 @@ pub(crate) fn attach(
         }
     }
     let mut table = RouteTable::new();
-    for ((service, port), mut rules) in ranked {
+    for ((service, port, consumer), mut rules) in ranked {
         route::sort_rules(&mut rules);
         let ordered = rules.into_iter().map(|r| r.rule).collect();
-        table.entry(service).or_default().insert(port, ordered);
+        let routes = table.entry(service).or_default().entry(port).or_default();
+        match consumer {
+            None => routes.producer = ordered,
+            Some(namespace) => {
+                routes.consumers.insert(namespace, ordered);
+            }
+        }
     }
     table
 }
@@ -105,11 +114,8 @@ fn service_parent(
             }
         },
     };
-    if namespace != doc.namespace {
-        let msg = format!("Service {key} is in another namespace: only producer routes apply");
-        diag.warn_because(NotAllowed, &doc.origin, format!("{field}.namespace"), msg);
-        return;
-    }
+    // A parent in another namespace makes a consumer route: for callers from the route's own.
+    let consumer = (namespace != doc.namespace).then(|| doc.namespace.clone());
     let Some(service) = services.get(&key) else {
         let msg = format!("parent Service {key} does not exist");
         diag.warn_because(NoParent, &doc.origin, format!("{field}.name"), msg);
@@ -121,9 +127,11 @@ fn service_parent(
             diag.warn_because(NoParent, &doc.origin, format!("{field}.port"), msg);
         }
         Some(p) => {
-            out.insert((key, p));
+            out.insert((key, p, consumer));
         }
-        None => out.extend(service.ports.iter().map(|sp| (key.clone(), sp.port))),
+        None => {
+            out.extend((service.ports.iter()).map(|sp| (key.clone(), sp.port, consumer.clone())))
+        }
     }
 }
 
@@ -158,7 +166,7 @@ fn gateway_parent(
     }
     for (svc_key, service) in services {
         if service.waypoint.as_ref() == Some(&key) {
-            out.extend(service.ports.iter().map(|sp| (svc_key.clone(), sp.port)));
+            out.extend((service.ports.iter()).map(|sp| (svc_key.clone(), sp.port, None)));
         }
     }
 }

@@ -149,7 +149,8 @@ pub fn plan(
 ) -> Flow<Plan> {
     check(request, limits)?;
     let destination = resolve(snapshot, waypoint, tunnel)?;
-    let selection = select(snapshot, &destination, request);
+    let caller_namespace = &tunnel.peer_identity.namespace;
+    let selection = select(snapshot, &destination, caller_namespace, request);
     preflight(&selection, request)?;
     authorize(snapshot, waypoint, tunnel, &destination, request)?;
     let routed = route(&destination, selection, request, rolls.backend)?;
@@ -303,15 +304,18 @@ enum Selection<'s> {
     NoMatch,
 }
 
+/// The rules a caller from `caller_namespace` gets are its namespace's consumer routes for the
+/// Service port, if it has any, else the producer routes (GEP-1294).
 fn select<'s>(
     snapshot: &'s Snapshot,
     destination: &Destination,
+    caller_namespace: &str,
     request: &RequestAttrs<'_>,
 ) -> Selection<'s> {
     let Destination::Service { service, port } = destination else {
         return Selection::NoRoutes;
     };
-    let rules = snapshot.routes(service, *port);
+    let rules = snapshot.routes_for(service, *port, caller_namespace);
     if rules.is_empty() {
         return Selection::NoRoutes;
     }

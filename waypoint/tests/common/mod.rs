@@ -139,15 +139,17 @@ impl Harness {
     }
 
     /// An HBONE tunnel to the waypoint from pod `127.<block>.<source>` with service account
-    /// `caller`, addressed to `authority` (what the caller's ztunnel would send).
+    /// `caller` (`namespace/name`, or a name in `default`), addressed to `authority` (what the
+    /// caller's ztunnel would send).
     pub async fn tunnel(
         &self,
         caller: &str,
         source: &str,
         authority: &str,
     ) -> anyhow::Result<mesh_hbone::HboneStream> {
+        let (namespace, account) = caller.split_once('/').unwrap_or(("default", caller));
         let key = PoolKey {
-            source: Identity::new(TRUST_DOMAIN, "default", caller),
+            source: Identity::new(TRUST_DOMAIN, namespace, account),
             source_ip: Some(ip(self.block, source)),
             destination: self.waypoint_addr,
             expected: vec![Identity::new(TRUST_DOMAIN, "default", "waypoint-0")],
