@@ -16,6 +16,7 @@ mod model;
 pub mod policy;
 pub mod route;
 mod snapshot;
+pub mod status;
 pub mod store;
 pub mod traffic;
 mod watch;

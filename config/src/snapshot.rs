@@ -9,6 +9,7 @@ use crate::error::ConfigError;
 use crate::model::{Endpoint, Node, ObjectRef, Service, Waypoint, Workload};
 use crate::policy::{AuthorizationPolicy, PolicyScope, PolicyTargetRef};
 use crate::route::{PortRoutes, RouteRule};
+use crate::status::{self, RouteParents, RouteStatus};
 use crate::traffic::TrafficPolicy;
 use crate::{ROOT_NAMESPACE, TRUST_DOMAIN};
 
@@ -30,6 +31,8 @@ pub(crate) struct Parts {
     pub services: Vec<Arc<Service>>,
     pub endpoints: HashMap<ObjectRef, HashMap<u16, Vec<Endpoint>>>,
     pub routes: HashMap<ObjectRef, HashMap<u16, PortRoutes>>,
+    /// Every route and the parents it names, for their status.
+    pub route_parents: Vec<RouteParents>,
     /// From DestinationRules, by Service.
     pub traffic: HashMap<ObjectRef, Arc<TrafficPolicy>>,
     pub waypoints: Vec<Arc<Waypoint>>,
@@ -43,6 +46,7 @@ pub(crate) struct Parts {
 pub struct Snapshot {
     version: u64,
     warnings: Vec<ConfigError>,
+    route_parents: Vec<RouteParents>,
     nodes: Vec<Node>,
     workloads: Vec<Arc<Workload>>,
     workloads_by_ip: HashMap<IpAddr, Arc<Workload>>,
@@ -105,6 +109,7 @@ impl Snapshot {
             }
         }
         snap.warnings = parts.warnings;
+        snap.route_parents = parts.route_parents;
         snap.nodes = parts.nodes;
         snap.workloads = parts.workloads;
         snap.services = parts.services;
@@ -163,6 +168,11 @@ impl Snapshot {
     /// References to missing objects and ignored objects found while compiling.
     pub fn warnings(&self) -> &[ConfigError] {
         &self.warnings
+    }
+
+    /// Each route's `status.parents[]` as a controller would write it.
+    pub fn route_statuses(&self) -> Vec<RouteStatus> {
+        status::route_statuses(&self.route_parents, &self.warnings)
     }
 
     /// Sorted by name.

@@ -11,11 +11,37 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::Snapshot;
 use crate::compile::{compile, is_manifest, read_path};
 use crate::error::ConfigErrors;
 use crate::store::Store;
 
 const DEFAULT_DEBOUNCE: Duration = Duration::from_millis(150);
+/// Each route's status, one line per parent (as `mesh validate` prints them): at warn level
+/// where a condition is `False`; at most [`LOGGED_WARNINGS`] lines.
+fn log_route_statuses(snapshot: &Snapshot) {
+    let statuses = snapshot.route_statuses();
+    let lines = statuses
+        .iter()
+        .flat_map(|s| s.parents.iter().map(move |p| (s, p)));
+    let mut logged = 0;
+    for (status, p) in lines {
+        logged += 1;
+        if logged > LOGGED_WARNINGS {
+            let routes = statuses.len();
+            tracing::info!(routes, "more route statuses not logged");
+            return;
+        }
+        let (route, parent) = (&status.route, &p.parent);
+        let (accepted, resolved_refs) = (&p.accepted, &p.resolved_refs);
+        if accepted.status && resolved_refs.status {
+            tracing::info!(route, parent, %accepted, %resolved_refs, "route status");
+        } else {
+            tracing::warn!(route, parent, %accepted, %resolved_refs, "route status");
+        }
+    }
+}
+
 /// At most this many warnings of one reload are logged (a huge file can have thousands).
 const LOGGED_WARNINGS: usize = 20;
 /// How long a config that would stop every component must stay unchanged before it applies.
@@ -169,6 +195,7 @@ impl FileSource {
                 {
                     tracing::warn!(more, "more config warnings not logged");
                 }
+                log_route_statuses(&snapshot);
                 let version = self.store.replace(*snapshot);
                 tracing::info!(version, path = %self.path.display(), "config reloaded");
             }

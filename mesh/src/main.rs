@@ -83,6 +83,13 @@ fn validate(file: PathBuf) -> anyhow::Result<()> {
             for warning in snapshot.warnings() {
                 println!("warning: {warning}");
             }
+            let statuses = snapshot.route_statuses();
+            if !statuses.is_empty() {
+                println!("route status (what a controller would write in status.parents):");
+                for status in statuses {
+                    println!("{status}");
+                }
+            }
             println!(
                 "{}: valid ({} nodes, {} workloads, {} services, {} waypoints)",
                 file.display(),

@@ -20,6 +20,35 @@ fn validate_accepts_the_demo() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(stdout.contains("valid (2 nodes"), "{stdout}");
+    let status = "HTTPRoute default/reviews\n  parent Service default/reviews port 9080: \
+                  Accepted=True (Accepted), ResolvedRefs=True (ResolvedRefs)";
+    assert!(stdout.contains(status), "{stdout}");
+}
+
+/// A route that is only partly right is served, and its status says what is wrong, as a
+/// controller's would.
+#[test]
+fn validate_prints_route_status_conditions() {
+    let demo = include_str!("../../examples/demo.yaml");
+    let yaml = demo.replacen(
+        "- name: reviews-v2\n          port: 9080",
+        "- name: reviews-v9\n          port: 9080",
+        1,
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("partly.yaml");
+    std::fs::write(&file, yaml).expect("write");
+    let out = mesh()
+        .args(["validate", "-f"])
+        .arg(&file)
+        .output()
+        .expect("mesh runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    let status = "parent Service default/reviews port 9080: Accepted=True (Accepted), \
+                  ResolvedRefs=False (BackendNotFound: spec.rules[0].backendRefs[1].name: \
+                  Service default/reviews-v9 does not exist";
+    assert!(stdout.contains(status), "{stdout}");
 }
 
 #[test]

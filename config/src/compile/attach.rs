@@ -14,6 +14,7 @@ use crate::error::Reason::{NoMatchingParent as NoParent, NotAllowedByListeners a
 use crate::manifest::Doc;
 use crate::model::ObjectRef;
 use crate::route::{self, PortRoutes, RankedRule, RouteRule};
+use crate::status::RouteParents;
 
 /// Ordered rules per Service, per service port.
 pub(crate) type RouteTable = HashMap<ObjectRef, HashMap<u16, PortRoutes>>;
@@ -53,6 +54,21 @@ pub(crate) fn attach(
         }
     }
     table
+}
+
+/// The route and its parents, described for its status.
+pub(crate) fn parents(doc: &Doc<HttpRoute>) -> RouteParents {
+    let parents = doc.obj.spec.parent_refs.as_deref().unwrap_or_default();
+    let described = parents.iter().map(|p| {
+        let namespace = p.namespace.as_deref().unwrap_or(&doc.namespace);
+        let kind = p.kind.as_deref().unwrap_or("Gateway");
+        let port = p.port.map_or(String::new(), |port| format!(" port {port}"));
+        format!("{kind} {namespace}/{}{port}", p.name)
+    });
+    RouteParents {
+        route: format!("HTTPRoute {}/{}", doc.namespace, doc.name),
+        parents: described.collect(),
+    }
 }
 
 fn targets(

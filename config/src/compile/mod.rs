@@ -64,6 +64,7 @@ fn build(m: Manifests, mut diag: Diagnostics) -> Result<Snapshot, ConfigErrors> 
         .map(|doc| routes::compile_route(doc, &service_map, &mut diag))
         .collect();
     let routes = attach::attach(&m.routes, &compiled, &service_map, &gateways, &mut diag);
+    let route_parents = m.routes.iter().map(attach::parents).collect();
     let policies = policies::policies(&m.policies, &mut diag);
     let traffic =
         destination_rules::traffic_policies(&m.destination_rules, &service_map, &mut diag);
@@ -81,6 +82,7 @@ fn build(m: Manifests, mut diag: Diagnostics) -> Result<Snapshot, ConfigErrors> 
         services,
         endpoints,
         routes,
+        route_parents,
         traffic,
         waypoints,
         waypoint_classes,
