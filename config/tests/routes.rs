@@ -325,3 +325,91 @@ fn bad_retry_policies_and_session_persistence_are_refused() {
         assert_error(&errors, &all);
     }
 }
+
+fn grpc_route(namespace: &str, name: &str, parents: Value, rules: Value) -> Value {
+    json!({
+        "apiVersion": "gateway.networking.k8s.io/v1",
+        "kind": "GRPCRoute",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {"parentRefs": parents, "rules": rules}
+    })
+}
+
+/// A GRPCRoute is routed as the HTTP/2 requests gRPC makes: service and method matches
+/// become `/<service>/<method>` path matches; headers, filters and weights carry over, and
+/// its rules take their place among HTTPRoute rules by the same precedence.
+#[test]
+fn grpc_routes_compile_to_path_matches() {
+    let route = grpc_route(
+        "default",
+        "g",
+        svc_parent("svc", Some(80)),
+        json!([{
+            "matches": [{"method": {"service": "pkg.Svc", "method": "Get"},
+                         "headers": [{"name": "x-tenant", "value": "a"}]}],
+            "filters": [{"type": "RequestHeaderModifier",
+                         "requestHeaderModifier": {"set": [{"name": "x-grpc", "value": "1"}]}}],
+            "backendRefs": [{"name": "svc", "port": 80, "weight": 3}]
+        }, {
+            "matches": [{"method": {"service": "pkg.Svc"}}],
+            "backendRefs": backend()
+        }]),
+    );
+    let http = http_route(
+        "default",
+        "h",
+        svc_parent("svc", Some(80)),
+        json!([{"backendRefs": backend()}]),
+    );
+    let snap = must_compile(&with_svc([route, http]));
+    let svc = snap.service("default", "svc").expect("svc");
+    let rules = snap.routes(svc, 80);
+    // Exact service+method first, the service-only regex next, the HTTP catch-all last.
+    assert_eq!(ids(rules), vec!["g#0", "g#1", "h#0"]);
+    let exact = &rules[0].matches[0];
+    assert!(matches!(&exact.path, PathMatch::Exact(p) if p == "/pkg.Svc/Get"));
+    assert_eq!(exact.headers[0].name, "x-tenant");
+    assert!(rules[0].filters.request_headers.is_some());
+    assert_eq!(rules[0].backends[0].weight, 3);
+    let PathMatch::Regex(service) = &rules[1].matches[0].path else {
+        panic!("a regex for the service's methods")
+    };
+    assert!(service.is_match("/pkg.Svc/List"));
+    assert!(!service.is_match("/pkg.SvcX/List") && !service.is_match("/pkg.Svc/a/b"));
+    let status = &snap.route_statuses()[1];
+    assert_eq!(status.route, "GRPCRoute default/g");
+}
+
+/// Problems in a GRPCRoute name its own fields.
+#[test]
+fn bad_grpc_routes_are_refused_naming_their_fields() {
+    let route = grpc_route(
+        "default",
+        "g",
+        svc_parent("svc", Some(80)),
+        json!([
+            {"matches": [{"method": {"type": "RegularExpression", "service": "(open"}}],
+             "backendRefs": backend()},
+            {"matches": [{"method": {}}], "backendRefs": backend()},
+            {"filters": [{"type": "RequestMirror", "requestMirror": {
+                "backendRef": {"name": "ghost", "port": 80}}}], "backendRefs": backend()}
+        ]),
+    );
+    let errors = must_fail(&with_svc([route]));
+    let expected: [&[&str]; 3] = [
+        &["spec.rules[0].matches[0].method.service", "invalid regex"],
+        &[
+            "spec.rules[1].matches[0].method",
+            "at least one of service and method",
+        ],
+        &[
+            "spec.rules[2].filters[0].requestMirror.backendRef.name",
+            "ghost",
+        ],
+    ];
+    for needles in expected {
+        let mut all = vec!["GRPCRoute default/g"];
+        all.extend_from_slice(needles);
+        assert_error(&errors, &all);
+    }
+}

@@ -66,7 +66,7 @@ pub(crate) fn parents(doc: &Doc<HttpRoute>) -> RouteParents {
         format!("{kind} {namespace}/{}{port}", p.name)
     });
     RouteParents {
-        route: format!("HTTPRoute {}/{}", doc.namespace, doc.name),
+        route: doc.origin.object.clone(),
         parents: described.collect(),
     }
 }

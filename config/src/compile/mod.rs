@@ -3,6 +3,7 @@
 mod attach;
 mod destination_rules;
 mod filters;
+mod grpc_routes;
 pub(crate) mod labels;
 mod policies;
 mod routes;
@@ -60,11 +61,21 @@ fn build(m: Manifests, mut diag: Diagnostics) -> Result<Snapshot, ConfigErrors> 
         .iter()
         .map(|(key, svc)| (key.clone(), services::endpoints(svc, &workloads)))
         .collect();
-    let compiled: Vec<_> = (m.routes.iter())
+    // A GRPCRoute is compiled as the HTTPRoute it means (gRPC is HTTP/2 POSTs to
+    // `/<service>/<method>`); both kinds then share compilation, attachment and precedence.
+    let grpc_routes =
+        (m.grpc_routes.iter()).filter_map(|doc| grpc_routes::as_http_route(doc, &mut diag));
+    let all_routes: Vec<_> = m
+        .routes
+        .iter()
+        .cloned()
+        .chain(grpc_routes.collect::<Vec<_>>())
+        .collect();
+    let compiled: Vec<_> = (all_routes.iter())
         .map(|doc| routes::compile_route(doc, &service_map, &mut diag))
         .collect();
-    let routes = attach::attach(&m.routes, &compiled, &service_map, &gateways, &mut diag);
-    let route_parents = m.routes.iter().map(attach::parents).collect();
+    let routes = attach::attach(&all_routes, &compiled, &service_map, &gateways, &mut diag);
+    let route_parents = all_routes.iter().map(attach::parents).collect();
     let policies = policies::policies(&m.policies, &mut diag);
     let traffic =
         destination_rules::traffic_policies(&m.destination_rules, &service_map, &mut diag);

@@ -6,6 +6,7 @@ pub(crate) mod destination_rule;
 use std::collections::HashMap;
 use std::path::Path;
 
+use gateway_api::experimental::grpcroutes::GrpcRoute;
 use gateway_api::experimental::httproutes::HttpRoute;
 use gateway_api::gateways::Gateway;
 use k8s_openapi::api::core::v1 as core;
@@ -94,6 +95,8 @@ kinds! {
         ["gateway.networking.k8s.io/v1", "gateway.networking.k8s.io/v1beta1"], true;
     HttpRoute: HttpRoute => routes, "HTTPRoute",
         ["gateway.networking.k8s.io/v1", "gateway.networking.k8s.io/v1beta1"], true;
+    GrpcRoute: GrpcRoute => grpc_routes, "GRPCRoute",
+        ["gateway.networking.k8s.io/v1", "gateway.networking.k8s.io/v1alpha2"], true;
     AuthorizationPolicy: AuthzObject => policies, "AuthorizationPolicy",
         ["security.istio.io/v1", "security.istio.io/v1beta1"], true;
     DestinationRule: DestinationRuleObject => destination_rules, "DestinationRule",
