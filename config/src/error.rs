@@ -66,19 +66,22 @@ pub enum Reason {
     InvalidKind,
     /// A backendRef names a Service that does not exist.
     BackendNotFound,
+    /// A field that has no effect here (a warning only: the object is still accepted).
+    NoEffect,
 }
 
 impl Reason {
-    /// The `(type, reason)` of the `status: "False"` condition this problem sets.
-    pub fn condition(self) -> (&'static str, &'static str) {
-        match self {
+    /// The `(type, reason)` of the `status: "False"` condition this problem sets, if any.
+    pub fn condition(self) -> Option<(&'static str, &'static str)> {
+        Some(match self {
             Reason::Invalid => ("Accepted", "Invalid"),
             Reason::UnsupportedValue => ("Accepted", "UnsupportedValue"),
             Reason::NoMatchingParent => ("Accepted", "NoMatchingParent"),
             Reason::NotAllowedByListeners => ("Accepted", "NotAllowedByListeners"),
             Reason::InvalidKind => ("ResolvedRefs", "InvalidKind"),
             Reason::BackendNotFound => ("ResolvedRefs", "BackendNotFound"),
-        }
+            Reason::NoEffect => return None,
+        })
     }
 }
 

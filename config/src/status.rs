@@ -78,11 +78,12 @@ pub fn route_statuses(routes: &[RouteParents], problems: &[ConfigError]) -> Vec<
 
 /// `kind` is `True` (reason `kind`) unless one of `problems` sets it `False`.
 fn condition(problems: &[&ConfigError], kind: &'static str) -> Condition {
-    let failed = problems.iter().find(|p| p.reason.condition().0 == kind);
+    let failed =
+        (problems.iter()).find_map(|p| Some((p, p.reason.condition().filter(|c| c.0 == kind)?.1)));
     match failed {
-        Some(p) => Condition {
+        Some((p, reason)) => Condition {
             status: false,
-            reason: p.reason.condition().1,
+            reason,
             message: format!("{}: {}", p.field, p.message),
         },
         None => Condition {

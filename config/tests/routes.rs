@@ -413,3 +413,25 @@ fn bad_grpc_routes_are_refused_naming_their_fields() {
         assert_error(&errors, &all);
     }
 }
+
+/// `hostnames` mean nothing on a mesh route (GEP-1294): said so, and the route still serves.
+#[test]
+fn hostnames_on_a_mesh_route_are_flagged_as_having_no_effect() {
+    let mut route = http_route(
+        "default",
+        "r",
+        svc_parent("svc", Some(80)),
+        json!([{"backendRefs": backend()}]),
+    );
+    route["spec"]["hostnames"] = json!(["svc.example.com"]);
+    let snap = must_compile(&with_svc([route]));
+    let svc = snap.service("default", "svc").expect("svc");
+    assert_eq!(ids(snap.routes(svc, 80)), vec!["r#0"]);
+    let warning = snap.warnings().iter().find(|w| w.field == "spec.hostnames");
+    assert!(
+        warning.is_some_and(|w| w.message.contains("no effect")),
+        "{:?}",
+        snap.warnings()
+    );
+    assert!(snap.route_statuses()[0].is_clean(), "still accepted");
+}

@@ -502,12 +502,15 @@ fn problems_carry_the_status_condition_a_controller_would_write() {
     assert!(
         reasons.contains(&(
             "spec.rules[0].backendRefs[1].name",
-            ("ResolvedRefs", "BackendNotFound")
+            Some(("ResolvedRefs", "BackendNotFound"))
         )),
         "{reasons:?}"
     );
     assert!(
-        reasons.contains(&("spec.parentRefs[1].name", ("Accepted", "NoMatchingParent"))),
+        reasons.contains(&(
+            "spec.parentRefs[1].name",
+            Some(("Accepted", "NoMatchingParent"))
+        )),
         "{reasons:?}"
     );
     let bad = json!([{"filters": [{"type": "ExtensionRef", "extensionRef": {
@@ -515,6 +518,6 @@ fn problems_carry_the_status_condition_a_controller_would_write() {
                       "backendRefs": [{"name": "svc", "port": 80}]}]);
     let parent = json!([{"group": "", "kind": "Service", "name": "svc"}]);
     let errors = must_fail(&with_svc([http_route("default", "r", parent, bad)]));
-    let reason = errors.iter().next().map(|e| e.reason.condition());
+    let reason = errors.iter().next().and_then(|e| e.reason.condition());
     assert_eq!(reason, Some(("Accepted", "UnsupportedValue")));
 }

@@ -10,7 +10,9 @@ use gateway_api::experimental::httproutes::{HttpRoute, HttpRouteParentRefs};
 use super::routes::ServiceMap;
 use super::waypoints::Gateways;
 use crate::error::Diagnostics;
-use crate::error::Reason::{NoMatchingParent as NoParent, NotAllowedByListeners as NotAllowed};
+use crate::error::Reason::{
+    NoEffect, NoMatchingParent as NoParent, NotAllowedByListeners as NotAllowed,
+};
 use crate::manifest::Doc;
 use crate::model::ObjectRef;
 use crate::route::{self, PortRoutes, RankedRule, RouteRule};
@@ -85,6 +87,13 @@ fn targets(
             "spec.parentRefs",
             "no parentRefs: the route applies to nothing",
         );
+    }
+    let to_service = |p: &&HttpRouteParentRefs| p.kind.as_deref() == Some("Service");
+    let hostnames = doc.obj.spec.hostnames.as_deref().unwrap_or_default();
+    if !hostnames.is_empty() && parents.iter().any(|p| to_service(&p)) {
+        let msg = "hostnames have no effect on a mesh route (GEP-1294): the Service the caller \
+                   addressed selects it; to route by host, match the Host header";
+        diag.warn_because(NoEffect, &doc.origin, "spec.hostnames", msg);
     }
     for (i, parent) in parents.iter().enumerate() {
         let field = format!("spec.parentRefs[{i}]");
