@@ -15,6 +15,7 @@ mod manifest;
 mod model;
 pub mod policy;
 pub mod route;
+mod rule_set;
 mod snapshot;
 pub mod status;
 pub mod store;
@@ -48,6 +49,7 @@ pub use route::{
     HeaderMatch, MatchRank, PathMatch, PortRoutes, QueryMatch, RetryPolicy, RouteBackend,
     RouteMatch, RouteRule, ValueMatch,
 };
+pub use rule_set::RuleSet;
 pub use snapshot::Snapshot;
 pub use store::{FileSource, Store};
 pub use traffic::{ConnectionPool, HashKey, LoadBalancer, OutlierDetection, TrafficPolicy};

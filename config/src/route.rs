@@ -6,20 +6,21 @@ use std::time::Duration;
 
 use crate::filter::Filters;
 use crate::model::{ObjectRef, Service};
+use crate::rule_set::RuleSet;
 
-/// A Service port's routes, each set in precedence order: the producer routes (in the
-/// Service's namespace, or attached to its waypoint) and, per namespace, consumer routes,
-/// which replace the producer routes for callers from that namespace (GEP-1294).
+/// A Service port's routes: the producer routes (in the Service's namespace, or attached to
+/// its waypoint) and, per namespace, consumer routes, which replace the producer routes for
+/// callers from that namespace (GEP-1294).
 #[derive(Clone, Debug, Default)]
 pub struct PortRoutes {
-    pub producer: Vec<Arc<RouteRule>>,
-    pub consumers: std::collections::BTreeMap<String, Vec<Arc<RouteRule>>>,
+    pub producer: RuleSet,
+    pub consumers: std::collections::BTreeMap<String, RuleSet>,
 }
 
 impl PortRoutes {
     /// The rules for a caller from `namespace`: its namespace's consumer routes if it has
     /// any, else the producer routes.
-    pub fn for_caller(&self, namespace: &str) -> &[Arc<RouteRule>] {
+    pub fn for_caller(&self, namespace: &str) -> &RuleSet {
         self.consumers.get(namespace).unwrap_or(&self.producer)
     }
 }

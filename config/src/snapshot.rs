@@ -9,6 +9,7 @@ use crate::error::ConfigError;
 use crate::model::{Endpoint, Node, ObjectRef, Service, Waypoint, Workload};
 use crate::policy::{AuthorizationPolicy, PolicyScope, PolicyTargetRef};
 use crate::route::{PortRoutes, RouteRule};
+use crate::rule_set::RuleSet;
 use crate::status::{self, RouteParents, RouteStatus};
 use crate::traffic::TrafficPolicy;
 use crate::{ROOT_NAMESPACE, TRUST_DOMAIN};
@@ -253,14 +254,20 @@ impl Snapshot {
     /// The producer rules for `port` of `service` in precedence order; empty = default route.
     pub fn routes(&self, service: &Service, port: u16) -> &[Arc<RouteRule>] {
         self.port_routes(service, port)
-            .map_or(&[], |r| r.producer.as_slice())
+            .map_or(&[], |r| r.producer.rules())
     }
 
     /// The rules for `port` of `service` that a caller from `namespace` gets (its consumer
     /// routes, else the producer routes); empty = default route.
     pub fn routes_for(&self, service: &Service, port: u16, namespace: &str) -> &[Arc<RouteRule>] {
+        self.rule_set_for(service, port, namespace)
+            .map_or(&[], RuleSet::rules)
+    }
+
+    /// As [`Snapshot::routes_for`], with the index that finds a request's candidate rules.
+    pub fn rule_set_for(&self, service: &Service, port: u16, namespace: &str) -> Option<&RuleSet> {
         self.port_routes(service, port)
-            .map_or(&[], |r| r.for_caller(namespace))
+            .map(|r| r.for_caller(namespace))
     }
 
     fn port_routes(&self, service: &Service, port: u16) -> Option<&PortRoutes> {

@@ -106,15 +106,15 @@ fn demo_route_and_policy() {
     let snap = load_path(&demo_path()).expect("valid");
     let reviews = snap.service("default", "reviews").expect("reviews");
     let rules = snap.routes(reviews, 9080);
-    assert_eq!(rules.len(), 2);
-    // The redirect's prefix match is more specific than the split's default one.
-    let redirect = rules[0]
-        .filters
-        .redirect
-        .as_ref()
-        .expect("a redirect first");
-    assert_eq!(redirect.status, 301);
-    let rule = &rules[1];
+    assert_eq!(rules.len(), 3);
+    // The redirect's and the rewrite's prefix matches are more specific than the split's
+    // default one (the longer prefix first).
+    let redirect = rules[0].filters.redirect.as_ref();
+    assert_eq!(redirect.map(|r| r.status), Some(301));
+    let api = &rules[1].filters;
+    assert!(api.rewrite.is_some() && api.cors.is_some());
+    assert_eq!(api.mirrors.len(), 1);
+    let rule = &rules[2];
     let weights: Vec<_> = rule
         .backends
         .iter()

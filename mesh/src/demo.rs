@@ -168,7 +168,24 @@ async fn scenario(mesh: &LocalMesh) -> anyhow::Result<()> {
         moved.status
     );
 
-    // 4. Identity: the waypoint authorized the caller's SPIFFE identity and says so upstream.
+    // 4. A rewrite: /api/debug reaches the app as /debug (the app's request echo).
+    let rewritten = allowed.get("/api/debug?from=demo").await?;
+    let seen_path = rewritten
+        .json()
+        .map(|v| v["path"].as_str().unwrap_or("").to_owned());
+    let seen_path = seen_path.unwrap_or_default();
+    println!("\n[rewrite] HTTPRoute default/reviews (URLRewrite on /api):");
+    println!(
+        "  productpage GET /api/debug → {}; the app saw {seen_path}",
+        rewritten.status
+    );
+    ensure!(
+        rewritten.status == 200 && seen_path == "/debug",
+        "the rewrite did not reach the app: {} {seen_path:?}",
+        rewritten.status
+    );
+
+    // 5. Identity: the waypoint authorized the caller's SPIFFE identity and says so upstream.
     let seen = ok.json()?;
     let xfcc = seen["headers"]["x-forwarded-client-cert"]
         .as_str()
@@ -194,7 +211,7 @@ async fn scenario(mesh: &LocalMesh) -> anyhow::Result<()> {
         "the route's header filter did not apply"
     );
 
-    // 5. A short fixed-rate load through the waypoint.
+    // 6. A short fixed-rate load through the waypoint.
     let report = crate::load::demo_load(socks(PRODUCTPAGE_SOCKS), REVIEWS, REVIEWS_PORT).await?;
     println!(
         "\n[load] through productpage's ztunnel, the waypoint and reviews' ztunnel:\n  {report}"

@@ -15,12 +15,12 @@ pub struct Selected<'r> {
     pub matched: &'r RouteMatch,
 }
 
-/// The first rule (in precedence order) with a match that holds.
+/// The first of `rules` (in precedence order) with a match that holds.
 pub fn select_rule<'r>(
-    rules: &'r [Arc<RouteRule>],
+    rules: impl IntoIterator<Item = &'r Arc<RouteRule>>,
     req: &RequestAttrs<'_>,
 ) -> Option<Selected<'r>> {
-    rules.iter().find_map(|rule| {
+    rules.into_iter().find_map(|rule| {
         let held = rule.matches.iter().filter(|m| matches(m, req));
         let matched = held.max_by_key(|m| m.rank())?;
         Some(Selected { rule, matched })

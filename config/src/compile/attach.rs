@@ -16,6 +16,7 @@ use crate::error::Reason::{
 use crate::manifest::Doc;
 use crate::model::ObjectRef;
 use crate::route::{self, PortRoutes, RankedRule, RouteRule};
+use crate::rule_set::RuleSet;
 use crate::status::RouteParents;
 
 /// Ordered rules per Service, per service port.
@@ -46,7 +47,7 @@ pub(crate) fn attach(
     let mut table = RouteTable::new();
     for ((service, port, consumer), mut rules) in ranked {
         route::sort_rules(&mut rules);
-        let ordered = rules.into_iter().map(|r| r.rule).collect();
+        let ordered = RuleSet::new(rules.into_iter().map(|r| r.rule).collect());
         let routes = table.entry(service).or_default().entry(port).or_default();
         match consumer {
             None => routes.producer = ordered,

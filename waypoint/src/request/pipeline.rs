@@ -315,11 +315,14 @@ fn select<'s>(
     let Destination::Service { service, port } = destination else {
         return Selection::NoRoutes;
     };
-    let rules = snapshot.routes_for(service, *port, caller_namespace);
+    let Some(rules) = snapshot.rule_set_for(service, *port, caller_namespace) else {
+        return Selection::NoRoutes;
+    };
     if rules.is_empty() {
         return Selection::NoRoutes;
     }
-    select_rule(rules, request).map_or(Selection::NoMatch, Selection::Rule)
+    let candidates = rules.candidates(request.path);
+    select_rule(candidates, request).map_or(Selection::NoMatch, Selection::Rule)
 }
 
 /// A CORS preflight from an origin the matched rule allows is answered before authorization,

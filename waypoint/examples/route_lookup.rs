@@ -1,0 +1,132 @@
+//! What routing costs per request as a snapshot grows: the request pipeline (`plan`: checks,
+//! destination, authorization, route selection, backend choice) timed for one request against
+//! snapshots with 5 and 5,000 routes, spread over as many Services or all on one Service.
+//!
+//! `cargo run --release -p waypoint --example route_lookup` (BENCHMARKS.md has the figures).
+
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+use mesh_config::fixtures::{self, yaml};
+use mesh_config::{ObjectRef, Snapshot};
+use mesh_core::Identity;
+use serde_json::{Value, json};
+use waypoint::request::{HeaderLimits, RequestAttrs, Rolls, plan};
+use waypoint::tunnel_io::TunnelInfo;
+
+/// The VIP of Service `i`.
+fn vip(i: usize) -> String {
+    format!("127.100.{}.{}", i / 250, i % 250 + 1)
+}
+
+/// `services` Services on the waypoint (all served by one pod), and `routes` HTTPRoutes with
+/// one exact-path rule each, on Service `i % services`.
+fn snapshot(services: usize, routes: usize) -> Snapshot {
+    let mut objs: Vec<Value> = fixtures::nodes();
+    objs.push(fixtures::waypoint_gateway(
+        "default",
+        "waypoint",
+        Some("service"),
+    ));
+    objs.push(fixtures::waypoint_pod("default", "waypoint", "127.0.2.20"));
+    objs.push(fixtures::pod(
+        "default",
+        "app",
+        "127.0.2.10",
+        json!({"app": "shared"}),
+    ));
+    objs.push(fixtures::pod(
+        "default",
+        "caller",
+        "127.0.1.10",
+        json!({"app": "caller"}),
+    ));
+    for i in 0..services {
+        let mut svc = fixtures::service(
+            "default",
+            &format!("svc-{i}"),
+            &vip(i),
+            json!({"app": "shared"}),
+        );
+        svc["metadata"]["labels"] = json!({"istio.io/use-waypoint": "waypoint"});
+        svc["spec"]["ports"] = json!([{"name": "http", "port": 80, "targetPort": 8080}]);
+        objs.push(svc);
+    }
+    for r in 0..routes {
+        let service = format!("svc-{}", r % services);
+        let parent = json!([{"group": "", "kind": "Service", "name": service, "port": 80}]);
+        let rules = json!([{
+            "matches": [{"path": {"type": "Exact", "value": format!("/r{r}")}}],
+            "backendRefs": [{"name": service, "port": 80}]
+        }]);
+        objs.push(fixtures::http_route(
+            "default",
+            &format!("route-{r}"),
+            parent,
+            rules,
+        ));
+    }
+    mesh_config::compile(vec![("bench.yaml".into(), yaml(&objs))])
+        .expect("the bench manifest compiles")
+}
+
+/// Nanoseconds per `plan` of `GET path` to Service 0, over at least half a second.
+fn per_request(snapshot: &Snapshot, path: &str) -> f64 {
+    let tunnel = TunnelInfo::new(
+        Identity::new("cluster.local", "default", "caller"),
+        "127.0.1.10:40000".parse().expect("addr"),
+        "127.0.2.20:15008".parse().expect("addr"),
+        format!("{}:80", vip(0)),
+        None,
+    );
+    let waypoint = ObjectRef::new("default", "waypoint");
+    let headers = http::HeaderMap::new();
+    let request = RequestAttrs::new("GET", path, "svc-0.default:80", &headers);
+    let limits = HeaderLimits::default();
+    let rolls = Rolls {
+        backend: 7,
+        mirror: 7,
+    };
+    let outcome = plan(snapshot, &waypoint, &tunnel, &request, &limits, rolls);
+    let status = outcome.as_ref().err().map_or(200, |r| r.status);
+    assert!(matches!(status, 200 | 404), "{path}: {status}");
+    let started = Instant::now();
+    let mut n = 0u64;
+    while started.elapsed() < Duration::from_millis(500) {
+        for _ in 0..1000 {
+            black_box(
+                plan(
+                    snapshot,
+                    &waypoint,
+                    &tunnel,
+                    black_box(&request),
+                    &limits,
+                    rolls,
+                )
+                .is_ok(),
+            );
+        }
+        n += 1000;
+    }
+    started.elapsed().as_nanos() as f64 / n as f64
+}
+
+fn main() {
+    println!(
+        "{:<44} {:>14} {:>14}",
+        "snapshot", "matching", "no match (404)"
+    );
+    let cases = [
+        ("5 routes, 5 Services", 5, 5),
+        ("5,000 routes, 5,000 Services", 5_000, 5_000),
+        ("5 routes, all on one Service", 1, 5),
+        ("5,000 routes, all on one Service", 1, 5_000),
+    ];
+    for (name, services, routes) in cases {
+        let snap = snapshot(services, routes);
+        // Route 0 is on Service 0 whatever the spread.
+        let hit = per_request(&snap, "/r0");
+        let miss = per_request(&snap, "/nothing");
+        println!("{name:<44} {hit:>11.0} ns {miss:>11.0} ns");
+    }
+}
