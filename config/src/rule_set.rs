@@ -90,7 +90,7 @@ mod tests {
 
     fn rule(index: usize, path: PathMatch) -> Arc<RouteRule> {
         Arc::new(RouteRule {
-            route: ObjectRef::new("default", &format!("r{index}")),
+            route: ObjectRef::new("default", format!("r{index}")),
             rule_index: 0,
             matches: vec![RouteMatch {
                 path,
