@@ -435,3 +435,78 @@ fn hostnames_on_a_mesh_route_are_flagged_as_having_no_effect() {
     );
     assert!(snap.route_statuses()[0].is_clean(), "still accepted");
 }
+
+/// `sectionName` on a Service parent names one of its ports (with `port`, both must agree);
+/// on the waypoint Gateway, one of its listeners. Naming nothing is `NoMatchingParent`.
+#[test]
+fn section_names_pick_a_port_or_a_listener() {
+    let mut svc = service("default", "two", "127.0.100.2", json!({"app": "b"}));
+    svc["spec"]["ports"] = json!([{"name": "http", "port": 80}, {"name": "admin", "port": 81}]);
+    let rule = json!([{"backendRefs": [{"name": "two", "port": 80}]}]);
+    let parent = |section: &str, port: Option<u16>| {
+        let mut p = json!({"group": "", "kind": "Service", "name": "two", "sectionName": section});
+        if let Some(port) = port {
+            p["port"] = json!(port);
+        }
+        json!([p])
+    };
+    let objs = vec![
+        svc,
+        http_route("default", "by-name", parent("admin", None), rule.clone()),
+        http_route("default", "both", parent("http", Some(80)), rule.clone()),
+        http_route(
+            "default",
+            "disagree",
+            parent("http", Some(81)),
+            rule.clone(),
+        ),
+        http_route("default", "unknown", parent("metrics", None), rule),
+    ];
+    let snap = must_compile(&objs);
+    let two = snap.service("default", "two").expect("two");
+    assert_eq!(ids(snap.routes(two, 80)), vec!["both#0"]);
+    assert_eq!(ids(snap.routes(two, 81)), vec!["by-name#0"]);
+    let no_parent = |route: &str| {
+        snap.warnings().iter().any(|w| {
+            w.object == format!("HTTPRoute default/{route}")
+                && w.field == "spec.parentRefs[0].sectionName"
+                && w.reason.condition() == Some(("Accepted", "NoMatchingParent"))
+        })
+    };
+    assert!(
+        no_parent("disagree") && no_parent("unknown"),
+        "{:?}",
+        snap.warnings()
+    );
+    assert!(!no_parent("by-name") && !no_parent("both"));
+}
+
+#[test]
+fn a_gateway_section_name_must_be_one_of_its_listeners() {
+    let mut bound = service("default", "bound", "127.0.100.1", json!({"app": "a"}));
+    bound["metadata"]["labels"] = json!({"istio.io/use-waypoint": "wp"});
+    let rule = json!([{"backendRefs": [{"name": "bound", "port": 80}]}]);
+    let objs = vec![
+        waypoint_gateway("default", "wp", None),
+        bound,
+        http_route(
+            "default",
+            "mesh",
+            json!([{"name": "wp", "sectionName": "mesh"}]),
+            rule.clone(),
+        ),
+        http_route(
+            "default",
+            "nope",
+            json!([{"name": "wp", "sectionName": "nope"}]),
+            rule,
+        ),
+    ];
+    let snap = must_compile(&objs);
+    let bound = snap.service("default", "bound").expect("bound");
+    assert_eq!(ids(snap.routes(bound, 80)), vec!["mesh#0"]);
+    let refused = snap.warnings().iter().any(|w| {
+        w.object == "HTTPRoute default/nope" && w.field == "spec.parentRefs[0].sectionName"
+    });
+    assert!(refused, "{:?}", snap.warnings());
+}

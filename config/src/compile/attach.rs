@@ -147,18 +147,24 @@ fn service_parent(
         diag.warn_because(NoParent, &doc.origin, format!("{field}.name"), msg);
         return;
     };
-    match port {
-        Some(p) if service.port(p).is_none() => {
-            let msg = format!("Service {key} has no port {p}");
-            diag.warn_because(NoParent, &doc.origin, format!("{field}.port"), msg);
-        }
-        Some(p) => {
-            out.insert((key, p, consumer));
-        }
-        None => {
-            out.extend((service.ports.iter()).map(|sp| (key.clone(), sp.port, consumer.clone())))
-        }
+    // `sectionName` names a port of the Service; with `port` too, both must name the same one.
+    let section = parent.section_name.as_deref();
+    let chosen: Vec<u16> = (service.ports.iter())
+        .filter(|sp| port.is_none_or(|p| sp.port == p))
+        .filter(|sp| section.is_none_or(|name| sp.name.as_deref() == Some(name)))
+        .map(|sp| sp.port)
+        .collect();
+    if chosen.is_empty() {
+        let (at, what) = match (port, section) {
+            (Some(p), None) => ("port", format!("port {p}")),
+            (None, Some(name)) => ("sectionName", format!("port named {name:?}")),
+            (Some(p), Some(name)) => ("sectionName", format!("port {p} named {name:?}")),
+            (None, None) => ("name", "port".to_owned()),
+        };
+        let msg = format!("Service {key} has no {what}");
+        diag.warn_because(NoParent, &doc.origin, format!("{field}.{at}"), msg);
     }
+    out.extend((chosen.into_iter()).map(|p| (key.clone(), p, consumer.clone())));
 }
 
 fn gateway_parent(
@@ -180,6 +186,21 @@ fn gateway_parent(
     if !info.is_waypoint {
         let msg = format!("parent Gateway {key} is not a waypoint: ignored");
         diag.warn_because(NoParent, &doc.origin, format!("{field}.name"), msg);
+        return;
+    }
+    // `sectionName` and `port` name one of the Gateway's listeners (the waypoint's HBONE one).
+    let section = parent.section_name.as_deref();
+    let listener = (info.listeners.iter()).any(|(name, port)| {
+        section.is_none_or(|s| s == name) && parent.port.is_none_or(|p| p == *port)
+    });
+    if !listener {
+        let msg = format!("Gateway {key} has no such listener");
+        let at = if section.is_some() {
+            "sectionName"
+        } else {
+            "port"
+        };
+        diag.warn_because(NoParent, &doc.origin, format!("{field}.{at}"), msg);
         return;
     }
     if namespace != doc.namespace && !info.routes_from_all {

@@ -21,6 +21,8 @@ pub(crate) struct GatewayInfo {
     pub waypoint_for: WaypointFor,
     /// A listener admits routes from all namespaces (`allowedRoutes.namespaces.from: All`).
     pub routes_from_all: bool,
+    /// Each listener's name and port (what a route's `sectionName` and `port` may name).
+    pub listeners: Vec<(String, i32)>,
 }
 
 pub(crate) type Gateways = BTreeMap<ObjectRef, GatewayInfo>;
@@ -64,11 +66,15 @@ pub(crate) fn classify(docs: &[Doc<Gateway>], diag: &mut Diagnostics) -> Gateway
                 .and_then(|a| a.namespaces.as_ref());
             matches!(from.and_then(|n| n.from.as_ref()), Some(From::All))
         });
+        let listeners = (spec.listeners.iter())
+            .map(|l| (l.name.clone(), l.port))
+            .collect();
         let info = GatewayInfo {
             class,
             is_waypoint,
             waypoint_for,
             routes_from_all,
+            listeners,
         };
         out.insert(ObjectRef::new(&doc.namespace, &doc.name), info);
     }
