@@ -35,9 +35,27 @@ pub(super) struct FilterScope<'a> {
     pub services: &'a ServiceMap,
 }
 
-/// A header modifier's lists as (name, value) pairs: the rule's and the backend's types differ
-/// only in name.
+/// A header modifier's lists as (name, value) pairs.
 type Pairs = Vec<(String, String)>;
+
+/// The `set`, `add` and `remove` lists of a request or a response header modifier (two types
+/// that differ only in name), as [`Pairs`].
+macro_rules! modifier_lists {
+    ($modifier:expr) => {{
+        let m = $modifier;
+        let set: Option<Pairs> = (m.and_then(|m| m.set.as_ref())).map(|l| {
+            l.iter()
+                .map(|h| (h.name.clone(), h.value.clone()))
+                .collect()
+        });
+        let add: Option<Pairs> = (m.and_then(|m| m.add.as_ref())).map(|l| {
+            l.iter()
+                .map(|h| (h.name.clone(), h.value.clone()))
+                .collect()
+        });
+        (set, add, m.and_then(|m| m.remove.clone()))
+    }};
+}
 
 impl RuleCx<'_> {
     /// Compiles `list`, written at `base` (e.g. `filters` or `backendRefs[0].filters`).
@@ -98,37 +116,13 @@ impl RuleCx<'_> {
         match f.r#type {
             FilterType::RequestHeaderModifier => {
                 once(self, out.request_headers.is_some());
-                let m = f.request_header_modifier.as_ref();
-                let set = m.and_then(|m| m.set.as_ref()).map(|l| {
-                    l.iter()
-                        .map(|h| (h.name.clone(), h.value.clone()))
-                        .collect()
-                });
-                let add = m.and_then(|m| m.add.as_ref()).map(|l| {
-                    l.iter()
-                        .map(|h| (h.name.clone(), h.value.clone()))
-                        .collect()
-                });
-                let remove = m.and_then(|m| m.remove.clone());
-                let modifier = self.modifier(&field_own, set, add, remove);
-                out.request_headers = Some(modifier);
+                let (set, add, remove) = modifier_lists!(f.request_header_modifier.as_ref());
+                out.request_headers = Some(self.modifier(&field_own, set, add, remove));
             }
             FilterType::ResponseHeaderModifier => {
                 once(self, out.response_headers.is_some());
-                let m = f.response_header_modifier.as_ref();
-                let set = m.and_then(|m| m.set.as_ref()).map(|l| {
-                    l.iter()
-                        .map(|h| (h.name.clone(), h.value.clone()))
-                        .collect()
-                });
-                let add = m.and_then(|m| m.add.as_ref()).map(|l| {
-                    l.iter()
-                        .map(|h| (h.name.clone(), h.value.clone()))
-                        .collect()
-                });
-                let remove = m.and_then(|m| m.remove.clone());
-                let modifier = self.modifier(&field_own, set, add, remove);
-                out.response_headers = Some(modifier);
+                let (set, add, remove) = modifier_lists!(f.response_header_modifier.as_ref());
+                out.response_headers = Some(self.modifier(&field_own, set, add, remove));
             }
             FilterType::RequestRedirect => {
                 once(self, out.redirect.is_some());
