@@ -342,9 +342,12 @@ fn rewrite_head(rewrite: &UrlRewrite, head: &mut pingora_http::RequestHeader) ->
         head.insert_header(http::header::HOST, host)?;
     }
     if let Some(path) = &rewrite.path_and_query {
-        let uri = path
-            .parse()
-            .or_err(ErrorType::InternalError, "rewritten path is not a URI")?;
+        // Only the path changes: an HTTP/2 caller's scheme and authority stay.
+        let mut parts = head.uri.clone().into_parts();
+        parts.path_and_query =
+            Some((path.parse()).or_err(ErrorType::InternalError, "rewritten path is not a path")?);
+        let uri = http::Uri::from_parts(parts)
+            .or_err(ErrorType::InternalError, "rewritten URI is not a URI")?;
         head.set_uri(uri);
     }
     Ok(())

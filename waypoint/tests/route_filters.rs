@@ -152,6 +152,12 @@ async fn rewrites_and_backend_filters_reach_the_backend() -> anyhow::Result<()> 
         assert_eq!(reply.header("x-seen-path"), Some(seen), "{path}");
         assert_eq!(reply.header("x-echo-host"), Some(host), "{path}");
     }
+    // An h2c caller (the authority in the URI, no Host header) is rewritten alike.
+    let request = http::Request::get("http://reviews.default:9080/prefix/one/two?q=2")
+        .body(Full::new(Bytes::new()))?;
+    let h2c = h.h2c(SLEEP).await?.send(request).await?;
+    assert_eq!(h2c.header("x-seen-path"), Some("/one/two?q=2"), "{h2c:?}");
+    assert_eq!(h2c.header("x-backend"), Some("v1"));
     let full = send(&h, "GET", "/full/one/two", &[]).await?;
     assert_eq!(full.header("x-echo-x-rule"), Some("full"));
     // Each backendRef's own filters, only when it serves: 40 requests, both served.
