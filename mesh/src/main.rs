@@ -83,13 +83,7 @@ fn validate(file: PathBuf) -> anyhow::Result<()> {
             for warning in snapshot.warnings() {
                 println!("warning: {warning}");
             }
-            let statuses = snapshot.route_statuses();
-            if !statuses.is_empty() {
-                println!("route status (what a controller would write in status.parents):");
-                for status in statuses {
-                    println!("{status}");
-                }
-            }
+            print_route_statuses(&snapshot);
             println!(
                 "{}: valid ({} nodes, {} workloads, {} services, {} waypoints)",
                 file.display(),
@@ -107,14 +101,28 @@ fn validate(file: PathBuf) -> anyhow::Result<()> {
     }
 }
 
+/// Each route's `status.parents` conditions, as a controller would write them (reloads log
+/// the same).
+fn print_route_statuses(snapshot: &mesh_config::Snapshot) {
+    let statuses = snapshot.route_statuses();
+    if !statuses.is_empty() {
+        println!("route status (what a controller would write in status.parents):");
+        for status in statuses {
+            println!("{status}");
+        }
+    }
+}
+
 async fn up(file: PathBuf) -> anyhow::Result<()> {
     // Caught before anything says the mesh is up, so a signal sent at once still cleans up.
     let mut signals = mesh_runtime::ShutdownSignals::install()?;
     let mesh = mesh::local::LocalMesh::start_from_path(&file).await?;
     mesh.wait_ready(std::time::Duration::from_secs(10)).await?;
-    for line in mesh::local::describe(&mesh.store.load()) {
+    let snapshot = mesh.store.load();
+    for line in mesh::local::describe(&snapshot) {
         println!("{line}");
     }
+    print_route_statuses(&snapshot);
     println!(
         "mesh is up; watching {} for changes. Ctrl-C to stop.",
         file.display()

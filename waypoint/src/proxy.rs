@@ -199,7 +199,11 @@ impl WaypointProxy {
             let default_policy = TrafficPolicy::default();
             let policy = view.policy.unwrap_or(&default_policy);
             let limits = Limits::of(&policy.connection_pool);
-            let in_flight = self.destinations.start(&view.key, limits).ok()?;
+            let service = t.service.hostname.clone();
+            let Ok(in_flight) = self.destinations.start(&view.key, limits) else {
+                self.metrics.record_mirror(&service, "overflow");
+                return None;
+            };
             let balancing = Balancing {
                 lb: &policy.load_balancer,
                 endpoints: view.endpoints,
@@ -208,7 +212,10 @@ impl WaypointProxy {
                 key: None,
                 in_flight: &in_flight,
             };
-            let endpoint = balancing.choose(&[])?;
+            let Some(endpoint) = balancing.choose(&[]) else {
+                self.metrics.record_mirror(&service, "no_endpoint");
+                return None;
+            };
             let declared = t
                 .service
                 .port(t.port)
@@ -216,7 +223,9 @@ impl WaypointProxy {
             let protocol = declared.unwrap_or(caller_protocol);
             let mut request = forward::upstream_request(head.clone(), protocol);
             mirror::mark_as_copy(&mut request);
+            let metrics = self.metrics.clone();
             Some(mirror::Copy {
+                outcome: Box::new(move |outcome| metrics.record_mirror(&service, outcome)),
                 target: Target::for_endpoint(&endpoint),
                 protocol,
                 request,

@@ -350,6 +350,36 @@ async fn mirrors_get_copies_and_never_change_the_answer() -> anyhow::Result<()> 
         "{:?}",
         started.elapsed()
     );
+    // Every copy is counted by how it ended.
+    let metric = "mesh_upstream_mirrors_total";
+    let answered = [
+        (
+            "destination_service",
+            "reviews-v2.default.svc.cluster.local",
+        ),
+        ("outcome", "answered"),
+    ];
+    // Each copy v2's app saw is counted as answered, once every copy has settled.
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(3);
+    loop {
+        let seen = (v2.requests().iter())
+            .filter(|s| s.path.starts_with("/mirror/") || s.path.starts_with("/percent-mirror/"))
+            .count() as f64;
+        let counted = h.metric(metric, &answered);
+        if counted == seen && seen >= 1.0 + copies as f64 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{counted} counted, {seen} seen"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let failed = [
+        ("destination_service", "dead.default.svc.cluster.local"),
+        ("outcome", "failed"),
+    ];
+    assert_eq!(h.wait_metric(metric, &failed, 20.0).await, 20.0);
     Ok(())
 }
 

@@ -120,6 +120,7 @@ pub struct Metrics {
     retries: IntCounterVec,
     retries_refused: IntCounterVec,
     ejections: IntCounterVec,
+    mirrors: IntCounterVec,
 }
 
 impl Metrics {
@@ -161,7 +162,16 @@ impl Metrics {
             ),
             &["destination_service"],
         )?;
-        for metric in [&requests, &retries, &retries_refused, &ejections] {
+        let mirrors = IntCounterVec::new(
+            Opts::new(
+                "mesh_upstream_mirrors_total",
+                "Mirrored copies of requests (RequestMirror), by the mirror's service and how \
+                 each ended: answered, failed (including a body cut off for falling behind), \
+                 timed_out, overflow (the destination was full), no_endpoint",
+            ),
+            &["destination_service", "outcome"],
+        )?;
+        for metric in [&requests, &retries, &retries_refused, &ejections, &mirrors] {
             registry.register(Box::new(metric.clone()))?;
         }
         registry.register(Box::new(duration.clone()))?;
@@ -171,7 +181,13 @@ impl Metrics {
             retries,
             retries_refused,
             ejections,
+            mirrors,
         })
+    }
+
+    /// Counts one mirrored copy of a request to `service` (a hostname) by how it ended.
+    pub fn record_mirror(&self, service: &str, outcome: &str) {
+        self.mirrors.with_label_values(&[service, outcome]).inc();
     }
 
     /// Counts what the retries of one request did.

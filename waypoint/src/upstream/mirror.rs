@@ -16,6 +16,8 @@ use super::protocol::UpstreamProtocol;
 
 /// One copy to send, and the destination request it is counted as until it ends.
 pub struct Copy {
+    /// Told how the copy ended: `answered`, `failed` or `timed_out`.
+    pub outcome: Box<dyn FnOnce(&'static str) + Send>,
     pub target: Target,
     pub protocol: UpstreamProtocol,
     /// The request head, shaped for `protocol`, its host marked as a copy's.
@@ -67,22 +69,48 @@ pub fn mark_as_copy(request: &mut http::request::Parts) {
 pub fn spawn(upstreams: Upstreams, copy: Copy, body: UpstreamBody) {
     tokio::spawn(async move {
         let target = copy.target.clone();
-        match tokio::time::timeout(copy.timeout, send_copy(&upstreams, copy, body)).await {
-            Ok(Ok(status)) => tracing::debug!(?target, status, "mirrored request answered"),
-            Ok(Err(e)) => tracing::debug!(?target, "mirrored request failed: {e}"),
-            Err(_) => tracing::debug!(?target, "mirrored request timed out"),
+        let (timeout, outcome) = (copy.timeout, copy.outcome);
+        let sent = send_copy(
+            &upstreams,
+            copy.target,
+            copy.protocol,
+            copy.request,
+            copy.pool,
+            &copy.in_flight,
+            body,
+        );
+        match tokio::time::timeout(timeout, sent).await {
+            Ok(Ok(status)) => {
+                tracing::debug!(?target, status, "mirrored request answered");
+                outcome("answered");
+            }
+            Ok(Err(e)) => {
+                tracing::debug!(?target, "mirrored request failed: {e}");
+                outcome("failed");
+            }
+            Err(_) => {
+                tracing::debug!(?target, "mirrored request timed out");
+                outcome("timed_out");
+            }
         }
     });
 }
 
-async fn send_copy(upstreams: &Upstreams, copy: Copy, body: UpstreamBody) -> anyhow::Result<u16> {
-    let slots = copy.in_flight.connections();
-    let mut checkout = (upstreams.checkout(&copy.target, copy.protocol, copy.pool, slots, false))
+async fn send_copy(
+    upstreams: &Upstreams,
+    target: Target,
+    protocol: UpstreamProtocol,
+    request: http::request::Parts,
+    pool: PoolSettings,
+    in_flight: &InFlight,
+    body: UpstreamBody,
+) -> anyhow::Result<u16> {
+    let slots = in_flight.connections();
+    let mut checkout = (upstreams.checkout(&target, protocol, pool, slots, false))
         .await
         .map_err(|e| anyhow::anyhow!("connect: {e}"))?;
     checkout.ready().await?;
-    let request = http::Request::from_parts(copy.request, body);
-    let response = send(&mut checkout, request)
+    let response = send(&mut checkout, http::Request::from_parts(request, body))
         .await
         .map_err(|e| anyhow::anyhow!("{}", e.error()))?;
     let status = response.status().as_u16();
@@ -97,7 +125,7 @@ async fn send_copy(upstreams: &Upstreams, copy: Copy, body: UpstreamBody) -> any
         ..
     } = checkout
     {
-        upstreams.checkin(&copy.target, sender, served, slot, copy.pool);
+        upstreams.checkin(&target, sender, served, slot, pool);
     }
     Ok(status)
 }
