@@ -21,17 +21,6 @@ pub struct Filters {
     pub cors: Option<Cors>,
 }
 
-impl Filters {
-    pub fn is_empty(&self) -> bool {
-        self.request_headers.is_none()
-            && self.response_headers.is_none()
-            && self.redirect.is_none()
-            && self.rewrite.is_none()
-            && self.mirrors.is_empty()
-            && self.cors.is_none()
-    }
-}
-
 /// `set`/`add`/`remove` of a header modifier, in manifest order, parsed at compile time.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct HeaderModifier {

@@ -49,7 +49,7 @@ pub use route::{
     HeaderMatch, MatchRank, PathMatch, PortRoutes, QueryMatch, RetryPolicy, RouteBackend,
     RouteMatch, RouteRule, ValueMatch,
 };
-pub use rule_set::RuleSet;
+pub use rule_set::{Candidates, RuleSet};
 pub use snapshot::Snapshot;
 pub use store::{FileSource, Store};
 pub use traffic::{ConnectionPool, HashKey, LoadBalancer, OutlierDetection, TrafficPolicy};

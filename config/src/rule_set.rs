@@ -61,13 +61,10 @@ impl RuleSet {
 
     /// The rules whose path condition could hold for `path` (no query string), in precedence
     /// order; a superset of those that match (their other conditions are the caller's to
-    /// check).
-    pub fn candidates<'s>(
-        &'s self,
-        path: &str,
-    ) -> Box<dyn Iterator<Item = &'s Arc<RouteRule>> + 's> {
+    /// check). A small set is walked whole, with no allocation.
+    pub fn candidates<'s>(&'s self, path: &str) -> Candidates<'s> {
         if self.rules.len() <= SCAN_ALL_UP_TO {
-            return Box::new(self.rules.iter());
+            return Candidates::All(self.rules.iter());
         }
         let mut found: Vec<usize> = self.regex.clone();
         found.extend(self.exact.get(path).into_iter().flatten());
@@ -78,7 +75,30 @@ impl RuleSet {
         }
         found.sort_unstable();
         found.dedup();
-        Box::new(found.into_iter().map(|i| &self.rules[i]))
+        Candidates::Indexed {
+            rules: &self.rules,
+            found: found.into_iter(),
+        }
+    }
+}
+
+/// The rules [`RuleSet::candidates`] found, in precedence order.
+pub enum Candidates<'s> {
+    All(std::slice::Iter<'s, Arc<RouteRule>>),
+    Indexed {
+        rules: &'s [Arc<RouteRule>],
+        found: std::vec::IntoIter<usize>,
+    },
+}
+
+impl<'s> Iterator for Candidates<'s> {
+    type Item = &'s Arc<RouteRule>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        match self {
+            Candidates::All(rules) => rules.next(),
+            Candidates::Indexed { rules, found } => found.next().map(|i| &rules[i]),
+        }
     }
 }
 

@@ -424,6 +424,7 @@ fn hostnames_on_a_mesh_route_are_flagged_as_having_no_effect() {
         json!([{"backendRefs": backend()}]),
     );
     route["spec"]["hostnames"] = json!(["svc.example.com"]);
+    route["spec"]["useDefaultGateways"] = json!("All");
     let snap = must_compile(&with_svc([route]));
     let svc = snap.service("default", "svc").expect("svc");
     assert_eq!(ids(snap.routes(svc, 80)), vec!["r#0"]);
@@ -433,6 +434,11 @@ fn hostnames_on_a_mesh_route_are_flagged_as_having_no_effect() {
         "{:?}",
         snap.warnings()
     );
+    let defaults = snap
+        .warnings()
+        .iter()
+        .find(|w| w.field == "spec.useDefaultGateways");
+    assert!(defaults.is_some_and(|w| w.message.contains("no effect")));
     assert!(snap.route_statuses()[0].is_clean(), "still accepted");
 }
 

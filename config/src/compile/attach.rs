@@ -5,7 +5,9 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
-use gateway_api::experimental::httproutes::{HttpRoute, HttpRouteParentRefs};
+use gateway_api::experimental::httproutes::{
+    HttpRoute, HttpRouteParentRefs, HttpRouteUseDefaultGateways as UseDefaultGateways,
+};
 
 use super::routes::ServiceMap;
 use super::waypoints::Gateways;
@@ -95,6 +97,11 @@ fn targets(
         let msg = "hostnames have no effect on a mesh route (GEP-1294): the Service the caller \
                    addressed selects it; to route by host, match the Host header";
         diag.warn_because(NoEffect, &doc.origin, "spec.hostnames", msg);
+    }
+    if doc.obj.spec.use_default_gateways == Some(UseDefaultGateways::All) {
+        let msg = "useDefaultGateways: All has no effect: a waypoint is not a default Gateway; \
+                   name the parents in parentRefs";
+        diag.warn_because(NoEffect, &doc.origin, "spec.useDefaultGateways", msg);
     }
     for (i, parent) in parents.iter().enumerate() {
         let field = format!("spec.parentRefs[{i}]");

@@ -133,7 +133,7 @@ impl RuleCx<'_> {
             FilterType::UrlRewrite => {
                 once(self, out.rewrite.is_some());
                 if let Some(r) = &f.url_rewrite {
-                    out.rewrite = self.rewrite(&field_own, r, scope);
+                    out.rewrite = Some(self.rewrite(&field_own, r, scope));
                 }
             }
             FilterType::RequestMirror => {
@@ -256,7 +256,7 @@ impl RuleCx<'_> {
         field: &str,
         r: &HttpRouteRulesFiltersUrlRewrite,
         scope: &FilterScope,
-    ) -> Option<Rewrite> {
+    ) -> Rewrite {
         let hostname = r
             .hostname
             .as_deref()
@@ -271,7 +271,7 @@ impl RuleCx<'_> {
                 scope,
             )
         });
-        Some(Rewrite { hostname, path })
+        Rewrite { hostname, path }
     }
 
     /// A path modifier: the field its type names, and no other; a prefix replacement only

@@ -50,6 +50,7 @@ pub(crate) fn as_http_route(
         "spec": strip_nulls(json!({
             "parentRefs": spec.parent_refs,
             "hostnames": spec.hostnames,
+            "useDefaultGateways": spec.use_default_gateways,
             "rules": rules,
         })),
     });
