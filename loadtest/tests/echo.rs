@@ -189,3 +189,93 @@ async fn shutdown_stops_the_server() {
     }
     assert!(refused, "listener closed after shutdown");
 }
+
+/// gRPC on the same port: health (unary and server streaming), reflection (bidirectional
+/// streaming), statuses in trailers, and UNIMPLEMENTED for a service the server lacks; HTTP
+/// keeps working beside it.
+#[tokio::test]
+async fn grpc_calls_are_served_on_the_same_port() {
+    use tonic_health::pb::HealthCheckRequest;
+    use tonic_health::pb::health_check_response::ServingStatus;
+    use tonic_health::pb::health_client::HealthClient;
+    use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+    use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+    use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+    use tonic_reflection::pb::v1::{ServerReflectionRequest, ServerReflectionResponse};
+
+    let echo = start_echo("g1").await;
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", echo.addr))
+        .expect("endpoint")
+        .connect()
+        .await
+        .expect("connect");
+    let mut health = HealthClient::new(channel.clone());
+    let served = health
+        .check(HealthCheckRequest::default())
+        .await
+        .expect("the server is healthy");
+    assert_eq!(
+        served
+            .metadata()
+            .get("x-echo-server")
+            .and_then(|v| v.to_str().ok()),
+        Some("g1")
+    );
+    assert_eq!(served.into_inner().status, ServingStatus::Serving as i32);
+    let unknown = HealthCheckRequest {
+        service: "nope".into(),
+    };
+    let missing = health.check(unknown).await.expect_err("unknown service");
+    assert_eq!(missing.code(), tonic::Code::NotFound);
+    let mut watch = health
+        .watch(HealthCheckRequest::default())
+        .await
+        .expect("watch")
+        .into_inner();
+    let first = watch.message().await.expect("a message").map(|m| m.status);
+    assert_eq!(first, Some(ServingStatus::Serving as i32));
+
+    let request = ServerReflectionRequest {
+        host: "h".repeat(100_000),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let requests = futures::stream::iter([request.clone(), request]);
+    let mut reflection = ServerReflectionClient::new(channel.clone());
+    let mut answers = reflection
+        .server_reflection_info(requests)
+        .await
+        .expect("reflection")
+        .into_inner();
+    let mut listed = Vec::new();
+    while let Some(ServerReflectionResponse {
+        valid_host,
+        message_response,
+        ..
+    }) = answers.message().await.expect("an answer")
+    {
+        assert_eq!(valid_host.len(), 100_000);
+        let Some(MessageResponse::ListServicesResponse(list)) = message_response else {
+            panic!("{message_response:?}");
+        };
+        listed.push(list.service.into_iter().map(|s| s.name).collect::<Vec<_>>());
+    }
+    assert_eq!(listed.len(), 2, "one answer per request, then the end");
+    assert!(
+        listed[0].contains(&"grpc.health.v1.Health".to_string()),
+        "{listed:?}"
+    );
+
+    let mut grpc = tonic::client::Grpc::new(channel);
+    grpc.ready().await.expect("ready");
+    let codec = tonic_prost::ProstCodec::<HealthCheckRequest, HealthCheckRequest>::default();
+    let path = http::uri::PathAndQuery::from_static("/unknown.v1.Service/Call");
+    let call = grpc.unary(
+        tonic::Request::new(HealthCheckRequest::default()),
+        path,
+        codec,
+    );
+    let unimplemented = call.await.expect_err("no such service");
+    assert_eq!(unimplemented.code(), tonic::Code::Unimplemented);
+
+    assert_eq!(h2_get(echo.addr, "/?size=10").await.body.len(), 10);
+}

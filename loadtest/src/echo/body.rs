@@ -67,7 +67,12 @@ pub enum EchoBody {
     Sized(SizedBody),
     Echo(Incoming),
     Full(Full<Bytes>),
+    /// A gRPC response: messages and the trailers with its status.
+    Grpc(tonic::body::Body),
 }
+
+/// Why a response body ended early: the request's body failed, or a gRPC service did.
+pub type BodyError = Box<dyn std::error::Error + Send + Sync>;
 
 impl EchoBody {
     pub fn full(bytes: impl Into<Bytes>) -> Self {
@@ -77,19 +82,21 @@ impl EchoBody {
 
 impl Body for EchoBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BodyError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        match self.get_mut() {
-            Self::Sized(body) => Pin::new(body).poll_frame(cx),
-            Self::Echo(body) => Pin::new(body).poll_frame(cx),
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        let frame = match self.get_mut() {
+            Self::Sized(body) => Pin::new(body).poll_frame(cx).map_err(BodyError::from),
+            Self::Echo(body) => Pin::new(body).poll_frame(cx).map_err(BodyError::from),
             Self::Full(body) => Pin::new(body)
                 .poll_frame(cx)
                 .map_err(|never| match never {}),
-        }
+            Self::Grpc(body) => Pin::new(body).poll_frame(cx).map_err(BodyError::from),
+        };
+        frame.map(|polled| polled.map(|result| result.map_err(BodyError::from)))
     }
 
     fn is_end_stream(&self) -> bool {
@@ -97,6 +104,7 @@ impl Body for EchoBody {
             Self::Sized(body) => body.is_end_stream(),
             Self::Echo(body) => body.is_end_stream(),
             Self::Full(body) => body.is_end_stream(),
+            Self::Grpc(body) => body.is_end_stream(),
         }
     }
 
@@ -105,6 +113,7 @@ impl Body for EchoBody {
             Self::Sized(body) => body.size_hint(),
             Self::Echo(body) => body.size_hint(),
             Self::Full(body) => body.size_hint(),
+            Self::Grpc(body) => body.size_hint(),
         }
     }
 }

@@ -1,8 +1,10 @@
 //! A fortio-style echo server: HTTP/1.1 and h2c on any path, driven by query parameters
-//! (`size`, `status`, `delay`, `header`, `close`), with `/debug` describing the request.
+//! (`size`, `status`, `delay`, `header`, `close`), with `/debug` describing the request, and
+//! gRPC health and reflection for gRPC calls on the same port.
 
 mod body;
 mod debug;
+pub mod grpc;
 pub mod params;
 
 use std::convert::Infallible;
@@ -18,7 +20,7 @@ use mesh_runtime::CancellationToken;
 use mesh_runtime::serve::{http_builder, serve_connections};
 use tokio::net::TcpListener;
 
-pub use body::{CHUNK, EchoBody, SizedBody};
+pub use body::{BodyError, CHUNK, EchoBody, SizedBody};
 pub use debug::debug_json;
 pub use params::{EchoParams, ParamError, parse_query};
 
@@ -35,6 +37,7 @@ pub struct EchoServer {
 struct Shared {
     name: String,
     header: HeaderValue,
+    grpc: grpc::GrpcApps,
 }
 
 impl EchoServer {
@@ -65,6 +68,7 @@ impl EchoServer {
         let shared = Arc::new(Shared {
             name: self.name,
             header,
+            grpc: grpc::GrpcApps::new(),
         });
         let mut builder = http_builder();
         if let Some(timeout) = self.keepalive_timeout {
@@ -98,6 +102,12 @@ async fn handle(
     peer: SocketAddr,
     request: Request<Incoming>,
 ) -> Result<Response<EchoBody>, Infallible> {
+    if grpc::is_grpc(&request) {
+        let version = request.version();
+        let mut response = shared.grpc.call(request).await.map(EchoBody::Grpc);
+        finish(&shared, &mut response, &[], false, version);
+        return Ok(response);
+    }
     let query = request.uri().query().unwrap_or("");
     let params = match parse_query(query, &mut || rand::random::<f64>() * 100.0) {
         Ok(params) => params,
