@@ -87,3 +87,26 @@ impl MeshClient {
         })
     }
 }
+
+/// A gRPC channel (h2c) that enters the mesh through the SOCKS5 listener at `socks`, as a
+/// pod's gRPC client would; each connection tonic opens is its own SOCKS5 connection.
+pub async fn grpc_channel(
+    socks: SocketAddr,
+    host: &str,
+    port: u16,
+) -> anyhow::Result<tonic::transport::Channel> {
+    let target = (host.to_string(), port);
+    let connector = tower::service_fn(move |_: http::Uri| {
+        let target = target.clone();
+        async move {
+            let stream = Socks5Stream::connect(socks, (target.0.as_str(), target.1)).await?;
+            Ok::<_, tokio_socks::Error>(TokioIo::new(stream.into_inner()))
+        }
+    });
+    let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{host}:{port}"))
+        .with_context(|| format!("gRPC endpoint {host}:{port}"))?;
+    endpoint
+        .connect_with_connector(connector)
+        .await
+        .with_context(|| format!("gRPC over SOCKS5 {socks} → {host}:{port}"))
+}

@@ -19,6 +19,7 @@ const PRODUCTPAGE_SOCKS: &str = "127.0.1.10:15080";
 const SLEEP_SOCKS: &str = "127.0.1.12:15080";
 const REVIEWS: &str = "reviews.default.svc.cluster.local";
 const REVIEWS_PORT: u16 = 9080;
+const GRPC_PORT: u16 = 9090;
 
 /// Counts of backends that served a series of requests.
 #[derive(Debug, Default)]
@@ -130,7 +131,9 @@ async fn scenario(mesh: &LocalMesh) -> anyhow::Result<()> {
     let post = allowed.request(Method::POST, "/reviews/1", &[]).await?;
     let mut denied = MeshClient::connect(socks(SLEEP_SOCKS), REVIEWS, REVIEWS_PORT).await?;
     let no = denied.get("/reviews/1").await?;
-    println!("\n[authz] AuthorizationPolicy default/reviews-viewer (ALLOW productpage, GET):");
+    println!(
+        "\n[authz] AuthorizationPolicy default/reviews-viewer (ALLOW productpage: GET, or gRPC):"
+    );
     println!("  productpage GET  /debug     → {}", ok.status);
     println!(
         "  productpage POST /reviews/1 → {} {}",
@@ -185,7 +188,25 @@ async fn scenario(mesh: &LocalMesh) -> anyhow::Result<()> {
         rewritten.status
     );
 
-    // 5. Identity: the waypoint authorized the caller's SPIFFE identity and says so upstream.
+    // 5. gRPC: GRPCRoute default/reviews-grpc sends health checks to v1; sleep is refused in
+    // gRPC's words.
+    let (served_by, status) = grpc_health(socks(PRODUCTPAGE_SOCKS)).await?;
+    let refused = grpc_health(socks(SLEEP_SOCKS)).await;
+    println!("\n[grpc] GRPCRoute default/reviews-grpc (Health → reviews-v1), port {GRPC_PORT}:");
+    println!("  productpage Health/Check → {status} from {served_by}");
+    let refused_code = refused.as_ref().err().and_then(grpc_code);
+    let refusal = refused_code.map_or_else(|| "answered".to_string(), |c| format!("{c:?}"));
+    println!("  sleep       Health/Check → {refusal}");
+    ensure!(
+        served_by == "reviews-v1" && status == "SERVING",
+        "the health check was not routed to reviews-v1: {status} from {served_by}"
+    );
+    ensure!(
+        refused_code == Some(tonic::Code::PermissionDenied),
+        "sleep's gRPC call was not denied: {refused:?}"
+    );
+
+    // 6. Identity: the waypoint authorized the caller's SPIFFE identity and says so upstream.
     let seen = ok.json()?;
     let xfcc = seen["headers"]["x-forwarded-client-cert"]
         .as_str()
@@ -211,7 +232,7 @@ async fn scenario(mesh: &LocalMesh) -> anyhow::Result<()> {
         "the route's header filter did not apply"
     );
 
-    // 6. A short fixed-rate load through the waypoint.
+    // 7. A short fixed-rate load through the waypoint.
     let report = crate::load::demo_load(socks(PRODUCTPAGE_SOCKS), REVIEWS, REVIEWS_PORT).await?;
     println!(
         "\n[load] through productpage's ztunnel, the waypoint and reviews' ztunnel:\n  {report}"
@@ -225,6 +246,27 @@ async fn scenario(mesh: &LocalMesh) -> anyhow::Result<()> {
     }
     println!("\nmesh demo: all checks passed");
     Ok(())
+}
+
+/// One gRPC health check of reviews through the mesh: (the server that answered, its status).
+async fn grpc_health(from: SocketAddr) -> anyhow::Result<(String, String)> {
+    use tonic_health::pb::HealthCheckRequest;
+    use tonic_health::pb::health_check_response::ServingStatus;
+    let channel = crate::client::grpc_channel(from, REVIEWS, GRPC_PORT).await?;
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
+    let answer = health.check(HealthCheckRequest::default()).await?;
+    let server = answer.metadata().get("x-echo-server");
+    let server = server.and_then(|v| v.to_str().ok()).unwrap_or("unknown");
+    let server = server.to_string();
+    let status =
+        ServingStatus::try_from(answer.into_inner().status).map_or("unknown", |s| s.as_str_name());
+    Ok((server, status.to_string()))
+}
+
+fn grpc_code(error: &anyhow::Error) -> Option<tonic::Code> {
+    error
+        .downcast_ref::<tonic::Status>()
+        .map(tonic::Status::code)
 }
 
 #[cfg(test)]

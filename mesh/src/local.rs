@@ -510,8 +510,9 @@ mod tests {
         let count = |f: fn(&Component) -> bool| components.iter().filter(|c| f(c)).count();
         assert_eq!(count(|c| matches!(c, Component::Ztunnel { .. })), 2);
         assert_eq!(count(|c| matches!(c, Component::Waypoint { .. })), 1);
-        // productpage, ratings, reviews-v1, reviews-v2 opt in; sleep and the waypoint do not.
-        assert_eq!(count(|c| matches!(c, Component::Echo { .. })), 4);
+        // productpage, ratings, reviews-v1 and reviews-v2 (two ports each) opt in; sleep and
+        // the waypoint do not.
+        assert_eq!(count(|c| matches!(c, Component::Echo { .. })), 6);
     }
 
     fn demo_with_keepalive(value: &str) -> Snapshot {
@@ -536,7 +537,7 @@ mod tests {
                 _ => None,
             })
             .collect();
-        assert_eq!(timeouts.len(), 4);
+        assert_eq!(timeouts.len(), 6);
         let five = Some(Duration::from_millis(5));
         assert_eq!(timeouts.iter().filter(|t| **t == five).count(), 1);
         for bad in ["soon", "0s"] {

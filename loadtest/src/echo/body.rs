@@ -88,15 +88,14 @@ impl Body for EchoBody {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
-        let frame = match self.get_mut() {
+        match self.get_mut() {
             Self::Sized(body) => Pin::new(body).poll_frame(cx).map_err(BodyError::from),
             Self::Echo(body) => Pin::new(body).poll_frame(cx).map_err(BodyError::from),
             Self::Full(body) => Pin::new(body)
                 .poll_frame(cx)
                 .map_err(|never| match never {}),
             Self::Grpc(body) => Pin::new(body).poll_frame(cx).map_err(BodyError::from),
-        };
-        frame.map(|polled| polled.map(|result| result.map_err(BodyError::from)))
+        }
     }
 
     fn is_end_stream(&self) -> bool {

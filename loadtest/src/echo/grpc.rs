@@ -34,8 +34,8 @@ impl std::fmt::Debug for GrpcApps {
     }
 }
 
-impl GrpcApps {
-    pub fn new() -> Self {
+impl Default for GrpcApps {
+    fn default() -> Self {
         let reporter = HealthReporter::new();
         let health = HealthServer::new(HealthService::from_health_reporter(reporter));
         let reflection = tonic_reflection::server::Builder::configure()
@@ -48,7 +48,9 @@ impl GrpcApps {
             reflection: reflection.map(BoxCloneSyncService::new),
         }
     }
+}
 
+impl GrpcApps {
     /// Serves one gRPC call; a service it does not have is UNIMPLEMENTED, as gRPC says.
     pub async fn call(&self, request: Request<Incoming>) -> Response<GrpcBody> {
         let name = grpc_service(request.uri().path()).unwrap_or("");

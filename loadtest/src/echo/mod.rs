@@ -68,7 +68,7 @@ impl EchoServer {
         let shared = Arc::new(Shared {
             name: self.name,
             header,
-            grpc: grpc::GrpcApps::new(),
+            grpc: grpc::GrpcApps::default(),
         });
         let mut builder = http_builder();
         if let Some(timeout) = self.keepalive_timeout {
