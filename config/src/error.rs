@@ -66,6 +66,8 @@ pub enum Reason {
     InvalidKind,
     /// A backendRef names a Service that does not exist.
     BackendNotFound,
+    /// Another route of a kind that takes precedence binds the same parent port.
+    Conflicted,
     /// A field that has no effect here (a warning only: the object is still accepted).
     NoEffect,
 }
@@ -78,6 +80,7 @@ impl Reason {
             Reason::UnsupportedValue => ("Accepted", "UnsupportedValue"),
             Reason::NoMatchingParent => ("Accepted", "NoMatchingParent"),
             Reason::NotAllowedByListeners => ("Accepted", "NotAllowedByListeners"),
+            Reason::Conflicted => ("Accepted", "Conflicted"),
             Reason::InvalidKind => ("ResolvedRefs", "InvalidKind"),
             Reason::BackendNotFound => ("ResolvedRefs", "BackendNotFound"),
             Reason::NoEffect => return None,

@@ -337,7 +337,7 @@ fn grpc_route(namespace: &str, name: &str, parents: Value, rules: Value) -> Valu
 
 /// A GRPCRoute is routed as the HTTP/2 requests gRPC makes: service and method matches
 /// become `/<service>/<method>` path matches; headers, filters and weights carry over, and
-/// its rules take their place among HTTPRoute rules by the same precedence.
+/// its rules are ordered by HTTPRoute's precedence.
 #[test]
 fn grpc_routes_compile_to_path_matches() {
     let route = grpc_route(
@@ -355,17 +355,11 @@ fn grpc_routes_compile_to_path_matches() {
             "backendRefs": backend()
         }]),
     );
-    let http = http_route(
-        "default",
-        "h",
-        svc_parent("svc", Some(80)),
-        json!([{"backendRefs": backend()}]),
-    );
-    let snap = must_compile(&with_svc([route, http]));
+    let snap = must_compile(&with_svc([route]));
     let svc = snap.service("default", "svc").expect("svc");
     let rules = snap.routes(svc, 80);
-    // Exact service+method first, the service-only regex next, the HTTP catch-all last.
-    assert_eq!(ids(rules), vec!["g#0", "g#1", "h#0"]);
+    // Exact service+method first, the service-only regex next.
+    assert_eq!(ids(rules), vec!["g#0", "g#1"]);
     let exact = &rules[0].matches[0];
     assert!(matches!(&exact.path, PathMatch::Exact(p) if p == "/pkg.Svc/Get"));
     assert_eq!(exact.headers[0].name, "x-tenant");
@@ -376,8 +370,50 @@ fn grpc_routes_compile_to_path_matches() {
     };
     assert!(service.is_match("/pkg.Svc/List"));
     assert!(!service.is_match("/pkg.SvcX/List") && !service.is_match("/pkg.Svc/a/b"));
-    let status = &snap.route_statuses()[1];
+    let status = &snap.route_statuses()[0];
     assert_eq!(status.route, "GRPCRoute default/g");
+    assert!(status.is_clean());
+}
+
+/// Where a GRPCRoute and an HTTPRoute bind the same Service port for the same callers, the
+/// GRPCRoute wins and the HTTPRoute is ignored there, `Accepted: False (Conflicted)`; on the
+/// ports only the HTTPRoute binds, and for another namespace's consumers, it still applies.
+#[test]
+fn a_grpc_route_takes_a_port_from_an_http_route() {
+    let mut objs = nodes();
+    let mut svc = service("default", "svc", "127.0.100.1", json!({"app": "a"}));
+    svc["spec"]["ports"] = json!([{"name": "grpc", "port": 80}, {"name": "http", "port": 81}]);
+    objs.push(svc);
+    let everything = json!([{"backendRefs": backend()}]);
+    let grpc = grpc_route(
+        "default",
+        "g",
+        svc_parent("svc", Some(80)),
+        everything.clone(),
+    );
+    let http = http_route("default", "h", svc_parent("svc", None), everything.clone());
+    let parent = json!([{"group": "", "kind": "Service", "name": "svc", "namespace": "default"}]);
+    let to_svc = json!([{"backendRefs": [{"name": "svc", "namespace": "default", "port": 80}]}]);
+    let consumer = http_route("shop", "c", parent, to_svc);
+    objs.extend([grpc, http, consumer]);
+    let snap = must_compile(&objs);
+    let svc = snap.service("default", "svc").expect("svc");
+    assert_eq!(ids(snap.routes(svc, 80)), vec!["g#0"]);
+    assert_eq!(ids(snap.routes(svc, 81)), vec!["h#0"]);
+    assert_eq!(ids(snap.routes_for(svc, 80, "shop")), vec!["c#0"]);
+    let statuses = snap.route_statuses();
+    let status = |name: &str| statuses.iter().find(|s| s.route == name).expect(name);
+    let accepted = &status("HTTPRoute default/h").parents[0].accepted;
+    assert!(!accepted.status);
+    assert_eq!(accepted.reason, "Conflicted");
+    assert!(
+        accepted.message.contains("GRPCRoute default/g"),
+        "{}",
+        accepted.message
+    );
+    assert!(accepted.message.contains("port 80"), "{}", accepted.message);
+    assert!(status("GRPCRoute default/g").is_clean());
+    assert!(status("HTTPRoute shop/c").is_clean());
 }
 
 /// Problems in a GRPCRoute name its own fields.

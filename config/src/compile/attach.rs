@@ -1,8 +1,10 @@
 //! Route attachment: which (Service, port) each HTTPRoute applies to, for which callers (a
 //! route in another namespace than its parent Service is a consumer route: it applies to
-//! callers from its own namespace only), and precedence order.
+//! callers from its own namespace only), and precedence order. Where GRPCRoutes and HTTPRoutes
+//! bind to the same Service port for the same callers, the GRPCRoutes win and the HTTPRoutes
+//! are ignored there, `Conflicted` (GEP-1426, "Route types").
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use gateway_api::experimental::httproutes::{
@@ -13,7 +15,7 @@ use super::routes::ServiceMap;
 use super::waypoints::Gateways;
 use crate::error::Diagnostics;
 use crate::error::Reason::{
-    NoEffect, NoMatchingParent as NoParent, NotAllowedByListeners as NotAllowed,
+    Conflicted, NoEffect, NoMatchingParent as NoParent, NotAllowedByListeners as NotAllowed,
 };
 use crate::manifest::Doc;
 use crate::model::ObjectRef;
@@ -27,18 +29,52 @@ pub(crate) type RouteTable = HashMap<ObjectRef, HashMap<u16, PortRoutes>>;
 /// A Service port, and the consumer namespace the route is for (`None`: a producer route).
 type Target = (ObjectRef, u16, Option<String>);
 
-/// Attaches each route's compiled rules (`compiled[i]` belongs to `docs[i]`) and orders them.
+/// The targets of one route, each with the index of the first parentRef that names it.
+type Targets = BTreeMap<Target, usize>;
+
+/// The kind a route was written as (a GRPCRoute is compiled as the HTTPRoute it means).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum RouteKind {
+    Http,
+    Grpc,
+}
+
+/// Attaches each route's compiled rules (`compiled[i]` belongs to `docs[i]`, written as
+/// `kinds[i]`) and orders them.
 pub(crate) fn attach(
     docs: &[Doc<HttpRoute>],
+    kinds: &[RouteKind],
     compiled: &[Vec<Arc<RouteRule>>],
     services: &ServiceMap,
     gateways: &Gateways,
     diag: &mut Diagnostics,
 ) -> RouteTable {
-    let mut ranked: BTreeMap<Target, Vec<RankedRule>> = BTreeMap::new();
-    for (doc, rules) in docs.iter().zip(compiled) {
+    let targets: Vec<Targets> = (docs.iter())
+        .map(|doc| targets(doc, services, gateways, diag))
+        .collect();
+    // The GRPCRoute that first takes each target, by which the HTTPRoutes there are ignored.
+    let mut grpc_owner: BTreeMap<&Target, &str> = BTreeMap::new();
+    for ((doc, kind), targets) in docs.iter().zip(kinds).zip(&targets) {
+        if *kind == RouteKind::Grpc {
+            for target in targets.keys() {
+                grpc_owner.entry(target).or_insert(&doc.origin.object);
+            }
+        }
+    }
+    let mut ranked: BTreeMap<&Target, Vec<RankedRule>> = BTreeMap::new();
+    for (((doc, kind), rules), targets) in docs.iter().zip(kinds).zip(compiled).zip(&targets) {
         let created = doc.obj.metadata.creation_timestamp.clone();
-        for target in targets(doc, services, gateways, diag) {
+        for (target, parent) in targets {
+            if let (RouteKind::Http, Some(owner)) = (kind, grpc_owner.get(target)) {
+                let (service, port, _) = target;
+                let msg = format!(
+                    "{owner} binds Service {service} port {port} too, and a GRPCRoute takes \
+                     precedence over an HTTPRoute (GEP-1426): this route is ignored there"
+                );
+                let field = format!("spec.parentRefs[{parent}]");
+                diag.warn_because(Conflicted, &doc.origin, field, msg);
+                continue;
+            }
             let entry = ranked.entry(target).or_default();
             entry.extend(rules.iter().map(|rule| RankedRule {
                 rule: Arc::clone(rule),
@@ -48,6 +84,7 @@ pub(crate) fn attach(
     }
     let mut table = RouteTable::new();
     for ((service, port, consumer), mut rules) in ranked {
+        let (service, port, consumer) = (service.clone(), *port, consumer.clone());
         route::sort_rules(&mut rules);
         let ordered = RuleSet::new(rules.into_iter().map(|r| r.rule).collect());
         let routes = table.entry(service).or_default().entry(port).or_default();
@@ -81,8 +118,8 @@ fn targets(
     services: &ServiceMap,
     gateways: &Gateways,
     diag: &mut Diagnostics,
-) -> BTreeSet<Target> {
-    let mut out = BTreeSet::new();
+) -> Targets {
+    let mut out = Targets::new();
     let parents = doc.obj.spec.parent_refs.as_deref().unwrap_or_default();
     if parents.is_empty() {
         diag.warn(
@@ -112,10 +149,16 @@ fn targets(
         let kind = parent.kind.as_deref().unwrap_or("Gateway");
         match (group, kind) {
             ("" | "core", "Service") => {
-                service_parent(doc, parent, &field, services, diag, &mut out)
+                let found = service_parent(doc, parent, &field, services, diag);
+                found
+                    .into_iter()
+                    .for_each(|t| _ = out.entry(t).or_insert(i));
             }
             ("gateway.networking.k8s.io", "Gateway") => {
-                gateway_parent(doc, parent, &field, services, gateways, diag, &mut out)
+                let found = gateway_parent(doc, parent, &field, services, gateways, diag);
+                found
+                    .into_iter()
+                    .for_each(|t| _ = out.entry(t).or_insert(i));
             }
             _ => {
                 let msg = format!("unsupported parentRef kind {group:?}/{kind:?}: ignored");
@@ -132,8 +175,7 @@ fn service_parent(
     field: &str,
     services: &ServiceMap,
     diag: &mut Diagnostics,
-    out: &mut BTreeSet<Target>,
-) {
+) -> Vec<Target> {
     let namespace = parent.namespace.as_deref().unwrap_or(&doc.namespace);
     let key = ObjectRef::new(namespace, &parent.name);
     let port = match parent.port {
@@ -143,7 +185,7 @@ fn service_parent(
             _ => {
                 let msg = format!("invalid port {p}: must be 1-65535");
                 diag.error(&doc.origin, format!("{field}.port"), msg);
-                return;
+                return Vec::new();
             }
         },
     };
@@ -152,7 +194,7 @@ fn service_parent(
     let Some(service) = services.get(&key) else {
         let msg = format!("parent Service {key} does not exist");
         diag.warn_because(NoParent, &doc.origin, format!("{field}.name"), msg);
-        return;
+        return Vec::new();
     };
     // `sectionName` names a port of the Service; with `port` too, both must name the same one.
     let section = parent.section_name.as_deref();
@@ -171,7 +213,9 @@ fn service_parent(
         let msg = format!("Service {key} has no {what}");
         diag.warn_because(NoParent, &doc.origin, format!("{field}.{at}"), msg);
     }
-    out.extend((chosen.into_iter()).map(|p| (key.clone(), p, consumer.clone())));
+    (chosen.into_iter())
+        .map(|p| (key.clone(), p, consumer.clone()))
+        .collect()
 }
 
 fn gateway_parent(
@@ -181,19 +225,18 @@ fn gateway_parent(
     services: &ServiceMap,
     gateways: &Gateways,
     diag: &mut Diagnostics,
-    out: &mut BTreeSet<Target>,
-) {
+) -> Vec<Target> {
     let namespace = parent.namespace.as_deref().unwrap_or(&doc.namespace);
     let key = ObjectRef::new(namespace, &parent.name);
     let Some(info) = gateways.get(&key) else {
         let msg = format!("parent Gateway {key} does not exist");
         diag.warn_because(NoParent, &doc.origin, format!("{field}.name"), msg);
-        return;
+        return Vec::new();
     };
     if !info.is_waypoint {
         let msg = format!("parent Gateway {key} is not a waypoint: ignored");
         diag.warn_because(NoParent, &doc.origin, format!("{field}.name"), msg);
-        return;
+        return Vec::new();
     }
     // `sectionName` and `port` name one of the Gateway's listeners (the waypoint's HBONE one).
     let section = parent.section_name.as_deref();
@@ -208,7 +251,7 @@ fn gateway_parent(
             "port"
         };
         diag.warn_because(NoParent, &doc.origin, format!("{field}.{at}"), msg);
-        return;
+        return Vec::new();
     }
     if namespace != doc.namespace && !info.routes_from_all {
         let msg = format!(
@@ -216,11 +259,12 @@ fn gateway_parent(
             doc.namespace
         );
         diag.warn_because(NotAllowed, &doc.origin, format!("{field}.namespace"), msg);
-        return;
+        return Vec::new();
     }
-    for (svc_key, service) in services {
-        if service.waypoint.as_ref() == Some(&key) {
-            out.extend((service.ports.iter()).map(|sp| (svc_key.clone(), sp.port, None)));
-        }
-    }
+    (services.iter())
+        .filter(|(_, service)| service.waypoint.as_ref() == Some(&key))
+        .flat_map(|(svc_key, service)| {
+            (service.ports.iter()).map(|sp| (svc_key.clone(), sp.port, None))
+        })
+        .collect()
 }

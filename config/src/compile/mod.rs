@@ -19,6 +19,7 @@ use crate::error::{ConfigErrors, Diagnostics, Location, Origin};
 use crate::manifest::{Manifests, Resources};
 use crate::model::ObjectRef;
 use crate::snapshot::{Parts, Snapshot};
+use attach::RouteKind;
 
 /// Parses, validates and compiles `(file name, contents)` pairs into a snapshot.
 pub fn compile(docs: Vec<(PathBuf, String)>) -> Result<Snapshot, ConfigErrors> {
@@ -63,18 +64,24 @@ fn build(m: Manifests, mut diag: Diagnostics) -> Result<Snapshot, ConfigErrors> 
         .collect();
     // A GRPCRoute is compiled as the HTTPRoute it means (gRPC is HTTP/2 POSTs to
     // `/<service>/<method>`); both kinds then share compilation, attachment and precedence.
-    let grpc_routes =
-        (m.grpc_routes.iter()).filter_map(|doc| grpc_routes::as_http_route(doc, &mut diag));
-    let all_routes: Vec<_> = m
-        .routes
-        .iter()
-        .cloned()
-        .chain(grpc_routes.collect::<Vec<_>>())
+    let grpc_routes: Vec<_> = (m.grpc_routes.iter())
+        .filter_map(|doc| grpc_routes::as_http_route(doc, &mut diag))
         .collect();
+    let kinds: Vec<RouteKind> = (m.routes.iter().map(|_| RouteKind::Http))
+        .chain(grpc_routes.iter().map(|_| RouteKind::Grpc))
+        .collect();
+    let all_routes: Vec<_> = m.routes.iter().cloned().chain(grpc_routes).collect();
     let compiled: Vec<_> = (all_routes.iter())
         .map(|doc| routes::compile_route(doc, &service_map, &mut diag))
         .collect();
-    let routes = attach::attach(&all_routes, &compiled, &service_map, &gateways, &mut diag);
+    let routes = attach::attach(
+        &all_routes,
+        &kinds,
+        &compiled,
+        &service_map,
+        &gateways,
+        &mut diag,
+    );
     let route_parents = all_routes.iter().map(attach::parents).collect();
     let policies = policies::policies(&m.policies, &mut diag);
     let traffic =
