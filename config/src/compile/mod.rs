@@ -5,6 +5,7 @@ mod destination_rules;
 mod filters;
 mod grpc_routes;
 pub(crate) mod labels;
+mod pod_index;
 mod policies;
 mod routes;
 pub(crate) mod services;
@@ -20,6 +21,7 @@ use crate::manifest::{Manifests, Resources};
 use crate::model::ObjectRef;
 use crate::snapshot::{Parts, Snapshot};
 use attach::RouteKind;
+use pod_index::PodIndex;
 
 /// Parses, validates and compiles `(file name, contents)` pairs into a snapshot.
 pub fn compile(docs: Vec<(PathBuf, String)>) -> Result<Snapshot, ConfigErrors> {
@@ -47,7 +49,8 @@ fn build(m: Manifests, mut diag: Diagnostics) -> Result<Snapshot, ConfigErrors> 
         gateways: &gateways,
     };
     let workloads = workloads::workloads(&m.pods, &wl_cx, &mut diag);
-    let waypoints = waypoints::build(&m.gateways, &gateways, &workloads, &mut diag);
+    let pods = PodIndex::new(&workloads);
+    let waypoints = waypoints::build(&m.gateways, &gateways, &pods, &mut diag);
     let svc_cx = services::Context {
         namespaces: &namespaces,
         gateways: &gateways,
@@ -60,7 +63,7 @@ fn build(m: Manifests, mut diag: Diagnostics) -> Result<Snapshot, ConfigErrors> 
         .collect();
     let endpoints: HashMap<_, _> = service_map
         .iter()
-        .map(|(key, svc)| (key.clone(), services::endpoints(svc, &workloads)))
+        .map(|(key, svc)| (key.clone(), services::endpoints(svc, &pods)))
         .collect();
     // A GRPCRoute is compiled as the HTTPRoute it means (gRPC is HTTP/2 POSTs to
     // `/<service>/<method>`); both kinds then share compilation, attachment and precedence.

@@ -8,6 +8,7 @@ use k8s_openapi::api::core::v1 as core;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::labels::{self, Labels};
+use super::pod_index::PodIndex;
 use super::waypoints::{self, Gateways, Traffic};
 use super::workloads::NamespaceLabels;
 use crate::TRUST_DOMAIN;
@@ -155,16 +156,10 @@ pub(crate) fn selects(selector: &Labels, labels: &Labels) -> bool {
     !selector.is_empty() && selector.iter().all(|(k, v)| labels.get(k) == Some(v))
 }
 
-/// The endpoints of every port of `service` among `workloads` (pods in its namespace matching
-/// its selector; a named targetPort resolves per pod, pods without that port are skipped).
-pub(crate) fn endpoints(
-    service: &Service,
-    workloads: &[Arc<Workload>],
-) -> HashMap<u16, Vec<Endpoint>> {
-    let pods: Vec<&Arc<Workload>> = workloads
-        .iter()
-        .filter(|w| w.namespace == service.namespace && selects(&service.selector, &w.labels))
-        .collect();
+/// The endpoints of every port of `service` (pods in its namespace matching its selector; a
+/// named targetPort resolves per pod, pods without that port are skipped).
+pub(crate) fn endpoints(service: &Service, pods: &PodIndex<'_>) -> HashMap<u16, Vec<Endpoint>> {
+    let pods = pods.selected(&service.namespace, &service.selector);
     let mut out = HashMap::new();
     for sp in &service.ports {
         let list: Vec<Endpoint> = pods

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use gateway_api::gateways::{Gateway, GatewayListenersAllowedRoutesNamespacesFrom as From};
 
 use super::labels::{self, GATEWAY_NAME, USE_WAYPOINT, WAYPOINT_FOR};
+use super::pod_index::PodIndex;
 use crate::error::{Diagnostics, Origin};
 use crate::manifest::Doc;
 use crate::model::{ObjectRef, Waypoint, WaypointFor, Workload};
@@ -127,11 +128,11 @@ pub(crate) fn gate(
     serves.then_some(wanted)
 }
 
-/// Builds the waypoints with their pods (`workloads` sorted by namespace/name).
+/// Builds the waypoints with their pods (indexed from workloads sorted by namespace/name).
 pub(crate) fn build(
     docs: &[Doc<Gateway>],
     gateways: &Gateways,
-    workloads: &[Arc<Workload>],
+    pods: &PodIndex<'_>,
     diag: &mut Diagnostics,
 ) -> Vec<Arc<Waypoint>> {
     let mut out = Vec::new();
@@ -140,11 +141,9 @@ pub(crate) fn build(
         let Some(info) = gateways.get(&key).filter(|g| g.is_waypoint) else {
             continue;
         };
-        let pods: Vec<Arc<Workload>> = workloads
+        let pods: Vec<Arc<Workload>> = (pods.labelled(&key.namespace, GATEWAY_NAME, &key.name))
             .iter()
-            .filter(|w| w.namespace == key.namespace)
-            .filter(|w| w.labels.get(GATEWAY_NAME) == Some(&key.name))
-            .cloned()
+            .map(|w| Arc::clone(w))
             .collect();
         if pods.is_empty() {
             let msg = format!("no Pod labelled {GATEWAY_NAME}: {}", key.name);

@@ -99,7 +99,8 @@ fn workload(doc: &Doc<core::Pod>, ctx: &Context<'_>, diag: &mut Diagnostics) -> 
     let meta = &doc.obj.metadata;
     let labels = meta.labels.clone().unwrap_or_default();
     let annotations = meta.annotations.clone().unwrap_or_default();
-    let spec = doc.obj.spec.clone().unwrap_or_default();
+    let no_spec = core::PodSpec::default();
+    let spec = doc.obj.spec.as_ref().unwrap_or(&no_spec);
     let errors_before = diag.errors.len();
     for (field, msg) in labels::check_waypoint_labels(&labels) {
         diag.error(&doc.origin, field, msg);
@@ -120,7 +121,7 @@ fn workload(doc: &Doc<core::Pod>, ctx: &Context<'_>, diag: &mut Diagnostics) -> 
         }
         Some(n) => Some(n.to_string()),
     };
-    let container_ports = container_ports(doc, &spec, diag);
+    let container_ports = container_ports(doc, spec, diag);
     let waypoint = if waypoints::is_waypoint_pod(ctx.gateways, &doc.namespace, &labels) {
         None
     } else {
@@ -131,10 +132,10 @@ fn workload(doc: &Doc<core::Pod>, ctx: &Context<'_>, diag: &mut Diagnostics) -> 
     if diag.errors.len() > errors_before {
         return None;
     }
-    let service_account = spec
-        .service_account_name
+    let service_account = (spec.service_account_name.as_deref())
         .filter(|s| !s.is_empty())
-        .unwrap_or_else(|| "default".to_string());
+        .unwrap_or("default")
+        .to_string();
     let identity = identity(&doc.namespace, &service_account);
     if let Err(e) = identity.to_string().parse::<Identity>() {
         diag.error(&doc.origin, "spec.serviceAccountName", e.to_string());
