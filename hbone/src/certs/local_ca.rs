@@ -1,17 +1,25 @@
-//! An in-memory root CA that mints short-lived workload certificates.
+//! A root CA that mints short-lived workload certificates: created in memory, or loaded from
+//! files (`ca-cert.pem`, `ca-key.pem`: the names of Istio's plugged-in CA) so that separate
+//! processes, and `mesh ca`, sign under one root.
 
 use std::collections::HashMap;
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
-    Issuer, KeyPair, KeyUsagePurpose, PKCS_ECDSA_P256_SHA256, SanType, SerialNumber,
+    Issuer, KeyPair, KeyUsagePurpose, PKCS_ECDSA_P256_SHA256, PublicKeyData, SanType, SerialNumber,
 };
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 
 use super::{CertError, CertificateProvider, WorkloadCertificate};
 use crate::identity::Identity;
+
+/// The CA's certificate (PEM), as Istio's plugged-in CA names it.
+pub const CA_CERT_FILE: &str = "ca-cert.pem";
+/// The CA's private key (PKCS#8 PEM), as Istio's plugged-in CA names it.
+pub const CA_KEY_FILE: &str = "ca-key.pem";
 
 /// Istio's default workload certificate lifetime.
 const DEFAULT_LIFETIME: Duration = Duration::from_secs(24 * 3600);
@@ -79,6 +87,70 @@ impl LocalCa {
         self.root_pem.clone()
     }
 
+    /// Writes the root (`ca-cert.pem`, and `root-cert.pem` for clients) and its key
+    /// (`ca-key.pem`, readable by the owner only) into `dir`, which is created if need be.
+    pub fn save(&self, dir: &Path) -> Result<(), CertError> {
+        let fail = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| CertError::Read { path, source }
+        };
+        std::fs::create_dir_all(dir).map_err(fail(dir))?;
+        let key = self.issuer.key().serialize_pem();
+        let key_path = dir.join(CA_KEY_FILE);
+        write_private(&key_path, key.as_bytes()).map_err(fail(&key_path))?;
+        for name in [CA_CERT_FILE, super::files::ROOT_CERT_FILE] {
+            let path = dir.join(name);
+            std::fs::write(&path, &self.root_pem).map_err(fail(&path))?;
+        }
+        Ok(())
+    }
+
+    /// Signs under the self-signed root CA saved in `dir` (`ca-cert.pem`, `ca-key.pem`), for
+    /// `trust_domain`; workload certificates live 24 h.
+    pub fn load(dir: &Path, trust_domain: &str) -> Result<Self, CertError> {
+        let read = |name: &str| {
+            let path = dir.join(name);
+            std::fs::read_to_string(&path).map_err(|source| CertError::Read { path, source })
+        };
+        let invalid = |name: &str, reason: String| CertError::Invalid {
+            path: dir.join(name),
+            reason,
+        };
+        let (cert_pem, key_pem) = (read(CA_CERT_FILE)?, read(CA_KEY_FILE)?);
+        let key = KeyPair::from_pem(&key_pem)
+            .map_err(|e| invalid(CA_KEY_FILE, format!("not a usable private key: {e}")))?;
+        let mut reader = cert_pem.as_bytes();
+        let certs: Vec<CertificateDer<'static>> = rustls_pemfile::certs(&mut reader)
+            .collect::<Result<_, _>>()
+            .map_err(|e| invalid(CA_CERT_FILE, format!("bad PEM: {e}")))?;
+        let [root] = certs.as_slice() else {
+            let reason = format!(
+                "expected one certificate (a self-signed root), found {}",
+                certs.len()
+            );
+            return Err(invalid(CA_CERT_FILE, reason));
+        };
+        let check = |result: Result<bool, String>, why: &str| match result {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(invalid(CA_CERT_FILE, why.to_string())),
+            Err(e) => Err(invalid(CA_CERT_FILE, e)),
+        };
+        check(super::x509::is_ca(root), "not a CA certificate")?;
+        let spki =
+            super::x509::public_key_info(root).map(|spki| spki == key.subject_public_key_info());
+        check(spki, "does not belong to the key in ca-key.pem")?;
+        let issuer = Issuer::from_ca_cert_der(root, key)
+            .map_err(|e| invalid(CA_CERT_FILE, e.to_string()))?;
+        Ok(LocalCa {
+            trust_domain: trust_domain.to_string(),
+            lifetime: DEFAULT_LIFETIME,
+            root_der: root.clone(),
+            root_pem: cert_pem,
+            issuer,
+            minted: Mutex::new(HashMap::new()),
+        })
+    }
+
     /// Signs a fresh certificate for `id` (bypassing the cache).
     pub fn mint(&self, id: &Identity) -> Result<WorkloadCertificate, CertError> {
         if id.trust_domain != self.trust_domain {
@@ -140,6 +212,19 @@ fn set_validity(params: &mut CertificateParams, not_before: SystemTime, not_afte
     let since_epoch = |t: SystemTime| t.duration_since(UNIX_EPOCH).unwrap_or_default();
     params.not_before = epoch + since_epoch(not_before);
     params.not_after = epoch + since_epoch(not_after);
+}
+
+/// Creates `path` readable and writable by its owner only (a private key).
+fn write_private(path: &Path, data: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    file.write_all(data)
 }
 
 fn whole_seconds(t: SystemTime) -> SystemTime {
@@ -223,6 +308,56 @@ mod tests {
         assert!(Arc::ptr_eq(&cert, &ca.certificate(&id).expect("again")));
         assert!(ca.root_pem().starts_with("-----BEGIN CERTIFICATE-----"));
         assert_eq!(ca.roots().len(), 1);
+    }
+
+    /// A root saved to files signs, once loaded elsewhere, leaves that chain to it; a key
+    /// that is not the certificate's, or a file that is not a CA, is refused by name.
+    #[test]
+    fn a_saved_root_signs_again_after_loading() {
+        let dir = tempfile::tempdir().expect("dir");
+        let ca = LocalCa::new("cluster.local").expect("ca");
+        ca.save(dir.path()).expect("save");
+        let mode = std::fs::metadata(dir.path().join(CA_KEY_FILE))
+            .expect("key")
+            .permissions();
+        assert_eq!(
+            std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777,
+            0o600
+        );
+        let loaded = LocalCa::load(dir.path(), "cluster.local").expect("load");
+        assert_eq!(loaded.roots(), ca.roots());
+        let id = Identity::new("cluster.local", "default", "web");
+        let leaf = loaded.mint(&id).expect("mint");
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(ca.roots()[0].clone()).expect("root");
+        let parsed = rustls::server::ParsedCertificate::try_from(&leaf.chain[0]).expect("leaf");
+        let provider = crate::tls::crypto_provider();
+        rustls::client::verify_server_cert_signed_by_trust_anchor(
+            &parsed,
+            &roots,
+            &[],
+            rustls::pki_types::UnixTime::now(),
+            provider.signature_verification_algorithms.all,
+        )
+        .expect("the leaf chains to the saved root");
+
+        let other = LocalCa::new("cluster.local").expect("other");
+        let other_dir = tempfile::tempdir().expect("dir");
+        other.save(other_dir.path()).expect("save");
+        std::fs::copy(
+            other_dir.path().join(CA_KEY_FILE),
+            dir.path().join(CA_KEY_FILE),
+        )
+        .expect("swap the key");
+        let error = LocalCa::load(dir.path(), "cluster.local").expect_err("foreign key");
+        assert!(
+            error.to_string().contains("does not belong to the key"),
+            "{error}"
+        );
+        assert!(error.to_string().contains(CA_CERT_FILE), "{error}");
+        std::fs::write(dir.path().join(CA_CERT_FILE), leaf.chain_pem()).expect("a leaf");
+        let error = LocalCa::load(dir.path(), "cluster.local").expect_err("not a CA");
+        assert!(error.to_string().contains("not a CA"), "{error}");
     }
 
     #[test]

@@ -57,6 +57,18 @@ pub(crate) fn not_after(der: &[u8]) -> Result<SystemTime, String> {
     Ok(UNIX_EPOCH + Duration::from_secs(secs))
 }
 
+/// The certificate's SubjectPublicKeyInfo (DER), to check a key belongs to it.
+pub(crate) fn public_key_info(der: &[u8]) -> Result<Vec<u8>, String> {
+    Ok(parse(der)?.tbs_certificate.subject_pki.raw.to_vec())
+}
+
+/// Whether the certificate may sign others (basicConstraints CA).
+pub(crate) fn is_ca(der: &[u8]) -> Result<bool, String> {
+    let cert = parse(der)?;
+    let constraints = cert.basic_constraints().map_err(|e| e.to_string())?;
+    Ok(constraints.is_some_and(|c| c.value.ca))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
