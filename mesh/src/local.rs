@@ -14,8 +14,7 @@ use anyhow::{Context, bail};
 use loadtest::echo::EchoServer;
 use mesh_config::{FileSource, ObjectRef, Snapshot, Store, Waypoint, Workload};
 use mesh_hbone::{CertificateProvider, Identity, LocalCa, Pool, PoolConfig};
-use mesh_runtime::{AdminServer, CancellationToken, Readiness};
-use tokio::net::TcpListener;
+use mesh_runtime::{CancellationToken, Readiness};
 use tokio::task::JoinSet;
 use tracing::{error, info};
 use waypoint::{WaypointServer, WaypointSettings};
@@ -26,10 +25,7 @@ pub const ECHO_ANNOTATION: &str = "mesh.dev/echo";
 /// Pod annotation giving its echo apps a keep-alive timeout (`loadtest server
 /// --keepalive-timeout`), e.g. `5ms`: an app that closes idle connections under its clients.
 pub const ECHO_KEEPALIVE_ANNOTATION: &str = "mesh.dev/echo-keepalive-timeout";
-/// Metrics port (Istio's).
-pub const METRICS_PORT: u16 = 15020;
-/// Readiness port (Istio's).
-pub const READINESS_PORT: u16 = 15021;
+pub use crate::program::{METRICS_PORT, READINESS_PORT};
 
 /// One thing the local runner runs; the key changes whenever it must be restarted.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -358,7 +354,8 @@ async fn start_component(
             address,
             keepalive_timeout,
         } => {
-            let listener = bind(*address, &format!("echo app of pod {pod}")).await?;
+            let what = format!("echo app of pod {pod}");
+            let listener = crate::program::bind(*address, &what).await?;
             let name = pod.rsplit('/').next().unwrap_or(pod).to_string();
             let mut echo = EchoServer::new(name);
             if let Some(timeout) = keepalive_timeout {
@@ -392,14 +389,8 @@ async fn start_ztunnel(
         &registry,
     )?;
     let readiness = ztunnel.readiness();
-    serve_admin(
-        address,
-        registry,
-        readiness.clone(),
-        &format!("ztunnel of node {node}"),
-        stop,
-    )
-    .await?;
+    let what = format!("ztunnel of node {node}");
+    crate::program::serve_status(address, &registry, &readiness, &what, stop).await?;
     tokio::spawn(ztunnel.run(stop.clone()));
     Ok(readiness)
 }
@@ -432,38 +423,11 @@ async fn start_waypoint(
     .await?;
     let readiness = Readiness::new();
     readiness.set_ready(true);
-    serve_admin(
-        address,
-        registry,
-        readiness.clone(),
-        &format!("waypoint pod {pod}"),
-        stop,
-    )
-    .await?;
+    let what = format!("waypoint pod {pod}");
+    crate::program::serve_status(address, &registry, &readiness, &what, stop).await?;
     info!(waypoint = %waypoint.name, %pod, %address, "waypoint started");
     tokio::spawn(server.run(stop.clone()));
     Ok(readiness)
-}
-
-async fn serve_admin(
-    ip: IpAddr,
-    registry: prometheus::Registry,
-    readiness: Readiness,
-    what: &str,
-    stop: &CancellationToken,
-) -> anyhow::Result<()> {
-    for port in [METRICS_PORT, READINESS_PORT] {
-        let listener = bind(SocketAddr::new(ip, port), &format!("admin of {what}")).await?;
-        let admin = AdminServer::new(registry.clone(), readiness.clone());
-        tokio::spawn(admin.serve(listener, stop.clone()));
-    }
-    Ok(())
-}
-
-async fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<TcpListener> {
-    TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("{what}: cannot bind {addr}"))
 }
 
 /// One line per proxy and pod, for `mesh up` to print.

@@ -33,6 +33,33 @@ enum Command {
         #[arg(short = 'f', long = "file")]
         file: Option<PathBuf>,
     },
+    /// A certificate authority on disk for the `waypoint` and `ztunnel` programs (development).
+    Ca {
+        #[command(subcommand)]
+        command: CaCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum CaCommand {
+    /// Create a root CA: `ca-cert.pem`, `ca-key.pem` (0600) and `root-cert.pem` in `--dir`.
+    Init {
+        #[arg(long)]
+        dir: PathBuf,
+        #[arg(long, env = "TRUST_DOMAIN", default_value = "cluster.local")]
+        trust_domain: String,
+    },
+    /// Sign a workload certificate under the CA in `--ca-dir` and write it in Istio's
+    /// file-mounted layout (`cert-chain.pem`, `key.pem`, `root-cert.pem`) into `--out`.
+    Mint {
+        #[arg(long)]
+        ca_dir: PathBuf,
+        /// `spiffe://<trust domain>/ns/<namespace>/sa/<service account>`.
+        #[arg(long)]
+        identity: String,
+        #[arg(long)]
+        out: PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
@@ -66,6 +93,7 @@ fn main() -> ExitCode {
             Command::Up { file } => up(file).await,
             Command::Validate { file } => validate(file),
             Command::Demo { file } => mesh::demo::run(file).await,
+            Command::Ca { command } => ca(command),
         }
     });
     match result {
@@ -99,6 +127,31 @@ fn validate(file: PathBuf) -> anyhow::Result<()> {
             anyhow::bail!("{} is invalid", file.display())
         }
     }
+}
+
+fn ca(command: CaCommand) -> anyhow::Result<()> {
+    use anyhow::Context;
+    use mesh_hbone::{FileCertificates, Identity, LocalCa};
+    match command {
+        CaCommand::Init { dir, trust_domain } => {
+            let ca = LocalCa::new(&trust_domain).context("creating the CA")?;
+            ca.save(&dir)?;
+            println!("root CA for {trust_domain} written to {}", dir.display());
+        }
+        CaCommand::Mint {
+            ca_dir,
+            identity,
+            out,
+        } => {
+            let identity: Identity = identity.parse().context("--identity")?;
+            let ca = LocalCa::load(&ca_dir, &identity.trust_domain)?;
+            let cert = ca.mint(&identity)?;
+            std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+            FileCertificates::write(&out, &cert, &ca.root_pem())?;
+            println!("certificate for {identity} written to {}", out.display());
+        }
+    }
+    Ok(())
 }
 
 /// Each route's `status.parents` conditions, as a controller would write them (reloads log

@@ -54,11 +54,13 @@ pub(crate) async fn serve(
         stop.cancelled().await;
         let _ = stop_tx.send(true);
     });
+    let drain = shutdown.clone();
     let handler = move |connect: InboundConnect| {
         let proxy = proxy.clone();
         let store = store.clone();
         let waypoint = waypoint.clone();
         let stop_rx = stop_rx.clone();
+        let drain = drain.clone();
         async move {
             // Each request reads the config current when it starts; the tunnel keeps none.
             let dispatched = dispatch(&store.load(), &waypoint, connect.authority());
@@ -84,7 +86,7 @@ pub(crate) async fn serve(
                     return;
                 }
             };
-            let io = TunnelIo::new(stream, info, head);
+            let io = TunnelIo::new(stream, info, head).closing_when_drained(drain.clone());
             let _ = proxy.process_new(Box::new(io), &stop_rx).await;
         }
     };

@@ -25,6 +25,7 @@ use pingora_core::protocols::{
 };
 use pingora_http::ResponseHeader;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
@@ -124,6 +125,9 @@ pub struct TunnelIo<S> {
     id: UniqueIDType,
     proxy_digest: Arc<ProxyDigest>,
     socket_digest: Arc<SocketDigest>,
+    /// Resolves when the waypoint drains: an HTTP/1.1 caller between requests is then
+    /// closed (read ends) rather than kept alive, so the drain need not wait for it.
+    drain: Option<Pin<Box<WaitForCancellationFutureOwned>>>,
 }
 
 /// Where an HTTP/1.1 caller is between its requests.
@@ -264,7 +268,23 @@ impl<S> TunnelIo<S> {
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             proxy_digest: Arc::new(proxy_digest),
             socket_digest: Arc::new(socket_digest),
+            drain: None,
         }
+    }
+
+    /// Ends an HTTP/1.1 caller's keep-alive connection once `drain` is cancelled, as soon
+    /// as it is between requests: no request is cut, and no idle connection holds the drain.
+    pub fn closing_when_drained(mut self, drain: CancellationToken) -> Self {
+        self.drain = Some(Box::pin(drain.cancelled_owned()));
+        self
+    }
+
+    /// Whether the caller is between requests (none under way, no byte of the next) and the
+    /// waypoint is draining; registers for the drain otherwise.
+    fn drained_while_idle(&mut self, phase: HeadPhase, cx: &mut Context<'_>) -> bool {
+        let idle = !phase.in_request && self.head_guard.current.is_none();
+        let drain = self.drain.as_mut();
+        idle && drain.is_some_and(|drain| drain.as_mut().poll(cx).is_ready())
     }
 }
 
@@ -336,6 +356,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for TunnelIo<S> {
                 cx.waker().wake_by_ref();
                 return Poll::Pending;
             }
+            // Nothing came, and the waypoint drains: end of the caller's requests.
+            Poll::Pending if this.drained_while_idle(phase, cx) => return Poll::Ready(Ok(())),
             Poll::Pending => return Poll::Pending,
         };
         this.head_guard.on_read(phase, n);
@@ -491,6 +513,32 @@ mod tests {
         let mut line = vec![0u8; 18];
         io.read_exact(&mut line).await.expect("read");
         assert_eq!(&line, b"GET / HTTP/1.1\r\n\r\n");
+    }
+
+    /// Draining ends an idle caller's reads (EOF), but never a head under way.
+    #[tokio::test]
+    async fn a_drain_closes_callers_between_requests_only() {
+        let drain = CancellationToken::new();
+        let (_idle_client, idle) = tokio::io::duplex(1024);
+        let mut idle = TunnelIo::new(idle, info(), BOUNDS).closing_when_drained(drain.clone());
+        let (mut busy_client, busy) = tokio::io::duplex(1024);
+        let mut busy = TunnelIo::new(busy, info(), BOUNDS).closing_when_drained(drain.clone());
+        busy_client.write_all(b"GET / HT").await.expect("write");
+        let mut chunk = [0u8; 64];
+        assert_eq!(busy.read(&mut chunk).await.expect("read"), 8, "half a head");
+        let waiting = tokio::spawn(async move {
+            let mut chunk = [0u8; 64];
+            idle.read(&mut chunk).await
+        });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(!waiting.is_finished(), "an idle caller is kept until the drain");
+        drain.cancel();
+        let ended = waiting.await.expect("join").expect("read");
+        assert_eq!(ended, 0, "drained: end of stream");
+        // The caller with a head under way is read on.
+        let rest = busy.read(&mut chunk);
+        busy_client.write_all(b"TP/1.1\r\n\r\n").await.expect("write");
+        assert_eq!(rest.await.expect("read"), 10);
     }
 
     #[tokio::test]

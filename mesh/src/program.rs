@@ -1,0 +1,163 @@
+//! What a stand-alone proxy process (the `waypoint` and `ztunnel` programs) has around its
+//! proxy: flags and environment variables named as Istio names them, the config from files
+//! (hot-reloaded), certificates, the admin and status ports, and the drain on SIGTERM.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Args;
+use mesh_config::{FileSource, Snapshot, Store};
+use mesh_hbone::{CertificateProvider, FileCertificates, LocalCa};
+use mesh_runtime::{AdminServer, CancellationToken, ConnectionLimit, Readiness, ShutdownSignals};
+use tokio::net::TcpListener;
+use tracing::info;
+
+/// Where Prometheus scrapes a proxy (Istio's merged metrics port).
+pub const METRICS_PORT: u16 = 15020;
+/// Where the kubelet asks a proxy whether it is ready (`/healthz/ready`).
+pub const READINESS_PORT: u16 = 15021;
+
+/// Flags both programs take.
+#[derive(Args, Clone, Debug)]
+pub struct Common {
+    /// The manifests: a file or a directory of `*.yaml` (hot-reloaded).
+    #[arg(long, env = "MESH_CONFIG")]
+    pub config: PathBuf,
+    /// The mesh's trust domain.
+    #[arg(long, env = "TRUST_DOMAIN", default_value = "cluster.local")]
+    pub trust_domain: String,
+    /// Sign workload certificates here, under the CA in this directory (`ca-cert.pem`,
+    /// `ca-key.pem`, as `mesh ca init` writes them): for development and tests.
+    #[arg(long, env = "CA_DIR")]
+    pub ca_dir: Option<PathBuf>,
+    /// Admin server (`/config_dump`, `/metrics`, `/healthz/ready`), local only by default.
+    #[arg(long, env = "ADMIN_ADDRESS", default_value = "127.0.0.1:15000")]
+    pub admin_address: SocketAddr,
+    /// How long in-flight requests and connections get to finish after SIGTERM before the
+    /// process exits (Istio's name; seconds).
+    #[arg(long, env = "TERMINATION_DRAIN_DURATION_SECONDS", default_value_t = 5)]
+    pub drain_seconds: u64,
+}
+
+/// The config at start and its store, with a watcher that keeps the store current until
+/// `shutdown`; invalid edits are rejected and logged, the last good config keeps serving.
+pub fn load_config(path: &Path, shutdown: &CancellationToken) -> anyhow::Result<Arc<Store>> {
+    let docs = mesh_config::read_path(path).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let snapshot = mesh_config::compile(docs.clone()).map_err(|e| anyhow::anyhow!("{e}"))?;
+    for warning in snapshot.warnings() {
+        tracing::warn!("{warning}");
+    }
+    let store = Store::new(snapshot);
+    FileSource::new(path.to_path_buf(), store.clone())
+        .with_initial(docs)
+        .spawn(shutdown.child_token())
+        .with_context(|| format!("watching {}", path.display()))?;
+    Ok(store)
+}
+
+/// Certificates from an Istio file-mounted directory (`cert-chain.pem`, `key.pem`,
+/// `root-cert.pem`: one identity, reloaded when the files change).
+pub fn file_certificates(dir: &Path) -> anyhow::Result<Arc<FileCertificates>> {
+    let certs = FileCertificates::new(dir)
+        .with_context(|| format!("certificates from {}", dir.display()))?;
+    Ok(Arc::new(certs))
+}
+
+/// A CA from files that signs for any identity of `trust_domain` (development, tests).
+pub fn local_ca(dir: &Path, trust_domain: &str) -> anyhow::Result<Arc<dyn CertificateProvider>> {
+    let ca =
+        LocalCa::load(dir, trust_domain).with_context(|| format!("the CA in {}", dir.display()))?;
+    Ok(Arc::new(ca))
+}
+
+/// What `/config_dump` shows: the config version and what it holds.
+fn config_dump(store: &Arc<Store>) -> mesh_runtime::ConfigDump {
+    let store = store.clone();
+    Arc::new(move || {
+        let snapshot: Arc<Snapshot> = store.load();
+        serde_json::json!({
+            "version": snapshot.version(),
+            "rejected_updates": store.rejections(),
+            "last_rejection": store.last_rejection(),
+            "nodes": snapshot.nodes().len(),
+            "workloads": snapshot.workloads().count(),
+            "services": snapshot.services().count(),
+            "waypoints": snapshot.waypoints().count(),
+            "warnings": snapshot.warnings().iter().map(ToString::to_string).collect::<Vec<_>>(),
+        })
+    })
+}
+
+/// Serves the status ports (metrics 15020, readiness 15021) on `ip`.
+pub async fn serve_status(
+    ip: IpAddr,
+    registry: &prometheus::Registry,
+    readiness: &Readiness,
+    what: &str,
+    stop: &CancellationToken,
+) -> anyhow::Result<()> {
+    for port in [METRICS_PORT, READINESS_PORT] {
+        let listener = bind(SocketAddr::new(ip, port), &format!("status of {what}")).await?;
+        let admin = AdminServer::new(registry.clone(), readiness.clone());
+        tokio::spawn(admin.serve(listener, stop.clone()));
+    }
+    Ok(())
+}
+
+/// Serves the admin port, with the config dump.
+pub async fn serve_admin(
+    common: &Common,
+    store: &Arc<Store>,
+    registry: &prometheus::Registry,
+    readiness: &Readiness,
+    stop: &CancellationToken,
+) -> anyhow::Result<()> {
+    let listener = bind(common.admin_address, "the admin server").await?;
+    let admin =
+        AdminServer::new(registry.clone(), readiness.clone()).with_config_dump(config_dump(store));
+    tokio::spawn(admin.serve(listener, stop.clone()));
+    Ok(())
+}
+
+pub async fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("{what}: cannot bind {addr}"))
+}
+
+/// Waits for SIGTERM or SIGINT, then drains: not ready any more, `shutdown` cancelled (the
+/// proxy stops accepting, sends GOAWAY on its tunnels and `Connection: close` on its
+/// keep-alive connections), and up to `grace` for the open connections to finish.
+pub async fn run_until_signalled(
+    mut signals: ShutdownSignals,
+    readiness: Readiness,
+    shutdown: CancellationToken,
+    grace: Duration,
+) {
+    let signal = signals.recv().await;
+    let open = ConnectionLimit::process().open();
+    info!(signal, open, grace = ?grace, "draining");
+    readiness.set_ready(false);
+    shutdown.cancel();
+    let deadline = tokio::time::Instant::now() + grace;
+    while ConnectionLimit::process().open() > 0 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let left = ConnectionLimit::process().open();
+    info!(left, "drained; exiting");
+}
+
+/// Process setup both programs share: logs, the open-file limit the connection caps follow,
+/// and a multi-threaded runtime.
+pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    mesh_runtime::init_logging_with("info");
+    let open_files = mesh_runtime::raise_open_file_limit();
+    tracing::debug!(open_files, "open file limit");
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the runtime")
+}

@@ -1,0 +1,251 @@
+//! The `waypoint` and `ztunnel` programs as separate processes, as a cluster runs them: two
+//! ztunnels signing pod certificates under a CA from files (`mesh ca init`), a waypoint with
+//! its own certificate in Istio's file-mounted layout (`mesh ca mint`), configured by Istio's
+//! environment variables; traffic from a pod through both ztunnels and the waypoint; and the
+//! waypoint draining on SIGTERM with a request in flight.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::Stdio;
+use std::time::Duration;
+
+use loadtest::echo::EchoServer;
+use mesh::client::MeshClient;
+use mesh_runtime::CancellationToken;
+use tokio::process::{Child, Command};
+
+const BLOCK: &str = "127.106.";
+const REVIEWS: &str = "reviews.default.svc.cluster.local";
+
+fn addr(rest: &str, port: u16) -> SocketAddr {
+    format!("{BLOCK}{rest}:{port}").parse().expect("address")
+}
+
+fn program(name: &str) -> Command {
+    let path = match name {
+        "mesh" => env!("CARGO_BIN_EXE_mesh"),
+        "waypoint" => env!("CARGO_BIN_EXE_waypoint"),
+        _ => env!("CARGO_BIN_EXE_ztunnel"),
+    };
+    let mut command = Command::new(path);
+    command
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    command
+}
+
+async fn run_mesh(args: &[&str]) {
+    let out = program("mesh")
+        .args(args)
+        .output()
+        .await
+        .expect("mesh runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "mesh {args:?}: {stderr}");
+}
+
+/// Waits until the readiness port at `status` answers "ready".
+async fn wait_ready(what: &str, status: SocketAddr, child: &mut Child) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Ok(body) = mesh_tests_http_get(status, "/healthz/ready").await
+            && body == "ready\n"
+        {
+            return;
+        }
+        if let Ok(Some(exit)) = child.try_wait() {
+            let mut stderr = String::new();
+            if let Some(mut pipe) = child.stderr.take() {
+                use tokio::io::AsyncReadExt;
+                let _ = pipe.read_to_string(&mut stderr).await;
+            }
+            panic!("{what} exited ({exit}) before it was ready: {stderr}");
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{what} not ready in 20 s"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A plain HTTP/1.1 GET, returning the body.
+async fn mesh_tests_http_get(addr: SocketAddr, path: &str) -> anyhow::Result<String> {
+    use http_body_util::{BodyExt, Empty};
+    let stream = tokio::net::TcpStream::connect(addr).await?;
+    let io = hyper_util::rt::TokioIo::new(stream);
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(io).await?;
+    tokio::spawn(conn);
+    let request = http::Request::get(path)
+        .header("host", addr.to_string())
+        .body(Empty::<bytes::Bytes>::new())?;
+    let body = sender
+        .send_request(request)
+        .await?
+        .into_body()
+        .collect()
+        .await?;
+    Ok(String::from_utf8_lossy(&body.to_bytes()).into_owned())
+}
+
+fn manifest(dir: &Path) -> std::path::PathBuf {
+    let path = dir.join("mesh.yaml");
+    let yaml = mesh::demo::DEMO_YAML.replace("127.0.", BLOCK);
+    std::fs::write(&path, yaml).expect("write the manifest");
+    path
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waypoint_between_two_ztunnels_as_separate_programs() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let config = manifest(tmp.path());
+    let ca = tmp.path().join("ca");
+    let waypoint_certs = tmp.path().join("waypoint-certs");
+    let ca_arg = ca.to_str().expect("utf-8 path");
+    run_mesh(&["ca", "init", "--dir", ca_arg]).await;
+    let identity = "spiffe://cluster.local/ns/default/sa/waypoint";
+    let out = waypoint_certs.to_str().expect("utf-8 path");
+    run_mesh(&[
+        "ca",
+        "mint",
+        "--ca-dir",
+        ca_arg,
+        "--identity",
+        identity,
+        "--out",
+        out,
+    ])
+    .await;
+
+    // The apps: reviews v1 and v2, on their pods' addresses.
+    let apps = CancellationToken::new();
+    let _stop_apps = apps.clone().drop_guard();
+    for (name, pod) in [("reviews-v1", "2.10"), ("reviews-v2", "2.11")] {
+        let listener = tokio::net::TcpListener::bind(addr(pod, 9080))
+            .await
+            .expect("bind app");
+        tokio::spawn(EchoServer::new(name).serve(listener, apps.clone()));
+    }
+    let mut ztunnels = Vec::new();
+    for (i, node) in ["node-a", "node-b"].into_iter().enumerate() {
+        let mut ztunnel = program("ztunnel")
+            .env("MESH_CONFIG", &config)
+            .env("CA_DIR", &ca)
+            .env("NODE_NAME", node)
+            .env("ADMIN_ADDRESS", format!("127.0.0.1:{}", 25060 + i))
+            .spawn()
+            .expect("ztunnel starts");
+        let status = addr(&format!("{}.1", i + 1), 15021);
+        wait_ready(node, status, &mut ztunnel).await;
+        ztunnels.push(ztunnel);
+    }
+    let mut waypoint = program("waypoint")
+        .env("MESH_CONFIG", &config)
+        .env("CERT_DIR", &waypoint_certs)
+        .env("POD_NAMESPACE", "default")
+        .env("GATEWAY_NAME", "waypoint")
+        .env("POD_NAME", "waypoint-0")
+        .env("ADMIN_ADDRESS", "127.0.0.1:25062")
+        .env("TERMINATION_DRAIN_DURATION_SECONDS", "60")
+        .spawn()
+        .expect("waypoint starts");
+    wait_ready("waypoint", addr("2.20", 15021), &mut waypoint).await;
+
+    // productpage → its ztunnel → the waypoint (policy, route) → reviews' ztunnel → the app.
+    let mut productpage = MeshClient::connect(addr("1.10", 15080), REVIEWS, 9080)
+        .await
+        .expect("SOCKS5 entry");
+    let seen = productpage.get("/debug").await.expect("a response");
+    assert_eq!(seen.status, 200, "{seen:?}");
+    let seen = seen.json().expect("the app's echo");
+    let xfcc = seen["headers"]["x-forwarded-client-cert"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(xfcc.starts_with(&format!("By={identity};")), "{xfcc}");
+    assert!(xfcc.contains("URI=spiffe://cluster.local/ns/default/sa/bookinfo-productpage"));
+    assert_eq!(
+        seen["headers"]["x-mesh-route"], "reviews",
+        "the route applied"
+    );
+    // The waypoint's policy: only productpage may call.
+    let mut sleep = MeshClient::connect(addr("1.12", 15080), REVIEWS, 9080)
+        .await
+        .expect("SOCKS5 entry");
+    assert_eq!(sleep.get("/debug").await.expect("a response").status, 403);
+    // The admin server dumps the config the waypoint serves.
+    let dump = mesh_tests_http_get("127.0.0.1:25062".parse().expect("addr"), "/config_dump")
+        .await
+        .expect("config dump");
+    let dump: serde_json::Value = serde_json::from_str(&dump).expect("JSON");
+    assert_eq!(dump["services"], 5, "{dump}");
+
+    // SIGTERM with a request in flight: it is answered, then the process exits 0, well
+    // before its 60 s grace: sleep's idle keep-alive connection is closed, not waited for.
+    let slow = tokio::spawn(async move { productpage.get("/debug?delay=1s").await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let pid = waypoint.id().expect("running").to_string();
+    let kill = Command::new("kill").args(["-TERM", &pid]).status().await;
+    assert!(kill.expect("kill runs").success());
+    let answered = slow
+        .await
+        .expect("join")
+        .expect("the in-flight request is answered");
+    assert_eq!(answered.status, 200);
+    let exit = tokio::time::timeout(Duration::from_secs(20), waypoint.wait())
+        .await
+        .expect("the waypoint exits once its connections are done")
+        .expect("wait");
+    assert!(exit.success(), "waypoint exit: {exit}");
+    assert!(
+        tokio::net::TcpStream::connect(addr("2.20", 15008))
+            .await
+            .is_err(),
+        "nothing listens after the drain"
+    );
+    for mut ztunnel in ztunnels {
+        let pid = ztunnel.id().expect("running").to_string();
+        let kill = Command::new("kill").args(["-TERM", &pid]).status().await;
+        assert!(kill.expect("kill runs").success());
+        let exit = tokio::time::timeout(Duration::from_secs(15), ztunnel.wait()).await;
+        assert!(exit.expect("ztunnel exits").expect("wait").success());
+    }
+}
+
+/// A waypoint given a certificate for another identity than its pod's refuses to start,
+/// naming both.
+#[tokio::test]
+async fn a_waypoint_with_a_foreign_certificate_refuses_to_start() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let config = manifest(tmp.path());
+    let ca = tmp.path().join("ca");
+    let certs = tmp.path().join("certs");
+    let ca_arg = ca.to_str().expect("utf-8 path");
+    run_mesh(&["ca", "init", "--dir", ca_arg]).await;
+    let other = "spiffe://cluster.local/ns/default/sa/sleep";
+    let out = certs.to_str().expect("utf-8 path");
+    run_mesh(&[
+        "ca",
+        "mint",
+        "--ca-dir",
+        ca_arg,
+        "--identity",
+        other,
+        "--out",
+        out,
+    ])
+    .await;
+    let refused = program("waypoint")
+        .env("MESH_CONFIG", &config)
+        .env("CERT_DIR", &certs)
+        .env("POD_NAMESPACE", "default")
+        .env("GATEWAY_NAME", "waypoint")
+        .env("POD_NAME", "waypoint-0")
+        .output()
+        .await
+        .expect("waypoint runs");
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.contains(other), "{stderr}");
+    assert!(stderr.contains("sa/waypoint"), "{stderr}");
+}
