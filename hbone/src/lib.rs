@@ -16,7 +16,10 @@ pub mod server;
 pub mod stream;
 pub mod tls;
 
-pub use certs::{CertError, CertificateProvider, FileCertificates, LocalCa, WorkloadCertificate};
+pub use certs::{
+    CertError, CertificateProvider, FileCertificates, IstioCa, IstioCaConfig, LocalCa,
+    WorkloadCertificate,
+};
 pub use client::{ConnectRequest, Pool, PoolConfig, PoolKey, PoolStats};
 pub use error::HboneError;
 pub use mesh_core::{Identity, IdentityError};

@@ -17,6 +17,7 @@ mod socks_entry;
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
+use std::time::Duration;
 
 use mesh_config::{Snapshot, Store, Workload};
 use mesh_hbone::{CertificateProvider, HboneError, Identity, Pool};
@@ -26,6 +27,9 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info};
 
 use crate::metrics::Metrics;
+
+/// How soon pods that could not start are tried again.
+const RETRY_START: Duration = Duration::from_secs(1);
 
 /// Static settings of one node's ztunnel.
 #[derive(Clone, Debug)]
@@ -107,9 +111,12 @@ impl Ztunnel {
             let snapshot = self.ctx.store.load();
             let ok = self.reconcile(&snapshot, &mut running, &shutdown).await;
             self.readiness.set_ready(ok);
+            // A pod that could not start (no certificate yet, its address still held) is
+            // tried again, without waiting for the config to change.
             tokio::select! {
                 _ = shutdown.cancelled() => break,
                 changed = versions.changed() => if changed.is_err() { break },
+                () = tokio::time::sleep(RETRY_START), if !ok => {}
             }
         }
         sweeping.abort();
@@ -160,6 +167,8 @@ impl Ztunnel {
         pod: Arc<Workload>,
         token: CancellationToken,
     ) -> Result<(), StartError> {
+        // The pod's certificate first (fetched from the CA if that is where they come from).
+        self.ctx.certs.prepare(&pod.identity).await?;
         let tls = mesh_hbone::server_config(self.ctx.certs.clone(), pod.identity.clone())?;
         let hbone_addr = SocketAddr::new(pod.ip, self.settings.hbone_port);
         let socks_addr = SocketAddr::new(pod.ip, self.settings.socks5_port);
@@ -191,6 +200,8 @@ pub fn local_pods<'a>(
 
 #[derive(Debug, thiserror::Error)]
 enum StartError {
+    #[error("certificate: {0}")]
+    Certificate(#[from] mesh_hbone::CertError),
     #[error("TLS: {0}")]
     Tls(#[from] HboneError),
     #[error("bind {0}: {1}")]

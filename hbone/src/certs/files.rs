@@ -13,13 +13,10 @@ use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use notify::{RecommendedWatcher, RecursiveMode, Watcher};
-use rustls::client::verify_server_cert_signed_by_trust_anchor;
-use rustls::pki_types::UnixTime;
-use rustls::server::ParsedCertificate;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use tracing::{info, warn};
 
-use super::{CertError, CertificateProvider, WorkloadCertificate, x509};
+use super::{CertError, CertificateProvider, Mismatch, WorkloadCertificate, x509};
 use crate::identity::Identity;
 
 pub const CERT_CHAIN_FILE: &str = "cert-chain.pem";
@@ -256,39 +253,11 @@ fn parse(dir: &Path, [chain_pem, key_pem, roots_pem]: &Contents) -> Result<Mater
     let identity = x509::unique_identity(leaf).map_err(|e| invalid(dir, CERT_CHAIN_FILE, e))?;
     let not_after = x509::not_after(leaf).map_err(|e| invalid(dir, CERT_CHAIN_FILE, e))?;
 
-    let provider = crate::tls::crypto_provider();
-    rustls::sign::CertifiedKey::from_der(chain.clone(), key.clone_key(), &provider).map_err(
-        |e| {
-            invalid(
-                dir,
-                KEY_FILE,
-                format!("key does not match the certificate: {e}"),
-            )
-        },
-    )?;
-    let mut store = rustls::RootCertStore::empty();
-    for root in &roots {
-        store
-            .add(root.clone())
-            .map_err(|e| invalid(dir, ROOT_CERT_FILE, format!("unusable root: {e}")))?;
-    }
-    let parsed = ParsedCertificate::try_from(leaf)
-        .map_err(|e| invalid(dir, CERT_CHAIN_FILE, e.to_string()))?;
-    verify_server_cert_signed_by_trust_anchor(
-        &parsed,
-        &store,
-        &chain[1..],
-        UnixTime::now(),
-        provider.signature_verification_algorithms.all,
-    )
-    .map_err(|e| {
-        invalid(
-            dir,
-            CERT_CHAIN_FILE,
-            format!("does not chain to {ROOT_CERT_FILE}: {e}"),
-        )
+    super::check_issued(&chain, &key, &roots).map_err(|problem| match problem {
+        Mismatch::Key(e) => invalid(dir, KEY_FILE, e),
+        Mismatch::Root(e) => invalid(dir, ROOT_CERT_FILE, e),
+        Mismatch::Chain(e) => invalid(dir, CERT_CHAIN_FILE, e),
     })?;
-
     Ok(Material {
         cert: Arc::new(WorkloadCertificate {
             identity,

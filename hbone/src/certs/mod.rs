@@ -6,6 +6,7 @@
 //! reloaded when the files change).
 
 mod files;
+pub mod istio_ca;
 mod local_ca;
 mod pem;
 pub(crate) mod x509;
@@ -14,11 +15,13 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::SystemTime;
 
+use futures::future::BoxFuture;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
 use crate::identity::Identity;
 
 pub use files::FileCertificates;
+pub use istio_ca::{IstioCa, IstioCaConfig};
 pub use local_ca::LocalCa;
 
 /// A leaf certificate with its chain and private key.
@@ -59,6 +62,11 @@ pub trait CertificateProvider: Send + Sync + 'static {
     /// Trust anchors of the mesh (the root certificates).
     fn roots(&self) -> Vec<CertificateDer<'static>>;
     fn trust_domain(&self) -> &str;
+    /// Waits until `id`'s certificate is at hand (a provider that fetches it from elsewhere
+    /// fetches it now), or says why it cannot be had. Others have it at once.
+    fn prepare<'a>(&'a self, id: &'a Identity) -> BoxFuture<'a, Result<(), CertError>> {
+        Box::pin(async move { self.certificate(id).map(drop) })
+    }
 }
 
 /// Why a certificate could not be minted, loaded or served.
@@ -89,4 +97,51 @@ pub enum CertError {
     },
     #[error("{}: {reason}", path.display())]
     Invalid { path: PathBuf, reason: String },
+    #[error("no certificate for {identity} yet: it is being fetched")]
+    Pending { identity: Box<Identity> },
+    #[error("no certificate for {identity}: {reason}")]
+    Unavailable {
+        identity: Box<Identity>,
+        reason: String,
+    },
+}
+
+/// Which part of issued material does not fit the rest.
+#[derive(Debug)]
+pub(crate) enum Mismatch {
+    /// The key is not the leaf's.
+    Key(String),
+    /// A root cannot be used as a trust anchor.
+    Root(String),
+    /// The chain does not lead from the leaf to a root.
+    Chain(String),
+}
+
+/// Checks that `key` belongs to the leaf `chain[0]` and that the chain leads to `roots`, now.
+pub(crate) fn check_issued(
+    chain: &[CertificateDer<'static>],
+    key: &PrivateKeyDer<'static>,
+    roots: &[CertificateDer<'static>],
+) -> Result<(), Mismatch> {
+    let provider = crate::tls::crypto_provider();
+    let (leaf, intermediates) = chain
+        .split_first()
+        .ok_or_else(|| Mismatch::Chain("no certificate".into()))?;
+    rustls::sign::CertifiedKey::from_der(chain.to_vec(), key.clone_key(), &provider)
+        .map_err(|e| Mismatch::Key(format!("key does not match the certificate: {e}")))?;
+    let mut store = rustls::RootCertStore::empty();
+    for root in roots {
+        (store.add(root.clone())).map_err(|e| Mismatch::Root(format!("unusable root: {e}")))?;
+    }
+    let parsed = rustls::server::ParsedCertificate::try_from(leaf)
+        .map_err(|e| Mismatch::Chain(e.to_string()))?;
+    rustls::client::verify_server_cert_signed_by_trust_anchor(
+        &parsed,
+        &store,
+        intermediates,
+        rustls::pki_types::UnixTime::now(),
+        provider.signature_verification_algorithms.all,
+    )
+    .map_err(|e| Mismatch::Chain(format!("does not chain to the roots: {e}")))?;
+    Ok(())
 }
