@@ -10,10 +10,12 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Args;
 use mesh_config::{FileSource, Snapshot, Store};
-use mesh_hbone::{CertificateProvider, FileCertificates, LocalCa};
+use mesh_hbone::{
+    CertificateProvider, FileCertificates, Identity, IstioCa, IstioCaConfig, LocalCa,
+};
 use mesh_runtime::{AdminServer, CancellationToken, ConnectionLimit, Readiness, ShutdownSignals};
 use tokio::net::TcpListener;
-use tracing::info;
+use tracing::{info, warn};
 
 /// Where Prometheus scrapes a proxy (Istio's merged metrics port).
 pub const METRICS_PORT: u16 = 15020;
@@ -31,8 +33,28 @@ pub struct Common {
     pub trust_domain: String,
     /// Sign workload certificates here, under the CA in this directory (`ca-cert.pem`,
     /// `ca-key.pem`, as `mesh ca init` writes them): for development and tests.
-    #[arg(long, env = "CA_DIR")]
+    #[arg(long, env = "CA_DIR", conflicts_with = "ca_address")]
     pub ca_dir: Option<PathBuf>,
+    /// Istio's CA (istiod), `host:port`: certificates are requested from it.
+    #[arg(long, env = "CA_ADDRESS")]
+    pub ca_address: Option<String>,
+    /// The root the CA's TLS certificate chains to (Istio's `istio-ca-root-cert`).
+    #[arg(
+        long,
+        env = "CA_ROOT_CA",
+        default_value = "/var/run/secrets/istio/root-cert.pem"
+    )]
+    pub ca_root: PathBuf,
+    /// The projected service-account token (audience `istio-ca`) sent to the CA.
+    #[arg(
+        long,
+        env = "CA_TOKEN_FILE",
+        default_value = "/var/run/secrets/tokens/istio-token"
+    )]
+    pub ca_token_file: PathBuf,
+    /// The name the CA's TLS certificate carries, if not the host of `--ca-address`.
+    #[arg(long, env = "ALT_CA_HOSTNAME")]
+    pub ca_hostname: Option<String>,
     /// Admin server (`/config_dump`, `/metrics`, `/healthz/ready`), local only by default.
     #[arg(long, env = "ADMIN_ADDRESS", default_value = "127.0.0.1:15000")]
     pub admin_address: SocketAddr,
@@ -71,6 +93,67 @@ pub fn local_ca(dir: &Path, trust_domain: &str) -> anyhow::Result<Arc<dyn Certif
     let ca =
         LocalCa::load(dir, trust_domain).with_context(|| format!("the CA in {}", dir.display()))?;
     Ok(Arc::new(ca))
+}
+
+/// A CA that signs any identity: Istio's (`--ca-address`, asking on behalf of others when
+/// `impersonate`), or one from files (`--ca-dir`).
+pub fn signing_ca(
+    common: &Common,
+    impersonate: bool,
+) -> anyhow::Result<Option<Arc<dyn CertificateProvider>>> {
+    match (&common.ca_dir, &common.ca_address) {
+        (Some(dir), _) => local_ca(dir, &common.trust_domain).map(Some),
+        (None, Some(address)) => istio_ca(common, address, impersonate).map(Some),
+        (None, None) => Ok(None),
+    }
+}
+
+fn istio_ca(
+    common: &Common,
+    address: &str,
+    impersonate: bool,
+) -> anyhow::Result<Arc<dyn CertificateProvider>> {
+    let pem = std::fs::read(&common.ca_root)
+        .with_context(|| format!("the CA's root, {}", common.ca_root.display()))?;
+    let roots = rustls_pemfile::certs(&mut pem.as_slice())
+        .collect::<Result<Vec<_>, _>>()
+        .with_context(|| format!("{}", common.ca_root.display()))?;
+    anyhow::ensure!(
+        !roots.is_empty(),
+        "{}: no certificate",
+        common.ca_root.display()
+    );
+    let host = address.rsplit_once(':').map_or(address, |(host, _)| host);
+    let config = IstioCaConfig {
+        address: address.to_string(),
+        server_name: common
+            .ca_hostname
+            .clone()
+            .unwrap_or_else(|| host.to_string()),
+        roots,
+        token_file: common.ca_token_file.clone(),
+        trust_domain: common.trust_domain.clone(),
+        impersonate,
+        lifetime: Duration::from_secs(24 * 3600),
+    };
+    let ca = IstioCa::new(config).with_context(|| format!("the CA at {address}"))?;
+    Ok(ca)
+}
+
+/// Waits until `id`'s certificate is at hand, trying again with backoff (1 s, doubling, at
+/// most 30 s) while the CA cannot give one: the proxy is not ready until then.
+pub async fn await_certificate(certs: &Arc<dyn CertificateProvider>, id: &Identity) {
+    let mut backoff = Duration::from_secs(1);
+    loop {
+        match certs.prepare(id).await {
+            Ok(()) => return,
+            Err(error) => {
+                warn!(identity = %id, %error, retry_in = ?backoff, "no certificate yet");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(30));
+            }
+        }
+    }
 }
 
 /// What `/config_dump` shows: the config version and what it holds.

@@ -14,11 +14,16 @@ use mesh::client::MeshClient;
 use mesh_runtime::CancellationToken;
 use tokio::process::{Child, Command};
 
+/// The loopback block of the traffic test; the others use their own.
 const BLOCK: &str = "127.106.";
 const REVIEWS: &str = "reviews.default.svc.cluster.local";
 
 fn addr(rest: &str, port: u16) -> SocketAddr {
-    format!("{BLOCK}{rest}:{port}").parse().expect("address")
+    addr_in(BLOCK, rest, port)
+}
+
+fn addr_in(block: &str, rest: &str, port: u16) -> SocketAddr {
+    format!("{block}{rest}:{port}").parse().expect("address")
 }
 
 fn program(name: &str) -> Command {
@@ -89,9 +94,10 @@ async fn mesh_tests_http_get(addr: SocketAddr, path: &str) -> anyhow::Result<Str
     Ok(String::from_utf8_lossy(&body.to_bytes()).into_owned())
 }
 
-fn manifest(dir: &Path) -> std::path::PathBuf {
+/// The demo's manifest, moved to `block`.
+fn manifest(dir: &Path, block: &str) -> std::path::PathBuf {
     let path = dir.join("mesh.yaml");
-    let yaml = mesh::demo::DEMO_YAML.replace("127.0.", BLOCK);
+    let yaml = mesh::demo::DEMO_YAML.replace("127.0.", block);
     std::fs::write(&path, yaml).expect("write the manifest");
     path
 }
@@ -99,7 +105,7 @@ fn manifest(dir: &Path) -> std::path::PathBuf {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn waypoint_between_two_ztunnels_as_separate_programs() {
     let tmp = tempfile::tempdir().expect("tempdir");
-    let config = manifest(tmp.path());
+    let config = manifest(tmp.path(), BLOCK);
     let ca = tmp.path().join("ca");
     let waypoint_certs = tmp.path().join("waypoint-certs");
     let ca_arg = ca.to_str().expect("utf-8 path");
@@ -217,7 +223,7 @@ async fn waypoint_between_two_ztunnels_as_separate_programs() {
 #[tokio::test]
 async fn a_waypoint_with_a_foreign_certificate_refuses_to_start() {
     let tmp = tempfile::tempdir().expect("tempdir");
-    let config = manifest(tmp.path());
+    let config = manifest(tmp.path(), "127.107.");
     let ca = tmp.path().join("ca");
     let certs = tmp.path().join("certs");
     let ca_arg = ca.to_str().expect("utf-8 path");
@@ -248,4 +254,54 @@ async fn a_waypoint_with_a_foreign_certificate_refuses_to_start() {
     let stderr = String::from_utf8_lossy(&refused.stderr);
     assert!(stderr.contains(other), "{stderr}");
     assert!(stderr.contains("sa/waypoint"), "{stderr}");
+}
+
+/// A waypoint whose CA (`CA_ADDRESS`) does not answer is not ready and says why, and a
+/// SIGTERM still stops it at once.
+#[tokio::test]
+async fn a_waypoint_waits_for_its_ca_and_stops_when_told() {
+    let block = "127.108.";
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let config = manifest(tmp.path(), block);
+    let ca = tmp.path().join("ca");
+    run_mesh(&["ca", "init", "--dir", ca.to_str().expect("utf-8 path")]).await;
+    let token = tmp.path().join("token");
+    std::fs::write(&token, "token").expect("token");
+    // Nothing listens on port 1.
+    let mut waypoint = program("waypoint")
+        .env("MESH_CONFIG", &config)
+        .env("CA_ADDRESS", "127.0.0.1:1")
+        .env("ALT_CA_HOSTNAME", "istiod.istio-system.svc")
+        .env("CA_ROOT_CA", ca.join("root-cert.pem"))
+        .env("CA_TOKEN_FILE", &token)
+        .env("POD_NAMESPACE", "default")
+        .env("GATEWAY_NAME", "waypoint")
+        .env("POD_NAME", "waypoint-0")
+        .env("ADMIN_ADDRESS", "127.0.0.1:25063")
+        .spawn()
+        .expect("waypoint starts");
+    let mut stderr = tokio::io::BufReader::new(waypoint.stderr.take().expect("stderr"));
+    let mut said = String::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while !said.contains("no certificate yet") {
+        use tokio::io::AsyncBufReadExt;
+        let mut line = String::new();
+        let read = tokio::time::timeout_at(deadline, stderr.read_line(&mut line)).await;
+        assert!(
+            matches!(read, Ok(Ok(n)) if n > 0),
+            "the waypoint never said why: {said}"
+        );
+        said.push_str(&line);
+    }
+    assert!(said.contains("127.0.0.1:1"), "{said}");
+    let ready = mesh_tests_http_get(addr_in(block, "2.20", 15021), "/healthz/ready").await;
+    assert!(
+        ready.is_err(),
+        "not serving without a certificate: {ready:?}"
+    );
+    let pid = waypoint.id().expect("running").to_string();
+    let kill = Command::new("kill").args(["-TERM", &pid]).status().await;
+    assert!(kill.expect("kill runs").success());
+    let exit = tokio::time::timeout(Duration::from_secs(10), waypoint.wait()).await;
+    assert!(exit.expect("stops at once").expect("wait").success());
 }

@@ -39,7 +39,7 @@ struct Cli {
     instance_ip: Option<IpAddr>,
     /// Certificates in Istio's file-mounted layout (`cert-chain.pem`, `key.pem`,
     /// `root-cert.pem`), for the pod's own identity; reloaded when they change.
-    #[arg(long, env = "CERT_DIR", conflicts_with = "ca_dir")]
+    #[arg(long, env = "CERT_DIR", conflicts_with_all = ["ca_dir", "ca_address"])]
     cert_dir: Option<PathBuf>,
 }
 
@@ -56,7 +56,7 @@ fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
-    let signals = ShutdownSignals::install()?;
+    let mut signals = ShutdownSignals::install()?;
     let shutdown = CancellationToken::new();
     let common = &cli.common;
     let store = program::load_config(&common.config, &shutdown)?;
@@ -76,8 +76,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         );
     };
     let identity = pod.identity.clone();
-    let certs: Arc<dyn CertificateProvider> = match (&cli.cert_dir, &common.ca_dir) {
-        (Some(dir), None) => {
+    // Where the certificate comes from (clap allows one source).
+    let certs: Arc<dyn CertificateProvider> = match &cli.cert_dir {
+        Some(dir) => {
             let certs = program::file_certificates(dir)?;
             if certs.identity() != identity {
                 bail!(
@@ -89,9 +90,22 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             certs
         }
-        (None, Some(dir)) => program::local_ca(dir, &common.trust_domain)?,
-        _ => bail!("give --cert-dir (CERT_DIR) or --ca-dir (CA_DIR): where certificates come from"),
+        None => match program::signing_ca(common, false)? {
+            Some(ca) => ca,
+            None => bail!(
+                "give --cert-dir (CERT_DIR), --ca-address (CA_ADDRESS) or --ca-dir (CA_DIR): \
+                 where certificates come from"
+            ),
+        },
     };
+    // Not ready, and not serving, until the waypoint holds its certificate.
+    tokio::select! {
+        () = program::await_certificate(&certs, &identity) => {}
+        signal = signals.recv() => {
+            tracing::info!(signal, "stopped before it had a certificate");
+            return Ok(());
+        }
+    }
     let address = cli.instance_ip.unwrap_or(pod.ip);
     let settings = WaypointSettings {
         waypoint: gateway.clone(),

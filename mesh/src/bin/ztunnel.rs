@@ -52,11 +52,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         bail!("node {:?} is not in {}", cli.node, common.config.display());
     };
     // A ztunnel presents the identity of every pod on its node: it needs a CA, not one
-    // certificate.
-    let Some(ca_dir) = &common.ca_dir else {
-        bail!("give --ca-dir (CA_DIR): a ztunnel signs a certificate for each pod of its node");
+    // certificate (Istio's CA issues them on the pods' behalf).
+    let Some(certs) = program::signing_ca(common, true)? else {
+        bail!(
+            "give --ca-address (CA_ADDRESS) or --ca-dir (CA_DIR): a ztunnel needs a certificate \
+             for each pod of its node"
+        );
     };
-    let certs = program::local_ca(ca_dir, &common.trust_domain)?;
     let registry = prometheus::Registry::new();
     let pool = Pool::new(certs.clone(), PoolConfig::default());
     let settings = ZtunnelSettings::new(&cli.node);
