@@ -30,7 +30,7 @@ pub const ROOT_NAMESPACE: &str = "istio-system";
 pub use compile::services::resolve_target;
 pub use compile::waypoints::WAYPOINT_CLASSES;
 pub use compile::workloads::identity;
-pub use compile::{compile, load_path, read_path};
+pub use compile::{Compiled, compile, compile_objects, load_path, read_path};
 pub use destination::{Destination, pick, split_authority};
 pub use error::{ConfigError, ConfigErrors, Location, Reason};
 pub use filter::{

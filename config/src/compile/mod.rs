@@ -12,11 +12,11 @@ pub(crate) mod services;
 pub(crate) mod waypoints;
 pub(crate) mod workloads;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crate::error::{ConfigErrors, Diagnostics, Location, Origin};
+use crate::error::{ConfigError, ConfigErrors, Diagnostics, Location, Origin};
 use crate::manifest::{Manifests, Resources};
 use crate::model::ObjectRef;
 use crate::snapshot::{Parts, Snapshot};
@@ -30,6 +30,45 @@ pub fn compile(docs: Vec<(PathBuf, String)>) -> Result<Snapshot, ConfigErrors> {
         resources.add_file(path, text);
     }
     resources.compile()
+}
+
+/// A snapshot compiled from objects of the Kubernetes API, and the objects left out of it.
+#[derive(Debug)]
+pub struct Compiled {
+    pub snapshot: Snapshot,
+    /// The errors of the objects left out (each names its object and field).
+    pub left_out: Vec<ConfigError>,
+}
+
+/// Compiles objects of the Kubernetes API, where one bad object must not hold back every
+/// other: an object with an error is left out, its errors reported, and the rest compiled
+/// again (leaving one out can make another wrong, so this repeats, at most once per object).
+/// Fails only when an error names no object it could leave out.
+pub fn compile_objects(
+    objects: &[(Location, serde_json::Value)],
+) -> Result<Compiled, ConfigErrors> {
+    let mut excluded: HashSet<&Location> = HashSet::new();
+    let mut left_out = Vec::new();
+    loop {
+        let mut resources = Resources::default();
+        for (location, value) in objects.iter().filter(|(l, _)| !excluded.contains(l)) {
+            resources.add_object(location.clone(), value.clone());
+        }
+        let errors = match resources.compile() {
+            Ok(snapshot) => return Ok(Compiled { snapshot, left_out }),
+            Err(errors) => errors,
+        };
+        let before = excluded.len();
+        for error in errors.iter() {
+            if let Some((location, _)) = objects.iter().find(|(l, _)| *l == error.location) {
+                excluded.insert(location);
+            }
+        }
+        if excluded.len() == before {
+            return Err(errors);
+        }
+        left_out.extend(errors.0);
+    }
 }
 
 impl Resources {
