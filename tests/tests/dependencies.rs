@@ -37,6 +37,7 @@ fn allowed(crate_name: &str) -> Option<&'static [&'static str]> {
     Some(match crate_name {
         "mesh-core" | "mesh-runtime" => &[],
         "mesh-config" => &["mesh-core"],
+        "mesh-kubernetes" => &["mesh-config"],
         "mesh-bench" => &["mesh-hbone"],
         "mesh-hbone" => &["mesh-core", "mesh-runtime"],
         "ztunnel" => &["mesh-core", "mesh-config", "mesh-hbone", "mesh-runtime"],

@@ -1,0 +1,114 @@
+//! The kinds the mesh reads, as the API names them.
+
+use kube::api::{ApiResource, GroupVersionKind};
+
+/// One kind of object, where the API serves it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Kind {
+    pub group: &'static str,
+    pub version: &'static str,
+    pub kind: &'static str,
+    pub plural: &'static str,
+    pub namespaced: bool,
+}
+
+impl Kind {
+    const fn new(
+        group: &'static str,
+        version: &'static str,
+        kind: &'static str,
+        plural: &'static str,
+        namespaced: bool,
+    ) -> Self {
+        Kind {
+            group,
+            version,
+            kind,
+            plural,
+            namespaced,
+        }
+    }
+
+    /// `v1`, or `<group>/<version>`.
+    pub fn api_version(&self) -> String {
+        match self.group {
+            "" => self.version.to_string(),
+            group => format!("{group}/{}", self.version),
+        }
+    }
+
+    pub fn api_resource(&self) -> ApiResource {
+        let gvk = GroupVersionKind::gvk(self.group, self.version, self.kind);
+        ApiResource::from_gvk_with_plural(&gvk, self.plural)
+    }
+}
+
+/// Every kind the mesh's config is made of.
+pub const KINDS: &[Kind] = &[
+    Kind::new("", "v1", "Namespace", "namespaces", false),
+    Kind::new("", "v1", "Node", "nodes", false),
+    Kind::new("", "v1", "Pod", "pods", true),
+    Kind::new("", "v1", "Service", "services", true),
+    Kind::new(
+        "gateway.networking.k8s.io",
+        "v1",
+        "Gateway",
+        "gateways",
+        true,
+    ),
+    Kind::new(
+        "gateway.networking.k8s.io",
+        "v1",
+        "HTTPRoute",
+        "httproutes",
+        true,
+    ),
+    Kind::new(
+        "gateway.networking.k8s.io",
+        "v1",
+        "GRPCRoute",
+        "grpcroutes",
+        true,
+    ),
+    Kind::new(
+        "security.istio.io",
+        "v1",
+        "AuthorizationPolicy",
+        "authorizationpolicies",
+        true,
+    ),
+    Kind::new(
+        "networking.istio.io",
+        "v1",
+        "DestinationRule",
+        "destinationrules",
+        true,
+    ),
+];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every kind watched is one the config compiles (it would be refused as unknown).
+    #[test]
+    fn every_kind_is_one_the_config_reads() {
+        for kind in KINDS {
+            let object = serde_json::json!({
+                "apiVersion": kind.api_version(),
+                "kind": kind.kind,
+                "metadata": {"name": "x", "namespace": "default"},
+            });
+            let mut resources = mesh_config::Resources::default();
+            resources.add_object(mesh_config::Location::file("test"), object);
+            let text = match resources.compile() {
+                Ok(_) => String::new(),
+                Err(errors) => errors.to_string(),
+            };
+            assert!(
+                !text.contains("unknown apiVersion/kind"),
+                "{kind:?}: {text}"
+            );
+        }
+    }
+}

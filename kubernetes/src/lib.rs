@@ -1,0 +1,164 @@
+//! The Kubernetes API as a config source. One watcher per kind the mesh reads (kube-runtime's:
+//! list, then watch; a relist after `410 Gone`; bookmarks; backoff when the API fails) keeps
+//! every object as the API serves it. After each burst of changes the objects are compiled
+//! once (`mesh_config::compile_objects`: an invalid object is left out and logged, the rest
+//! keeps updating) and the snapshot swapped into the `Store`, the path files take too.
+
+mod kinds;
+mod objects;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use kube::api::{Api, DynamicObject};
+use kube::runtime::WatchStreamExt;
+use kube::runtime::watcher::{self, Event};
+use mesh_config::{ConfigErrors, Store};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn};
+
+pub use kinds::{KINDS, Kind};
+use objects::Objects;
+
+/// How long changes are gathered before one compile.
+const DEBOUNCE: Duration = Duration::from_millis(100);
+
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    #[error("the first config from the Kubernetes API is invalid:\n{0}")]
+    Invalid(ConfigErrors),
+    #[error("the Kubernetes API stopped before the first config was read")]
+    Stopped,
+}
+
+/// Watches the API for the kinds in [`KINDS`].
+pub struct KubeSource {
+    client: kube::Client,
+    namespace: Option<String>,
+}
+
+impl KubeSource {
+    pub fn new(client: kube::Client) -> Self {
+        KubeSource {
+            client,
+            namespace: None,
+        }
+    }
+
+    /// Namespaced kinds from `namespace` only (cluster-scoped kinds are always watched whole).
+    pub fn namespaced(mut self, namespace: impl Into<String>) -> Self {
+        self.namespace = Some(namespace.into());
+        self
+    }
+
+    /// Starts the watchers and waits until every kind has been listed once; returns the
+    /// store, kept current until `shutdown`.
+    pub async fn start(self, shutdown: CancellationToken) -> Result<Arc<Store>, SourceError> {
+        let objects = Arc::new(Objects::new(KINDS.len()));
+        let changed = Arc::new(Notify::new());
+        for (index, kind) in KINDS.iter().enumerate() {
+            let api: Api<DynamicObject> = match (&self.namespace, kind.namespaced) {
+                (Some(ns), true) => {
+                    Api::namespaced_with(self.client.clone(), ns, &kind.api_resource())
+                }
+                _ => Api::all_with(self.client.clone(), &kind.api_resource()),
+            };
+            let watch = watch(api, index, objects.clone(), changed.clone());
+            let stop = shutdown.clone();
+            tokio::spawn(async move {
+                tokio::select! {
+                    () = watch => {}
+                    () = stop.cancelled() => {}
+                }
+            });
+        }
+        // The first config: every kind listed.
+        loop {
+            let listed = changed.notified();
+            if objects.all_listed() {
+                break;
+            }
+            tokio::select! {
+                () = listed => {}
+                () = shutdown.cancelled() => return Err(SourceError::Stopped),
+            }
+        }
+        let compiled = compile(&objects).await.map_err(SourceError::Invalid)?;
+        let store = Store::new(compiled.snapshot);
+        info!(
+            version = store.load().version(),
+            "config from the Kubernetes API"
+        );
+        tokio::spawn(follow(objects, changed, store.clone(), shutdown));
+        Ok(store)
+    }
+}
+
+/// Applies one kind's watch events to `objects`, telling `changed` of each.
+async fn watch(api: Api<DynamicObject>, index: usize, objects: Arc<Objects>, changed: Arc<Notify>) {
+    let kind = &KINDS[index];
+    let mut events = watcher::watcher(api, watcher::Config::default())
+        .default_backoff()
+        .boxed();
+    while let Some(event) = events.next().await {
+        match event {
+            Ok(Event::Init) => objects.begin_list(index),
+            Ok(Event::InitApply(obj)) => objects.listed(index, kind, obj),
+            Ok(Event::InitDone) => objects.end_list(index),
+            Ok(Event::Apply(obj)) => objects.apply(index, kind, obj),
+            Ok(Event::Delete(obj)) => objects.delete(index, &obj),
+            Err(e) => {
+                // The backoff paces the retries; the last good objects keep serving.
+                warn!(kind = kind.kind, error = %e, "watching the Kubernetes API failed; retrying");
+                continue;
+            }
+        }
+        changed.notify_one();
+    }
+}
+
+/// Compiles after each burst of changes, until `shutdown`.
+async fn follow(
+    objects: Arc<Objects>,
+    changed: Arc<Notify>,
+    store: Arc<Store>,
+    shutdown: CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            () = changed.notified() => {}
+            () = shutdown.cancelled() => return,
+        }
+        tokio::time::sleep(DEBOUNCE).await;
+        match compile(&objects).await {
+            Ok(compiled) => {
+                let version = store.replace(compiled.snapshot);
+                info!(
+                    version,
+                    left_out = compiled.left_out.len(),
+                    "config updated from the Kubernetes API"
+                );
+            }
+            Err(errors) => {
+                error!("config from the Kubernetes API rejected; the last good one keeps serving");
+                store.record_rejection(&errors);
+            }
+        }
+    }
+}
+
+/// One compile of the objects now held, off the async threads; objects left out are logged.
+async fn compile(objects: &Arc<Objects>) -> Result<mesh_config::Compiled, ConfigErrors> {
+    let current = objects.current();
+    let compiled =
+        match tokio::task::spawn_blocking(move || mesh_config::compile_objects(&current)).await {
+            Ok(result) => result?,
+            Err(failed) => std::panic::resume_unwind(failed.into_panic()),
+        };
+    for error in &compiled.left_out {
+        warn!(%error, "object left out of the config");
+    }
+    Ok(compiled)
+}
