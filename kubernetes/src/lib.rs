@@ -6,6 +6,8 @@
 
 mod kinds;
 mod objects;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -25,9 +25,13 @@ pub const READINESS_PORT: u16 = 15021;
 /// Flags both programs take.
 #[derive(Args, Clone, Debug)]
 pub struct Common {
-    /// The manifests: a file or a directory of `*.yaml` (hot-reloaded).
+    /// The manifests: a file or a directory of `*.yaml` (hot-reloaded). Without it, the
+    /// config is read from the Kubernetes API (in-cluster, or `KUBECONFIG`).
     #[arg(long, env = "MESH_CONFIG")]
-    pub config: PathBuf,
+    pub config: Option<PathBuf>,
+    /// Read namespaced kinds from this namespace only (Kubernetes API).
+    #[arg(long, env = "WATCH_NAMESPACE", conflicts_with = "config")]
+    pub watch_namespace: Option<String>,
     /// The mesh's trust domain.
     #[arg(long, env = "TRUST_DOMAIN", default_value = "cluster.local")]
     pub trust_domain: String,
@@ -62,6 +66,35 @@ pub struct Common {
     /// process exits (Istio's name; seconds).
     #[arg(long, env = "TERMINATION_DRAIN_DURATION_SECONDS", default_value_t = 5)]
     pub drain_seconds: u64,
+}
+
+impl Common {
+    /// Where the config comes from, for messages.
+    pub fn config_source(&self) -> String {
+        match &self.config {
+            Some(path) => path.display().to_string(),
+            None => "the Kubernetes API".to_string(),
+        }
+    }
+}
+
+/// The config store, kept current until `shutdown`: from files when `--config` names them,
+/// else from the Kubernetes API.
+pub async fn config_store(
+    common: &Common,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<Arc<Store>> {
+    let Some(path) = &common.config else {
+        let client = kube::Client::try_default()
+            .await
+            .context("the Kubernetes API (no --config given)")?;
+        let mut source = mesh_kubernetes::KubeSource::new(client);
+        if let Some(namespace) = &common.watch_namespace {
+            source = source.namespaced(namespace);
+        }
+        return Ok(source.start(shutdown.child_token()).await?);
+    };
+    load_config(path, shutdown)
 }
 
 /// The config at start and its store, with a watcher that keeps the store current until

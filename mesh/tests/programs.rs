@@ -305,3 +305,112 @@ async fn a_waypoint_waits_for_its_ca_and_stops_when_told() {
     let exit = tokio::time::timeout(Duration::from_secs(10), waypoint.wait()).await;
     assert!(exit.expect("stops at once").expect("wait").success());
 }
+
+/// The demo's objects, each as the API would serve it, in `block`.
+fn demo_objects(block: &str) -> Vec<serde_json::Value> {
+    use serde::Deserialize;
+    let yaml = mesh::demo::DEMO_YAML.replace("127.0.", block);
+    serde_norway::Deserializer::from_str(&yaml)
+        .map(|doc| serde_json::Value::deserialize(doc).expect("a YAML document"))
+        .filter(|doc| !doc.is_null())
+        .collect()
+}
+
+/// The three programs with no manifest: each reads the Kubernetes API (a scripted server
+/// behind `KUBECONFIG`), and follows it: a policy added there is enforced.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_programs_read_their_config_from_the_kubernetes_api() {
+    let block = "127.109.";
+    let api = mesh_kubernetes::testing::FakeApi::default();
+    for obj in demo_objects(block) {
+        api.put(obj);
+    }
+    let stop = CancellationToken::new();
+    let _stop = stop.clone().drop_guard();
+    let server = mesh_kubernetes::testing::serve(api.clone(), stop.clone()).await;
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let kubeconfig = tmp.path().join("kubeconfig");
+    let config = format!(
+        "apiVersion: v1\nkind: Config\ncurrent-context: test\n\
+         clusters: [{{name: test, cluster: {{server: \"http://{server}\"}}}}]\n\
+         users: [{{name: test, user: {{}}}}]\n\
+         contexts: [{{name: test, context: {{cluster: test, user: test}}}}]\n"
+    );
+    std::fs::write(&kubeconfig, config).expect("kubeconfig");
+    let ca = tmp.path().join("ca");
+    run_mesh(&["ca", "init", "--dir", ca.to_str().expect("utf-8 path")]).await;
+    let apps = CancellationToken::new();
+    let _stop_apps = apps.clone().drop_guard();
+    for (name, pod) in [("reviews-v1", "2.10"), ("reviews-v2", "2.11")] {
+        let listener = tokio::net::TcpListener::bind(addr_in(block, pod, 9080))
+            .await
+            .expect("bind app");
+        tokio::spawn(EchoServer::new(name).serve(listener, apps.clone()));
+    }
+    let mut children = Vec::new();
+    for (i, node) in ["node-a", "node-b"].into_iter().enumerate() {
+        let mut ztunnel = program("ztunnel")
+            .env_remove("KUBERNETES_SERVICE_HOST")
+            .env("KUBECONFIG", &kubeconfig)
+            .env("CA_DIR", &ca)
+            .env("NODE_NAME", node)
+            .env("ADMIN_ADDRESS", format!("127.0.0.1:{}", 25064 + i))
+            .spawn()
+            .expect("ztunnel starts");
+        wait_ready(
+            node,
+            addr_in(block, &format!("{}.1", i + 1), 15021),
+            &mut ztunnel,
+        )
+        .await;
+        children.push(ztunnel);
+    }
+    let mut waypoint = program("waypoint")
+        .env_remove("KUBERNETES_SERVICE_HOST")
+        .env("KUBECONFIG", &kubeconfig)
+        .env("CA_DIR", &ca)
+        .env("POD_NAMESPACE", "default")
+        .env("GATEWAY_NAME", "waypoint")
+        .env("POD_NAME", "waypoint-0")
+        .env("ADMIN_ADDRESS", "127.0.0.1:25066")
+        .spawn()
+        .expect("waypoint starts");
+    wait_ready("waypoint", addr_in(block, "2.20", 15021), &mut waypoint).await;
+    children.push(waypoint);
+
+    let get = || async {
+        let mut client = MeshClient::connect(addr_in(block, "1.10", 15080), REVIEWS, 9080)
+            .await
+            .expect("SOCKS5 entry");
+        client.get("/debug").await.expect("a response").status
+    };
+    assert_eq!(get().await, 200);
+    // A DENY policy for productpage, added through the API.
+    let deny = mesh_config::fixtures::policy(
+        "default",
+        "deny-productpage",
+        serde_json::json!({
+            "targetRefs": [{"group": "gateway.networking.k8s.io", "kind": "Gateway",
+                            "name": "waypoint"}],
+            "action": "DENY",
+            "rules": [{"from": [{"source": {"principals":
+                ["cluster.local/ns/default/sa/bookinfo-productpage"]}}]}]
+        }),
+    );
+    api.put(deny);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while get().await != 403 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the policy never applied"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for mut child in children.into_iter().rev() {
+        let pid = child.id().expect("running").to_string();
+        let kill = Command::new("kill").args(["-TERM", &pid]).status().await;
+        assert!(kill.expect("kill runs").success());
+        let exit = tokio::time::timeout(Duration::from_secs(15), child.wait()).await;
+        assert!(exit.expect("exits").expect("wait").success());
+    }
+}

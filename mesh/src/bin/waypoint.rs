@@ -59,13 +59,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let mut signals = ShutdownSignals::install()?;
     let shutdown = CancellationToken::new();
     let common = &cli.common;
-    let store = program::load_config(&common.config, &shutdown)?;
+    let store = program::config_store(common, &shutdown).await?;
     let gateway = ObjectRef::new(&cli.namespace, &cli.gateway);
     let snapshot = store.load();
     let Some(waypoint) = snapshot.waypoint(&gateway) else {
         bail!(
             "Gateway {gateway} is not a waypoint in {}",
-            common.config.display()
+            common.config_source()
         );
     };
     let Some(pod) = waypoint.pods.iter().find(|p| p.name == cli.pod) else {

@@ -47,9 +47,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let signals = ShutdownSignals::install()?;
     let shutdown = CancellationToken::new();
     let common = &cli.common;
-    let store = program::load_config(&common.config, &shutdown)?;
+    let store = program::config_store(common, &shutdown).await?;
     let Some(node) = store.load().node(&cli.node).cloned() else {
-        bail!("node {:?} is not in {}", cli.node, common.config.display());
+        bail!("node {:?} is not in {}", cli.node, common.config_source());
     };
     // A ztunnel presents the identity of every pod on its node: it needs a CA, not one
     // certificate (Istio's CA issues them on the pods' behalf).
