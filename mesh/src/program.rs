@@ -1,6 +1,7 @@
 //! What a stand-alone proxy process (the `waypoint` and `ztunnel` programs) has around its
-//! proxy: flags and environment variables named as Istio names them, the config from files
-//! (hot-reloaded), certificates, the admin and status ports, and the drain on SIGTERM.
+//! proxy: flags and environment variables named as Istio names them, the config (from files,
+//! hot-reloaded, or from the Kubernetes API), certificates, the admin and status ports, and
+//! the drain on SIGTERM.
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -84,17 +85,28 @@ pub async fn config_store(
     common: &Common,
     shutdown: &CancellationToken,
 ) -> anyhow::Result<Arc<Store>> {
-    let Some(path) = &common.config else {
-        let client = kube::Client::try_default()
-            .await
-            .context("the Kubernetes API (no --config given)")?;
-        let mut source = mesh_kubernetes::KubeSource::new(client);
-        if let Some(namespace) = &common.watch_namespace {
-            source = source.namespaced(namespace);
+    let store = match &common.config {
+        Some(path) => load_config(path, shutdown)?,
+        None => {
+            let client = kube::Client::try_default()
+                .await
+                .context("the Kubernetes API (no --config given)")?;
+            let mut source = mesh_kubernetes::KubeSource::new(client);
+            if let Some(namespace) = &common.watch_namespace {
+                source = source.namespaced(namespace);
+            }
+            source.start(shutdown.child_token()).await?
         }
-        return Ok(source.start(shutdown.child_token()).await?);
     };
-    load_config(path, shutdown)
+    // Workload identities are compiled in the config's trust domain: refuse another rather
+    // than fail every handshake later.
+    let compiled_in = store.load().trust_domain().to_string();
+    anyhow::ensure!(
+        common.trust_domain == compiled_in,
+        "TRUST_DOMAIN {:?} is not supported yet: workload identities are in {compiled_in:?}",
+        common.trust_domain
+    );
+    Ok(store)
 }
 
 /// The config at start and its store, with a watcher that keeps the store current until

@@ -254,6 +254,24 @@ async fn a_waypoint_with_a_foreign_certificate_refuses_to_start() {
     let stderr = String::from_utf8_lossy(&refused.stderr);
     assert!(stderr.contains(other), "{stderr}");
     assert!(stderr.contains("sa/waypoint"), "{stderr}");
+
+    // A trust domain the config's identities are not in is refused, not half-served.
+    let refused = program("waypoint")
+        .env("MESH_CONFIG", &config)
+        .env("CA_DIR", &ca)
+        .env("TRUST_DOMAIN", "other.example")
+        .env("POD_NAMESPACE", "default")
+        .env("GATEWAY_NAME", "waypoint")
+        .env("POD_NAME", "waypoint-0")
+        .output()
+        .await
+        .expect("waypoint runs");
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        stderr.contains("TRUST_DOMAIN \"other.example\""),
+        "{stderr}"
+    );
 }
 
 /// A waypoint whose CA (`CA_ADDRESS`) does not answer is not ready and says why, and a

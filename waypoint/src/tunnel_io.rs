@@ -531,13 +531,19 @@ mod tests {
             idle.read(&mut chunk).await
         });
         tokio::time::sleep(Duration::from_millis(20)).await;
-        assert!(!waiting.is_finished(), "an idle caller is kept until the drain");
+        assert!(
+            !waiting.is_finished(),
+            "an idle caller is kept until the drain"
+        );
         drain.cancel();
         let ended = waiting.await.expect("join").expect("read");
         assert_eq!(ended, 0, "drained: end of stream");
         // The caller with a head under way is read on.
         let rest = busy.read(&mut chunk);
-        busy_client.write_all(b"TP/1.1\r\n\r\n").await.expect("write");
+        busy_client
+            .write_all(b"TP/1.1\r\n\r\n")
+            .await
+            .expect("write");
         assert_eq!(rest.await.expect("read"), 10);
     }
 

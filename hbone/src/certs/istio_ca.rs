@@ -26,6 +26,9 @@ use crate::identity::Identity;
 
 /// The gRPC method Istio's proxies call.
 pub const CREATE_CERTIFICATE: &str = "/istio.v1.auth.IstioCertificateService/CreateCertificate";
+/// After a failed fetch, how long handshakes wait before starting another (`prepare` does not).
+const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(5);
+
 /// The metadata key under which a ztunnel names the pod it asks for.
 pub const IMPERSONATED_IDENTITY: &str = "ImpersonatedIdentity";
 
@@ -56,8 +59,8 @@ pub struct IstioCaConfig {
     pub address: String,
     /// The name the CA's TLS certificate carries (the host part of the address by default).
     pub server_name: String,
-    /// Roots the CA's TLS certificate chains to (Istio: `istio-ca-root-cert`); also the
-    /// mesh's trust anchors until the CA's answers name their own root.
+    /// Roots the CA's TLS certificate chains to (Istio: `istio-ca-root-cert`); trusted as the
+    /// mesh's roots too, with the roots the CA's answers end with.
     pub roots: Vec<CertificateDer<'static>>,
     /// The projected service-account token (audience `istio-ca`), read for every request so
     /// that its rotation is followed.
@@ -79,8 +82,9 @@ struct State {
     cached: HashMap<Identity, Cached>,
     /// Identities with a fetch under way, and who waits for it.
     fetching: HashMap<Identity, Arc<Notify>>,
-    /// The last failure per identity, for `prepare` to report.
-    failed: HashMap<Identity, String>,
+    /// The last failure per identity (for `prepare` to report) and when a handshake may
+    /// start another fetch (so an outage is not met with a fetch per handshake).
+    failed: HashMap<Identity, (String, SystemTime)>,
     /// Roots the CA's answers ended with.
     issued_roots: Vec<CertificateDer<'static>>,
 }
@@ -184,7 +188,8 @@ impl IstioCa {
                 }
                 Err(e) => {
                     warn!(identity = %id, error = %e, "the CA did not issue a certificate");
-                    state.failed.insert(id.clone(), e.to_string());
+                    let retry_at = SystemTime::now() + RETRY_AFTER_FAILURE;
+                    state.failed.insert(id.clone(), (e.to_string(), retry_at));
                 }
             }
             if let Some(done) = state.fetching.remove(&id) {
@@ -234,12 +239,13 @@ impl IstioCa {
             .map_err(|e| format!("connecting to {}: {e}", self.config.address))?;
         let codec = tonic_prost::ProstCodec::default();
         let path = http::uri::PathAndQuery::from_static(CREATE_CERTIFICATE);
-        let answer: tonic::Response<IstioCertificateResponse> = grpc
-            .unary(request, path, codec)
-            .await
-            .map_err(|status| {
+        let answer: tonic::Response<IstioCertificateResponse> =
+            grpc.unary(request, path, codec).await.map_err(|status| {
                 let (address, code) = (&self.config.address, status.code());
-                format!("the CA at {address} answered {code:?}: {}", status.message())
+                format!(
+                    "the CA at {address} answered {code:?}: {}",
+                    status.message()
+                )
             })?;
         issued(id, key, &answer.into_inner().cert_chain)
     }
@@ -303,19 +309,28 @@ fn issued(
 impl CertificateProvider for IstioCa {
     fn certificate(&self, id: &Identity) -> Result<Arc<WorkloadCertificate>, CertError> {
         let now = SystemTime::now();
-        let cached = {
+        let (cached, backing_off) = {
             let state = self.state();
-            state.cached.get(id).map(|c| (c.cert.clone(), c.renew_at))
+            let cached = state.cached.get(id).map(|c| (c.cert.clone(), c.renew_at));
+            (
+                cached,
+                state
+                    .failed
+                    .get(id)
+                    .is_some_and(|(_, retry_at)| now < *retry_at),
+            )
         };
         match cached {
             Some((cert, renew_at)) if now < cert.not_after => {
-                if now >= renew_at {
+                if now >= renew_at && !backing_off {
                     self.start_fetch(id);
                 }
                 Ok(cert)
             }
             _ => {
-                self.start_fetch(id);
+                if !backing_off {
+                    self.start_fetch(id);
+                }
                 Err(CertError::Pending {
                     identity: Box::new(id.clone()),
                 })
@@ -358,7 +373,7 @@ impl CertificateProvider for IstioCa {
                 if self.certificate_ready(id) {
                     return Ok(());
                 }
-                if let Some(reason) = self.state().failed.get(id).cloned() {
+                if let Some((reason, _)) = self.state().failed.get(id).cloned() {
                     return Err(CertError::Unavailable {
                         identity: Box::new(id.clone()),
                         reason,

@@ -97,7 +97,7 @@ pub enum CertError {
     },
     #[error("{}: {reason}", path.display())]
     Invalid { path: PathBuf, reason: String },
-    #[error("no certificate for {identity} yet: it is being fetched")]
+    #[error("no certificate for {identity} from the CA yet")]
     Pending { identity: Box<Identity> },
     #[error("no certificate for {identity}: {reason}")]
     Unavailable {
