@@ -8,6 +8,7 @@ mod kinds;
 mod objects;
 #[cfg(feature = "testing")]
 pub mod testing;
+pub mod waypoint_deploy;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -38,6 +38,40 @@ enum Command {
         #[command(subcommand)]
         command: CaCommand,
     },
+    /// Waypoints in a cluster: the Gateway to declare, and what it runs as.
+    Waypoint {
+        #[command(subcommand)]
+        command: WaypointCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum WaypointCommand {
+    /// Print a waypoint Gateway (as `istioctl waypoint generate` does), of the mesh's class.
+    Generate {
+        #[arg(short, long, default_value = "default")]
+        namespace: String,
+        #[arg(long, default_value = "waypoint")]
+        name: String,
+        /// What traffic it serves: service, workload, all or none (`istio.io/waypoint-for`).
+        #[arg(long = "for", default_value = "service")]
+        waypoint_for: String,
+    },
+    /// Print what a waypoint Gateway runs as (ServiceAccount, Deployment, Service, RBAC), for
+    /// `kubectl apply` where no controller runs.
+    Render {
+        #[arg(short, long, default_value = "default")]
+        namespace: String,
+        #[arg(long, default_value = "waypoint")]
+        name: String,
+        /// The waypoint program's container image.
+        #[arg(long)]
+        image: String,
+        #[arg(long, default_value = "istiod.istio-system.svc:15012")]
+        ca_address: String,
+        #[arg(long, default_value = "cluster.local")]
+        trust_domain: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -94,6 +128,7 @@ fn main() -> ExitCode {
             Command::Validate { file } => validate(file),
             Command::Demo { file } => mesh::demo::run(file).await,
             Command::Ca { command } => ca(command),
+            Command::Waypoint { command } => waypoint(command),
         }
     });
     match result {
@@ -127,6 +162,51 @@ fn validate(file: PathBuf) -> anyhow::Result<()> {
             anyhow::bail!("{} is invalid", file.display())
         }
     }
+}
+
+fn waypoint(command: WaypointCommand) -> anyhow::Result<()> {
+    use mesh_kubernetes::waypoint_deploy::{self, GatewayRef, PodSettings, WAYPOINT_CLASS};
+    let objects = match command {
+        WaypointCommand::Generate {
+            namespace,
+            name,
+            waypoint_for,
+        } => {
+            let known = ["service", "workload", "all", "none"];
+            anyhow::ensure!(
+                known.contains(&waypoint_for.as_str()),
+                "--for {waypoint_for:?}: one of {known:?}"
+            );
+            vec![waypoint_deploy::gateway(&namespace, &name, &waypoint_for)]
+        }
+        WaypointCommand::Render {
+            namespace,
+            name,
+            image,
+            ca_address,
+            trust_domain,
+        } => {
+            let gateway = GatewayRef {
+                namespace,
+                name,
+                class: WAYPOINT_CLASS.to_string(),
+                uid: None,
+            };
+            let pod = PodSettings {
+                image,
+                ca_address,
+                trust_domain,
+            };
+            waypoint_deploy::render(&gateway, &pod)
+        }
+    };
+    // Written, not printed: a closed pipe (`| head`) is an error, not a panic.
+    let mut out = std::io::stdout().lock();
+    for object in objects {
+        std::io::Write::write_all(&mut out, b"---\n")?;
+        std::io::Write::write_all(&mut out, serde_norway::to_string(&object)?.as_bytes())?;
+    }
+    Ok(())
 }
 
 fn ca(command: CaCommand) -> anyhow::Result<()> {

@@ -184,3 +184,74 @@ fn wait_bounded(
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
 }
+
+/// `mesh waypoint generate` prints a Gateway `mesh validate` accepts as a waypoint; `render`
+/// prints what it runs as, ready for `kubectl apply`.
+#[test]
+fn waypoint_generate_and_render_print_manifests() {
+    let out = mesh()
+        .args(["waypoint", "generate", "-n", "shop", "--for", "all"])
+        .output()
+        .expect("mesh runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let gateway = String::from_utf8(out.stdout).expect("utf-8");
+    assert!(
+        gateway.contains("gatewayClassName: mesh-waypoint"),
+        "{gateway}"
+    );
+    assert!(gateway.contains("istio.io/waypoint-for: all"), "{gateway}");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("gateway.yaml");
+    let namespace = "---\napiVersion: v1\nkind: Namespace\nmetadata:\n  name: shop\n";
+    std::fs::write(&file, format!("{gateway}{namespace}")).expect("write");
+    let validated = mesh()
+        .args(["validate", "-f"])
+        .arg(&file)
+        .output()
+        .expect("mesh runs");
+    let stdout = String::from_utf8_lossy(&validated.stdout);
+    assert!(validated.status.success(), "{stdout}");
+    assert!(stdout.contains("1 waypoints"), "{stdout}");
+
+    let out = mesh()
+        .args([
+            "waypoint",
+            "render",
+            "-n",
+            "shop",
+            "--image",
+            "example/waypoint:1",
+        ])
+        .output()
+        .expect("mesh runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rendered = String::from_utf8(out.stdout).expect("utf-8");
+    let kinds: Vec<&str> = (rendered.lines())
+        .filter_map(|l| l.strip_prefix("kind: "))
+        .collect();
+    let expected = [
+        "ServiceAccount",
+        "Deployment",
+        "Service",
+        "ClusterRole",
+        "ClusterRoleBinding",
+    ];
+    assert_eq!(kinds, expected);
+    assert!(rendered.contains("image: example/waypoint:1"), "{rendered}");
+    assert!(!rendered.contains("replicas"), "{rendered}");
+
+    let refused = mesh()
+        .args(["waypoint", "generate", "--for", "everything"])
+        .output()
+        .expect("mesh runs");
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("--for \"everything\""));
+}

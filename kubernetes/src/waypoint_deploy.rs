@@ -1,0 +1,309 @@
+//! What a waypoint `Gateway` runs as in a cluster, in Istio's conventions (pure; `mesh waypoint
+//! render` prints it, a controller will apply it): a ServiceAccount, a Deployment without
+//! `replicas` (an HPA owns scaling), a Service (HBONE 15008, status 15021), and the binding
+//! that lets the waypoint read its config from the API.
+
+use serde_json::{Value, json};
+
+use crate::KINDS;
+
+/// The project's own waypoint class (Istio's is `istio-waypoint`; both are served).
+pub const WAYPOINT_CLASS: &str = "mesh-waypoint";
+/// The field manager and `gateway.istio.io/managed` value of what is rendered here.
+pub const MANAGER: &str = "mesh.dev-waypoint-controller";
+/// The ClusterRole every waypoint is bound to: read the kinds the config is made of.
+pub const CONFIG_READER: &str = "mesh-config-reader";
+
+/// The waypoint Gateway: `istioctl waypoint generate`'s output, of the project's class.
+pub fn gateway(namespace: &str, name: &str, waypoint_for: &str) -> Value {
+    json!({
+        "apiVersion": "gateway.networking.k8s.io/v1",
+        "kind": "Gateway",
+        "metadata": {"name": name, "namespace": namespace,
+                     "labels": {"istio.io/waypoint-for": waypoint_for}},
+        "spec": {"gatewayClassName": WAYPOINT_CLASS,
+                 "listeners": [{"name": "mesh", "port": 15008, "protocol": "HBONE"}]}
+    })
+}
+
+/// Which Gateway the objects are for; `uid` (when known) makes it their owner.
+#[derive(Clone, Debug)]
+pub struct GatewayRef {
+    pub namespace: String,
+    pub name: String,
+    pub class: String,
+    pub uid: Option<String>,
+}
+
+/// How the waypoint pods run.
+#[derive(Clone, Debug)]
+pub struct PodSettings {
+    pub image: String,
+    /// Istio's CA (`istiod.istio-system.svc:15012`).
+    pub ca_address: String,
+    pub trust_domain: String,
+}
+
+/// The ClusterRole the waypoints are bound to (the same for all; rendered with each).
+pub fn config_reader() -> Value {
+    let mut by_group: std::collections::BTreeMap<&str, Vec<&str>> = Default::default();
+    for kind in KINDS {
+        by_group.entry(kind.group).or_default().push(kind.plural);
+    }
+    let rules: Vec<Value> = (by_group.into_iter())
+        .map(|(group, plurals)| {
+            json!({"apiGroups": [group], "resources": plurals, "verbs": ["get", "list", "watch"]})
+        })
+        .collect();
+    json!({
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "ClusterRole",
+        "metadata": {"name": CONFIG_READER, "labels": {"gateway.istio.io/managed": MANAGER}},
+        "rules": rules
+    })
+}
+
+/// Everything `gateway` runs as: ServiceAccount, Deployment, Service, and the binding of its
+/// service account to [`CONFIG_READER`] (with the ClusterRole itself).
+pub fn render(gateway: &GatewayRef, pod: &PodSettings) -> Vec<Value> {
+    let name = &gateway.name;
+    let ns = &gateway.namespace;
+    let labels = json!({
+        "gateway.networking.k8s.io/gateway-name": name,
+        "gateway.networking.k8s.io/gateway-class-name": gateway.class,
+        "gateway.istio.io/managed": MANAGER,
+    });
+    let meta = |kind_name: &str| {
+        let mut meta = json!({"name": kind_name, "namespace": ns, "labels": labels});
+        if let Some(uid) = &gateway.uid {
+            meta["ownerReferences"] = json!([{
+                "apiVersion": "gateway.networking.k8s.io/v1", "kind": "Gateway",
+                "name": name, "uid": uid, "controller": true}]);
+        }
+        meta
+    };
+    let selector = json!({"gateway.networking.k8s.io/gateway-name": name});
+    let field = |path: &str| json!({"valueFrom": {"fieldRef": {"fieldPath": path}}});
+    let mut env = vec![
+        json!({"name": "GATEWAY_NAME", "value": name}),
+        json!({"name": "CA_ADDRESS", "value": pod.ca_address}),
+        json!({"name": "TRUST_DOMAIN", "value": pod.trust_domain}),
+    ];
+    for (var, path) in [
+        ("POD_NAME", "metadata.name"),
+        ("POD_NAMESPACE", "metadata.namespace"),
+        ("INSTANCE_IP", "status.podIP"),
+        ("HOST_IP", "status.hostIP"),
+        ("SERVICE_ACCOUNT", "spec.serviceAccountName"),
+    ] {
+        let mut var_ref = field(path);
+        var_ref["name"] = json!(var);
+        env.push(var_ref);
+    }
+    let ready = json!({"httpGet": {"path": "/healthz/ready", "port": 15021}});
+    let mut startup = ready.clone();
+    startup["periodSeconds"] = json!(1);
+    startup["failureThreshold"] = json!(30);
+    let mut readiness = ready;
+    readiness["periodSeconds"] = json!(15);
+    readiness["failureThreshold"] = json!(4);
+    let container = json!({
+        "name": "waypoint",
+        "image": pod.image,
+        "ports": [
+            {"name": "mesh", "containerPort": 15008, "protocol": "TCP"},
+            {"name": "metrics", "containerPort": 15020, "protocol": "TCP"},
+            {"name": "status-port", "containerPort": 15021, "protocol": "TCP"}
+        ],
+        "env": env,
+        "startupProbe": startup,
+        "readinessProbe": readiness,
+        "resources": {"requests": {"cpu": "100m", "memory": "128Mi"},
+                      "limits": {"cpu": "2", "memory": "1Gi"}},
+        "securityContext": {"runAsNonRoot": true, "runAsUser": 1337, "runAsGroup": 1337,
+                            "readOnlyRootFilesystem": true, "allowPrivilegeEscalation": false,
+                            "capabilities": {"drop": ["ALL"]}},
+        "volumeMounts": [
+            {"name": "istio-token", "mountPath": "/var/run/secrets/tokens", "readOnly": true},
+            {"name": "istio-ca-root-cert", "mountPath": "/var/run/secrets/istio", "readOnly": true}
+        ]
+    });
+    let mut pod_labels = selector.clone();
+    pod_labels["istio.io/dataplane-mode"] = json!("none");
+    pod_labels["sidecar.istio.io/inject"] = json!("false");
+    let deployment = json!({
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": meta(name),
+        "spec": {
+            "selector": {"matchLabels": selector},
+            "template": {
+                "metadata": {"labels": pod_labels,
+                             "annotations": {"prometheus.io/scrape": "true",
+                                             "prometheus.io/port": "15020",
+                                             "prometheus.io/path": "/metrics"}},
+                "spec": {
+                    "serviceAccountName": name,
+                    "terminationGracePeriodSeconds": 30,
+                    "containers": [container],
+                    "volumes": [
+                        {"name": "istio-token", "projected": {"sources": [{"serviceAccountToken": {
+                            "audience": "istio-ca", "expirationSeconds": 43200,
+                            "path": "istio-token"}}]}},
+                        {"name": "istio-ca-root-cert",
+                         "configMap": {"name": "istio-ca-root-cert"}}
+                    ]
+                }
+            }
+        }
+    });
+    let mut service_meta = meta(name);
+    service_meta["annotations"] =
+        json!({"networking.istio.io/traffic-distribution": "PreferClose"});
+    let service = json!({
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": service_meta,
+        "spec": {
+            "type": "ClusterIP",
+            "ipFamilyPolicy": "PreferDualStack",
+            "selector": selector,
+            "ports": [
+                {"name": "status-port", "port": 15021, "protocol": "TCP"},
+                {"name": "mesh", "port": 15008, "protocol": "TCP", "appProtocol": "hbone"}
+            ]
+        }
+    });
+    let mut binding_meta = meta(&format!("{CONFIG_READER}-{ns}-{name}"));
+    if let Some(map) = binding_meta.as_object_mut() {
+        // Cluster-scoped: no namespace, and no owner in a namespace.
+        map.remove("namespace");
+        map.remove("ownerReferences");
+    }
+    let binding = json!({
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "ClusterRoleBinding",
+        "metadata": binding_meta,
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+                    "name": CONFIG_READER},
+        "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": ns}]
+    });
+    let account = json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": meta(name)});
+    vec![account, deployment, service, config_reader(), binding]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rendered(uid: Option<&str>) -> Vec<Value> {
+        let gateway = GatewayRef {
+            namespace: "shop".into(),
+            name: "waypoint".into(),
+            class: WAYPOINT_CLASS.into(),
+            uid: uid.map(str::to_string),
+        };
+        let pod = PodSettings {
+            image: "registry.example/waypoint:1".into(),
+            ca_address: "istiod.istio-system.svc:15012".into(),
+            trust_domain: "cluster.local".into(),
+        };
+        render(&gateway, &pod)
+    }
+
+    fn kind<'a>(objects: &'a [Value], kind: &str) -> &'a Value {
+        objects.iter().find(|o| o["kind"] == kind).expect(kind)
+    }
+
+    #[test]
+    fn a_waypoint_runs_as_istio_runs_one() {
+        let objects = rendered(Some("gw-uid"));
+        let deployment = kind(&objects, "Deployment");
+        assert!(
+            deployment["spec"].get("replicas").is_none(),
+            "an HPA owns scaling"
+        );
+        let pod = &deployment["spec"]["template"];
+        assert_eq!(pod["metadata"]["labels"]["istio.io/dataplane-mode"], "none");
+        let container = &pod["spec"]["containers"][0];
+        let env: Vec<&str> = (container["env"].as_array().expect("env").iter())
+            .map(|e| e["name"].as_str().expect("name"))
+            .collect();
+        for wanted in [
+            "POD_NAME",
+            "POD_NAMESPACE",
+            "INSTANCE_IP",
+            "GATEWAY_NAME",
+            "CA_ADDRESS",
+        ] {
+            assert!(env.contains(&wanted), "{wanted} in {env:?}");
+        }
+        assert_eq!(container["readinessProbe"]["httpGet"]["port"], 15021);
+        assert_eq!(container["securityContext"]["readOnlyRootFilesystem"], true);
+        let token = &pod["spec"]["volumes"][0]["projected"]["sources"][0];
+        assert_eq!(token["serviceAccountToken"]["audience"], "istio-ca");
+        let service = kind(&objects, "Service");
+        let mesh = &service["spec"]["ports"][1];
+        assert_eq!(
+            (mesh["port"].as_u64(), mesh["appProtocol"].as_str()),
+            (Some(15008), Some("hbone"))
+        );
+        for namespaced in ["ServiceAccount", "Deployment", "Service"] {
+            let meta = &kind(&objects, namespaced)["metadata"];
+            assert_eq!(meta["namespace"], "shop");
+            assert_eq!(
+                meta["labels"]["gateway.networking.k8s.io/gateway-name"],
+                "waypoint"
+            );
+            assert_eq!(meta["ownerReferences"][0]["uid"], "gw-uid", "{namespaced}");
+        }
+        let binding = kind(&objects, "ClusterRoleBinding");
+        assert_eq!(binding["subjects"][0]["namespace"], "shop");
+        assert!(binding["metadata"].get("ownerReferences").is_none());
+    }
+
+    #[test]
+    fn the_class_is_one_the_config_serves() {
+        assert!(mesh_config::WAYPOINT_CLASSES.contains(&WAYPOINT_CLASS));
+        let gateway = gateway("shop", "waypoint", "service");
+        let mut resources = mesh_config::Resources::default();
+        resources.add_object(mesh_config::Location::file("generated"), gateway);
+        let snapshot = resources.compile().expect("a valid Gateway");
+        let waypoint = mesh_config::ObjectRef::new("shop", "waypoint");
+        assert!(
+            snapshot.waypoint(&waypoint).is_some(),
+            "served as a waypoint"
+        );
+    }
+
+    #[test]
+    fn without_a_uid_nothing_is_owned() {
+        let objects = rendered(None);
+        assert!(
+            objects
+                .iter()
+                .all(|o| o["metadata"].get("ownerReferences").is_none())
+        );
+    }
+
+    /// The ClusterRole lets a waypoint read every kind its config is made of, and no more.
+    #[test]
+    fn the_config_reader_reads_every_kind_and_writes_nothing() {
+        let role = config_reader();
+        let rules = role["rules"].as_array().expect("rules");
+        for kind in KINDS {
+            let granted = rules.iter().any(|r| {
+                r["apiGroups"][0] == kind.group
+                    && r["resources"]
+                        .as_array()
+                        .is_some_and(|p| p.contains(&json!(kind.plural)))
+            });
+            assert!(granted, "{kind:?}");
+        }
+        assert!(
+            rules
+                .iter()
+                .all(|r| r["verbs"] == json!(["get", "list", "watch"]))
+        );
+    }
+}
