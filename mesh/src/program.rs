@@ -5,6 +5,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
+use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -276,6 +277,18 @@ pub async fn run_until_signalled(
     }
     let left = ConnectionLimit::process().open();
     info!(left, "drained; exiting");
+}
+
+/// A program's `main`: runs `run` on [`runtime`]; an error is printed as `<name>: <error>`
+/// and exits non-zero.
+pub fn main(name: &str, run: impl Future<Output = anyhow::Result<()>>) -> ExitCode {
+    match runtime().and_then(|runtime| runtime.block_on(run)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{name}: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 /// Process setup both programs share: logs, the open-file limit the connection caps follow,

@@ -5,7 +5,7 @@
 //! waypoint draining on SIGTERM with a request in flight.
 
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -94,8 +94,29 @@ async fn mesh_tests_http_get(addr: SocketAddr, path: &str) -> anyhow::Result<Str
     Ok(String::from_utf8_lossy(&body.to_bytes()).into_owned())
 }
 
+/// A CA in `dir/ca` (`mesh ca init`) and a certificate for `identity` from it in `dir/certs`
+/// (`mesh ca mint`).
+async fn ca_and_certificate(dir: &Path, identity: &str) -> (PathBuf, PathBuf) {
+    let (ca, certs) = (dir.join("ca"), dir.join("certs"));
+    let ca_arg = ca.to_str().expect("utf-8 path");
+    run_mesh(&["ca", "init", "--dir", ca_arg]).await;
+    let out = certs.to_str().expect("utf-8 path");
+    let mint = [
+        "ca",
+        "mint",
+        "--ca-dir",
+        ca_arg,
+        "--identity",
+        identity,
+        "--out",
+        out,
+    ];
+    run_mesh(&mint).await;
+    (ca, certs)
+}
+
 /// The demo's manifest, moved to `block`.
-fn manifest(dir: &Path, block: &str) -> std::path::PathBuf {
+fn manifest(dir: &Path, block: &str) -> PathBuf {
     let path = dir.join("mesh.yaml");
     let yaml = mesh::demo::DEMO_YAML.replace("127.0.", block);
     std::fs::write(&path, yaml).expect("write the manifest");
@@ -106,23 +127,8 @@ fn manifest(dir: &Path, block: &str) -> std::path::PathBuf {
 async fn waypoint_between_two_ztunnels_as_separate_programs() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let config = manifest(tmp.path(), BLOCK);
-    let ca = tmp.path().join("ca");
-    let waypoint_certs = tmp.path().join("waypoint-certs");
-    let ca_arg = ca.to_str().expect("utf-8 path");
-    run_mesh(&["ca", "init", "--dir", ca_arg]).await;
     let identity = "spiffe://cluster.local/ns/default/sa/waypoint";
-    let out = waypoint_certs.to_str().expect("utf-8 path");
-    run_mesh(&[
-        "ca",
-        "mint",
-        "--ca-dir",
-        ca_arg,
-        "--identity",
-        identity,
-        "--out",
-        out,
-    ])
-    .await;
+    let (ca, waypoint_certs) = ca_and_certificate(tmp.path(), identity).await;
 
     // The apps: reviews v1 and v2, on their pods' addresses.
     let apps = CancellationToken::new();
@@ -224,23 +230,8 @@ async fn waypoint_between_two_ztunnels_as_separate_programs() {
 async fn a_waypoint_with_a_foreign_certificate_refuses_to_start() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let config = manifest(tmp.path(), "127.107.");
-    let ca = tmp.path().join("ca");
-    let certs = tmp.path().join("certs");
-    let ca_arg = ca.to_str().expect("utf-8 path");
-    run_mesh(&["ca", "init", "--dir", ca_arg]).await;
     let other = "spiffe://cluster.local/ns/default/sa/sleep";
-    let out = certs.to_str().expect("utf-8 path");
-    run_mesh(&[
-        "ca",
-        "mint",
-        "--ca-dir",
-        ca_arg,
-        "--identity",
-        other,
-        "--out",
-        out,
-    ])
-    .await;
+    let (ca, certs) = ca_and_certificate(tmp.path(), other).await;
     let refused = program("waypoint")
         .env("MESH_CONFIG", &config)
         .env("CERT_DIR", &certs)

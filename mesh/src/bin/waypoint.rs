@@ -44,15 +44,7 @@ struct Cli {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    let result = program::runtime().and_then(|runtime| runtime.block_on(run(cli)));
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("waypoint: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    program::main("waypoint", run(Cli::parse()))
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {

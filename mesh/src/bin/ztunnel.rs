@@ -32,15 +32,7 @@ struct Cli {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    let result = program::runtime().and_then(|runtime| runtime.block_on(run(cli)));
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("ztunnel: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    program::main("ztunnel", run(Cli::parse()))
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
