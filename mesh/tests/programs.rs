@@ -94,6 +94,24 @@ async fn mesh_tests_http_get(addr: SocketAddr, path: &str) -> anyhow::Result<Str
     Ok(String::from_utf8_lossy(&body.to_bytes()).into_owned())
 }
 
+/// The `waypoint` program as the demo's waypoint pod (`default/waypoint-0`).
+fn demo_waypoint() -> Command {
+    let mut command = program("waypoint");
+    command
+        .env("POD_NAMESPACE", "default")
+        .env("GATEWAY_NAME", "waypoint")
+        .env("POD_NAME", "waypoint-0");
+    command
+}
+
+/// Runs `command`, which must fail; returns what it said.
+async fn refusal(command: &mut Command) -> String {
+    let out = command.output().await.expect("the program runs");
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!out.status.success(), "{stderr}");
+    stderr
+}
+
 /// A CA in `dir/ca` (`mesh ca init`) and a certificate for `identity` from it in `dir/certs`
 /// (`mesh ca mint`).
 async fn ca_and_certificate(dir: &Path, identity: &str) -> (PathBuf, PathBuf) {
@@ -152,12 +170,9 @@ async fn waypoint_between_two_ztunnels_as_separate_programs() {
         wait_ready(node, status, &mut ztunnel).await;
         ztunnels.push(ztunnel);
     }
-    let mut waypoint = program("waypoint")
+    let mut waypoint = demo_waypoint()
         .env("MESH_CONFIG", &config)
         .env("CERT_DIR", &waypoint_certs)
-        .env("POD_NAMESPACE", "default")
-        .env("GATEWAY_NAME", "waypoint")
-        .env("POD_NAME", "waypoint-0")
         .env("ADMIN_ADDRESS", "127.0.0.1:25062")
         .env("TERMINATION_DRAIN_DURATION_SECONDS", "60")
         .spawn()
@@ -232,33 +247,16 @@ async fn a_waypoint_with_a_foreign_certificate_refuses_to_start() {
     let config = manifest(tmp.path(), "127.107.");
     let other = "spiffe://cluster.local/ns/default/sa/sleep";
     let (ca, certs) = ca_and_certificate(tmp.path(), other).await;
-    let refused = program("waypoint")
-        .env("MESH_CONFIG", &config)
-        .env("CERT_DIR", &certs)
-        .env("POD_NAMESPACE", "default")
-        .env("GATEWAY_NAME", "waypoint")
-        .env("POD_NAME", "waypoint-0")
-        .output()
-        .await
-        .expect("waypoint runs");
-    assert!(!refused.status.success());
-    let stderr = String::from_utf8_lossy(&refused.stderr);
+    let mut waypoint = demo_waypoint();
+    waypoint.env("MESH_CONFIG", &config).env("CERT_DIR", &certs);
+    let stderr = refusal(&mut waypoint).await;
     assert!(stderr.contains(other), "{stderr}");
     assert!(stderr.contains("sa/waypoint"), "{stderr}");
 
     // A trust domain the config's identities are not in is refused, not half-served.
-    let refused = program("waypoint")
-        .env("MESH_CONFIG", &config)
-        .env("CA_DIR", &ca)
-        .env("TRUST_DOMAIN", "other.example")
-        .env("POD_NAMESPACE", "default")
-        .env("GATEWAY_NAME", "waypoint")
-        .env("POD_NAME", "waypoint-0")
-        .output()
-        .await
-        .expect("waypoint runs");
-    assert!(!refused.status.success());
-    let stderr = String::from_utf8_lossy(&refused.stderr);
+    let mut waypoint = demo_waypoint();
+    waypoint.env("MESH_CONFIG", &config).env("CA_DIR", &ca);
+    let stderr = refusal(waypoint.env("TRUST_DOMAIN", "other.example")).await;
     assert!(
         stderr.contains("TRUST_DOMAIN \"other.example\""),
         "{stderr}"
@@ -277,15 +275,12 @@ async fn a_waypoint_waits_for_its_ca_and_stops_when_told() {
     let token = tmp.path().join("token");
     std::fs::write(&token, "token").expect("token");
     // Nothing listens on port 1.
-    let mut waypoint = program("waypoint")
+    let mut waypoint = demo_waypoint()
         .env("MESH_CONFIG", &config)
         .env("CA_ADDRESS", "127.0.0.1:1")
         .env("ALT_CA_HOSTNAME", "istiod.istio-system.svc")
         .env("CA_ROOT_CA", ca.join("root-cert.pem"))
         .env("CA_TOKEN_FILE", &token)
-        .env("POD_NAMESPACE", "default")
-        .env("GATEWAY_NAME", "waypoint")
-        .env("POD_NAME", "waypoint-0")
         .env("ADMIN_ADDRESS", "127.0.0.1:25063")
         .spawn()
         .expect("waypoint starts");
@@ -374,13 +369,10 @@ async fn the_programs_read_their_config_from_the_kubernetes_api() {
         .await;
         children.push(ztunnel);
     }
-    let mut waypoint = program("waypoint")
+    let mut waypoint = demo_waypoint()
         .env_remove("KUBERNETES_SERVICE_HOST")
         .env("KUBECONFIG", &kubeconfig)
         .env("CA_DIR", &ca)
-        .env("POD_NAMESPACE", "default")
-        .env("GATEWAY_NAME", "waypoint")
-        .env("POD_NAME", "waypoint-0")
         .env("ADMIN_ADDRESS", "127.0.0.1:25066")
         .spawn()
         .expect("waypoint starts");
