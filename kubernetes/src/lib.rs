@@ -112,6 +112,17 @@ async fn watch(api: Api<DynamicObject>, index: usize, objects: Arc<Objects>, cha
             Ok(Event::InitDone) => objects.end_list(index),
             Ok(Event::Apply(obj)) => objects.apply(index, kind, obj),
             Ok(Event::Delete(obj)) => objects.delete(index, &obj),
+            Err(watcher::Error::InitialListFailed(kube::Error::Api(status)))
+                if status.code == 404 =>
+            {
+                // The kind is not served (its CRD is not installed: no Istio, say). It has no
+                // objects, so the config need not wait for it; listing goes on, paced by the
+                // backoff, for the day it is installed.
+                if !objects.unserved(index) {
+                    continue;
+                }
+                info!(kind = kind.kind, api = %kind.api_version(), "not served by this cluster; read as empty");
+            }
             Err(e) => {
                 // The backoff paces the retries; the last good objects keep serving.
                 warn!(kind = kind.kind, error = %e, "watching the Kubernetes API failed; retrying");

@@ -65,6 +65,18 @@ impl Objects {
         self.with(index, |k| k.objects.remove(&key(obj)));
     }
 
+    /// The API does not serve the kind: it has no objects, and counts as listed. Whether
+    /// that is news (the kind was served, or not yet known).
+    pub fn unserved(&self, index: usize) -> bool {
+        self.with(index, |k| {
+            let news = !k.listed || !k.objects.is_empty();
+            k.objects.clear();
+            k.listing = None;
+            k.listed = true;
+            news
+        })
+    }
+
     pub fn all_listed(&self) -> bool {
         let kinds = self.kinds.lock().unwrap_or_else(|e| e.into_inner());
         kinds.iter().all(|k| k.listed)

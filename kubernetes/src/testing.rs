@@ -35,6 +35,8 @@ struct Collection {
 #[derive(Clone, Default)]
 pub struct FakeApi {
     state: Arc<Mutex<(u64, HashMap<String, Collection>)>>,
+    /// Resources answered `404 Not Found`, as for a CRD that is not installed.
+    unserved: Arc<Mutex<Vec<String>>>,
 }
 
 const GONE: &str = r#"{"type":"ERROR","object":{"apiVersion":"v1","kind":"Status","status":"Failure","reason":"Expired","code":410,"message":"too old resource version"}}"#;
@@ -114,10 +116,23 @@ impl FakeApi {
         collection.watchers.clear();
     }
 
+    /// Answers `404 Not Found` for `plural` from now on (`serve_again` undoes it).
+    pub fn stop_serving(&self, plural: &str) {
+        self.unserved.lock().expect("lock").push(plural.to_string());
+    }
+
+    /// Serves `plural` again (its CRD installed).
+    pub fn serve_again(&self, plural: &str) {
+        self.unserved.lock().expect("lock").retain(|p| p != plural);
+    }
+
     fn respond(&self, request: &Request<Incoming>) -> Response<Body> {
         let Some((plural, namespace)) = resource(request.uri().path()) else {
             return status(StatusCode::NOT_FOUND);
         };
+        if self.unserved.lock().expect("lock").contains(&plural) {
+            return not_found(&plural);
+        }
         let query = request.uri().query().unwrap_or("");
         let param = |name: &str| {
             (query.split('&')).find_map(|pair| pair.strip_prefix(name)?.strip_prefix('='))
@@ -164,6 +179,19 @@ impl FakeApi {
 fn send(collection: &mut Collection, event: &Value) {
     let line = Bytes::from(format!("{event}\n"));
     collection.watchers.retain(|w| w.send(line.clone()).is_ok());
+}
+
+/// A `404` as the API server words it (kube-rs reads the Status body).
+fn not_found(plural: &str) -> Response<Body> {
+    let body = json!({"apiVersion": "v1", "kind": "Status", "status": "Failure",
+        "reason": "NotFound", "code": 404,
+        "message": format!("the server could not find the requested resource ({plural})")});
+    let mut response = Response::new(BodyExt::boxed(Full::new(Bytes::from(body.to_string()))));
+    *response.status_mut() = StatusCode::NOT_FOUND;
+    response
+        .headers_mut()
+        .insert("content-type", "application/json".parse().expect("value"));
+    response
 }
 
 fn status(code: StatusCode) -> Response<Body> {

@@ -146,3 +146,42 @@ async fn a_namespaced_source_reads_one_namespace() {
         "cluster-scoped kinds are read whole"
     );
 }
+
+/// A cluster without Istio's CRDs: their kinds are read as empty and the config starts; once
+/// a CRD is installed, its objects arrive.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kinds_the_cluster_does_not_serve_are_read_as_empty() {
+    let api = FakeApi::default();
+    cluster(&api);
+    api.stop_serving("authorizationpolicies");
+    api.stop_serving("destinationrules");
+    let stop = CancellationToken::new();
+    let _stop = stop.clone().drop_guard();
+    let addr = serve(api.clone(), stop.clone()).await;
+    let started = KubeSource::new(client(addr).await).start(stop.clone());
+    let store = tokio::time::timeout(Duration::from_secs(10), started)
+        .await
+        .expect("the config does not wait for kinds that are not served")
+        .expect("the first config");
+    assert!(store.load().service("default", "web").is_some());
+    assert_eq!(routes(&store), Vec::<String>::new());
+    assert_eq!(store.load().policies().count(), 0);
+    api.serve_again("authorizationpolicies");
+    let deny = fixtures::policy(
+        "default",
+        "deny-all",
+        json!({"action": "DENY",
+        "targetRefs": [{"group": "", "kind": "Service", "name": "web"}],
+        "rules": [{}]}),
+    );
+    api.put(deny);
+    // Found by the listing that goes on (kube-runtime's backoff paces it).
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while store.load().policies().count() == 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the new kind never arrived"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
