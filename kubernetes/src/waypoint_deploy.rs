@@ -84,6 +84,7 @@ pub fn render(gateway: &GatewayRef, pod: &PodSettings) -> Vec<Value> {
     };
     let selector = json!({"gateway.networking.k8s.io/gateway-name": name});
     let field = |path: &str| json!({"valueFrom": {"fieldRef": {"fieldPath": path}}});
+    // Only what the `waypoint` program reads (its identity is its pod's, from the config).
     let mut env = vec![
         json!({"name": "GATEWAY_NAME", "value": name}),
         json!({"name": "CA_ADDRESS", "value": pod.ca_address}),
@@ -93,8 +94,6 @@ pub fn render(gateway: &GatewayRef, pod: &PodSettings) -> Vec<Value> {
         ("POD_NAME", "metadata.name"),
         ("POD_NAMESPACE", "metadata.namespace"),
         ("INSTANCE_IP", "status.podIP"),
-        ("HOST_IP", "status.hostIP"),
-        ("SERVICE_ACCOUNT", "spec.serviceAccountName"),
     ] {
         let mut var_ref = field(path);
         var_ref["name"] = json!(var);

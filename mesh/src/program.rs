@@ -59,7 +59,7 @@ pub struct Common {
     )]
     pub ca_token_file: PathBuf,
     /// The name the CA's TLS certificate carries, if not the host of `--ca-address`.
-    #[arg(long, env = "ALT_CA_HOSTNAME")]
+    #[arg(long, env = "ALT_CA_HOSTNAME", requires = "ca_address")]
     pub ca_hostname: Option<String>,
     /// Admin server (`/config_dump`, `/metrics`, `/healthz/ready`), local only by default.
     #[arg(long, env = "ADMIN_ADDRESS", default_value = "127.0.0.1:15000")]
@@ -112,7 +112,7 @@ pub async fn config_store(
 
 /// The config at start and its store, with a watcher that keeps the store current until
 /// `shutdown`; invalid edits are rejected and logged, the last good config keeps serving.
-pub fn load_config(path: &Path, shutdown: &CancellationToken) -> anyhow::Result<Arc<Store>> {
+fn load_config(path: &Path, shutdown: &CancellationToken) -> anyhow::Result<Arc<Store>> {
     let docs = mesh_config::read_path(path).map_err(|e| anyhow::anyhow!("{e}"))?;
     let snapshot = mesh_config::compile(docs.clone()).map_err(|e| anyhow::anyhow!("{e}"))?;
     for warning in snapshot.warnings() {
@@ -135,7 +135,7 @@ pub fn file_certificates(dir: &Path) -> anyhow::Result<Arc<FileCertificates>> {
 }
 
 /// A CA from files that signs for any identity of `trust_domain` (development, tests).
-pub fn local_ca(dir: &Path, trust_domain: &str) -> anyhow::Result<Arc<dyn CertificateProvider>> {
+fn local_ca(dir: &Path, trust_domain: &str) -> anyhow::Result<Arc<dyn CertificateProvider>> {
     let ca =
         LocalCa::load(dir, trust_domain).with_context(|| format!("the CA in {}", dir.display()))?;
     Ok(Arc::new(ca))
@@ -279,7 +279,7 @@ pub async fn run_until_signalled(
     info!(left, "drained; exiting");
 }
 
-/// A program's `main`: runs `run` on [`runtime`]; an error is printed as `<name>: <error>`
+/// A program's `main`: runs `run` on a fresh runtime; an error is printed as `<name>: <error>`
 /// and exits non-zero.
 pub fn main(name: &str, run: impl Future<Output = anyhow::Result<()>>) -> ExitCode {
     match runtime().and_then(|runtime| runtime.block_on(run)) {
@@ -293,7 +293,7 @@ pub fn main(name: &str, run: impl Future<Output = anyhow::Result<()>>) -> ExitCo
 
 /// Process setup both programs share: logs, the open-file limit the connection caps follow,
 /// and a multi-threaded runtime.
-pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     mesh_runtime::init_logging_with("info");
     let open_files = mesh_runtime::raise_open_file_limit();
     tracing::debug!(open_files, "open file limit");

@@ -54,7 +54,7 @@ async fn run_mesh(args: &[&str]) {
 async fn wait_ready(what: &str, status: SocketAddr, child: &mut Child) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     loop {
-        if let Ok(body) = mesh_tests_http_get(status, "/healthz/ready").await
+        if let Ok(body) = http_get(status, "/healthz/ready").await
             && body == "ready\n"
         {
             return;
@@ -76,7 +76,7 @@ async fn wait_ready(what: &str, status: SocketAddr, child: &mut Child) {
 }
 
 /// A plain HTTP/1.1 GET, returning the body.
-async fn mesh_tests_http_get(addr: SocketAddr, path: &str) -> anyhow::Result<String> {
+async fn http_get(addr: SocketAddr, path: &str) -> anyhow::Result<String> {
     use http_body_util::{BodyExt, Empty};
     let stream = tokio::net::TcpStream::connect(addr).await?;
     let io = hyper_util::rt::TokioIo::new(stream);
@@ -201,7 +201,7 @@ async fn waypoint_between_two_ztunnels_as_separate_programs() {
         .expect("SOCKS5 entry");
     assert_eq!(sleep.get("/debug").await.expect("a response").status, 403);
     // The admin server dumps the config the waypoint serves.
-    let dump = mesh_tests_http_get("127.0.0.1:25062".parse().expect("addr"), "/config_dump")
+    let dump = http_get("127.0.0.1:25062".parse().expect("addr"), "/config_dump")
         .await
         .expect("config dump");
     let dump: serde_json::Value = serde_json::from_str(&dump).expect("JSON");
@@ -298,7 +298,7 @@ async fn a_waypoint_waits_for_its_ca_and_stops_when_told() {
         said.push_str(&line);
     }
     assert!(said.contains("127.0.0.1:1"), "{said}");
-    let ready = mesh_tests_http_get(addr_in(block, "2.20", 15021), "/healthz/ready").await;
+    let ready = http_get(addr_in(block, "2.20", 15021), "/healthz/ready").await;
     assert!(
         ready.is_err(),
         "not serving without a certificate: {ready:?}"
