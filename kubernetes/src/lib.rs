@@ -6,6 +6,7 @@
 
 mod kinds;
 mod objects;
+pub mod overlay;
 #[cfg(feature = "testing")]
 pub mod testing;
 pub mod waypoint_deploy;

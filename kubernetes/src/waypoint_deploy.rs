@@ -1,16 +1,22 @@
 //! What a waypoint `Gateway` runs as in a cluster, in Istio's conventions (pure; `mesh waypoint
-//! render` prints it, a controller will apply it): a ServiceAccount, a Deployment without
-//! `replicas` (an HPA owns scaling), a Service (HBONE 15008, status 15021), and the binding
-//! that lets the waypoint read its config from the API.
+//! render` prints it, the controller applies it): a ServiceAccount, a Deployment without
+//! `replicas` (an HPA owns scaling), a Service (HBONE 15008, status 15021), an HPA and a
+//! PodDisruptionBudget when an overlay asks for them, and the binding that lets the waypoint
+//! read its config from the API.
 
 use serde_json::{Value, json};
 
 use crate::KINDS;
+use crate::overlay::{OverlayError, Overlays, Part};
 
 /// The project's own waypoint class (Istio's is `istio-waypoint`; both are served).
 pub const WAYPOINT_CLASS: &str = "mesh-waypoint";
 /// The field manager and `gateway.istio.io/managed` value of what is rendered here.
 pub const MANAGER: &str = "mesh.dev-waypoint-controller";
+/// The label that marks an object as rendered here (one without it is never adopted).
+pub const MANAGED_LABEL: &str = "gateway.istio.io/managed";
+/// The label naming the Gateway an object was rendered for.
+pub const GATEWAY_LABEL: &str = "gateway.networking.k8s.io/gateway-name";
 /// The ClusterRole every waypoint is bound to: read the kinds the config is made of.
 pub const CONFIG_READER: &str = "mesh-config-reader";
 
@@ -63,15 +69,21 @@ pub fn config_reader() -> Value {
     })
 }
 
-/// Everything `gateway` runs as: ServiceAccount, Deployment, Service, and the binding of its
-/// service account to [`CONFIG_READER`] (with the ClusterRole itself).
-pub fn render(gateway: &GatewayRef, pod: &PodSettings) -> Vec<Value> {
+/// Everything `gateway` runs as: ServiceAccount, Deployment, Service, an HPA and a PDB if
+/// `overlays` ask for them, each shaped by `overlays`, and the binding of its service account
+/// to [`CONFIG_READER`] (a ClusterRole: [`config_reader`]). Overlays cannot rename an object
+/// or take it from its Gateway.
+pub fn render(
+    gateway: &GatewayRef,
+    pod: &PodSettings,
+    overlays: &Overlays,
+) -> Result<Vec<Value>, OverlayError> {
     let name = &gateway.name;
     let ns = &gateway.namespace;
     let labels = json!({
-        "gateway.networking.k8s.io/gateway-name": name,
+        GATEWAY_LABEL: name,
         "gateway.networking.k8s.io/gateway-class-name": gateway.class,
-        "gateway.istio.io/managed": MANAGER,
+        MANAGED_LABEL: MANAGER,
     });
     let meta = |kind_name: &str| {
         let mut meta = json!({"name": kind_name, "namespace": ns, "labels": labels});
@@ -82,7 +94,7 @@ pub fn render(gateway: &GatewayRef, pod: &PodSettings) -> Vec<Value> {
         }
         meta
     };
-    let selector = json!({"gateway.networking.k8s.io/gateway-name": name});
+    let selector = json!({GATEWAY_LABEL: name});
     let field = |path: &str| json!({"valueFrom": {"fieldRef": {"fieldPath": path}}});
     // Only what the `waypoint` program reads (its identity is its pod's, from the config).
     let mut env = vec![
@@ -188,7 +200,76 @@ pub fn render(gateway: &GatewayRef, pod: &PodSettings) -> Vec<Value> {
         "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": ns}]
     });
     let account = json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": meta(name)});
-    vec![account, deployment, service, config_reader(), binding]
+    let hpa = json!({
+        "apiVersion": "autoscaling/v2",
+        "kind": "HorizontalPodAutoscaler",
+        "metadata": meta(name),
+        "spec": {"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": name}}
+    });
+    let pdb = json!({
+        "apiVersion": "policy/v1",
+        "kind": "PodDisruptionBudget",
+        "metadata": meta(name),
+        "spec": {"selector": {"matchLabels": selector}}
+    });
+    let mut objects = Vec::new();
+    for (part, object) in [
+        (Part::ServiceAccount, account),
+        (Part::Deployment, deployment),
+        (Part::Service, service),
+        (Part::HorizontalPodAutoscaler, hpa),
+        (Part::PodDisruptionBudget, pdb),
+    ] {
+        let optional = matches!(
+            part,
+            Part::HorizontalPodAutoscaler | Part::PodDisruptionBudget
+        );
+        if optional && !overlays.shapes(part) {
+            continue;
+        }
+        let mut shaped = object.clone();
+        overlays.apply(part, &mut shaped);
+        keep_identity(&mut shaped, &object);
+        objects.push(shaped);
+    }
+    if let Some(hpa) = objects
+        .iter()
+        .find(|o| o["kind"] == "HorizontalPodAutoscaler")
+        && hpa["spec"]["maxReplicas"]
+            .as_u64()
+            .is_none_or(|max| max == 0)
+    {
+        return Err(OverlayError {
+            config_map: overlays.origin(Part::HorizontalPodAutoscaler),
+            message: "horizontalPodAutoscaler: spec.maxReplicas (a positive number) is required"
+                .into(),
+        });
+    }
+    objects.push(binding);
+    Ok(objects)
+}
+
+/// Puts back what makes `rendered` the Gateway's object: its kind, name, namespace, owner and
+/// the labels it is found by.
+fn keep_identity(shaped: &mut Value, rendered: &Value) {
+    for field in ["apiVersion", "kind"] {
+        shaped[field] = rendered[field].clone();
+    }
+    for field in ["name", "namespace", "ownerReferences"] {
+        match rendered["metadata"].get(field) {
+            Some(value) => shaped["metadata"][field] = value.clone(),
+            None => {
+                if let Some(meta) = shaped["metadata"].as_object_mut() {
+                    meta.remove(field);
+                }
+            }
+        }
+    }
+    if let Some(labels) = rendered["metadata"]["labels"].as_object() {
+        for (key, value) in labels {
+            shaped["metadata"]["labels"][key] = value.clone();
+        }
+    }
 }
 
 #[cfg(test)]
@@ -207,7 +288,7 @@ mod tests {
             ca_address: "istiod.istio-system.svc:15012".into(),
             trust_domain: "cluster.local".into(),
         };
-        render(&gateway, &pod)
+        render(&gateway, &pod, &Overlays::default()).expect("renders")
     }
 
     fn kind<'a>(objects: &'a [Value], kind: &str) -> &'a Value {
@@ -259,6 +340,67 @@ mod tests {
         let binding = kind(&objects, "ClusterRoleBinding");
         assert_eq!(binding["subjects"][0]["namespace"], "shop");
         assert!(binding["metadata"].get("ownerReferences").is_none());
+        assert!(
+            (objects.iter())
+                .all(|o| o["kind"] != "HorizontalPodAutoscaler"
+                    && o["kind"] != "PodDisruptionBudget"),
+            "an HPA and a PDB only when an overlay asks"
+        );
+    }
+
+    fn with_overlay(data: Value) -> Result<Vec<Value>, OverlayError> {
+        let mut overlays = Overlays::default();
+        let config_map = json!({"metadata": {"namespace": "shop", "name": "params"}, "data": data});
+        overlays.add_config_map(&config_map)?;
+        let gateway = GatewayRef {
+            namespace: "shop".into(),
+            name: "waypoint".into(),
+            class: WAYPOINT_CLASS.into(),
+            uid: Some("gw-uid".into()),
+        };
+        let pod = PodSettings {
+            image: "registry.example/waypoint:1".into(),
+            ca_address: "istiod.istio-system.svc:15012".into(),
+            trust_domain: "cluster.local".into(),
+        };
+        render(&gateway, &pod, &overlays)
+    }
+
+    #[test]
+    fn overlays_add_an_hpa_and_a_pdb_and_shape_the_rest_but_not_who_it_is() {
+        let objects = with_overlay(json!({
+            "horizontalPodAutoscaler": "spec: {minReplicas: 2, maxReplicas: 6}",
+            "podDisruptionBudget": "spec: {minAvailable: 1}",
+            "deployment": "metadata: {name: renamed, labels: {team: a, gateway.istio.io/managed: mine}}\n\
+                           spec: {template: {spec: {containers: [{name: waypoint, resources: {limits: {cpu: '4'}}}]}}}",
+        }))
+        .expect("valid overlays");
+        let hpa = kind(&objects, "HorizontalPodAutoscaler");
+        assert_eq!(hpa["spec"]["maxReplicas"], 6);
+        assert_eq!(hpa["spec"]["scaleTargetRef"]["name"], "waypoint");
+        assert_eq!(hpa["metadata"]["ownerReferences"][0]["uid"], "gw-uid");
+        let pdb = kind(&objects, "PodDisruptionBudget");
+        assert_eq!(pdb["spec"]["minAvailable"], 1);
+        assert_eq!(
+            pdb["spec"]["selector"]["matchLabels"][GATEWAY_LABEL],
+            "waypoint"
+        );
+        let deployment = kind(&objects, "Deployment");
+        assert_eq!(deployment["metadata"]["name"], "waypoint");
+        assert_eq!(deployment["metadata"]["labels"]["team"], "a");
+        assert_eq!(deployment["metadata"]["labels"][MANAGED_LABEL], MANAGER);
+        let container = &deployment["spec"]["template"]["spec"]["containers"][0];
+        assert_eq!(container["resources"]["limits"]["cpu"], "4");
+        assert_eq!(container["resources"]["limits"]["memory"], "1Gi");
+        assert_eq!(container["image"], "registry.example/waypoint:1");
+    }
+
+    #[test]
+    fn an_hpa_without_a_maximum_is_refused() {
+        let error = with_overlay(json!({"horizontalPodAutoscaler": "spec: {minReplicas: 2}"}))
+            .expect_err("refused");
+        assert_eq!(error.config_map, "shop/params");
+        assert!(error.message.contains("maxReplicas"), "{error}");
     }
 
     #[test]

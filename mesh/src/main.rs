@@ -71,6 +71,10 @@ enum WaypointCommand {
         ca_address: String,
         #[arg(long, default_value = "cluster.local")]
         trust_domain: String,
+        /// ConfigMaps (YAML files) with Istio's overlay keys (`deployment`, `service`,
+        /// `horizontalPodAutoscaler`, `podDisruptionBudget`, ...), merged in the order given.
+        #[arg(long = "parameters")]
+        parameters: Vec<PathBuf>,
     },
 }
 
@@ -165,6 +169,7 @@ fn validate(file: PathBuf) -> anyhow::Result<()> {
 }
 
 fn waypoint(command: WaypointCommand) -> anyhow::Result<()> {
+    use anyhow::Context;
     use mesh_kubernetes::waypoint_deploy::{self, GatewayRef, PodSettings, WAYPOINT_CLASS};
     let objects = match command {
         WaypointCommand::Generate {
@@ -185,7 +190,17 @@ fn waypoint(command: WaypointCommand) -> anyhow::Result<()> {
             image,
             ca_address,
             trust_domain,
+            parameters,
         } => {
+            let mut overlays = mesh_kubernetes::overlay::Overlays::default();
+            for path in parameters {
+                let text = std::fs::read_to_string(&path)
+                    .with_context(|| format!("reading {}", path.display()))?;
+                let config_map: serde_json::Value = serde_norway::from_str(&text)
+                    .with_context(|| format!("{}: not YAML", path.display()))?;
+                (overlays.add_config_map(&config_map))
+                    .with_context(|| format!("{}", path.display()))?;
+            }
             let gateway = GatewayRef {
                 namespace,
                 name,
@@ -197,7 +212,9 @@ fn waypoint(command: WaypointCommand) -> anyhow::Result<()> {
                 ca_address,
                 trust_domain,
             };
-            waypoint_deploy::render(&gateway, &pod)
+            let mut objects = waypoint_deploy::render(&gateway, &pod, &overlays)?;
+            objects.push(waypoint_deploy::config_reader());
+            objects
         }
     };
     // Written, not printed: a closed pipe (`| head`) is an error, not a panic.
