@@ -86,6 +86,53 @@ pub const KINDS: &[Kind] = &[
     ),
 ];
 
+/// The kinds the waypoint controller reads or writes besides [`KINDS`].
+pub const CONTROLLED: &[Kind] = &[
+    Kind::new("", "v1", "ConfigMap", "configmaps", true),
+    Kind::new("", "v1", "ServiceAccount", "serviceaccounts", true),
+    Kind::new("apps", "v1", "Deployment", "deployments", true),
+    Kind::new(
+        "autoscaling",
+        "v2",
+        "HorizontalPodAutoscaler",
+        "horizontalpodautoscalers",
+        true,
+    ),
+    Kind::new(
+        "policy",
+        "v1",
+        "PodDisruptionBudget",
+        "poddisruptionbudgets",
+        true,
+    ),
+    Kind::new(
+        "rbac.authorization.k8s.io",
+        "v1",
+        "ClusterRole",
+        "clusterroles",
+        false,
+    ),
+    Kind::new(
+        "rbac.authorization.k8s.io",
+        "v1",
+        "ClusterRoleBinding",
+        "clusterrolebindings",
+        false,
+    ),
+    Kind::new(
+        "gateway.networking.k8s.io",
+        "v1",
+        "GatewayClass",
+        "gatewayclasses",
+        false,
+    ),
+];
+
+/// The kind named `kind`, among those the mesh reads or its controller writes.
+pub fn kind(kind: &str) -> Option<&'static Kind> {
+    KINDS.iter().chain(CONTROLLED).find(|k| k.kind == kind)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

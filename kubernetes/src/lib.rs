@@ -4,6 +4,8 @@
 //! once (`mesh_config::compile_objects`: an invalid object is left out and logged, the rest
 //! keeps updating) and the snapshot swapped into the `Store`, the path files take too.
 
+pub mod controller;
+pub mod gateway_status;
 mod kinds;
 mod objects;
 pub mod overlay;
@@ -23,7 +25,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
-pub use kinds::{KINDS, Kind};
+pub use kinds::{CONTROLLED, KINDS, Kind};
 use objects::Objects;
 
 /// How long changes are gathered before one compile.

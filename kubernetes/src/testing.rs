@@ -20,8 +20,6 @@ use serde_json::{Value, json};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::KINDS;
-
 type Body = BoxBody<Bytes, Infallible>;
 
 #[derive(Default)]
@@ -77,25 +75,46 @@ impl FakeApi {
     /// Stores `obj` under `plural`; returns it as stored.
     fn store(&self, plural: String, obj: Value, quietly: bool) -> Value {
         let mut state = self.state.lock().expect("lock");
-        state.0 += 1;
-        let version = state.0;
         let mut obj = obj;
-        let meta = obj["metadata"].as_object_mut().expect("metadata");
-        meta.entry("uid")
-            .or_insert_with(|| json!(format!("uid-{version}")));
-        meta.insert("resourceVersion".into(), json!(version.to_string()));
+        let meta = &obj["metadata"];
         let key = (
-            meta.get("namespace")
-                .and_then(Value::as_str)
-                .unwrap_or("")
-                .to_string(),
+            meta["namespace"].as_str().unwrap_or("").to_string(),
             meta["name"].as_str().expect("name").to_string(),
         );
+        let existing = state
+            .1
+            .get(&plural)
+            .and_then(|c| c.items.get(&key))
+            .cloned();
+        // The server's own fields: uid, resourceVersion, and a generation that counts changes
+        // of the spec.
+        let generation = match &existing {
+            Some(old) if old["spec"] == obj["spec"] => old["metadata"]["generation"].clone(),
+            Some(old) => json!(old["metadata"]["generation"].as_i64().unwrap_or(0) + 1),
+            None => json!(1),
+        };
+        obj["metadata"]["generation"] = generation;
+        if let Some(old) = &existing {
+            if obj["metadata"].get("uid").is_none() {
+                obj["metadata"]["uid"] = old["metadata"]["uid"].clone();
+            }
+            obj["metadata"]["resourceVersion"] = old["metadata"]["resourceVersion"].clone();
+            if *old == obj {
+                // A write that changes nothing is no change: no new version, no event.
+                return obj;
+            }
+        }
+        state.0 += 1;
+        let version = state.0;
+        let meta = obj["metadata"].as_object_mut().expect("metadata");
+        if meta.get("uid").is_none_or(Value::is_null) {
+            meta.insert("uid".into(), json!(format!("uid-{version}")));
+        }
+        meta.insert("resourceVersion".into(), json!(version.to_string()));
         let collection = state.1.entry(plural).or_default();
-        let kind = if collection.items.contains_key(&key) {
-            "MODIFIED"
-        } else {
-            "ADDED"
+        let kind = match existing {
+            Some(_) => "MODIFIED",
+            None => "ADDED",
         };
         collection.items.insert(key, obj.clone());
         let event = json!({"type": kind, "object": obj});
@@ -442,7 +461,7 @@ fn target(path: &str) -> Option<Target> {
 /// The resource a kind is stored under: the mesh's own table, else the API's rule.
 fn plural_of(obj: &Value) -> String {
     let kind = obj["kind"].as_str().expect("kind");
-    match KINDS.iter().find(|k| k.kind == kind) {
+    match crate::kinds::kind(kind) {
         Some(found) => found.plural.to_string(),
         None if kind.ends_with('s') => format!("{}es", kind.to_lowercase()),
         None => format!("{}s", kind.to_lowercase()),

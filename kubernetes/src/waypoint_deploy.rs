@@ -19,6 +19,19 @@ pub const MANAGED_LABEL: &str = "gateway.istio.io/managed";
 pub const GATEWAY_LABEL: &str = "gateway.networking.k8s.io/gateway-name";
 /// The ClusterRole every waypoint is bound to: read the kinds the config is made of.
 pub const CONFIG_READER: &str = "mesh-config-reader";
+/// The `controllerName` of [`WAYPOINT_CLASS`]: the project's waypoint controller.
+pub const CONTROLLER_NAME: &str = "mesh.dev/waypoint-controller";
+
+/// The waypoint class, served by the project's controller.
+pub fn gateway_class() -> Value {
+    json!({
+        "apiVersion": "gateway.networking.k8s.io/v1",
+        "kind": "GatewayClass",
+        "metadata": {"name": WAYPOINT_CLASS, "labels": {MANAGED_LABEL: MANAGER}},
+        "spec": {"controllerName": CONTROLLER_NAME,
+                 "description": "Waypoints of the Pingora-based mesh (HBONE on 15008)"}
+    })
+}
 
 /// The waypoint Gateway: `istioctl waypoint generate`'s output, of the project's class.
 pub fn gateway(namespace: &str, name: &str, waypoint_for: &str) -> Value {
