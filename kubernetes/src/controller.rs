@@ -65,14 +65,24 @@ struct Context {
 }
 
 /// Installs the class (the GatewayClass, accepted, and the ClusterRole waypoints read their
-/// config with), calls `installed`, then reconciles Gateways until `shutdown`.
+/// config with; retried until the API answers), calls `installed`, then reconciles Gateways
+/// until `shutdown`.
 pub async fn run(
     client: kube::Client,
     settings: ControllerSettings,
     installed: impl FnOnce(),
     shutdown: CancellationToken,
 ) -> Result<(), ControllerError> {
-    install_class(&client).await?;
+    // Until the API answers (it may be starting too), with backoff.
+    let mut pause = Duration::from_millis(500);
+    while let Err(error) = install_class(&client).await {
+        warn!(%error, retry_in = ?pause, "installing the waypoint class failed");
+        tokio::select! {
+            () = tokio::time::sleep(pause) => {}
+            () = shutdown.cancelled() => return Ok(()),
+        }
+        pause = (pause * 2).min(Duration::from_secs(30));
+    }
     installed();
     let resource = |kind: &str| {
         let found = kinds::kind(kind).unwrap_or_else(|| panic!("{kind} is in the kinds table"));

@@ -5,6 +5,7 @@
 //! keeps updating) and the snapshot swapped into the `Store`, the path files take too.
 
 pub mod controller;
+pub mod enroll;
 pub mod gateway_status;
 mod kinds;
 mod objects;

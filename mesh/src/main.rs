@@ -57,6 +57,25 @@ enum WaypointCommand {
         #[arg(long = "for", default_value = "service")]
         waypoint_for: String,
     },
+    /// Apply a waypoint Gateway to the cluster (in-cluster, or `KUBECONFIG`), as
+    /// `istioctl waypoint apply` does; the waypoint controller then runs it.
+    Apply {
+        #[arg(short, long, default_value = "default")]
+        namespace: String,
+        #[arg(long, default_value = "waypoint")]
+        name: String,
+        /// What traffic it serves: service, workload, all or none (`istio.io/waypoint-for`).
+        #[arg(long = "for", default_value = "service")]
+        waypoint_for: String,
+        /// Label the namespace `istio.io/use-waypoint=<name>`: its Services use the waypoint.
+        #[arg(long)]
+        enroll_namespace: bool,
+        /// Wait until the waypoint is programmed (has an address), at most `--timeout`.
+        #[arg(long)]
+        wait: bool,
+        #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+        timeout: std::time::Duration,
+    },
     /// Print what a waypoint Gateway runs as (ServiceAccount, Deployment, Service, RBAC), for
     /// `kubectl apply` where no controller runs.
     Render {
@@ -132,7 +151,7 @@ fn main() -> ExitCode {
             Command::Validate { file } => validate(file),
             Command::Demo { file } => mesh::demo::run(file).await,
             Command::Ca { command } => ca(command),
-            Command::Waypoint { command } => waypoint(command),
+            Command::Waypoint { command } => waypoint(command).await,
         }
     });
     match result {
@@ -168,7 +187,7 @@ fn validate(file: PathBuf) -> anyhow::Result<()> {
     }
 }
 
-fn waypoint(command: WaypointCommand) -> anyhow::Result<()> {
+async fn waypoint(command: WaypointCommand) -> anyhow::Result<()> {
     use anyhow::Context;
     use mesh_kubernetes::waypoint_deploy::{self, GatewayRef, PodSettings, WAYPOINT_CLASS};
     let objects = match command {
@@ -176,13 +195,17 @@ fn waypoint(command: WaypointCommand) -> anyhow::Result<()> {
             namespace,
             name,
             waypoint_for,
+        } => vec![waypoint_gateway(&namespace, &name, &waypoint_for)?],
+        WaypointCommand::Apply {
+            namespace,
+            name,
+            waypoint_for,
+            enroll_namespace,
+            wait,
+            timeout,
         } => {
-            let known = ["service", "workload", "all", "none"];
-            anyhow::ensure!(
-                known.contains(&waypoint_for.as_str()),
-                "--for {waypoint_for:?}: one of {known:?}"
-            );
-            vec![waypoint_deploy::gateway(&namespace, &name, &waypoint_for)]
+            let gateway = waypoint_gateway(&namespace, &name, &waypoint_for)?;
+            return waypoint_apply(&gateway, enroll_namespace, wait.then_some(timeout)).await;
         }
         WaypointCommand::Render {
             namespace,
@@ -212,8 +235,8 @@ fn waypoint(command: WaypointCommand) -> anyhow::Result<()> {
                 ca_address,
                 trust_domain,
             };
-            let mut objects = waypoint_deploy::render(&gateway, &pod, &overlays)?;
-            objects.push(waypoint_deploy::config_reader());
+            let mut objects = vec![waypoint_deploy::config_reader()];
+            objects.extend(waypoint_deploy::render(&gateway, &pod, &overlays)?);
             objects
         }
     };
@@ -222,6 +245,52 @@ fn waypoint(command: WaypointCommand) -> anyhow::Result<()> {
     for object in objects {
         std::io::Write::write_all(&mut out, b"---\n")?;
         std::io::Write::write_all(&mut out, serde_norway::to_string(&object)?.as_bytes())?;
+    }
+    Ok(())
+}
+
+/// The waypoint Gateway `generate` prints and `apply` applies.
+fn waypoint_gateway(
+    namespace: &str,
+    name: &str,
+    waypoint_for: &str,
+) -> anyhow::Result<serde_json::Value> {
+    let known = ["service", "workload", "all", "none"];
+    anyhow::ensure!(
+        known.contains(&waypoint_for),
+        "--for {waypoint_for:?}: one of {known:?}"
+    );
+    Ok(mesh_kubernetes::waypoint_deploy::gateway(
+        namespace,
+        name,
+        waypoint_for,
+    ))
+}
+
+async fn waypoint_apply(
+    gateway: &serde_json::Value,
+    enroll_namespace: bool,
+    wait: Option<std::time::Duration>,
+) -> anyhow::Result<()> {
+    use anyhow::Context;
+    use mesh_kubernetes::enroll;
+    let namespace = gateway["metadata"]["namespace"].as_str().unwrap_or("");
+    let name = gateway["metadata"]["name"].as_str().unwrap_or("");
+    let client = kube::Client::try_default()
+        .await
+        .context("connecting to the Kubernetes API (in-cluster, or KUBECONFIG)")?;
+    enroll::apply_gateway(&client, gateway).await?;
+    println!("waypoint {namespace}/{name} applied");
+    if enroll_namespace {
+        enroll::enroll_namespace(&client, namespace, name).await?;
+        println!("namespace {namespace} labelled istio.io/use-waypoint={name}");
+    }
+    if let Some(timeout) = wait {
+        let addresses = enroll::wait_programmed(&client, namespace, name, timeout).await?;
+        println!(
+            "waypoint {namespace}/{name} programmed at {}",
+            addresses.join(", ")
+        );
     }
     Ok(())
 }

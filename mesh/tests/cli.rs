@@ -217,15 +217,18 @@ fn waypoint_generate_and_render_print_manifests() {
     assert!(validated.status.success(), "{stdout}");
     assert!(stdout.contains("1 waypoints"), "{stdout}");
 
+    let dir = tempfile::tempdir().expect("tempdir");
+    let parameters = dir.path().join("params.yaml");
+    std::fs::write(
+        &parameters,
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: params, namespace: shop}\n\
+         data:\n  horizontalPodAutoscaler: 'spec: {minReplicas: 2, maxReplicas: 4}'\n",
+    )
+    .expect("write");
     let out = mesh()
-        .args([
-            "waypoint",
-            "render",
-            "-n",
-            "shop",
-            "--image",
-            "example/waypoint:1",
-        ])
+        .args(["waypoint", "render", "-n", "shop", "--image"])
+        .args(["example/waypoint:1", "--parameters"])
+        .arg(&parameters)
         .output()
         .expect("mesh runs");
     assert!(
@@ -238,15 +241,34 @@ fn waypoint_generate_and_render_print_manifests() {
         .filter_map(|l| l.strip_prefix("kind: "))
         .collect();
     let expected = [
+        "ClusterRole",
         "ServiceAccount",
         "Deployment",
         "Service",
-        "ClusterRole",
+        "HorizontalPodAutoscaler",
         "ClusterRoleBinding",
     ];
     assert_eq!(kinds, expected);
     assert!(rendered.contains("image: example/waypoint:1"), "{rendered}");
-    assert!(!rendered.contains("replicas"), "{rendered}");
+    assert!(rendered.contains("maxReplicas: 4"), "{rendered}");
+    assert!(!rendered.contains("\n  replicas"), "{rendered}");
+
+    std::fs::write(
+        &parameters,
+        "metadata: {name: params, namespace: shop}\ndata: {deploy: 'spec: {}'}\n",
+    )
+    .expect("write");
+    let refused = mesh()
+        .args(["waypoint", "render", "--image", "x", "--parameters"])
+        .arg(&parameters)
+        .output()
+        .expect("mesh runs");
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        stderr.contains("params.yaml") && stderr.contains("unknown key \"deploy\""),
+        "{stderr}"
+    );
 
     let refused = mesh()
         .args(["waypoint", "generate", "--for", "everything"])

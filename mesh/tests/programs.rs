@@ -30,6 +30,7 @@ fn program(name: &str) -> Command {
     let path = match name {
         "mesh" => env!("CARGO_BIN_EXE_mesh"),
         "waypoint" => env!("CARGO_BIN_EXE_waypoint"),
+        "waypoint-controller" => env!("CARGO_BIN_EXE_waypoint-controller"),
         _ => env!("CARGO_BIN_EXE_ztunnel"),
     };
     let mut command = Command::new(path);
@@ -320,6 +321,19 @@ fn demo_objects(block: &str) -> Vec<serde_json::Value> {
         .collect()
 }
 
+/// A kubeconfig in `dir` for the API server at `server`.
+fn kubeconfig(dir: &Path, server: SocketAddr) -> PathBuf {
+    let path = dir.join("kubeconfig");
+    let config = format!(
+        "apiVersion: v1\nkind: Config\ncurrent-context: test\n\
+         clusters: [{{name: test, cluster: {{server: \"http://{server}\"}}}}]\n\
+         users: [{{name: test, user: {{}}}}]\n\
+         contexts: [{{name: test, context: {{cluster: test, user: test}}}}]\n"
+    );
+    std::fs::write(&path, config).expect("kubeconfig");
+    path
+}
+
 /// The three programs with no manifest: each reads the Kubernetes API (a scripted server
 /// behind `KUBECONFIG`), and follows it: a policy added there is enforced.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -333,14 +347,7 @@ async fn the_programs_read_their_config_from_the_kubernetes_api() {
     let _stop = stop.clone().drop_guard();
     let server = mesh_kubernetes::testing::serve(api.clone(), stop.clone()).await;
     let tmp = tempfile::tempdir().expect("tempdir");
-    let kubeconfig = tmp.path().join("kubeconfig");
-    let config = format!(
-        "apiVersion: v1\nkind: Config\ncurrent-context: test\n\
-         clusters: [{{name: test, cluster: {{server: \"http://{server}\"}}}}]\n\
-         users: [{{name: test, user: {{}}}}]\n\
-         contexts: [{{name: test, context: {{cluster: test, user: test}}}}]\n"
-    );
-    std::fs::write(&kubeconfig, config).expect("kubeconfig");
+    let kubeconfig = kubeconfig(tmp.path(), server);
     let ca = tmp.path().join("ca");
     run_mesh(&["ca", "init", "--dir", ca.to_str().expect("utf-8 path")]).await;
     let apps = CancellationToken::new();
@@ -414,4 +421,88 @@ async fn the_programs_read_their_config_from_the_kubernetes_api() {
         let exit = tokio::time::timeout(Duration::from_secs(15), child.wait()).await;
         assert!(exit.expect("exits").expect("wait").success());
     }
+}
+
+/// `mesh waypoint apply --enroll-namespace --wait` against a cluster where the
+/// `waypoint-controller` program runs: the Gateway is applied, the namespace enrolled, the
+/// controller renders the waypoint and sets its address, and the command returns with it.
+/// Without a controller, `--wait` fails in its time and says why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_controller_programs_the_waypoint_the_cli_applies() {
+    let api = mesh_kubernetes::testing::FakeApi::default();
+    api.put(serde_json::json!({"apiVersion": "v1", "kind": "Namespace",
+                               "metadata": {"name": "shop"}}));
+    let stop = CancellationToken::new();
+    let _stop = stop.clone().drop_guard();
+    let server = mesh_kubernetes::testing::serve(api.clone(), stop.clone()).await;
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let kubeconfig = kubeconfig(tmp.path(), server);
+    let apply = |timeout: &str| {
+        let mut command = program("mesh");
+        (command.env("KUBECONFIG", &kubeconfig))
+            .env_remove("KUBERNETES_SERVICE_HOST")
+            .stdout(Stdio::piped())
+            .args(["waypoint", "apply", "-n", "shop", "--enroll-namespace"])
+            .args(["--wait", "--timeout", timeout]);
+        command
+    };
+    // No controller yet: the wait ends in its time, saying what is missing.
+    let out = apply("1s").output().await.expect("mesh runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("shop/waypoint was not programmed within 1s")
+            && stderr.contains("is the waypoint controller running?"),
+        "{stderr}"
+    );
+
+    let mut controller = program("waypoint-controller")
+        .env_remove("KUBERNETES_SERVICE_HOST")
+        .env("KUBECONFIG", &kubeconfig)
+        .env("WAYPOINT_IMAGE", "registry.example/waypoint:1")
+        .env("INSTANCE_IP", "127.110.0.1")
+        .spawn()
+        .expect("the controller starts");
+    wait_ready(
+        "waypoint-controller",
+        addr_in("127.110.", "0.1", 15021),
+        &mut controller,
+    )
+    .await;
+    let out = apply("20s").output().await.expect("mesh runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let service = api.get("services", "shop", "waypoint").expect("a Service");
+    let ip = service["spec"]["clusterIP"].as_str().expect("an IP");
+    assert!(
+        stdout.contains(&format!(
+            "waypoint shop/waypoint programmed at {ip}, waypoint.shop.svc.cluster.local"
+        )),
+        "{stdout}"
+    );
+    let namespace = api.get("namespaces", "", "shop").expect("namespace");
+    assert_eq!(
+        namespace["metadata"]["labels"]["istio.io/use-waypoint"],
+        "waypoint"
+    );
+    let deployment = api
+        .get("deployments", "shop", "waypoint")
+        .expect("deployment");
+    let container = &deployment["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(container["image"], "registry.example/waypoint:1");
+    // The Gateway the controller programmed is one the waypoint's own config serves.
+    let gateway = api.get("gateways", "shop", "waypoint").expect("gateway");
+    let mut resources = mesh_config::Resources::default();
+    resources.add_object(mesh_config::Location::file("api"), gateway);
+    let snapshot = resources.compile().expect("valid");
+    assert!(
+        snapshot
+            .waypoint(&mesh_config::ObjectRef::new("shop", "waypoint"))
+            .is_some()
+    );
+    controller.start_kill().expect("stop the controller");
 }
