@@ -134,6 +134,7 @@ pub fn render(
     let container = json!({
         "name": "waypoint",
         "image": pod.image,
+        "command": ["waypoint"],
         "ports": [
             {"name": "mesh", "containerPort": 15008, "protocol": "TCP"},
             {"name": "metrics", "containerPort": 15020, "protocol": "TCP"},
