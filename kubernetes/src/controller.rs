@@ -186,12 +186,17 @@ async fn serve(gateway: &Value, context: &Context) -> Result<Outcome, Controller
         Ok(overlays) => overlays,
         Err(refusal) => return Ok(Outcome::Refused(refusal)),
     };
-    let target = GatewayRef {
-        namespace: namespace.clone(),
-        name: name.clone(),
-        class: WAYPOINT_CLASS.to_string(),
-        uid: meta["uid"].as_str().map(str::to_string),
-    };
+    let uid = meta["uid"].as_str().map(str::to_string);
+    let mut target = GatewayRef::new(&namespace, &name, WAYPOINT_CLASS, uid);
+    let infrastructure = &gateway["spec"]["infrastructure"];
+    for (field, into) in [
+        ("labels", &mut target.labels),
+        ("annotations", &mut target.annotations),
+    ] {
+        if let Some(values) = infrastructure[field].as_object() {
+            into.clone_from(values);
+        }
+    }
     let objects = match waypoint_deploy::render(&target, &context.settings.pod, &overlays) {
         Ok(objects) => objects,
         Err(error) => {

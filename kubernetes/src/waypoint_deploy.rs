@@ -4,7 +4,7 @@
 //! PodDisruptionBudget when an overlay asks for them, and the binding that lets the waypoint
 //! read its config from the API.
 
-use serde_json::{Value, json};
+use serde_json::{Map, Value, json};
 
 use crate::KINDS;
 use crate::overlay::{OverlayError, Overlays, Part};
@@ -52,6 +52,25 @@ pub struct GatewayRef {
     pub name: String,
     pub class: String,
     pub uid: Option<String>,
+    /// The Gateway's `spec.infrastructure.labels` and `annotations`: put on every object
+    /// rendered for it and on its pods (the Gateway API's rule).
+    pub labels: Map<String, Value>,
+    pub annotations: Map<String, Value>,
+}
+
+impl GatewayRef {
+    /// The Gateway `namespace/name` of `class`, owned by `uid` when known, with nothing to
+    /// propagate.
+    pub fn new(namespace: &str, name: &str, class: &str, uid: Option<String>) -> Self {
+        GatewayRef {
+            namespace: namespace.to_string(),
+            name: name.to_string(),
+            class: class.to_string(),
+            uid,
+            labels: Map::new(),
+            annotations: Map::new(),
+        }
+    }
 }
 
 /// How the waypoint pods run.
@@ -93,13 +112,16 @@ pub fn render(
 ) -> Result<Vec<Value>, OverlayError> {
     let name = &gateway.name;
     let ns = &gateway.namespace;
-    let labels = json!({
-        GATEWAY_LABEL: name,
-        "gateway.networking.k8s.io/gateway-class-name": gateway.class,
-        MANAGED_LABEL: MANAGER,
-    });
+    let mut labels = Value::Object(gateway.labels.clone());
+    labels[GATEWAY_LABEL] = json!(name);
+    labels["gateway.networking.k8s.io/gateway-class-name"] = json!(gateway.class);
+    labels[MANAGED_LABEL] = json!(MANAGER);
+    let annotations = Value::Object(gateway.annotations.clone());
     let meta = |kind_name: &str| {
         let mut meta = json!({"name": kind_name, "namespace": ns, "labels": labels});
+        if !gateway.annotations.is_empty() {
+            meta["annotations"] = annotations.clone();
+        }
         if let Some(uid) = &gateway.uid {
             meta["ownerReferences"] = json!([{
                 "apiVersion": "gateway.networking.k8s.io/v1", "kind": "Gateway",
@@ -153,9 +175,14 @@ pub fn render(
             {"name": "istio-ca-root-cert", "mountPath": "/var/run/secrets/istio", "readOnly": true}
         ]
     });
-    let mut pod_labels = selector.clone();
+    let mut pod_labels = Value::Object(gateway.labels.clone());
+    pod_labels[GATEWAY_LABEL] = json!(name);
     pod_labels["istio.io/dataplane-mode"] = json!("none");
     pod_labels["sidecar.istio.io/inject"] = json!("false");
+    let mut pod_annotations = annotations.clone();
+    pod_annotations["prometheus.io/scrape"] = json!("true");
+    pod_annotations["prometheus.io/port"] = json!("15020");
+    pod_annotations["prometheus.io/path"] = json!("/metrics");
     let deployment = json!({
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -163,10 +190,7 @@ pub fn render(
         "spec": {
             "selector": {"matchLabels": selector},
             "template": {
-                "metadata": {"labels": pod_labels,
-                             "annotations": {"prometheus.io/scrape": "true",
-                                             "prometheus.io/port": "15020",
-                                             "prometheus.io/path": "/metrics"}},
+                "metadata": {"labels": pod_labels, "annotations": pod_annotations},
                 "spec": {
                     "serviceAccountName": name,
                     "terminationGracePeriodSeconds": 30,
@@ -183,8 +207,8 @@ pub fn render(
         }
     });
     let mut service_meta = meta(name);
-    service_meta["annotations"] =
-        json!({"networking.istio.io/traffic-distribution": "PreferClose"});
+    service_meta["annotations"] = annotations.clone();
+    service_meta["annotations"]["networking.istio.io/traffic-distribution"] = json!("PreferClose");
     let service = json!({
         "apiVersion": "v1",
         "kind": "Service",
@@ -279,8 +303,13 @@ fn keep_identity(shaped: &mut Value, rendered: &Value) {
             }
         }
     }
-    if let Some(labels) = rendered["metadata"]["labels"].as_object() {
-        for (key, value) in labels {
+    let identity = [
+        GATEWAY_LABEL,
+        "gateway.networking.k8s.io/gateway-class-name",
+        MANAGED_LABEL,
+    ];
+    for key in identity {
+        if let Some(value) = rendered["metadata"]["labels"].get(key) {
             shaped["metadata"]["labels"][key] = value.clone();
         }
     }
@@ -291,12 +320,7 @@ mod tests {
     use super::*;
 
     fn rendered(uid: Option<&str>) -> Vec<Value> {
-        let gateway = GatewayRef {
-            namespace: "shop".into(),
-            name: "waypoint".into(),
-            class: WAYPOINT_CLASS.into(),
-            uid: uid.map(str::to_string),
-        };
+        let gateway = GatewayRef::new("shop", "waypoint", WAYPOINT_CLASS, uid.map(str::to_string));
         let pod = PodSettings {
             image: "registry.example/waypoint:1".into(),
             ca_address: "istiod.istio-system.svc:15012".into(),
@@ -366,12 +390,12 @@ mod tests {
         let mut overlays = Overlays::default();
         let config_map = json!({"metadata": {"namespace": "shop", "name": "params"}, "data": data});
         overlays.add_config_map(&config_map)?;
-        let gateway = GatewayRef {
-            namespace: "shop".into(),
-            name: "waypoint".into(),
-            class: WAYPOINT_CLASS.into(),
-            uid: Some("gw-uid".into()),
-        };
+        let mut gateway =
+            GatewayRef::new("shop", "waypoint", WAYPOINT_CLASS, Some("gw-uid".into()));
+        gateway.labels.insert("team".into(), json!("payments"));
+        gateway
+            .annotations
+            .insert("owner".into(), json!("ops@example.com"));
         let pod = PodSettings {
             image: "registry.example/waypoint:1".into(),
             ca_address: "istiod.istio-system.svc:15012".into(),
@@ -400,6 +424,20 @@ mod tests {
             "waypoint"
         );
         let deployment = kind(&objects, "Deployment");
+        let pod = &deployment["spec"]["template"]["metadata"];
+        assert_eq!(pod["labels"]["team"], "payments", "infrastructure labels");
+        assert_eq!(pod["annotations"]["owner"], "ops@example.com");
+        assert_eq!(pod["annotations"]["prometheus.io/port"], "15020");
+        let service = kind(&objects, "Service");
+        assert_eq!(service["metadata"]["labels"]["team"], "payments");
+        assert_eq!(
+            service["metadata"]["annotations"]["owner"],
+            "ops@example.com"
+        );
+        assert_eq!(
+            service["metadata"]["annotations"]["networking.istio.io/traffic-distribution"],
+            "PreferClose"
+        );
         assert_eq!(deployment["metadata"]["name"], "waypoint");
         assert_eq!(deployment["metadata"]["labels"]["team"], "a");
         assert_eq!(deployment["metadata"]["labels"][MANAGED_LABEL], MANAGER);

@@ -106,7 +106,9 @@ async fn a_waypoint_gateway_is_applied_and_programmed_with_its_addresses() {
             .is_some()
     );
 
-    api.put(gateway("shop", "waypoint"));
+    let mut first = gateway("shop", "waypoint");
+    first["spec"]["infrastructure"] = json!({"labels": {"team": "payments"}});
+    api.put(first);
     until("programmed", || programmed(&api, "shop", "waypoint")).await;
     let gw = api.get("gateways", "shop", "waypoint").expect("gateway");
     let service = api.get("services", "shop", "waypoint").expect("service");
@@ -125,6 +127,7 @@ async fn a_waypoint_gateway_is_applied_and_programmed_with_its_addresses() {
         .get("deployments", "shop", "waypoint")
         .expect("deployment");
     assert!(deployment["spec"].get("replicas").is_none());
+    assert_eq!(deployment["metadata"]["labels"]["team"], "payments");
     assert_eq!(deployment["metadata"]["ownerReferences"][0]["uid"], uid);
     assert!(api.get("serviceaccounts", "shop", "waypoint").is_some());
     let binding = format!("{}-shop-waypoint", waypoint_deploy::CONFIG_READER);

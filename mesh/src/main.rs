@@ -224,12 +224,7 @@ async fn waypoint(command: WaypointCommand) -> anyhow::Result<()> {
                 (overlays.add_config_map(&config_map))
                     .with_context(|| format!("{}", path.display()))?;
             }
-            let gateway = GatewayRef {
-                namespace,
-                name,
-                class: WAYPOINT_CLASS.to_string(),
-                uid: None,
-            };
+            let gateway = GatewayRef::new(&namespace, &name, WAYPOINT_CLASS, None);
             let pod = PodSettings {
                 image,
                 ca_address,
