@@ -380,11 +380,7 @@ fn api(
     namespace: Option<&str>,
 ) -> Result<Api<DynamicObject>, ControllerError> {
     let found = kinds::kind(kind).ok_or_else(|| ControllerError::UnknownKind(kind.into()))?;
-    let resource = found.api_resource();
-    Ok(match (namespace, found.namespaced) {
-        (Some(ns), true) => Api::namespaced_with(client.clone(), ns, &resource),
-        _ => Api::all_with(client.clone(), &resource),
-    })
+    Ok(found.api(client, namespace))
 }
 
 fn api_of(client: &kube::Client, object: &Value) -> Result<Api<DynamicObject>, ControllerError> {

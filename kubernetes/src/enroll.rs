@@ -27,13 +27,8 @@ pub enum EnrollError {
 }
 
 fn api(client: &kube::Client, kind: &str, namespace: Option<&str>) -> Api<DynamicObject> {
-    let resource = kinds::kind(kind)
-        .unwrap_or_else(|| panic!("{kind} is in the kinds table"))
-        .api_resource();
-    match namespace {
-        Some(ns) => Api::namespaced_with(client.clone(), ns, &resource),
-        None => Api::all_with(client.clone(), &resource),
-    }
+    let found = kinds::kind(kind).unwrap_or_else(|| panic!("{kind} is in the kinds table"));
+    found.api(client, namespace)
 }
 
 /// Applies `gateway` (server-side, as [`CLI_MANAGER`]).

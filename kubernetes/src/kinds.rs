@@ -1,6 +1,6 @@
 //! The kinds the mesh reads, as the API names them.
 
-use kube::api::{ApiResource, GroupVersionKind};
+use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind};
 
 /// One kind of object, where the API serves it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -40,6 +40,16 @@ impl Kind {
     pub fn api_resource(&self) -> ApiResource {
         let gvk = GroupVersionKind::gvk(self.group, self.version, self.kind);
         ApiResource::from_gvk_with_plural(&gvk, self.plural)
+    }
+
+    /// The API of this kind: in `namespace` when the kind is namespaced and one is given,
+    /// else cluster-wide.
+    pub fn api(&self, client: &kube::Client, namespace: Option<&str>) -> Api<DynamicObject> {
+        let resource = self.api_resource();
+        match (namespace, self.namespaced) {
+            (Some(ns), true) => Api::namespaced_with(client.clone(), ns, &resource),
+            _ => Api::all_with(client.clone(), &resource),
+        }
     }
 }
 

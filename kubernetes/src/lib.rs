@@ -66,12 +66,7 @@ impl KubeSource {
         let objects = Arc::new(Objects::new(KINDS.len()));
         let changed = Arc::new(Notify::new());
         for (index, kind) in KINDS.iter().enumerate() {
-            let api: Api<DynamicObject> = match (&self.namespace, kind.namespaced) {
-                (Some(ns), true) => {
-                    Api::namespaced_with(self.client.clone(), ns, &kind.api_resource())
-                }
-                _ => Api::all_with(self.client.clone(), &kind.api_resource()),
-            };
+            let api = kind.api(&self.client, self.namespace.as_deref());
             let watch = watch(api, index, objects.clone(), changed.clone());
             let stop = shutdown.clone();
             tokio::spawn(async move {

@@ -45,28 +45,30 @@ enum Command {
     },
 }
 
+/// The waypoint Gateway `generate` prints and `apply` applies.
+#[derive(clap::Args)]
+struct GatewayArgs {
+    #[arg(short, long, default_value = "default")]
+    namespace: String,
+    #[arg(long, default_value = "waypoint")]
+    name: String,
+    /// What traffic it serves: service, workload, all or none (`istio.io/waypoint-for`).
+    #[arg(long = "for", default_value = "service")]
+    waypoint_for: String,
+}
+
 #[derive(Subcommand)]
 enum WaypointCommand {
     /// Print a waypoint Gateway (as `istioctl waypoint generate` does), of the mesh's class.
     Generate {
-        #[arg(short, long, default_value = "default")]
-        namespace: String,
-        #[arg(long, default_value = "waypoint")]
-        name: String,
-        /// What traffic it serves: service, workload, all or none (`istio.io/waypoint-for`).
-        #[arg(long = "for", default_value = "service")]
-        waypoint_for: String,
+        #[command(flatten)]
+        gateway: GatewayArgs,
     },
     /// Apply a waypoint Gateway to the cluster (in-cluster, or `KUBECONFIG`), as
     /// `istioctl waypoint apply` does; the waypoint controller then runs it.
     Apply {
-        #[arg(short, long, default_value = "default")]
-        namespace: String,
-        #[arg(long, default_value = "waypoint")]
-        name: String,
-        /// What traffic it serves: service, workload, all or none (`istio.io/waypoint-for`).
-        #[arg(long = "for", default_value = "service")]
-        waypoint_for: String,
+        #[command(flatten)]
+        gateway: GatewayArgs,
         /// Label the namespace `istio.io/use-waypoint=<name>`: its Services use the waypoint.
         #[arg(long)]
         enroll_namespace: bool,
@@ -191,20 +193,14 @@ async fn waypoint(command: WaypointCommand) -> anyhow::Result<()> {
     use anyhow::Context;
     use mesh_kubernetes::waypoint_deploy::{self, GatewayRef, PodSettings, WAYPOINT_CLASS};
     let objects = match command {
-        WaypointCommand::Generate {
-            namespace,
-            name,
-            waypoint_for,
-        } => vec![waypoint_gateway(&namespace, &name, &waypoint_for)?],
+        WaypointCommand::Generate { gateway } => vec![waypoint_gateway(&gateway)?],
         WaypointCommand::Apply {
-            namespace,
-            name,
-            waypoint_for,
+            gateway,
             enroll_namespace,
             wait,
             timeout,
         } => {
-            let gateway = waypoint_gateway(&namespace, &name, &waypoint_for)?;
+            let gateway = waypoint_gateway(&gateway)?;
             return waypoint_apply(&gateway, enroll_namespace, wait.then_some(timeout)).await;
         }
         WaypointCommand::Render {
@@ -245,19 +241,16 @@ async fn waypoint(command: WaypointCommand) -> anyhow::Result<()> {
 }
 
 /// The waypoint Gateway `generate` prints and `apply` applies.
-fn waypoint_gateway(
-    namespace: &str,
-    name: &str,
-    waypoint_for: &str,
-) -> anyhow::Result<serde_json::Value> {
+fn waypoint_gateway(args: &GatewayArgs) -> anyhow::Result<serde_json::Value> {
     let known = ["service", "workload", "all", "none"];
+    let waypoint_for = args.waypoint_for.as_str();
     anyhow::ensure!(
         known.contains(&waypoint_for),
         "--for {waypoint_for:?}: one of {known:?}"
     );
     Ok(mesh_kubernetes::waypoint_deploy::gateway(
-        namespace,
-        name,
+        &args.namespace,
+        &args.name,
         waypoint_for,
     ))
 }
