@@ -7,6 +7,7 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::sync::Arc;
 use std::time::Duration;
 
 use loadtest::echo::EchoServer;
@@ -505,4 +506,207 @@ async fn the_controller_programs_the_waypoint_the_cli_applies() {
             .is_some()
     );
     controller.start_kill().expect("stop the controller");
+}
+
+/// A second pod of the demo's waypoint, `waypoint-1` on node-b at `2.21`.
+const SECOND_WAYPOINT_POD: &str = "---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: waypoint-1
+  namespace: default
+  labels:
+    gateway.networking.k8s.io/gateway-name: waypoint
+spec:
+  nodeName: node-b
+  serviceAccountName: waypoint
+  containers:
+    - name: waypoint
+      image: waypoint
+status:
+  podIP: BLOCK2.21
+";
+
+/// A file in `dir` for a program's log, which would fill a pipe nobody reads under load.
+fn log_file(dir: &Path, name: &str) -> std::fs::File {
+    std::fs::File::create(dir.join(format!("{name}.log"))).expect("log file")
+}
+
+/// What the load workers saw.
+#[derive(Default)]
+struct Seen {
+    answered: std::sync::atomic::AtomicU64,
+    failures: std::sync::Mutex<Vec<String>>,
+}
+
+impl Seen {
+    fn answered(&self) -> u64 {
+        self.answered.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn fail(&self, why: String) {
+        self.failures.lock().expect("lock").push(why);
+    }
+}
+
+/// Asks for `/` through productpage's SOCKS5 entry until `stop` (or 20 failures), on one
+/// keep-alive connection at a time, opening another when told `connection: close`.
+async fn keep_asking(socks: SocketAddr, stop: CancellationToken, seen: Arc<Seen>) {
+    let limit = Duration::from_secs(5);
+    let mut client = None;
+    while !stop.is_cancelled() && seen.failures.lock().expect("lock").len() < 20 {
+        let connected = match client.take() {
+            Some(client) => client,
+            None => {
+                match tokio::time::timeout(limit, MeshClient::connect(socks, REVIEWS, 9080)).await {
+                    Ok(Ok(connected)) => connected,
+                    Ok(Err(e)) => {
+                        seen.fail(format!("connect: {e:#}"));
+                        continue;
+                    }
+                    Err(_) => {
+                        seen.fail("connect: timed out".into());
+                        continue;
+                    }
+                }
+            }
+        };
+        let mut connected = connected;
+        match tokio::time::timeout(limit, connected.get("/")).await {
+            Ok(Ok(response)) if response.status == 200 => {
+                seen.answered
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if response.header("connection") != Some("close") {
+                    client = Some(connected);
+                }
+            }
+            Ok(Ok(response)) => seen.fail(format!("status {}", response.status)),
+            Ok(Err(e)) => seen.fail(format!("request: {e:#}")),
+            Err(_) => seen.fail("request: timed out".into()),
+        }
+    }
+}
+
+/// Requests the waypoint pod at `status` has answered, from its `istio_requests_total`.
+async fn requests_served(status: SocketAddr) -> f64 {
+    let metrics = http_get(status, "/metrics").await.expect("metrics");
+    metrics
+        .lines()
+        .filter(|line| line.starts_with("istio_requests_total{"))
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// Waits (at most 20 s) until `seen` has `count` answers.
+async fn until_answered(seen: &Seen, count: u64) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while seen.answered() < count {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "only {} requests answered in 20 s",
+            seen.answered()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A rollout or scale-down under load: one of two waypoint pods is told SIGTERM while twelve
+/// callers keep asking through it. Not one request fails: those under way are answered,
+/// callers between requests are told `connection: close` on their next answer, and the
+/// ztunnel takes their new connections to the other pod once the draining one stops
+/// accepting (the config still lists it, as it would until the API says the pod is gone).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_waypoint_drains_under_load_without_failing_a_request() {
+    let block = "127.111.";
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let config = manifest(tmp.path(), block);
+    let mut yaml = std::fs::read_to_string(&config).expect("manifest");
+    yaml.push_str(&SECOND_WAYPOINT_POD.replace("BLOCK", block));
+    std::fs::write(&config, yaml).expect("write the manifest");
+    let identity = "spiffe://cluster.local/ns/default/sa/waypoint";
+    let (ca, waypoint_certs) = ca_and_certificate(tmp.path(), identity).await;
+
+    let apps = CancellationToken::new();
+    let _stop_apps = apps.clone().drop_guard();
+    for (name, pod) in [("reviews-v1", "2.10"), ("reviews-v2", "2.11")] {
+        let listener = tokio::net::TcpListener::bind(addr_in(block, pod, 9080))
+            .await
+            .expect("bind app");
+        tokio::spawn(EchoServer::new(name).serve(listener, apps.clone()));
+    }
+    let mut ztunnels = Vec::new();
+    for (i, node) in ["node-a", "node-b"].into_iter().enumerate() {
+        let mut ztunnel = program("ztunnel")
+            .stderr(log_file(tmp.path(), node))
+            .env("MESH_CONFIG", &config)
+            .env("CA_DIR", &ca)
+            .env("NODE_NAME", node)
+            .env("ADMIN_ADDRESS", format!("127.0.0.1:{}", 25074 + i))
+            .spawn()
+            .expect("ztunnel starts");
+        wait_ready(
+            node,
+            addr_in(block, &format!("{}.1", i + 1), 15021),
+            &mut ztunnel,
+        )
+        .await;
+        ztunnels.push(ztunnel);
+    }
+    let mut waypoints = Vec::new();
+    for (i, pod) in ["waypoint-0", "waypoint-1"].into_iter().enumerate() {
+        let mut waypoint = demo_waypoint()
+            .stderr(log_file(tmp.path(), pod))
+            .env("POD_NAME", pod)
+            .env("MESH_CONFIG", &config)
+            .env("CERT_DIR", &waypoint_certs)
+            .env("ADMIN_ADDRESS", format!("127.0.0.1:{}", 25076 + i))
+            .env("TERMINATION_DRAIN_DURATION_SECONDS", "30")
+            .spawn()
+            .expect("waypoint starts");
+        wait_ready(
+            pod,
+            addr_in(block, &format!("2.2{i}"), 15021),
+            &mut waypoint,
+        )
+        .await;
+        waypoints.push(waypoint);
+    }
+
+    let stop = CancellationToken::new();
+    let seen = Arc::new(Seen::default());
+    let socks = addr_in(block, "1.10", 15080);
+    let workers: Vec<_> = (0..12)
+        .map(|_| tokio::spawn(keep_asking(socks, stop.clone(), seen.clone())))
+        .collect();
+    until_answered(&seen, 300).await;
+    let draining = addr_in(block, "2.20", 15020);
+    assert!(
+        requests_served(draining).await > 0.0,
+        "waypoint-0 serves its share before it drains"
+    );
+
+    let mut waypoint = waypoints.remove(0);
+    let pid = waypoint.id().expect("running").to_string();
+    let kill = Command::new("kill").args(["-TERM", &pid]).status().await;
+    assert!(kill.expect("kill runs").success());
+    let exit = tokio::time::timeout(Duration::from_secs(20), waypoint.wait())
+        .await
+        .expect("waypoint-0 exits once its callers moved on")
+        .expect("wait");
+    assert!(exit.success(), "waypoint-0 exit: {exit}");
+    // The load goes on, all of it through waypoint-1 now.
+    until_answered(&seen, seen.answered() + 300).await;
+    stop.cancel();
+    for worker in workers {
+        worker.await.expect("worker");
+    }
+    let failures = std::mem::take(&mut *seen.failures.lock().expect("lock"));
+    assert!(
+        failures.is_empty(),
+        "{} of {} requests failed: {:?}",
+        failures.len(),
+        seen.answered() + failures.len() as u64,
+        &failures[..failures.len().min(5)]
+    );
+    assert!(requests_served(addr_in(block, "2.21", 15020)).await >= 300.0);
 }

@@ -2,6 +2,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use http::StatusCode;
 use mesh_config::{ObjectRef, Store};
@@ -15,6 +16,11 @@ use tracing::debug;
 use crate::dispatch::{DispatchError, dispatch};
 use crate::proxy::WaypointProxy;
 use crate::tunnel_io::{HeadBounds, TunnelInfo, TunnelIo};
+
+/// How long a draining waypoint still serves an HTTP/1.1 caller found between requests:
+/// one already sending its next request is answered (with `connection: close`) instead of
+/// cut, while an idle one holds the drain for no longer than this.
+const DRAIN_IDLE_GRACE: Duration = Duration::from_secs(1);
 
 /// Parses the client address from `forwarded: for="ip:port";host=...`.
 pub fn forwarded_for(value: &str) -> Option<SocketAddr> {
@@ -86,7 +92,8 @@ pub(crate) async fn serve(
                     return;
                 }
             };
-            let io = TunnelIo::new(stream, info, head).closing_when_drained(drain.clone());
+            let io = TunnelIo::new(stream, info, head)
+                .closing_when_drained(drain.clone(), DRAIN_IDLE_GRACE);
             let _ = proxy.process_new(Box::new(io), &stop_rx).await;
         }
     };

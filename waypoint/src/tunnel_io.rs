@@ -125,9 +125,34 @@ pub struct TunnelIo<S> {
     id: UniqueIDType,
     proxy_digest: Arc<ProxyDigest>,
     socket_digest: Arc<SocketDigest>,
-    /// Resolves when the waypoint drains: an HTTP/1.1 caller between requests is then
-    /// closed (read ends) rather than kept alive, so the drain need not wait for it.
-    drain: Option<Pin<Box<WaitForCancellationFutureOwned>>>,
+    /// When the waypoint drains, an HTTP/1.1 caller between requests is closed (read ends)
+    /// rather than kept alive, so the drain need not wait for it.
+    drain: Option<Box<Drain>>,
+}
+
+/// An HTTP/1.1 caller's part in the waypoint's drain.
+struct Drain {
+    /// Resolves when the drain begins.
+    begun: Pin<Box<WaitForCancellationFutureOwned>>,
+    /// How long a caller found between requests may still send one.
+    grace: Duration,
+    /// Armed when the caller is first found between requests during the drain.
+    closes: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl Drain {
+    /// Whether a caller between requests is to be closed now; registers `cx` to be woken
+    /// when it is.
+    fn closes_idle_caller(&mut self, cx: &mut Context<'_>) -> bool {
+        if self.begun.as_mut().poll(cx).is_pending() {
+            return false;
+        }
+        let grace = self.grace;
+        let closes = self
+            .closes
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(grace)));
+        closes.as_mut().poll(cx).is_ready()
+    }
 }
 
 /// Where an HTTP/1.1 caller is between its requests.
@@ -272,19 +297,25 @@ impl<S> TunnelIo<S> {
         }
     }
 
-    /// Ends an HTTP/1.1 caller's keep-alive connection once `drain` is cancelled, as soon
-    /// as it is between requests: no request is cut, and no idle connection holds the drain.
-    pub fn closing_when_drained(mut self, drain: CancellationToken) -> Self {
-        self.drain = Some(Box::pin(drain.cancelled_owned()));
+    /// Ends an HTTP/1.1 caller's keep-alive connection once `drain` is cancelled and the
+    /// caller has stayed between requests for `grace`: no request is cut, a caller already
+    /// sending its next request is served (and told `connection: close`, as Pingora answers
+    /// during a shutdown), and no idle connection holds the drain for longer than `grace`.
+    pub fn closing_when_drained(mut self, drain: CancellationToken, grace: Duration) -> Self {
+        self.drain = Some(Box::new(Drain {
+            begun: Box::pin(drain.cancelled_owned()),
+            grace,
+            closes: None,
+        }));
         self
     }
 
     /// Whether the caller is between requests (none under way, no byte of the next) and the
-    /// waypoint is draining; registers for the drain otherwise.
+    /// drain's grace for it is over; registers for the drain and the grace otherwise.
     fn drained_while_idle(&mut self, phase: HeadPhase, cx: &mut Context<'_>) -> bool {
         let idle = !phase.in_request && self.head_guard.current.is_none();
         let drain = self.drain.as_mut();
-        idle && drain.is_some_and(|drain| drain.as_mut().poll(cx).is_ready())
+        idle && drain.is_some_and(|drain| drain.closes_idle_caller(cx))
     }
 }
 
@@ -515,14 +546,24 @@ mod tests {
         assert_eq!(&line, b"GET / HTTP/1.1\r\n\r\n");
     }
 
-    /// Draining ends an idle caller's reads (EOF), but never a head under way.
+    /// Draining ends an idle caller's reads (EOF) after the grace, never a head under way,
+    /// and a caller that sends within the grace is read.
     #[tokio::test]
     async fn a_drain_closes_callers_between_requests_only() {
+        const GRACE: Duration = Duration::from_millis(200);
         let drain = CancellationToken::new();
+        let draining =
+            |io| TunnelIo::new(io, info(), BOUNDS).closing_when_drained(drain.clone(), GRACE);
         let (_idle_client, idle) = tokio::io::duplex(1024);
-        let mut idle = TunnelIo::new(idle, info(), BOUNDS).closing_when_drained(drain.clone());
+        let mut idle = draining(idle);
         let (mut busy_client, busy) = tokio::io::duplex(1024);
-        let mut busy = TunnelIo::new(busy, info(), BOUNDS).closing_when_drained(drain.clone());
+        let mut busy = draining(busy);
+        let (mut late_client, late) = tokio::io::duplex(1024);
+        let mut late = draining(late);
+        let late_read = tokio::spawn(async move {
+            let mut chunk = [0u8; 64];
+            late.read(&mut chunk).await
+        });
         busy_client.write_all(b"GET / HT").await.expect("write");
         let mut chunk = [0u8; 64];
         assert_eq!(busy.read(&mut chunk).await.expect("read"), 8, "half a head");
@@ -535,9 +576,18 @@ mod tests {
             !waiting.is_finished(),
             "an idle caller is kept until the drain"
         );
+        let began = Instant::now();
         drain.cancel();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        late_client.write_all(b"GET /").await.expect("write");
+        assert_eq!(
+            late_read.await.expect("join").expect("read"),
+            5,
+            "a request sent within the grace is read"
+        );
         let ended = waiting.await.expect("join").expect("read");
         assert_eq!(ended, 0, "drained: end of stream");
+        assert!(began.elapsed() >= GRACE, "not before the grace is over");
         // The caller with a head under way is read on.
         let rest = busy.read(&mut chunk);
         busy_client

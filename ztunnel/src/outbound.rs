@@ -7,6 +7,7 @@ use http::{HeaderMap, HeaderValue};
 use mesh_config::{Destination, Endpoint, Service, Snapshot, Waypoint, Workload, pick};
 use mesh_core::ports::HBONE as HBONE_PORT;
 use mesh_hbone::{ConnectRequest, HboneError, HboneStream, Identity, Pool, PoolKey};
+use tracing::debug;
 
 use crate::socks5::Target;
 
@@ -29,6 +30,9 @@ pub struct HbonePlan {
     pub service: Option<Arc<Service>>,
     /// The Service endpoint chosen (`podIP:targetPort`), when going straight to one.
     pub endpoint: Option<SocketAddr>,
+    /// Through a waypoint: its other pods, in the order to try them when `next_hop` cannot
+    /// be reached (one draining or gone before the config says so).
+    pub fallbacks: Vec<Arc<Workload>>,
 }
 
 /// How a connection's endpoint (and waypoint pod) is chosen: the node's balancer, or a fixed
@@ -120,7 +124,18 @@ fn via_waypoint(
         via_waypoint: true,
         service,
         endpoint: None,
+        fallbacks: after(&waypoint.pods, roll),
     }))
+}
+
+/// The items after the one `pick(items, roll)` chose, wrapping around.
+fn after<T: Clone>(items: &[T], roll: u64) -> Vec<T> {
+    let Some(len) = u64::try_from(items.len()).ok().filter(|len| *len > 0) else {
+        return Vec::new();
+    };
+    let chosen = (roll % len) as usize;
+    let (before, rest) = items.split_at(chosen);
+    rest.iter().skip(1).chain(before).cloned().collect()
 }
 
 fn direct(workload: &Arc<Workload>, port: u16, service: Option<Arc<Service>>) -> OutboundPlan {
@@ -132,6 +147,7 @@ fn direct(workload: &Arc<Workload>, port: u16, service: Option<Arc<Service>>) ->
         via_waypoint: false,
         endpoint: service.is_some().then_some(endpoint),
         service,
+        fallbacks: Vec::new(),
     })
 }
 
@@ -214,24 +230,54 @@ pub fn connect_headers(source: &Workload, client: SocketAddr, plan: &HbonePlan) 
     headers
 }
 
-/// Opens the HBONE stream of `plan` with the source workload's identity.
+/// Whether `error` says the next hop could not take the stream at all (nothing listens, no
+/// answer, its connection went away), so another pod of a waypoint may; an answer from the
+/// hop (a status, a refused identity) is final.
+fn hop_unreachable(error: &HboneError) -> bool {
+    matches!(
+        error,
+        HboneError::Connect { .. } | HboneError::Timeout { .. } | HboneError::H2(_)
+    )
+}
+
+/// Opens the HBONE stream of `plan` with the source workload's identity: to `next_hop`, or,
+/// when that cannot be reached, to the first of `fallbacks` that can.
 pub async fn connect_hbone(
     pool: &Pool,
     source: &Workload,
     client: SocketAddr,
     plan: &HbonePlan,
 ) -> Result<HboneStream, HboneError> {
-    let key = PoolKey {
-        source: source.identity.clone(),
-        source_ip: Some(source.ip),
-        destination: plan.next_hop,
-        expected: vec![plan.expected.clone()],
-    };
     let request = ConnectRequest {
         authority: plan.authority.clone(),
         headers: connect_headers(source, client, plan),
     };
-    pool.connect(&key, request).await
+    let last = plan.fallbacks.len();
+    for attempt in 0..=last {
+        let (destination, expected) = match attempt.checked_sub(1) {
+            None => (plan.next_hop, &plan.expected),
+            Some(i) => {
+                let pod = &plan.fallbacks[i];
+                (SocketAddr::new(pod.ip, HBONE_PORT), &pod.identity)
+            }
+        };
+        let key = PoolKey {
+            source: source.identity.clone(),
+            source_ip: Some(source.ip),
+            destination,
+            expected: vec![expected.clone()],
+        };
+        if attempt == last {
+            return pool.connect(&key, request).await;
+        }
+        match pool.connect(&key, request.clone()).await {
+            Err(e) if hop_unreachable(&e) => {
+                debug!(dst.hbone_addr = %destination, error = %e, "waypoint pod unreachable; trying the next");
+            }
+            connected => return connected,
+        }
+    }
+    unreachable!("the last attempt returns")
 }
 
 #[cfg(test)]
@@ -334,5 +380,29 @@ mod tests {
                 .expect("ascii")
                 .contains("k8s.namespace.name=default")
         );
+    }
+
+    #[test]
+    fn the_other_waypoint_pods_follow_the_chosen_one_round_the_ring() {
+        assert_eq!(after(&[0, 1, 2], 0), [1, 2]);
+        assert_eq!(after(&[0, 1, 2], 4), [2, 0]);
+        assert_eq!(after(&[0, 1, 2], 2), [0, 1]);
+        assert_eq!(after(&[7], 3), Vec::<i32>::new());
+        assert_eq!(after(&[] as &[i32], 3), Vec::<i32>::new());
+    }
+
+    #[test]
+    fn only_a_hop_that_never_answered_is_worth_another_pod() {
+        let addr = "127.0.2.20:15008".parse().expect("addr");
+        let refused = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+        assert!(hop_unreachable(&HboneError::Connect {
+            addr,
+            source: refused
+        }));
+        assert!(hop_unreachable(&HboneError::Timeout { addr }));
+        assert!(!hop_unreachable(&HboneError::Unauthorized));
+        assert!(!hop_unreachable(&HboneError::Unavailable));
+        let foreign = HboneError::PeerIdentity("spiffe://evil/ns/a/sa/b".into());
+        assert!(!hop_unreachable(&foreign));
     }
 }
