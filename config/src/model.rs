@@ -40,6 +40,9 @@ pub struct Workload {
     pub canonical_revision: String,
     /// The waypoint that workload-addressed traffic to this pod goes through.
     pub waypoint: Option<ObjectRef>,
+    /// Whether new connections may go to this pod as a Service endpoint or waypoint pod
+    /// (an EndpointSlice's `ready`); a pod that is not still takes what reaches it.
+    pub ready: bool,
 }
 
 /// A Service's `targetPort`.
@@ -71,6 +74,8 @@ pub struct Service {
     pub selector: BTreeMap<String, String>,
     /// The waypoint that traffic addressed to this Service goes through.
     pub waypoint: Option<ObjectRef>,
+    /// `spec.publishNotReadyAddresses`: pods that are not ready are endpoints too.
+    pub publish_not_ready: bool,
 }
 
 impl Service {
@@ -125,7 +130,10 @@ pub struct Waypoint {
     pub name: String,
     pub namespace: String,
     pub waypoint_for: WaypointFor,
+    /// Every pod of the waypoint, ready or not.
     pub pods: Vec<Arc<Workload>>,
+    /// The pods new connections go to: those of `pods` that are ready.
+    pub ready_pods: Vec<Arc<Workload>>,
 }
 
 impl Waypoint {

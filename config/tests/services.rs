@@ -99,3 +99,79 @@ fn load_path_reads_a_directory_of_manifests() {
     let missing = mesh_config::load_path(&dir.path().join("nope.yaml")).expect_err("missing file");
     assert!(missing.to_string().contains("nope.yaml"), "{missing}");
 }
+
+/// `pod` made unready as a cluster reports it: its Ready condition False, or being deleted.
+fn unready(mut pod: serde_json::Value, how: &str) -> serde_json::Value {
+    match how {
+        "terminating" => pod["metadata"]["deletionTimestamp"] = json!("2026-12-01T00:00:00Z"),
+        "finished" => pod["status"]["phase"] = json!("Succeeded"),
+        _ => pod["status"]["conditions"] = json!([{"type": "Ready", "status": "False"}]),
+    }
+    pod
+}
+
+/// As an EndpointSlice: a pod that is not ready, is being deleted or has finished is no
+/// endpoint (unless the Service publishes not-ready addresses), yet stays a workload that
+/// takes what still reaches it; a waypoint pod likewise stays the waypoint's but gets no new
+/// connections.
+#[test]
+fn pods_that_are_not_ready_are_no_endpoints() {
+    let web = json!({"app": "web"});
+    let mut ready = pod("default", "ready", "127.0.1.10", web.clone());
+    ready["status"]["conditions"] = json!([{"type": "Ready", "status": "True"}]);
+    let mut objs = nodes();
+    objs.extend([
+        ready,
+        unready(
+            pod("default", "starting", "127.0.1.11", web.clone()),
+            "unready",
+        ),
+        unready(
+            pod("default", "leaving", "127.0.1.12", web.clone()),
+            "terminating",
+        ),
+        unready(
+            pod("default", "done", "127.0.1.13", web.clone()),
+            "finished",
+        ),
+        service("default", "web", "127.0.100.1", web.clone()),
+        service("default", "all", "127.0.100.2", web.clone()),
+        waypoint_gateway("default", "wp", None),
+        waypoint_pod("default", "wp", "127.0.1.50"),
+        unready(
+            pod(
+                "default",
+                "wp-1",
+                "127.0.1.51",
+                json!({"gateway.networking.k8s.io/gateway-name": "wp"}),
+            ),
+            "terminating",
+        ),
+    ]);
+    let publishing = objs.iter_mut().find(|o| o["metadata"]["name"] == "all");
+    publishing.expect("all")["spec"]["publishNotReadyAddresses"] = json!(true);
+    let snap = must_compile(&objs);
+
+    let names = |service: &str| -> Vec<String> {
+        let service = snap.service("default", service).expect("service");
+        (snap.endpoints(service, 80).iter())
+            .map(|e| e.workload.name.clone())
+            .collect()
+    };
+    assert_eq!(names("web"), ["ready"]);
+    assert_eq!(names("all"), ["done", "leaving", "ready", "starting"]);
+    assert_eq!(
+        snap.workloads()
+            .filter(|w| w.namespace == "default")
+            .count(),
+        6
+    );
+    let wp = snap
+        .waypoint(&mesh_config::ObjectRef::new("default", "wp"))
+        .expect("wp");
+    let pods = |pods: &[std::sync::Arc<mesh_config::Workload>]| -> Vec<String> {
+        pods.iter().map(|w| w.name.clone()).collect()
+    };
+    assert_eq!(pods(&wp.pods), ["wp-0", "wp-1"]);
+    assert_eq!(pods(&wp.ready_pods), ["wp-0"]);
+}

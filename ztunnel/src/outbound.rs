@@ -65,7 +65,7 @@ pub enum OutboundError {
     NoSuchPort { service: String, port: u16 },
     #[error("service {0} has no endpoints")]
     NoEndpoints(String),
-    #[error("waypoint {0} is not running (no pods)")]
+    #[error("waypoint {0} is not running (no ready pods)")]
     NoWaypoint(String),
 }
 
@@ -115,7 +115,7 @@ fn via_waypoint(
     service: Option<Arc<Service>>,
     roll: u64,
 ) -> Result<OutboundPlan, OutboundError> {
-    let pod = pick(&waypoint.pods, roll)
+    let pod = pick(&waypoint.ready_pods, roll)
         .ok_or_else(|| OutboundError::NoWaypoint(waypoint.object_ref().to_string()))?;
     Ok(OutboundPlan::Hbone(HbonePlan {
         next_hop: SocketAddr::new(pod.ip, HBONE_PORT),
@@ -124,7 +124,7 @@ fn via_waypoint(
         via_waypoint: true,
         service,
         endpoint: None,
-        fallbacks: after(&waypoint.pods, roll),
+        fallbacks: after(&waypoint.ready_pods, roll),
     }))
 }
 

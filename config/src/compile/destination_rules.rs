@@ -431,6 +431,7 @@ mod tests {
                     labels: Default::default(),
                     selector: Default::default(),
                     waypoint: None,
+                    publish_not_ready: false,
                 };
                 (ObjectRef::new(ns, name), Arc::new(service))
             })

@@ -78,6 +78,7 @@ mod tests {
             canonical_service: name.into(),
             canonical_revision: "latest".into(),
             waypoint: None,
+            ready: true,
         })
     }
 

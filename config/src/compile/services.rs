@@ -83,6 +83,7 @@ fn service(doc: &Doc<core::Service>, ctx: &Context<'_>, diag: &mut Diagnostics) 
         labels,
         selector,
         waypoint,
+        publish_not_ready: spec.publish_not_ready_addresses.unwrap_or(false),
     })
 }
 
@@ -156,10 +157,12 @@ pub(crate) fn selects(selector: &Labels, labels: &Labels) -> bool {
     !selector.is_empty() && selector.iter().all(|(k, v)| labels.get(k) == Some(v))
 }
 
-/// The endpoints of every port of `service` (pods in its namespace matching its selector; a
-/// named targetPort resolves per pod, pods without that port are skipped).
+/// The endpoints of every port of `service` (ready pods in its namespace matching its
+/// selector, or all of them with `publishNotReadyAddresses`; a named targetPort resolves per
+/// pod, pods without that port are skipped).
 pub(crate) fn endpoints(service: &Service, pods: &PodIndex<'_>) -> HashMap<u16, Vec<Endpoint>> {
-    let pods = pods.selected(&service.namespace, &service.selector);
+    let mut pods = pods.selected(&service.namespace, &service.selector);
+    pods.retain(|w| w.ready || service.publish_not_ready);
     let mut out = HashMap::new();
     for sp in &service.ports {
         let list: Vec<Endpoint> = pods

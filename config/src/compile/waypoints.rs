@@ -149,11 +149,13 @@ pub(crate) fn build(
             let msg = format!("no Pod labelled {GATEWAY_NAME}: {}", key.name);
             diag.warn(&doc.origin, "metadata.name", msg);
         }
+        let ready_pods = (pods.iter()).filter(|w| w.ready).cloned().collect();
         out.push(Arc::new(Waypoint {
             name: key.name,
             namespace: key.namespace,
             waypoint_for: info.waypoint_for,
             pods,
+            ready_pods,
         }));
     }
     out.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));

@@ -154,7 +154,25 @@ fn workload(doc: &Doc<core::Pod>, ctx: &Context<'_>, diag: &mut Diagnostics) -> 
         annotations,
         container_ports,
         waypoint,
+        ready: is_ready(&doc.obj),
     })
+}
+
+/// Whether a pod takes new connections, as Kubernetes decides an EndpointSlice's `ready`:
+/// not being deleted, not finished, and not reported unready. A pod written by hand, with
+/// no status conditions, is ready.
+fn is_ready(pod: &core::Pod) -> bool {
+    let status = pod.status.as_ref();
+    let terminating = pod.metadata.deletion_timestamp.is_some();
+    let finished = matches!(
+        status.and_then(|s| s.phase.as_deref()),
+        Some("Succeeded" | "Failed")
+    );
+    let conditions = status
+        .and_then(|s| s.conditions.as_deref())
+        .unwrap_or_default();
+    let unready = (conditions.iter()).any(|c| c.type_ == "Ready" && c.status != "True");
+    !(terminating || finished || unready)
 }
 
 /// `spiffe://cluster.local/ns/<ns>/sa/<sa>`.
