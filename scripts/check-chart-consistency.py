@@ -4,7 +4,8 @@
 - The waypoint chart runs a waypoint pod as the controller renders it (`mesh waypoint
   render`): the same container ports, environment, probes, security context and volumes.
 - Every ClusterRole the charts give a proxy or the controller grants at least what the code's
-  mesh-config-reader grants (the kinds the config is made of).
+  mesh-config-reader grants (the kinds the config is made of), and the controller's may patch
+  the statuses it writes.
 
 usage: check-chart-consistency.py DIR  (with waypoint.yaml, ztunnel.yaml,
 waypoint-controller.yaml and mesh-render.yaml, as scripts/check-charts renders them)
@@ -71,6 +72,11 @@ def main():
         missing = sorted(reader - grants(role))
         if missing:
             problems.append(f"{name} chart ClusterRole lacks what the config reader grants: {missing}")
+    # The statuses the controller writes (controller.rs: Gateways, the class, routes).
+    controller = grants(one(objects(directory / "waypoint-controller.yaml"), "ClusterRole"))
+    for resource in ["gateways/status", "gatewayclasses/status", "httproutes/status", "grpcroutes/status"]:
+        if ("gateway.networking.k8s.io", resource, "patch") not in controller:
+            problems.append(f"waypoint-controller chart ClusterRole cannot patch {resource}")
     for problem in problems:
         print(problem)
     print(f"chart consistency: {len(problems)} problems")

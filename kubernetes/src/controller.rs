@@ -4,11 +4,14 @@
 //! are watched, and so are the Deployments and Services it made (an object edited or deleted
 //! by hand is put back) and ConfigMaps (a changed overlay is applied). Each reconcile is
 //! idempotent: applying the same objects again changes nothing, and an unchanged status is
-//! not written. Decisions are pure ([`gateway_status`], [`waypoint_deploy`], [`overlay`]); this
-//! module is the API calls around them.
+//! not written. Beside it, the controller follows the whole cluster's config as the proxies
+//! compile it ([`KubeSource`]) and writes the status of the HTTPRoutes and GRPCRoutes on its
+//! parents ([`route_status`]). Decisions are pure ([`gateway_status`], [`waypoint_deploy`],
+//! [`overlay`], [`route_status`]); this module is the API calls around them.
 //!
 //! [`gateway_status`]: crate::gateway_status
 //! [`overlay`]: crate::overlay
+//! [`route_status`]: crate::route_status
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -21,14 +24,15 @@ use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::gateway_status::{self, Outcome, Refusal};
-use crate::kinds;
 use crate::overlay::{Overlays, Part};
+use crate::route_status::{self, StatusUpdate};
 use crate::waypoint_deploy::{
     self, GATEWAY_LABEL, GatewayRef, MANAGED_LABEL, MANAGER, PodSettings, WAYPOINT_CLASS,
 };
+use crate::{KubeSource, kinds};
 
 /// The label of ConfigMaps (in the system namespace) holding class-wide overlays.
 pub const DEFAULTS_LABEL: &str = "gateway.istio.io/defaults-for-class";
@@ -107,13 +111,17 @@ pub async fn run(
             watcher::Config::default(),
             overlay_owners,
         )
-        .graceful_shutdown_on(shutdown.cancelled_owned());
+        .graceful_shutdown_on(shutdown.clone().cancelled_owned());
     let context = Arc::new(Context {
         client,
         settings,
         gateways,
     });
     info!(class = WAYPOINT_CLASS, "waypoint controller started");
+    let routes = tokio::spawn(write_route_statuses(
+        context.client.clone(),
+        shutdown.clone(),
+    ));
     controller
         .run(reconcile, retry_later, context)
         .for_each(|result| async move {
@@ -122,6 +130,76 @@ pub async fn run(
             }
         })
         .await;
+    routes.abort();
+    Ok(())
+}
+
+/// Follows the cluster's config and, after each compile, writes the route statuses that
+/// changed, until `shutdown`. A write that fails is tried again from the next compile, or
+/// after [`RETRY`] (a conflict means the route changed: the next compile has it).
+async fn write_route_statuses(client: kube::Client, shutdown: CancellationToken) {
+    let mut pause = RETRY;
+    let mut reports = loop {
+        let attempt = shutdown.child_token();
+        let (source, reports) = KubeSource::new(client.clone()).reporting();
+        match source.start(attempt.clone()).await {
+            Ok(_) => break reports,
+            Err(error) => {
+                attempt.cancel();
+                warn!(%error, retry_in = ?pause, "reading the cluster's config for route statuses failed");
+            }
+        }
+        tokio::select! {
+            () = tokio::time::sleep(pause) => {}
+            () = shutdown.cancelled() => return,
+        }
+        pause = (pause * 2).min(RESYNC);
+    };
+    loop {
+        let report = reports.borrow_and_update().clone();
+        let mut failed = false;
+        if let Some(report) = report {
+            let now = humantime::format_rfc3339_seconds(SystemTime::now()).to_string();
+            for update in route_status::updates(&report, &now) {
+                if let Err(error) = write_route_status(&client, &update).await {
+                    let route = format!("{} {}/{}", update.kind, update.namespace, update.name);
+                    match &error {
+                        ControllerError::Api(kube::Error::Api(status)) if status.code == 409 => {
+                            debug!(%route, "route changed while its status was written");
+                        }
+                        _ => warn!(%route, %error, "writing the route's status failed"),
+                    }
+                    failed = true;
+                }
+            }
+        }
+        let retry = async {
+            match failed {
+                true => tokio::time::sleep(RETRY).await,
+                false => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            changed = reports.changed() => if changed.is_err() { return },
+            () = retry => {}
+            () = shutdown.cancelled() => return,
+        }
+    }
+}
+
+/// Writes `update`'s status, if the route is still at the version it was computed from.
+async fn write_route_status(
+    client: &kube::Client,
+    update: &StatusUpdate,
+) -> Result<(), ControllerError> {
+    let patch = Patch::Merge(json!({
+        "metadata": {"resourceVersion": update.resource_version},
+        "status": update.status,
+    }));
+    (api(client, &update.kind, Some(&update.namespace))?)
+        .patch_status(&update.name, &PatchParams::default(), &patch)
+        .await?;
+    info!(route = %format!("{} {}/{}", update.kind, update.namespace, update.name), "route status written");
     Ok(())
 }
 

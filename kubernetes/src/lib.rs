@@ -2,7 +2,9 @@
 //! list, then watch; a relist after `410 Gone`; bookmarks; backoff when the API fails) keeps
 //! every object as the API serves it. After each burst of changes the objects are compiled
 //! once (`mesh_config::compile_objects`: an invalid object is left out and logged, the rest
-//! keeps updating) and the snapshot swapped into the `Store`, the path files take too.
+//! keeps updating) and the snapshot swapped into the `Store`, the path files take too. Who
+//! reports on the objects (the controller's route statuses) can follow each compile's
+//! [`Report`].
 
 pub mod controller;
 pub mod enroll;
@@ -10,6 +12,7 @@ pub mod gateway_status;
 mod kinds;
 mod objects;
 pub mod overlay;
+pub mod route_status;
 #[cfg(feature = "testing")]
 pub mod testing;
 pub mod waypoint_deploy;
@@ -21,8 +24,9 @@ use futures::StreamExt;
 use kube::api::{Api, DynamicObject};
 use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event};
-use mesh_config::{ConfigErrors, Store};
-use tokio::sync::Notify;
+use mesh_config::{ConfigError, ConfigErrors, Location, Snapshot, Store};
+use serde_json::Value;
+use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
@@ -40,10 +44,22 @@ pub enum SourceError {
     Stopped,
 }
 
+/// One compile of the API's objects, for those who report on them.
+#[derive(Debug)]
+pub struct Report {
+    /// Every object the compile read, as the API served it.
+    pub objects: Vec<(Location, Value)>,
+    /// The config compiled from them.
+    pub snapshot: Arc<Snapshot>,
+    /// The problems of the objects left out of it.
+    pub left_out: Vec<ConfigError>,
+}
+
 /// Watches the API for the kinds in [`KINDS`].
 pub struct KubeSource {
     client: kube::Client,
     namespace: Option<String>,
+    reports: Option<watch::Sender<Option<Arc<Report>>>>,
 }
 
 impl KubeSource {
@@ -51,7 +67,15 @@ impl KubeSource {
         KubeSource {
             client,
             namespace: None,
+            reports: None,
         }
+    }
+
+    /// Also publishes a [`Report`] of every compile that is served (`None` until the first).
+    pub fn reporting(mut self) -> (Self, watch::Receiver<Option<Arc<Report>>>) {
+        let (sender, receiver) = watch::channel(None);
+        self.reports = Some(sender);
+        (self, receiver)
     }
 
     /// Namespaced kinds from `namespace` only (cluster-scoped kinds are always watched whole).
@@ -87,13 +111,15 @@ impl KubeSource {
                 () = shutdown.cancelled() => return Err(SourceError::Stopped),
             }
         }
-        let compiled = compile(&objects).await.map_err(SourceError::Invalid)?;
+        let (compiled, read) = compile(&objects).await.map_err(SourceError::Invalid)?;
         let store = Store::new(compiled.snapshot);
         info!(
             version = store.load().version(),
             "config from the Kubernetes API"
         );
-        tokio::spawn(follow(objects, changed, store.clone(), shutdown));
+        let reports = self.reports;
+        report(reports.as_ref(), &store, read, compiled.left_out);
+        tokio::spawn(follow(objects, changed, store.clone(), reports, shutdown));
         Ok(store)
     }
 }
@@ -137,6 +163,7 @@ async fn follow(
     objects: Arc<Objects>,
     changed: Arc<Notify>,
     store: Arc<Store>,
+    reports: Option<watch::Sender<Option<Arc<Report>>>>,
     shutdown: CancellationToken,
 ) {
     loop {
@@ -146,13 +173,14 @@ async fn follow(
         }
         tokio::time::sleep(DEBOUNCE).await;
         match compile(&objects).await {
-            Ok(compiled) => {
+            Ok((compiled, read)) => {
                 let version = store.replace(compiled.snapshot);
                 info!(
                     version,
                     left_out = compiled.left_out.len(),
                     "config updated from the Kubernetes API"
                 );
+                report(reports.as_ref(), &store, read, compiled.left_out);
             }
             Err(errors) => {
                 error!("config from the Kubernetes API rejected; the last good one keeps serving");
@@ -162,15 +190,38 @@ async fn follow(
     }
 }
 
-/// One compile of the objects now held, off the async threads; objects left out are logged.
-async fn compile(objects: &Arc<Objects>) -> Result<mesh_config::Compiled, ConfigErrors> {
-    let current = objects.current();
-    let compiled =
-        match tokio::task::spawn_blocking(move || mesh_config::compile_objects(&current)).await {
-            Ok(result) => result?,
-            Err(failed) => std::panic::resume_unwind(failed.into_panic()),
+/// Publishes what was just compiled from `objects` and swapped into `store`.
+fn report(
+    reports: Option<&watch::Sender<Option<Arc<Report>>>>,
+    store: &Store,
+    objects: Vec<(Location, Value)>,
+    left_out: Vec<ConfigError>,
+) {
+    if let Some(reports) = reports {
+        let snapshot = store.load();
+        let report = Report {
+            objects,
+            snapshot,
+            left_out,
         };
-    for error in &compiled.left_out {
+        reports.send_replace(Some(Arc::new(report)));
+    }
+}
+
+/// One compile of the objects now held, off the async threads; objects left out are logged.
+/// Returns the objects it read too.
+async fn compile(
+    objects: &Arc<Objects>,
+) -> Result<(mesh_config::Compiled, Vec<(Location, Value)>), ConfigErrors> {
+    let current = objects.current();
+    let compiled = tokio::task::spawn_blocking(move || {
+        mesh_config::compile_objects(&current).map(|compiled| (compiled, current))
+    });
+    let compiled = match compiled.await {
+        Ok(result) => result?,
+        Err(failed) => std::panic::resume_unwind(failed.into_panic()),
+    };
+    for error in &compiled.0.left_out {
         warn!(%error, "object left out of the config");
     }
     Ok(compiled)

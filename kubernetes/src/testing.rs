@@ -335,6 +335,15 @@ impl FakeApi {
                 applied
             }
             (Some(mut existing), false) => {
+                // A patch naming a resourceVersion applies to that version only, as the
+                // API server's optimistic concurrency has it.
+                let expected = &patch["metadata"]["resourceVersion"];
+                if !expected.is_null() && *expected != existing["metadata"]["resourceVersion"] {
+                    let body = json!({"apiVersion": "v1", "kind": "Status", "status": "Failure",
+                        "reason": "Conflict", "code": 409,
+                        "message": format!("the object has been modified ({name})")});
+                    return json_response(StatusCode::CONFLICT, &body);
+                }
                 let part = if target.status {
                     json!({"status": patch["status"].clone()})
                 } else {

@@ -342,3 +342,93 @@ async fn what_cannot_be_served_is_refused_on_the_gateway_and_nothing_is_taken_ov
     let http = api.get("gateways", "shop", "http").expect("gateway");
     assert_eq!(http["status"]["conditions"][0]["observedGeneration"], 2);
 }
+
+/// The status entry the controller wrote on `route` for its `index`th parent:
+/// (Accepted status, reason, message).
+fn route_condition(api: &FakeApi, route: &str, index: usize) -> Option<(String, String, String)> {
+    let route = api.get("httproutes", "shop", route)?;
+    let entry = &route["status"]["parents"][index];
+    (entry["controllerName"] == CONTROLLER_NAME).then_some(())?;
+    let conditions = entry["conditions"].as_array()?;
+    let accepted = conditions.iter().find(|c| c["type"] == "Accepted")?;
+    let text = |key: &str| accepted[key].as_str().unwrap_or("").to_string();
+    Some((text("status"), text("reason"), text("message")))
+}
+
+/// Routes on the controller's waypoint get its status: a route the config leaves out says
+/// why (and is accepted once fixed), a good one is accepted, another controller's entry is
+/// kept, and an unchanged route is not written again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn routes_on_the_waypoint_are_given_their_status() {
+    use mesh_config::fixtures;
+    let api = FakeApi::default();
+    for object in fixtures::nodes() {
+        api.put(object);
+    }
+    api.put(fixtures::namespace("shop", json!({})));
+    api.put(gateway("shop", "waypoint"));
+    api.put(fixtures::waypoint_pod("shop", "waypoint", "10.0.0.50"));
+    api.put(fixtures::pod(
+        "shop",
+        "cart-0",
+        "10.0.0.10",
+        json!({"app": "cart"}),
+    ));
+    let mut cart = fixtures::service("shop", "cart", "10.96.0.10", json!({"app": "cart"}));
+    cart["metadata"]["labels"] = json!({"istio.io/use-waypoint": "waypoint"});
+    api.put(cart);
+    let parent = json!([{"group": "", "kind": "Service", "name": "cart", "port": 80}]);
+    let rules = json!([{"backendRefs": [{"name": "cart", "port": 80}]}]);
+    let good = fixtures::http_route("shop", "good", parent.clone(), rules.clone());
+    let mut bad = fixtures::http_route("shop", "bad", parent.clone(), rules);
+    bad["spec"]["rules"][0]["sessionPersistence"] = json!({"sessionName": "s"});
+    let istio = json!({"parentRef": {"name": "elsewhere"}, "controllerName": "istio.io/gateway-controller",
+                       "conditions": []});
+    bad["status"] = json!({"parents": [istio]});
+    api.put(good);
+    api.put(bad.clone());
+    let _running = start(&api).await;
+
+    until("both routes have a status", || {
+        route_condition(&api, "good", 0).is_some() && route_condition(&api, "bad", 1).is_some()
+    })
+    .await;
+    let (status, reason, _) = route_condition(&api, "good", 0).expect("good");
+    assert_eq!((status.as_str(), reason.as_str()), ("True", "Accepted"));
+    let (status, reason, message) = route_condition(&api, "bad", 1).expect("bad");
+    assert_eq!(
+        (status.as_str(), reason.as_str()),
+        ("False", "UnsupportedValue")
+    );
+    assert!(message.contains("sessionPersistence"), "{message}");
+    let stored = api.get("httproutes", "shop", "bad").expect("bad");
+    assert_eq!(
+        stored["status"]["parents"][0], istio,
+        "Istio's entry is kept"
+    );
+
+    // Fixed, the route is accepted.
+    let mut fixed = stored.clone();
+    fixed["spec"]["rules"][0]
+        .as_object_mut()
+        .expect("rule")
+        .remove("sessionPersistence");
+    api.put(fixed);
+    until("the fixed route is accepted", || {
+        route_condition(&api, "bad", 1).is_some_and(|(status, ..)| status == "True")
+    })
+    .await;
+    // Nothing changes: nothing more is written.
+    let route_writes = || {
+        (api.writes().into_iter())
+            .filter(|w| w.plural == "httproutes")
+            .count()
+    };
+    let settled = route_writes();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        route_writes(),
+        settled,
+        "an unchanged status is not written again"
+    );
+}
