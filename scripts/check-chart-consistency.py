@@ -72,11 +72,15 @@ def main():
         missing = sorted(reader - grants(role))
         if missing:
             problems.append(f"{name} chart ClusterRole lacks what the config reader grants: {missing}")
-    # The statuses the controller writes (controller.rs: Gateways, the class, routes).
+    # The statuses the controller writes (controller.rs and statuses/: Gateways, the class,
+    # routes, policies).
     controller = grants(one(objects(directory / "waypoint-controller.yaml"), "ClusterRole"))
-    for resource in ["gateways/status", "gatewayclasses/status", "httproutes/status", "grpcroutes/status"]:
-        if ("gateway.networking.k8s.io", resource, "patch") not in controller:
-            problems.append(f"waypoint-controller chart ClusterRole cannot patch {resource}")
+    written = [("gateway.networking.k8s.io", resource) for resource in
+               ["gateways/status", "gatewayclasses/status", "httproutes/status", "grpcroutes/status"]]
+    written.append(("security.istio.io", "authorizationpolicies/status"))
+    for group, resource in written:
+        if (group, resource, "patch") not in controller:
+            problems.append(f"waypoint-controller chart ClusterRole cannot patch {group}/{resource}")
     for problem in problems:
         print(problem)
     print(f"chart consistency: {len(problems)} problems")

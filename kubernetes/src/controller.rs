@@ -5,13 +5,13 @@
 //! by hand is put back) and ConfigMaps (a changed overlay is applied). Each reconcile is
 //! idempotent: applying the same objects again changes nothing, and an unchanged status is
 //! not written. Beside it, the controller follows the whole cluster's config as the proxies
-//! compile it ([`KubeSource`]) and writes the status of the HTTPRoutes and GRPCRoutes on its
-//! parents ([`route_status`]). Decisions are pure ([`gateway_status`], [`waypoint_deploy`],
-//! [`overlay`], [`route_status`]); this module is the API calls around them.
+//! compile it ([`KubeSource`]) and writes the status of the routes and policies attached to
+//! its waypoints ([`statuses`]). Decisions are pure ([`gateway_status`], [`waypoint_deploy`],
+//! [`overlay`], [`statuses`]); this module is the API calls around them.
 //!
 //! [`gateway_status`]: crate::gateway_status
 //! [`overlay`]: crate::overlay
-//! [`route_status`]: crate::route_status
+//! [`statuses`]: crate::statuses
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -28,7 +28,7 @@ use tracing::{debug, info, warn};
 
 use crate::gateway_status::{self, Outcome, Refusal};
 use crate::overlay::{Overlays, Part};
-use crate::route_status::{self, StatusUpdate};
+use crate::statuses::{self, StatusUpdate};
 use crate::waypoint_deploy::{
     self, GATEWAY_LABEL, GatewayRef, MANAGED_LABEL, MANAGER, PodSettings, WAYPOINT_CLASS,
 };
@@ -118,10 +118,7 @@ pub async fn run(
         gateways,
     });
     info!(class = WAYPOINT_CLASS, "waypoint controller started");
-    let routes = tokio::spawn(write_route_statuses(
-        context.client.clone(),
-        shutdown.clone(),
-    ));
+    let statuses = tokio::spawn(write_statuses(context.client.clone(), shutdown.clone()));
     controller
         .run(reconcile, retry_later, context)
         .for_each(|result| async move {
@@ -130,14 +127,15 @@ pub async fn run(
             }
         })
         .await;
-    routes.abort();
+    statuses.abort();
     Ok(())
 }
 
-/// Follows the cluster's config and, after each compile, writes the route statuses that
-/// changed, until `shutdown`. A write that fails is tried again from the next compile, or
-/// after [`RETRY`] (a conflict means the route changed: the next compile has it).
-async fn write_route_statuses(client: kube::Client, shutdown: CancellationToken) {
+/// Follows the cluster's config and, after each compile, writes the statuses (of routes and
+/// policies on its waypoints) that changed, until `shutdown`. A write that fails is tried
+/// again from the next compile, or after [`RETRY`] (a conflict means the object changed: the
+/// next compile has it).
+async fn write_statuses(client: kube::Client, shutdown: CancellationToken) {
     let mut pause = RETRY;
     let mut reports = loop {
         let attempt = shutdown.child_token();
@@ -146,7 +144,7 @@ async fn write_route_statuses(client: kube::Client, shutdown: CancellationToken)
             Ok(_) => break reports,
             Err(error) => {
                 attempt.cancel();
-                warn!(%error, retry_in = ?pause, "reading the cluster's config for route statuses failed");
+                warn!(%error, retry_in = ?pause, "reading the cluster's config for statuses failed");
             }
         }
         tokio::select! {
@@ -160,14 +158,14 @@ async fn write_route_statuses(client: kube::Client, shutdown: CancellationToken)
         let mut failed = false;
         if let Some(report) = report {
             let now = humantime::format_rfc3339_seconds(SystemTime::now()).to_string();
-            for update in route_status::updates(&report, &now) {
-                if let Err(error) = write_route_status(&client, &update).await {
-                    let route = format!("{} {}/{}", update.kind, update.namespace, update.name);
+            for update in statuses::updates(&report, &now) {
+                if let Err(error) = write_status_of(&client, &update).await {
+                    let object = format!("{} {}/{}", update.kind, update.namespace, update.name);
                     match &error {
                         ControllerError::Api(kube::Error::Api(status)) if status.code == 409 => {
-                            debug!(%route, "route changed while its status was written");
+                            debug!(%object, "changed while its status was written");
                         }
-                        _ => warn!(%route, %error, "writing the route's status failed"),
+                        _ => warn!(%object, %error, "writing the status failed"),
                     }
                     failed = true;
                 }
@@ -187,8 +185,8 @@ async fn write_route_statuses(client: kube::Client, shutdown: CancellationToken)
     }
 }
 
-/// Writes `update`'s status, if the route is still at the version it was computed from.
-async fn write_route_status(
+/// Writes `update`'s status, if the object is still at the version it was computed from.
+async fn write_status_of(
     client: &kube::Client,
     update: &StatusUpdate,
 ) -> Result<(), ControllerError> {
@@ -199,7 +197,7 @@ async fn write_route_status(
     (api(client, &update.kind, Some(&update.namespace))?)
         .patch_status(&update.name, &PatchParams::default(), &patch)
         .await?;
-    info!(route = %format!("{} {}/{}", update.kind, update.namespace, update.name), "route status written");
+    info!(object = %format!("{} {}/{}", update.kind, update.namespace, update.name), "status written");
     Ok(())
 }
 

@@ -12,7 +12,7 @@ pub mod gateway_status;
 mod kinds;
 mod objects;
 pub mod overlay;
-pub mod route_status;
+pub mod statuses;
 #[cfg(feature = "testing")]
 pub mod testing;
 pub mod waypoint_deploy;

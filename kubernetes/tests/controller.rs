@@ -355,11 +355,12 @@ fn route_condition(api: &FakeApi, route: &str, index: usize) -> Option<(String, 
     Some((text("status"), text("reason"), text("message")))
 }
 
-/// Routes on the controller's waypoint get its status: a route the config leaves out says
-/// why (and is accepted once fixed), a good one is accepted, another controller's entry is
-/// kept, and an unchanged route is not written again.
+/// Routes and policies on the controller's waypoint get its status: a route the config leaves
+/// out says why (and is accepted once fixed), a good one is accepted, another controller's
+/// entry is kept, a policy left out is not accepted, and an unchanged route is not written
+/// again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn routes_on_the_waypoint_are_given_their_status() {
+async fn routes_and_policies_on_the_waypoint_are_given_their_status() {
     use mesh_config::fixtures;
     let api = FakeApi::default();
     for object in fixtures::nodes() {
@@ -387,6 +388,10 @@ async fn routes_on_the_waypoint_are_given_their_status() {
     bad["status"] = json!({"parents": [istio]});
     api.put(good);
     api.put(bad.clone());
+    let target = json!([{"group": "", "kind": "Service", "name": "cart"}]);
+    let unknown_key = json!([{"when": [{"key": "request.nonsense", "values": ["a"]}]}]);
+    let policy = json!({"targetRefs": target, "action": "ALLOW", "rules": unknown_key});
+    api.put(fixtures::policy("shop", "cart-callers", policy));
     let _running = start(&api).await;
 
     until("both routes have a status", || {
@@ -406,6 +411,12 @@ async fn routes_on_the_waypoint_are_given_their_status() {
         stored["status"]["parents"][0], istio,
         "Istio's entry is kept"
     );
+    // So does a policy.
+    until("the policy has a status", || {
+        api.get("authorizationpolicies", "shop", "cart-callers")
+            .is_some_and(|policy| condition(&policy, "WaypointAccepted").0 == "False")
+    })
+    .await;
 
     // Fixed, the route is accepted.
     let mut fixed = stored.clone();

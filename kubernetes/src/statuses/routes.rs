@@ -1,40 +1,24 @@
-//! What the controller writes in the `status.parents[]` of HTTPRoutes and GRPCRoutes: for
-//! each parentRef that is the controller's — a Gateway of [`WAYPOINT_CLASS`], or a Service
-//! bound to one (GAMMA) — the `Accepted` and `ResolvedRefs` conditions of the last compile
-//! ([`mesh_config::status`]), so a route left out of the config, or served with problems, says
-//! why where its author looks. Entries of other controllers are kept as they are. Pure.
+//! `status.parents[]` of HTTPRoutes and GRPCRoutes: for each parentRef that is the
+//! controller's — a Gateway of its class, or a Service bound to one (GAMMA) — the `Accepted`
+//! and `ResolvedRefs` conditions of the compile ([`mesh_config::status`]); a route left out of
+//! the config is not accepted, whatever part of it the error is in. Entries of other
+//! controllers are kept as they are.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
+use mesh_config::ConfigError;
 use mesh_config::status::{Condition, RouteParents, route_statuses};
-use mesh_config::{ConfigError, Snapshot};
 use serde_json::{Value, json};
 
+use super::{Ours, StatusUpdate, condition_json, described, find_condition, str_at};
 use crate::Report;
-use crate::waypoint_deploy::{CONTROLLER_NAME, WAYPOINT_CLASS};
+use crate::waypoint_deploy::CONTROLLER_NAME;
 
 /// The route kinds whose status the controller writes.
 pub const ROUTE_KINDS: &[&str] = &["HTTPRoute", "GRPCRoute"];
 
-/// The Gateway API's bound on a condition's message.
-const MAX_MESSAGE: usize = 32_768;
-
-/// A route whose status is to be written.
-#[derive(Clone, Debug, PartialEq)]
-pub struct StatusUpdate {
-    pub kind: String,
-    pub namespace: String,
-    pub name: String,
-    /// The version the status was computed from (a write to a newer one is refused).
-    pub resource_version: String,
-    /// The whole new `status`.
-    pub status: Value,
-}
-
-/// The routes of `report` whose status differs from what it should say; `now` stamps
-/// conditions that change.
-pub fn updates(report: &Report, now: &str) -> Vec<StatusUpdate> {
-    let ours = OurParents::new(report);
+/// The routes of `report` whose status is to change.
+pub(super) fn updates(report: &Report, ours: &Ours, now: &str) -> Vec<StatusUpdate> {
     let mut problems: HashMap<&str, Problems> = HashMap::new();
     for warning in report.snapshot.warnings() {
         let entry = problems.entry(warning.object.as_str()).or_default();
@@ -49,7 +33,7 @@ pub fn updates(report: &Report, now: &str) -> Vec<StatusUpdate> {
         .filter(|(_, object)| ROUTE_KINDS.iter().any(|kind| object["kind"] == *kind))
         .filter_map(|(_, route)| {
             let found = problems.get(described(route).as_str()).unwrap_or(&none);
-            update(route, found, &ours, now)
+            update(route, found, ours, now)
         })
         .collect()
 }
@@ -61,75 +45,15 @@ struct Problems {
     left_out: Vec<ConfigError>,
 }
 
-/// `HTTPRoute ns/name`, as problems name their object.
-fn described(object: &Value) -> String {
-    let meta = &object["metadata"];
-    let (namespace, name) = (str_at(&meta["namespace"]), str_at(&meta["name"]));
-    format!("{} {namespace}/{name}", str_at(&object["kind"]))
-}
-
-fn str_at(value: &Value) -> &str {
-    value.as_str().unwrap_or_default()
-}
-
-/// Which parentRefs are the controller's.
-struct OurParents<'r> {
-    /// The Gateways of the controller's class, by namespace and name.
-    gateways: HashSet<(&'r str, &'r str)>,
-    snapshot: &'r Snapshot,
-}
-
-impl<'r> OurParents<'r> {
-    fn new(report: &'r Report) -> Self {
-        let gateways = (report.objects.iter())
-            .map(|(_, object)| object)
-            .filter(|object| object["kind"] == "Gateway")
-            .filter(|gateway| gateway["spec"]["gatewayClassName"] == WAYPOINT_CLASS)
-            .map(|gateway| {
-                let meta = &gateway["metadata"];
-                (str_at(&meta["namespace"]), str_at(&meta["name"]))
-            })
-            .collect();
-        OurParents {
-            gateways,
-            snapshot: &report.snapshot,
-        }
-    }
-
-    /// Whether `parent`, a parentRef of a route in `namespace`, is the controller's.
-    fn contains(&self, namespace: &str, parent: &Value) -> bool {
-        let namespace = parent["namespace"].as_str().unwrap_or(namespace);
-        let name = str_at(&parent["name"]);
-        let group = parent["group"]
-            .as_str()
-            .unwrap_or("gateway.networking.k8s.io");
-        match (group, parent["kind"].as_str().unwrap_or("Gateway")) {
-            ("gateway.networking.k8s.io", "Gateway") => self.gateways.contains(&(namespace, name)),
-            ("" | "core", "Service") => (self.snapshot.service(namespace, name))
-                .and_then(|service| service.waypoint.as_ref())
-                .is_some_and(|waypoint| {
-                    let key = (waypoint.namespace.as_str(), waypoint.name.as_str());
-                    self.gateways.contains(&key)
-                }),
-            _ => false,
-        }
-    }
-}
-
 /// The route's new status, if it differs from the one it has.
-fn update(
-    route: &Value,
-    problems: &Problems,
-    ours: &OurParents,
-    now: &str,
-) -> Option<StatusUpdate> {
+fn update(route: &Value, problems: &Problems, ours: &Ours, now: &str) -> Option<StatusUpdate> {
     let meta = &route["metadata"];
     let namespace = str_at(&meta["namespace"]);
     let parent_refs = route["spec"]["parentRefs"]
         .as_array()
         .map_or(&[][..], Vec::as_slice);
     let mine: Vec<bool> = (parent_refs.iter())
-        .map(|parent| ours.contains(namespace, parent))
+        .map(|parent| ours.waypoint(namespace, parent).is_some())
         .collect();
     let existing = route["status"]["parents"]
         .as_array()
@@ -154,10 +78,9 @@ fn update(
         .cloned()
         .collect();
     let generation = meta["generation"].clone();
-    for ((parent, status), _) in (parent_refs.iter().zip(computed.parents))
-        .zip(&mine)
-        .filter(|(_, m)| **m)
-    {
+    let on_ours = (parent_refs.iter().zip(computed.parents).zip(&mine))
+        .filter_map(|((parent, status), mine)| mine.then_some((parent, status)));
+    for (parent, status) in on_ours {
         let mut accepted = status.accepted;
         if let Some(error) = problems.left_out.first().filter(|_| accepted.status) {
             accepted = left_out(error);
@@ -170,7 +93,12 @@ fn update(
         ]
         .map(|(kind, condition)| {
             let old = before.and_then(|b| find_condition(&b["conditions"], kind));
-            condition_json(kind, &condition, &generation, old, now)
+            let Condition {
+                status,
+                reason,
+                message,
+            } = &condition;
+            condition_json(kind, *status, reason, message, &generation, old, now)
         });
         entries.push(json!({
             "parentRef": parent,
@@ -183,13 +111,7 @@ fn update(
     }
     let mut status = route.get("status").cloned().unwrap_or_else(|| json!({}));
     status["parents"] = Value::Array(entries);
-    Some(StatusUpdate {
-        kind: str_at(&route["kind"]).to_string(),
-        namespace: namespace.to_string(),
-        name: str_at(&meta["name"]).to_string(),
-        resource_version: str_at(&meta["resourceVersion"]).to_string(),
-        status,
-    })
+    Some(StatusUpdate::of(route, status))
 }
 
 /// `Accepted: False` for a route left out of the config by `error`, whatever part of the
@@ -206,99 +128,16 @@ fn left_out(error: &ConfigError) -> Condition {
     }
 }
 
-fn find_condition<'v>(conditions: &'v Value, kind: &str) -> Option<&'v Value> {
-    (conditions.as_array()?.iter()).find(|c| c["type"] == kind)
-}
-
-/// One condition as the API writes it; its transition time is kept while its status is.
-fn condition_json(
-    kind: &str,
-    condition: &Condition,
-    generation: &Value,
-    old: Option<&Value>,
-    now: &str,
-) -> Value {
-    let status = if condition.status { "True" } else { "False" };
-    let since = old
-        .filter(|old| old["status"] == status)
-        .and_then(|old| old["lastTransitionTime"].as_str())
-        .unwrap_or(now);
-    let mut message = condition.message.clone();
-    if message.len() > MAX_MESSAGE {
-        let mut end = MAX_MESSAGE;
-        while !message.is_char_boundary(end) {
-            end -= 1;
-        }
-        message.truncate(end);
-    }
-    json!({
-        "type": kind,
-        "status": status,
-        "reason": condition.reason,
-        "message": message,
-        "observedGeneration": generation.as_i64().unwrap_or(0),
-        "lastTransitionTime": since,
-    })
-}
-
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-
-    use mesh_config::Location;
     use mesh_config::fixtures::*;
 
     use super::*;
+    use crate::statuses::testing::{LATER, NOW, report};
+    use crate::waypoint_deploy::CONTROLLER_NAME;
 
-    const NOW: &str = "2026-12-02T10:00:00Z";
-    const LATER: &str = "2026-12-02T11:00:00Z";
-
-    /// A mesh of one namespace: `ours` (class mesh-waypoint) binding Service `reviews`,
-    /// `theirs` (class istio-waypoint) binding Service `ratings`, and `routes`.
-    fn report(routes: Vec<Value>) -> Report {
-        let mut ours = waypoint_gateway("default", "ours", None);
-        ours["spec"]["gatewayClassName"] = json!(WAYPOINT_CLASS);
-        let mut objects = nodes();
-        objects.extend([
-            namespace("default", json!({})),
-            ours,
-            waypoint_pod("default", "ours", "127.0.1.50"),
-            waypoint_gateway("default", "theirs", None),
-            waypoint_pod("default", "theirs", "127.0.1.51"),
-            pod(
-                "default",
-                "reviews-v1",
-                "127.0.1.10",
-                json!({"app": "reviews"}),
-            ),
-        ]);
-        for (name, vip, waypoint) in [
-            ("reviews", "127.0.100.1", "ours"),
-            ("ratings", "127.0.100.2", "theirs"),
-        ] {
-            let mut service = service("default", name, vip, json!({"app": "reviews"}));
-            service["metadata"]["labels"] = json!({"istio.io/use-waypoint": waypoint});
-            objects.push(service);
-        }
-        objects.extend(routes);
-        let objects: Vec<(Location, Value)> = (objects.into_iter().enumerate())
-            .map(|(i, mut object)| {
-                object["metadata"]["uid"] = json!(format!("uid-{i}"));
-                object["metadata"]["resourceVersion"] = json!("7");
-                object["metadata"]["generation"] = json!(3);
-                let location = Location::Kube {
-                    uid: format!("uid-{i}"),
-                    resource_version: "7".into(),
-                };
-                (location, object)
-            })
-            .collect();
-        let compiled = mesh_config::compile_objects(&objects).expect("compiles");
-        Report {
-            objects,
-            snapshot: Arc::new(compiled.snapshot),
-            left_out: compiled.left_out,
-        }
+    fn updates(report: &Report, now: &str) -> Vec<StatusUpdate> {
+        crate::statuses::updates(report, now)
     }
 
     fn to_service(name: &str) -> Value {
