@@ -59,14 +59,24 @@ pub struct WaypointSettings {
     pub timeouts: Timeouts,
 }
 
-/// The HBONE pool settings a waypoint dials its upstreams with. Each upstream tunnel gets a
-/// 256 KiB window (64 fit in a connection): a caller that stops reading its response makes
-/// the waypoint hold about that much per request, whatever the response's size.
+/// What a request whose caller stopped reading its response makes the waypoint hold, whatever
+/// the response's size: the window of its upstream stream (an HBONE tunnel for HTTP/1.1, an
+/// HTTP/2 stream for h2c), since the response is read no faster than the caller takes it.
+pub const UPSTREAM_STREAM_WINDOW: u32 = 160 << 10;
+/// HTTP/2 streams a caller connection may have open at once (Pingora's default, Istio
+/// ztunnel's per HBONE connection).
+pub const CALLER_MAX_STREAMS: u32 = 100;
+/// The most one caller connection can make the waypoint hold: every stream stalled, each
+/// holding its upstream window — 16 MiB, as much as an HBONE connection's window.
+pub const CALLER_CONNECTION_BUDGET: u64 = CALLER_MAX_STREAMS as u64 * UPSTREAM_STREAM_WINDOW as u64;
+const _: () = assert!(CALLER_CONNECTION_BUDGET <= mesh_hbone::http2::CONNECTION_WINDOW as u64);
+
+/// The HBONE pool settings a waypoint dials its upstreams with: each tunnel gets
+/// [`UPSTREAM_STREAM_WINDOW`], as many as fit in a connection's window share it.
 pub fn upstream_pool_config() -> PoolConfig {
-    const WINDOW: u32 = 256 << 10;
     PoolConfig {
-        stream_window: WINDOW,
-        max_streams_per_connection: mesh_hbone::http2::client_max_streams(WINDOW),
+        stream_window: UPSTREAM_STREAM_WINDOW,
+        max_streams_per_connection: mesh_hbone::http2::client_max_streams(UPSTREAM_STREAM_WINDOW),
         ..PoolConfig::default()
     }
 }
@@ -175,6 +185,9 @@ impl WaypointServer {
         options.h2c = true;
         options.h2_idle_timeout = Some(settings.timeouts.downstream_idle);
         proxy.server_options = Some(options);
+        let mut h2 = pingora_core::protocols::http::v2::server::default_h2_options();
+        h2.max_concurrent_streams(CALLER_MAX_STREAMS);
+        proxy.h2_options = Some(h2);
         Ok(WaypointServer {
             settings,
             listener,

@@ -241,15 +241,13 @@ fn rss_bytes() -> u64 {
     kib * 1024
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_caller_that_never_opens_its_windows_holds_bounded_memory() -> anyhow::Result<()> {
+/// Opens `streams` requests for `/big` on one h2c caller whose stream windows are zero (the
+/// waypoint can send it no DATA), each with its response head in; the caller holds them.
+async fn stalled_streams(
+    h: &Harness,
+    streams: usize,
+) -> anyhow::Result<Vec<http::Response<hyper::body::Incoming>>> {
     use hyper_util::rt::{TokioExecutor, TokioIo};
-    const STREAMS: usize = 100;
-    let h = Harness::start(76, &manifest(76, &[])).await?;
-    let _v1 = h.backend("v1").await?;
-    let _v2 = h.backend("v2").await?;
-    let before = rss_bytes();
-    // An h2c caller whose stream windows are zero: the waypoint can send it no DATA at all.
     let tunnel = h.tunnel(SLEEP, "1.10", &h.reviews_vip()).await?;
     let (sender, conn) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
         .initial_stream_window_size(0)
@@ -258,7 +256,7 @@ async fn a_caller_that_never_opens_its_windows_holds_bounded_memory() -> anyhow:
     tokio::spawn(conn);
     let mut client = Client::Http2(sender);
     let mut held = Vec::new();
-    for _ in 0..STREAMS {
+    for _ in 0..streams {
         let request =
             http::Request::get("http://reviews.default:9080/big").body(TestBody::default())?;
         let response = tokio::time::timeout(Duration::from_secs(10), client.start(request))
@@ -266,6 +264,45 @@ async fn a_caller_that_never_opens_its_windows_holds_bounded_memory() -> anyhow:
             .context("response head")??;
         held.push(response);
     }
+    Ok(held)
+}
+
+/// With HTTP/2 to the backends, a caller's requests share the waypoint's upstream connection
+/// with everyone else's: streams whose caller stopped reading must not use up that
+/// connection's window, or every other caller of the backend waits behind them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn callers_that_stop_reading_do_not_stall_a_shared_upstream_connection() -> anyhow::Result<()>
+{
+    let h = Harness::start(112, &manifest_with_port(112, "grpc", &[])).await?;
+    let _v1 = h.backend("v1").await?;
+    let _v2 = h.backend("v2").await?;
+    // More than fit in one upstream connection's window per endpoint (64 each, two
+    // endpoints): two callers of 70 (a caller may have 100 streams at once).
+    let held = (
+        stalled_streams(&h, 70).await?,
+        stalled_streams(&h, 70).await?,
+    );
+    // Let the stalled streams take what windows they can.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let mut other = h.h2c(SLEEP).await?;
+    for i in 0..10 {
+        let answered = tokio::time::timeout(Duration::from_secs(5), other.get("/ok")).await;
+        let reply = answered
+            .with_context(|| format!("request {i} waited behind the stalled streams"))??;
+        assert_eq!(reply.status, 200);
+    }
+    drop(held);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_caller_that_never_opens_its_windows_holds_bounded_memory() -> anyhow::Result<()> {
+    const STREAMS: usize = 100;
+    let h = Harness::start(76, &manifest(76, &[])).await?;
+    let _v1 = h.backend("v1").await?;
+    let _v2 = h.backend("v2").await?;
+    let before = rss_bytes();
+    let held = stalled_streams(&h, STREAMS).await?;
     // Let every buffer on the way fill up.
     tokio::time::sleep(Duration::from_secs(2)).await;
     let grown = rss_bytes().saturating_sub(before);
@@ -273,10 +310,11 @@ async fn a_caller_that_never_opens_its_windows_holds_bounded_memory() -> anyhow:
         "{STREAMS} zero-window streams of 8 MiB: the process grew {} MiB",
         grown >> 20
     );
-    // The waypoint's share per stream is about one upstream HBONE window (256 KiB) plus a
-    // request's few chunks in flight; the test's own backends hold their send buffers too.
-    // (96 MiB measured; 134 MiB through Pingora's own upstream path; with Istio's windows the
-    // streams stalled each other before their heads arrived.)
+    // The waypoint's share per stream is about one upstream window (160 KiB, so at most
+    // 16 MiB for the caller's connection) plus a request's few chunks in flight; the test's
+    // own backends hold their send buffers too. (86 MiB measured; 96 MiB with 256 KiB
+    // windows; 134 MiB through Pingora's own upstream path; with Istio's windows the streams
+    // stalled each other before their heads arrived.)
     assert!(grown < 200 << 20, "grew {} MiB", grown >> 20);
     // Others are still served meanwhile.
     assert_eq!(h.http1(SLEEP).await?.get("/ok").await?.status, 200);

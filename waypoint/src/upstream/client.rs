@@ -3,12 +3,16 @@
 //!
 //! An HTTP/1.1 connection serves one request at a time: it is checked out for a request and
 //! checked back in once its exchange is complete (hyper's `is_ready`). An HTTP/2 connection
-//! is shared by every concurrent request to its endpoint. Each connection is one HBONE tunnel
-//! (a CONNECT stream on the waypoint's pooled mTLS connection to the endpoint's node).
+//! is shared by the concurrent requests to its endpoint, at most [`H2_MAX_STREAMS`] at once:
+//! as on HBONE, `streams × stream window ≤ connection window`, so requests whose callers
+//! stopped reading (each holding its stream's window) can never use up the connection's and
+//! stall everyone else's; a full connection gives way to a new shared one. Each connection is
+//! one HBONE tunnel (a CONNECT stream on the waypoint's pooled mTLS connection to the
+//! endpoint's node).
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -24,6 +28,15 @@ use super::protocol::UpstreamProtocol;
 /// Most header fields an HTTP/1.1 upstream response may have (hyper's default is 100; an
 /// app echoing a caller's 100 headers back needs more).
 const MAX_RESPONSE_HEADERS: usize = 256;
+
+/// What one response stream on an upstream HTTP/2 connection may have unread (and a request
+/// stream unsent): what a request whose caller stopped reading holds.
+pub const H2_STREAM_WINDOW: u32 = crate::UPSTREAM_STREAM_WINDOW;
+/// An upstream HTTP/2 connection's window (hyper's default is 5 MiB under 2 MiB streams:
+/// three stalled streams stopped the connection).
+pub const H2_CONNECTION_WINDOW: u32 = mesh_hbone::http2::CONNECTION_WINDOW;
+/// Requests at once on one upstream HTTP/2 connection: as many as fit in its window.
+pub const H2_MAX_STREAMS: usize = (H2_CONNECTION_WINDOW / H2_STREAM_WINDOW) as usize;
 
 /// The body of a request sent upstream.
 pub type UpstreamBody = BoxBody<Bytes, std::io::Error>;
@@ -215,7 +228,29 @@ pub enum Checkout {
         reused: bool,
         /// Held when this request has the connection to itself (not the shared one).
         slot: Option<Slot>,
+        /// Counts this request on the shared connection while it lasts.
+        _stream: Option<StreamCount>,
     },
+}
+
+/// One request on a shared HTTP/2 connection, counted from checkout until it is done with
+/// (its response read, or given up).
+pub struct StreamCount(Arc<AtomicUsize>);
+
+impl StreamCount {
+    /// Counts one more on `streams`, unless it already has [`H2_MAX_STREAMS`].
+    fn take(streams: &Arc<AtomicUsize>) -> Option<Self> {
+        let counted = streams.fetch_update(Ordering::AcqRel, Ordering::Acquire, |open| {
+            (open < H2_MAX_STREAMS).then_some(open + 1)
+        });
+        counted.ok().map(|_| StreamCount(streams.clone()))
+    }
+}
+
+impl Drop for StreamCount {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 impl Checkout {
@@ -245,6 +280,8 @@ struct Idle {
 /// The HTTP/2 connection an endpoint's requests share.
 struct Shared {
     sender: http2::SendRequest<UpstreamBody>,
+    /// Requests on it now (see [`StreamCount`]).
+    streams: Arc<AtomicUsize>,
     served: u32,
     last_used: Instant,
     idle_timeout: Duration,
@@ -354,6 +391,9 @@ impl Upstreams {
             }
             UpstreamProtocol::Http2 => {
                 let (sender, connection) = http2::Builder::new(TokioExecutor::new())
+                    .initial_stream_window_size(H2_STREAM_WINDOW)
+                    .initial_connection_window_size(H2_CONNECTION_WINDOW)
+                    .max_send_buf_size(H2_STREAM_WINDOW as usize)
                     .handshake(io)
                     .await
                     .map_err(ConnectError::Handshake)?;
@@ -361,7 +401,8 @@ impl Upstreams {
                 let mut connections = self.lock();
                 let current = connections.shared.get(&key);
                 let replace = current.is_none_or(|current| {
-                    current.sender.is_closed() || !settings.has_room(current.served)
+                    let full = current.streams.load(Ordering::Acquire) >= H2_MAX_STREAMS;
+                    current.sender.is_closed() || !settings.has_room(current.served) || full
                 });
                 if !replace {
                     // Another request made the shared one meanwhile: this one is this
@@ -370,10 +411,14 @@ impl Upstreams {
                         sender,
                         reused: false,
                         slot: Some(slot),
+                        _stream: None,
                     });
                 }
+                let streams = Arc::new(AtomicUsize::new(0));
+                let stream = StreamCount::take(&streams);
                 let shared = Shared {
                     sender: sender.clone(),
+                    streams,
                     served: 1,
                     last_used: Instant::now(),
                     idle_timeout: settings.idle_timeout.unwrap_or(self.config.idle_timeout),
@@ -384,6 +429,7 @@ impl Upstreams {
                     sender,
                     reused: false,
                     slot: None,
+                    _stream: stream,
                 })
             }
         }
@@ -473,12 +519,15 @@ impl Upstreams {
                     connections.shared.remove(key);
                     return None;
                 }
+                // Full: a new connection takes over as the shared one.
+                let stream = StreamCount::take(&shared.streams)?;
                 shared.served += 1;
                 shared.last_used = now;
                 Some(Checkout::Http2 {
                     sender: shared.sender.clone(),
                     reused: true,
                     slot: None,
+                    _stream: Some(stream),
                 })
             }
         }
