@@ -42,8 +42,8 @@ pub use model::{
     WaypointFor, Workload,
 };
 pub use policy::{
-    Action, AuthorizationPolicy, Condition, ConditionKey, ConditionValues, Operation, PolicyScope,
-    PolicyTargetRef, Rule, Source, StringMatch, ValueKind,
+    Action, AuthorizationPolicy, Condition, ConditionKey, ConditionValues, Operation, PathTemplate,
+    PolicyScope, PolicyTargetRef, Rule, Source, StringMatch, ValueKind,
 };
 pub use route::{
     HeaderMatch, MatchRank, PathMatch, PortRoutes, QueryMatch, RetryPolicy, RouteBackend,

@@ -2,16 +2,27 @@
 
 use std::collections::BTreeMap;
 
-/// Istio string pattern: `*` (present), `*suffix`, `prefix*`, or exact.
+/// Istio string pattern: `*` (present), `*suffix`, `prefix*`, or exact; for paths also a
+/// template with `{*}`/`{**}` ([`PathTemplate`]).
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum StringMatch {
     Exact(String),
     Prefix(String),
     Suffix(String),
     Presence,
+    Template(PathTemplate),
 }
 
 impl StringMatch {
+    /// Parses a path pattern: a template when it holds `{*}` or `{**}` (as Istio reads
+    /// `paths`), else as [`StringMatch::parse`].
+    pub fn parse_path(s: &str) -> Result<Self, String> {
+        match s.contains("{*}") || s.contains("{**}") {
+            true => PathTemplate::parse(s).map(Self::Template),
+            false => Ok(Self::parse(s)),
+        }
+    }
+
     /// Parses a pattern as written in a policy.
     pub fn parse(s: &str) -> Self {
         if s == "*" {
@@ -32,6 +43,7 @@ impl StringMatch {
             Self::Prefix(p) => value.starts_with(p.as_str()),
             Self::Suffix(s) => value.ends_with(s.as_str()),
             Self::Presence => !value.is_empty(),
+            Self::Template(t) => t.matches(value),
         }
     }
 
@@ -45,7 +57,71 @@ impl StringMatch {
                 v.len() >= n(s) && v[v.len() - n(s)..].eq_ignore_ascii_case(s.as_bytes())
             }
             Self::Presence => !value.is_empty(),
+            Self::Template(t) => t.matches(value),
         }
+    }
+}
+
+/// A path template of Istio's `paths` (Envoy's URI template): `{*}` is exactly one path
+/// segment, not empty; `{**}`, the last operator, is whatever follows its slash (nothing
+/// included, further slashes too). Operators are whole segments; the rest is literal.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct PathTemplate {
+    segments: Vec<TemplateSegment>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+enum TemplateSegment {
+    Literal(String),
+    One,
+    Rest,
+}
+
+impl PathTemplate {
+    pub fn parse(template: &str) -> Result<Self, String> {
+        let Some(rest) = template.strip_prefix('/') else {
+            return Err(format!("path template {template:?} must start with /"));
+        };
+        let parts: Vec<&str> = rest.split('/').collect();
+        let mut segments = Vec::with_capacity(parts.len());
+        for (i, part) in parts.iter().enumerate() {
+            let segment = match *part {
+                "{*}" => TemplateSegment::One,
+                "{**}" if i + 1 == parts.len() => TemplateSegment::Rest,
+                "{**}" => {
+                    return Err(format!(
+                        "path template {template:?}: {{**}} must be the last operator"
+                    ));
+                }
+                literal
+                    if literal.contains('*') || literal.contains('{') || literal.contains('}') =>
+                {
+                    return Err(format!(
+                        "path template {template:?}: {literal:?} mixes an operator with text; {{*}} and {{**}} must be whole segments"
+                    ));
+                }
+                literal => TemplateSegment::Literal(literal.to_string()),
+            };
+            segments.push(segment);
+        }
+        Ok(PathTemplate { segments })
+    }
+
+    /// Whether `path` (without its query) fits the template.
+    pub fn matches(&self, path: &str) -> bool {
+        let Some(rest) = path.strip_prefix('/') else {
+            return false;
+        };
+        let mut parts = rest.split('/');
+        for segment in &self.segments {
+            match (segment, parts.next()) {
+                (TemplateSegment::Rest, next) => return next.is_some(),
+                (TemplateSegment::One, Some(part)) if !part.is_empty() => {}
+                (TemplateSegment::Literal(literal), Some(part)) if part == literal => {}
+                _ => return false,
+            }
+        }
+        parts.next().is_none()
     }
 }
 
@@ -252,6 +328,56 @@ impl ConditionValues {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn path_templates_match_whole_segments() {
+        let template = |t: &str| match StringMatch::parse_path(t) {
+            Ok(StringMatch::Template(t)) => t,
+            other => panic!("{t}: {other:?}"),
+        };
+        let one = template("/accounts/{*}/balance");
+        assert!(one.matches("/accounts/42/balance"));
+        for path in [
+            "/accounts/42/7/balance",
+            "/accounts//balance",
+            "/accounts/42/balance/x",
+            "/accounts/42",
+        ] {
+            assert!(!one.matches(path), "{path}");
+        }
+        let rest = template("/files/{**}");
+        for path in ["/files/", "/files/a", "/files/a/b/c"] {
+            assert!(rest.matches(path), "{path}");
+        }
+        assert!(!rest.matches("/files"));
+        assert!(!rest.matches("/filesx/a"));
+        let both = template("/{*}/v1/{**}");
+        assert!(both.matches("/shop/v1/items/3"));
+        assert!(!both.matches("/shop/v2/items/3"));
+        // Without an operator a path is one of the usual forms, `*` included.
+        assert_eq!(
+            StringMatch::parse_path("/a*"),
+            Ok(StringMatch::Prefix("/a".into()))
+        );
+        assert_eq!(
+            StringMatch::parse_path("/{id}"),
+            Ok(StringMatch::Exact("/{id}".into()))
+        );
+    }
+
+    #[test]
+    fn path_templates_that_envoy_would_refuse_are_refused() {
+        for (bad, why) in [
+            ("/a/{**}/b", "must be the last operator"),
+            ("/a{*}", "whole segments"),
+            ("/a/{*}x", "whole segments"),
+            ("/a/{*}/b*", "whole segments"),
+            ("a/{*}", "must start with /"),
+        ] {
+            let error = StringMatch::parse_path(bad).expect_err(bad);
+            assert!(error.contains(why), "{bad}: {error}");
+        }
+    }
 
     #[test]
     fn string_match_forms() {

@@ -22,12 +22,14 @@ use mesh_config::{LoadBalancer, ObjectRef, Store, TrafficPolicy};
 use pingora_core::protocols::http::HttpTask;
 use pingora_core::upstreams::peer::HttpPeer;
 use pingora_error::{Error, ErrorType, OrErr, Result};
+use pingora_http::RequestHeader;
 use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 
 use crate::filters::{self, Phase};
 use crate::outcome;
 use crate::reply::{self, Caller, LocalReply};
 use crate::request::Backend;
+use crate::request::normalize::normalize_path;
 use crate::request::{
     HeaderLimits, MirrorTarget, RequestAttrs, RequestCtx, Rolls, UrlRewrite, plan,
 };
@@ -57,6 +59,26 @@ pub struct WaypointProxy {
     pub(crate) stream_idle_timeout: std::time::Duration,
 }
 
+/// Replaces the request's path with its normalized form ([`normalize_path`]), which routes,
+/// policies, logs and the backend then all see.
+fn normalize_target(request: &mut RequestHeader) {
+    let Some(path_and_query) = request.uri.path_and_query() else {
+        return;
+    };
+    let Some(path) = normalize_path(path_and_query.path()) else {
+        return;
+    };
+    let target = match path_and_query.query() {
+        Some(query) => format!("{path}?{query}"),
+        None => path,
+    };
+    let mut parts = request.uri.clone().into_parts();
+    parts.path_and_query = target.parse().ok();
+    if let Ok(uri) = http::Uri::from_parts(parts) {
+        request.set_uri(uri);
+    }
+}
+
 /// Envoy's header for the identity of the mTLS peer a proxy authorized.
 pub const XFCC: &str = "x-forwarded-client-cert";
 
@@ -69,6 +91,7 @@ impl ProxyHttp for WaypointProxy {
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        normalize_target(session.req_header_mut());
         ctx.caller = Caller::of(session.req_header());
         let Some(tunnel) = tunnel_info(session.digest()).cloned() else {
             let reply = LocalReply::new(400, mesh_core::ResponseFlag::NoRouteFound, "not a tunnel");
@@ -384,4 +407,24 @@ async fn respond(session: &mut Session, ctx: &mut RequestCtx, reply: &LocalReply
     };
     session.write_response_tasks(tasks).await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_target_gets_the_normalized_path_and_keeps_its_query() {
+        let mut request = RequestHeader::build("GET", b"/a/../b?x=%2e%2e", None).expect("head");
+        normalize_target(&mut request);
+        assert_eq!(request.uri, "/b?x=%2e%2e");
+        // An HTTP/2 request's URI has its scheme and authority.
+        let mut h2 = RequestHeader::build("GET", b"/", None).expect("head");
+        h2.set_uri("http://reviews:9080/./%61".parse().expect("uri"));
+        normalize_target(&mut h2);
+        assert_eq!(h2.uri, "http://reviews:9080/a");
+        let mut normal = RequestHeader::build("GET", b"/ok?y", None).expect("head");
+        normalize_target(&mut normal);
+        assert_eq!(normal.uri, "/ok?y");
+    }
 }

@@ -202,11 +202,23 @@ impl Cx<'_> {
             not_hosts: patterns(&o.not_hosts),
             methods: patterns(&o.methods),
             not_methods: patterns(&o.not_methods),
-            paths: patterns(&o.paths),
-            not_paths: patterns(&o.not_paths),
+            paths: self.path_patterns(&format!("{field}.paths"), &o.paths),
+            not_paths: self.path_patterns(&format!("{field}.notPaths"), &o.not_paths),
             ports: self.ports(&format!("{field}.ports"), &o.ports),
             not_ports: self.ports(&format!("{field}.notPorts"), &o.not_ports),
         }
+    }
+
+    /// `paths`/`notPaths`: Istio's string patterns, or templates with `{*}`/`{**}`.
+    fn path_patterns(&mut self, field: &str, list: &[String]) -> Vec<StringMatch> {
+        let mut out = Vec::with_capacity(list.len());
+        for (i, path) in list.iter().enumerate() {
+            match StringMatch::parse_path(path) {
+                Ok(pattern) => out.push(pattern),
+                Err(e) => self.error(format!("{field}[{i}]"), e),
+            }
+        }
+        out
     }
 
     fn condition(&mut self, field: &str, c: &ConditionSpec) -> Option<Condition> {

@@ -3,6 +3,7 @@
 
 pub mod attrs;
 pub mod ctx;
+pub mod normalize;
 pub mod pipeline;
 
 pub use attrs::RequestAttrs;
