@@ -34,7 +34,9 @@ pub fn normalize_path(path: &str) -> Option<String> {
 }
 
 /// RFC 3986 section 2.3: a percent-encoded unreserved character is that character; every
-/// other escape is kept, with uppercase hex digits (section 6.2.2.1).
+/// other escape is kept, with uppercase hex digits (section 6.2.2.1); a `%` that starts no
+/// escape is escaped itself (`%25`, as Envoy's canonicalization does), so no decoding can
+/// make a new escape of what follows it (`%%34%32` is `%2542`, not `%42`).
 fn decode_unreserved(path: &str) -> String {
     let bytes = path.as_bytes();
     let mut out = String::with_capacity(path.len());
@@ -54,6 +56,10 @@ fn decode_unreserved(path: &str) -> String {
                     out.push(char::from(bytes[i + 2].to_ascii_uppercase()));
                 }
                 i += 3;
+            }
+            None if bytes[i] == b'%' => {
+                out.push_str("%25");
+                i += 1;
             }
             None => {
                 // Request targets are ASCII (Pingora and hyper refuse others), but a char
@@ -103,8 +109,9 @@ mod tests {
             ("/a%2Fb", "/a%2Fb"),
             ("/a%2fb%3f", "/a%2Fb%3F"),
             ("/%7euser", "/~user"),
-            ("/100%", "/100%"),
-            ("/bad%zz", "/bad%zz"),
+            ("/100%", "/100%25"),
+            ("/bad%zz", "/bad%25zz"),
+            ("/%%34%32", "/%2542"),
         ] {
             assert_eq!(normal(path), want, "{path}");
         }
