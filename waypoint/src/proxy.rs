@@ -25,6 +25,7 @@ use pingora_error::{Error, ErrorType, OrErr, Result};
 use pingora_http::RequestHeader;
 use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 
+use crate::dispatch::dispatch;
 use crate::filters::{self, Phase};
 use crate::outcome;
 use crate::reply::{self, Caller, LocalReply};
@@ -116,6 +117,10 @@ impl ProxyHttp for WaypointProxy {
                 Ok(true)
             }
             Err(reply) => {
+                // Refused (by policy, say): still counted against the Service addressed.
+                let tunnel = ctx.tunnel.as_ref().expect("set above");
+                let addressed = dispatch(&ctx.snapshot, &self.waypoint, &tunnel.authority);
+                ctx.refused_destination = addressed.ok();
                 respond(session, ctx, &reply).await?;
                 Ok(true)
             }

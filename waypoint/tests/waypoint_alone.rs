@@ -99,10 +99,23 @@ async fn denials_are_shaped_for_the_caller_and_keep_the_connection() -> anyhow::
     );
     let allowed = h.http1("productpage").await?.get("/reviews/1").await?;
     assert_eq!(allowed.status, 200);
-    assert_eq!(
-        wait_metric(&h, &[("response_flags", "DENY")], 3.0).await,
-        3.0
-    );
+    // Counted against the Service the callers addressed, though no backend was chosen.
+    let denied = [
+        ("response_flags", "DENY"),
+        ("response_code", "403"),
+        ("destination_service", "reviews.default.svc.cluster.local"),
+        ("destination_service_name", "reviews"),
+        ("destination_service_namespace", "default"),
+        ("destination_workload", "unknown"),
+    ];
+    assert_eq!(wait_metric(&h, &denied[..2], 2.0).await, 2.0);
+    assert_eq!(wait_metric(&h, &denied, 2.0).await, 2.0);
+    let grpc_denied = [
+        ("response_flags", "DENY"),
+        ("response_code", "200"),
+        denied[2],
+    ];
+    assert_eq!(wait_metric(&h, &grpc_denied, 1.0).await, 1.0);
     Ok(())
 }
 

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use mesh_config::{Endpoint, Snapshot};
+use mesh_config::{Destination, Endpoint, Snapshot};
 use mesh_core::ResponseFlag;
 
 use super::pipeline::Plan;
@@ -20,6 +20,9 @@ pub struct RequestCtx {
     pub tunnel: Option<Arc<TunnelInfo>>,
     pub caller: Caller,
     pub plan: Option<Plan>,
+    /// What the caller addressed, when the request was refused before it had a plan (so its
+    /// metrics and log still name the Service).
+    pub refused_destination: Option<Destination>,
     /// The endpoint the (last) try went to, once chosen.
     pub endpoint: Option<Endpoint>,
     pub target: Option<Target>,
@@ -39,12 +42,19 @@ impl RequestCtx {
             tunnel: None,
             caller: crate::reply::Caller::Http,
             plan: None,
+            refused_destination: None,
             endpoint: None,
             target: None,
             upstream_protocol: None,
             flag: ResponseFlag::None,
             tries: 0,
         }
+    }
+
+    /// What the caller addressed, if known.
+    pub fn destination(&self) -> Option<&Destination> {
+        let planned = self.plan.as_ref().map(|plan| &plan.destination);
+        planned.or(self.refused_destination.as_ref())
     }
 
     /// The chosen route rule, once the pipeline has run.

@@ -104,7 +104,7 @@ impl<'a> RequestLabels<'a> {
         if let Some(target) = &ctx.target {
             labels.destination_principal = &target.identity_uri;
         }
-        if let Some(service) = ctx.plan.as_ref().and_then(|p| p.destination.service()) {
+        if let Some(service) = ctx.destination().and_then(|d| d.service()) {
             labels.destination_service = &service.hostname;
             labels.destination_service_name = &service.name;
             labels.destination_service_namespace = &service.namespace;
