@@ -3,6 +3,7 @@
 //! proxy decides which attributes it can see and how a whole rule matches.
 
 use std::borrow::Cow;
+use std::fmt;
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -15,8 +16,55 @@ use crate::policy::{
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Decision {
     Allow,
-    /// Denied: the deciding DENY policy (`ns/name`) or that no ALLOW policy matched.
-    Deny(String),
+    Deny(Denial),
+}
+
+/// A policy's rule that matched: `ns/name` and the rule's index in `rules`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PolicyMatch {
+    pub policy: String,
+    pub rule: usize,
+}
+
+impl PolicyMatch {
+    /// The first rule of `policy` that `rule_matches`, if any.
+    fn of(
+        policy: &AuthorizationPolicy,
+        rule_matches: &impl Fn(&AuthorizationPolicy, &Rule) -> bool,
+    ) -> Option<Self> {
+        let rule = policy.rules.iter().position(|r| rule_matches(policy, r))?;
+        Some(PolicyMatch {
+            policy: format!("{}/{}", policy.namespace, policy.name),
+            rule,
+        })
+    }
+}
+
+impl fmt::Display for PolicyMatch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} rules[{}]", self.policy, self.rule)
+    }
+}
+
+/// Why a request or connection was denied, as the access log says it (callers are told
+/// only "access denied", as Envoy tells them).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Denial {
+    /// A DENY policy's rule matched.
+    DenyPolicy(PolicyMatch),
+    /// ALLOW policies apply, and none of them (`ns/name` each) matched.
+    NoAllowMatch { candidates: Vec<String> },
+}
+
+impl fmt::Display for Denial {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Denial::DenyPolicy(matched) => write!(f, "denied by DENY policy {matched}"),
+            Denial::NoAllowMatch { candidates } => {
+                write!(f, "no ALLOW policy matched (of {})", candidates.join(", "))
+            }
+        }
+    }
 }
 
 /// The peer of a connection as policy sees it.
@@ -69,26 +117,34 @@ pub fn decide(
     policies: &[Arc<AuthorizationPolicy>],
     rule_matches: impl Fn(&AuthorizationPolicy, &Rule) -> bool,
 ) -> Decision {
-    let matching = |p: &&Arc<AuthorizationPolicy>| p.rules.iter().any(|r| rule_matches(p, r));
-    if let Some(deny) = policies
-        .iter()
-        .filter(|p| p.action == Action::Deny)
-        .find(matching)
-    {
-        return Decision::Deny(format!("{}/{}", deny.namespace, deny.name));
+    let of_action = |action| policies.iter().filter(move |p| p.action == action);
+    if let Some(matched) = of_action(Action::Deny).find_map(|p| PolicyMatch::of(p, &rule_matches)) {
+        return Decision::Deny(Denial::DenyPolicy(matched));
     }
-    let mut allows = policies
-        .iter()
-        .filter(|p| p.action == Action::Allow)
-        .peekable();
+    let mut allows = of_action(Action::Allow).peekable();
     if allows.peek().is_none() {
         return Decision::Allow;
     }
+    let matching = |p: &&Arc<AuthorizationPolicy>| p.rules.iter().any(|r| rule_matches(p, r));
     if allows.any(|p| matching(&p)) {
         Decision::Allow
     } else {
-        Decision::Deny("no ALLOW policy matched".into())
+        let candidates = of_action(Action::Allow)
+            .map(|p| format!("{}/{}", p.namespace, p.name))
+            .collect();
+        Decision::Deny(Denial::NoAllowMatch { candidates })
     }
+}
+
+/// The AUDIT policies' rules that match: logged, never deciding.
+pub fn audits(
+    policies: &[Arc<AuthorizationPolicy>],
+    rule_matches: impl Fn(&AuthorizationPolicy, &Rule) -> bool,
+) -> Vec<PolicyMatch> {
+    (policies.iter())
+        .filter(|p| p.action == Action::Audit)
+        .filter_map(|p| PolicyMatch::of(p, &rule_matches))
+        .collect()
 }
 
 /// A positive list: empty means no constraint, else the value is present and matches one entry.
@@ -276,8 +332,49 @@ mod tests {
         let none = |_: &AuthorizationPolicy, _: &Rule| false;
         assert_eq!(decide(&[], all), Decision::Allow);
         let both = [policy(Action::Allow, "a"), policy(Action::Deny, "d")];
-        assert_eq!(decide(&both, all), Decision::Deny("default/d".into()));
-        assert!(matches!(decide(&both[..1], none), Decision::Deny(_)));
+        let denied = decide(&both, all);
+        let by_d = PolicyMatch {
+            policy: "default/d".into(),
+            rule: 0,
+        };
+        assert_eq!(denied, Decision::Deny(Denial::DenyPolicy(by_d)));
+        let Decision::Deny(why) = denied else {
+            unreachable!()
+        };
+        assert_eq!(why.to_string(), "denied by DENY policy default/d rules[0]");
+        let allows = [policy(Action::Allow, "a"), policy(Action::Allow, "b")];
+        let unmatched = decide(&allows, none);
+        let candidates = vec!["default/a".to_string(), "default/b".to_string()];
+        assert_eq!(
+            unmatched,
+            Decision::Deny(Denial::NoAllowMatch { candidates })
+        );
+        let Decision::Deny(why) = unmatched else {
+            unreachable!()
+        };
+        assert_eq!(
+            why.to_string(),
+            "no ALLOW policy matched (of default/a, default/b)"
+        );
         assert_eq!(decide(&[policy(Action::Audit, "x")], none), Decision::Allow);
+    }
+
+    #[test]
+    fn audits_name_the_rule_that_matched_and_decide_nothing() {
+        let audit = Arc::new(AuthorizationPolicy {
+            namespace: "default".into(),
+            name: "watch".into(),
+            action: Action::Audit,
+            scope: PolicyScope::Namespace,
+            rules: vec![Rule::default(), Rule::default()],
+        });
+        let second = |_: &AuthorizationPolicy, r: &Rule| std::ptr::eq(r, &audit.rules[1]);
+        let matched = audits(std::slice::from_ref(&audit), second);
+        assert_eq!(matched.len(), 1);
+        assert_eq!(matched[0].to_string(), "default/watch rules[1]");
+        assert_eq!(
+            decide(std::slice::from_ref(&audit), second),
+            Decision::Allow
+        );
     }
 }

@@ -5,8 +5,8 @@
 use std::net::IpAddr;
 use std::sync::Arc;
 
-pub use mesh_config::authz::Decision;
-use mesh_config::authz::{Peer, Value, any_of, decide, none_of};
+pub use mesh_config::authz::{Decision, Denial, PolicyMatch};
+use mesh_config::authz::{Peer, Value, any_of, audits, decide, none_of};
 use mesh_config::{AuthorizationPolicy, ConditionKey, Operation, Rule, StringMatch};
 
 use crate::request::attrs::RequestAttrs;
@@ -27,6 +27,14 @@ pub struct RequestAttributes<'a> {
 
 pub fn evaluate(policies: &[Arc<AuthorizationPolicy>], attrs: &RequestAttributes<'_>) -> Decision {
     decide(policies, |_, rule| rule_matches(rule, attrs))
+}
+
+/// The AUDIT policies' rules the request matches (logged; they decide nothing).
+pub fn audited(
+    policies: &[Arc<AuthorizationPolicy>],
+    attrs: &RequestAttributes<'_>,
+) -> Vec<PolicyMatch> {
+    audits(policies, |_, rule| rule_matches(rule, attrs))
 }
 
 fn rule_matches(rule: &Rule, a: &RequestAttributes<'_>) -> bool {
@@ -180,7 +188,10 @@ mod tests {
         let ps = [allow_all, deny_sleep];
         assert_eq!(
             evaluate(&ps, &attrs(SLEEP, "GET", &h)),
-            Decision::Deny("default/deny".into())
+            Decision::Deny(Denial::DenyPolicy(PolicyMatch {
+                policy: "default/deny".into(),
+                rule: 0
+            }))
         );
         assert_eq!(
             evaluate(&ps, &attrs(PRODUCTPAGE, "GET", &h)),

@@ -398,6 +398,7 @@ fn rewrite_head(rewrite: &UrlRewrite, head: &mut pingora_http::RequestHeader) ->
 /// and no stream is left open for Pingora to reset when it drops it.
 async fn respond(session: &mut Session, ctx: &mut RequestCtx, reply: &LocalReply) -> Result<()> {
     ctx.flag = reply.flag;
+    ctx.reply_detail.clone_from(&reply.detail);
     if reply.flag == mesh_core::ResponseFlag::DownstreamProtocolError {
         session.set_keepalive(None);
     }

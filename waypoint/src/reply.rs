@@ -22,6 +22,8 @@ pub struct LocalReply {
     pub message: String,
     /// Headers the answer carries (a redirect's `Location`, a preflight's CORS headers).
     pub headers: Vec<(HeaderName, HeaderValue)>,
+    /// More of why, for the access log only: never sent to the caller (which policy denied).
+    pub detail: Option<String>,
 }
 
 impl LocalReply {
@@ -31,7 +33,14 @@ impl LocalReply {
             flag,
             message: message.into(),
             headers: Vec::new(),
+            detail: None,
         }
+    }
+
+    /// The same reply, with `detail` for the access log.
+    pub fn with_detail(mut self, detail: String) -> Self {
+        self.detail = Some(detail);
+        self
     }
 
     /// An answer a route gives (`status` below 400), not an error.

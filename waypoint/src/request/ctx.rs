@@ -23,6 +23,8 @@ pub struct RequestCtx {
     /// What the caller addressed, when the request was refused before it had a plan (so its
     /// metrics and log still name the Service).
     pub refused_destination: Option<Destination>,
+    /// What the waypoint's own answer told the access log only (which policy denied).
+    pub reply_detail: Option<String>,
     /// The endpoint the (last) try went to, once chosen.
     pub endpoint: Option<Endpoint>,
     pub target: Option<Target>,
@@ -43,6 +45,7 @@ impl RequestCtx {
             caller: crate::reply::Caller::Http,
             plan: None,
             refused_destination: None,
+            reply_detail: None,
             endpoint: None,
             target: None,
             upstream_protocol: None,
@@ -55,6 +58,16 @@ impl RequestCtx {
     pub fn destination(&self) -> Option<&Destination> {
         let planned = self.plan.as_ref().map(|plan| &plan.destination);
         planned.or(self.refused_destination.as_ref())
+    }
+
+    /// What the access log says of the request's policies: the denial and the AUDIT rules
+    /// matched, if any.
+    pub fn authz(&self) -> Option<String> {
+        if let Some(detail) = &self.reply_detail {
+            return Some(detail.clone());
+        }
+        let audited = &self.plan.as_ref()?.audited;
+        (!audited.is_empty()).then(|| super::pipeline::authz_detail(None, audited))
     }
 
     /// The chosen route rule, once the pipeline has run.

@@ -18,7 +18,7 @@ use mesh_config::{
 };
 use mesh_core::ResponseFlag;
 
-use crate::authz::{self, Decision, RequestAttributes};
+use crate::authz::{self, Decision, Denial, PolicyMatch, RequestAttributes};
 use crate::dispatch::dispatch;
 use crate::filters::{cors, rewrite};
 use crate::reply::LocalReply;
@@ -34,6 +34,8 @@ pub type Flow<T> = Result<T, LocalReply>;
 #[derive(Clone, Debug)]
 pub struct Plan {
     pub destination: Destination,
+    /// The AUDIT policies' rules the request matched (for the access log).
+    pub audited: Vec<PolicyMatch>,
     pub rule: Option<Arc<RouteRule>>,
     /// The rule's backendRef that serves it (its filters apply after the rule's).
     pub backend_ref: Option<usize>,
@@ -152,7 +154,7 @@ pub fn plan(
     let caller_namespace = &tunnel.peer_identity.namespace;
     let selection = select(snapshot, &destination, caller_namespace, request);
     preflight(&selection, request)?;
-    authorize(snapshot, waypoint, tunnel, &destination, request)?;
+    let audited = authorize(snapshot, waypoint, tunnel, &destination, request)?;
     let routed = route(&destination, selection, request, rolls.backend)?;
     if let Backend::Service { service, port } = &routed.backend
         && snapshot.endpoints(service, *port).is_empty()
@@ -162,6 +164,7 @@ pub fn plan(
     }
     let mirrors = mirrors(&routed, rolls);
     Ok(Plan {
+        audited,
         mirrors,
         destination,
         rule: routed.rule,
@@ -241,14 +244,16 @@ fn resolve(snapshot: &Snapshot, waypoint: &ObjectRef, tunnel: &TunnelInfo) -> Fl
         .map_err(|e| LocalReply::new(503, ResponseFlag::NoRouteFound, e.to_string()))
 }
 
-/// L7 AuthorizationPolicy for the destination.
+/// L7 AuthorizationPolicy for the destination; the AUDIT rules that matched, when allowed.
+/// A denied caller is told only "access denied" (as Envoy answers); the log says which
+/// policy and rule decided, and what was audited.
 fn authorize(
     snapshot: &Snapshot,
     waypoint: &ObjectRef,
     tunnel: &TunnelInfo,
     destination: &Destination,
     request: &RequestAttrs<'_>,
-) -> Flow<()> {
+) -> Flow<Vec<PolicyMatch>> {
     let attributes = RequestAttributes {
         principal: Some(&tunnel.principal),
         namespace: Some(&tunnel.peer_identity.namespace),
@@ -259,14 +264,25 @@ fn authorize(
         request_principal: None,
     };
     let policies = snapshot.waypoint_policies(waypoint, destination.service().map(|s| s.as_ref()));
+    let audited = authz::audited(policies, &attributes);
     match authz::evaluate(policies, &attributes) {
-        Decision::Allow => Ok(()),
-        Decision::Deny(why) => Err(LocalReply::new(
-            403,
-            ResponseFlag::Deny,
-            format!("RBAC: access denied ({why})"),
-        )),
+        Decision::Allow => Ok(audited),
+        Decision::Deny(why) => {
+            let reply = LocalReply::new(403, ResponseFlag::Deny, "RBAC: access denied");
+            Err(reply.with_detail(authz_detail(Some(&why), &audited)))
+        }
     }
+}
+
+/// What the access log says of a request's policies: the denial, the AUDIT rules matched.
+pub fn authz_detail(denial: Option<&Denial>, audited: &[PolicyMatch]) -> String {
+    let audits = audited.iter().map(|m| format!("audited by {m}"));
+    let all: Vec<String> = denial
+        .map(ToString::to_string)
+        .into_iter()
+        .chain(audits)
+        .collect();
+    all.join("; ")
 }
 
 /// The outcome of routing: the rule that matched, what serves the request, and what the
@@ -558,10 +574,51 @@ mod tests {
         let s = snapshot("");
         let denied = run(&s, "sleep", "127.0.100.12:9080", "GET", 0).expect_err("denied");
         assert_eq!((denied.status, denied.flag), (403, ResponseFlag::Deny));
-        assert!(denied.message.starts_with("RBAC: access denied"));
+        assert_eq!(
+            denied.message, "RBAC: access denied",
+            "no policy named to the caller"
+        );
+        let why = "no ALLOW policy matched (of default/reviews-viewer)";
+        assert_eq!(denied.detail.as_deref(), Some(why));
         let post =
             run(&s, "bookinfo-productpage", "127.0.100.12:9080", "POST", 0).expect_err("denied");
         assert_eq!(post.status, 403);
+    }
+
+    /// The access log says which policy and rule denied, and which AUDIT rules matched.
+    #[test]
+    fn the_log_names_the_deciding_rule_and_the_audits() {
+        let policies = r#"
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: no-delete, namespace: default}
+spec:
+  targetRefs: [{group: gateway.networking.k8s.io, kind: Gateway, name: waypoint}]
+  action: DENY
+  rules:
+    - to: [{operation: {methods: ["PUT"]}}]
+    - to: [{operation: {methods: ["DELETE"]}}]
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: watch-writes, namespace: default}
+spec:
+  targetRefs: [{group: gateway.networking.k8s.io, kind: Gateway, name: waypoint}]
+  action: AUDIT
+  rules:
+    - to: [{operation: {methods: ["DELETE", "GET"]}}]
+"#;
+        let s = snapshot(policies);
+        let denied =
+            run(&s, "bookinfo-productpage", "127.0.100.12:9080", "DELETE", 0).expect_err("denied");
+        let why = "denied by DENY policy default/no-delete rules[1]; \
+                   audited by default/watch-writes rules[0]";
+        assert_eq!(denied.detail.as_deref(), Some(why));
+        let allowed =
+            run(&s, "bookinfo-productpage", "127.0.100.12:9080", "GET", 0).expect("allowed");
+        let audited: Vec<String> = allowed.audited.iter().map(ToString::to_string).collect();
+        assert_eq!(audited, ["default/watch-writes rules[0]"]);
     }
 
     /// A preflight from an allowed origin is answered before authorization (browsers send

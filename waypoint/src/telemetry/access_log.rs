@@ -30,6 +30,7 @@ pub fn write(
         response_code = labels.response_code,
         response_flags = labels.response_flags.as_str(),
         upstream.tries = ctx.tries,
+        authz = ctx.authz(),
         duration_ms = elapsed.as_millis() as u64,
         error = error.map(tracing::field::display),
         "request"
