@@ -34,7 +34,7 @@ use crate::request::normalize::normalize_path;
 use crate::request::{
     HeaderLimits, MirrorTarget, RequestAttrs, RequestCtx, Rolls, UrlRewrite, plan,
 };
-use crate::telemetry::{Metrics, RequestLabels, access_log};
+use crate::telemetry::{BodySizes, Metrics, RequestLabels, access_log};
 use crate::tunnel_io::tunnel_info;
 use crate::upstream::balance::Balancing;
 use crate::upstream::forward::{self, Exchange};
@@ -170,10 +170,22 @@ impl ProxyHttp for WaypointProxy {
         if let Some(tunnel) = &ctx.tunnel {
             tunnel.request_done();
         }
-        let code = session.response_written().map_or(0, |r| r.status.as_u16());
-        let labels = RequestLabels::of(ctx, code, session.is_http2());
+        let response = session.response_written();
+        let code = response.map_or(0, |r| r.status.as_u16());
+        // From the trailers, or the head of a trailers-only answer (a local reply's too).
+        let in_head = response.and_then(|r| r.headers.get(forward::GRPC_STATUS));
+        let grpc_status = ctx.grpc_status.as_ref().or(in_head);
+        let grpc_status = grpc_status
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default();
+        let labels = RequestLabels::of(ctx, code, grpc_status, session.is_http2());
         let elapsed = ctx.start.elapsed();
-        self.metrics.record(&labels, elapsed.as_secs_f64() * 1000.0);
+        let sizes = BodySizes {
+            request: session.body_bytes_read(),
+            response: session.body_bytes_sent(),
+        };
+        self.metrics
+            .record(&labels, elapsed.as_secs_f64() * 1000.0, sizes);
         access_log::write(ctx, &labels, session.req_header(), elapsed, error);
     }
 }
@@ -345,6 +357,7 @@ impl WaypointProxy {
             }
         };
         self.metrics.record_tries(&plan.destination, &tries);
+        ctx.grpc_status = tries.grpc_status.take();
         ctx.tries = tries.count;
         // The last try's endpoint is the one the request is reported against.
         ctx.target = tries.endpoint.as_ref().map(Target::for_endpoint);

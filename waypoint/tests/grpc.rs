@@ -165,6 +165,13 @@ async fn grpc_calls_of_every_kind_go_through_a_grpc_route() -> anyhow::Result<()
         .await
         .expect_err("unknown service");
     assert_eq!(unknown.code(), tonic::Code::NotFound);
+    // Counted by their gRPC status: OK from the trailers, NOT_FOUND from a trailers-only
+    // answer's head.
+    for (status, code) in [("0", "200"), ("5", "200")] {
+        let labels = [("grpc_response_status", status), ("response_code", code)];
+        let counted = h.wait_metric("istio_requests_total", &labels, 1.0).await;
+        assert!(counted >= 1.0, "grpc_response_status={status}: {counted}");
+    }
 
     // Server streaming: each change of status arrives as it happens.
     let mut watch = health

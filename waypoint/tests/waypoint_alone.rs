@@ -6,6 +6,8 @@ mod common;
 use std::time::Duration;
 
 use anyhow::Context;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
 
 use common::{Client, Harness, Protocols, manifest, manifest_with_port, route_to_reviews};
 use mesh_config::fixtures::policy;
@@ -59,18 +61,40 @@ async fn routes_applies_filters_and_reports_the_caller_upstream() -> anyhow::Res
             "By=spiffe://cluster.local/ns/default/sa/waypoint-0;URI=spiffe://cluster.local/ns/default/sa/sleep"
         );
     }
-    let counted = wait_metric(
-        &h,
-        &[
-            ("response_code", "200"),
-            ("response_flags", "-"),
-            ("source_workload", "sleep"),
-            ("destination_service", "reviews.default.svc.cluster.local"),
-        ],
-        3.0,
-    )
-    .await;
-    assert_eq!(counted, 3.0);
+    // Istio's labels, the app and version ones from the pods' labels.
+    let labels = [
+        ("reporter", "waypoint"),
+        ("response_code", "200"),
+        ("response_flags", "-"),
+        ("source_workload", "sleep"),
+        ("source_app", "sleep"),
+        ("source_version", "unknown"),
+        ("source_cluster", "Kubernetes"),
+        ("destination_service", "reviews.default.svc.cluster.local"),
+        ("destination_app", "reviews"),
+        ("destination_cluster", "Kubernetes"),
+        ("grpc_response_status", ""),
+        ("connection_security_policy", "mutual_tls"),
+    ];
+    assert_eq!(wait_metric(&h, &labels, 3.0).await, 3.0);
+    let versions =
+        ["v1", "v2"].map(|v| h.metric("istio_requests_total", &[("destination_version", v)]));
+    assert_eq!(versions.iter().sum::<f64>(), 3.0, "{versions:?}");
+    // Body sizes: a 1000-byte upload answered by the echo of it.
+    let upload = http::Request::post("http://reviews.default:9080/echo")
+        .header(http::header::HOST, "reviews.default:9080")
+        .body(
+            Full::new(Bytes::from(vec![b'u'; 1000]))
+                .map_err(|never| match never {})
+                .boxed(),
+        )?;
+    let echoed = client.start(upload).await?;
+    assert_eq!(echoed.status(), 200);
+    echoed.into_body().collect().await?;
+    let post = [("response_code", "200"), ("source_workload", "sleep")];
+    let sent = h.wait_metric("istio_request_bytes", &post, 1000.0).await;
+    assert_eq!(sent, 1000.0, "request bodies: three GETs and the upload");
+    assert!(h.metric("istio_response_bytes", &post) >= 1000.0);
     Ok(())
 }
 

@@ -34,6 +34,8 @@ pub struct RequestCtx {
     pub flag: ResponseFlag,
     /// Tries made upstream (0: none, the request was answered by the waypoint).
     pub tries: u32,
+    /// The `grpc-status` the response's trailers carried.
+    pub grpc_status: Option<http::HeaderValue>,
 }
 
 impl RequestCtx {
@@ -51,6 +53,7 @@ impl RequestCtx {
             upstream_protocol: None,
             flag: ResponseFlag::None,
             tries: 0,
+            grpc_status: None,
         }
     }
 

@@ -5,7 +5,7 @@ use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry};
 
 use crate::request::RequestCtx;
 use crate::upstream::forward::Tries;
-use mesh_config::Destination;
+use mesh_config::{Destination, Workload};
 
 const LABELS: &[&str] = &[
     "reporter",
@@ -26,7 +26,17 @@ const LABELS: &[&str] = &[
     "response_code",
     "response_flags",
     "connection_security_policy",
+    "source_app",
+    "source_version",
+    "source_cluster",
+    "destination_app",
+    "destination_version",
+    "destination_cluster",
+    "grpc_response_status",
 ];
+
+/// The cluster every workload is in, as Istio names a cluster by default (`CLUSTER_ID`).
+const CLUSTER: &str = "Kubernetes";
 
 /// Label values for one request, borrowed from the request's context (nothing is copied);
 /// `unknown` where a value is not known.
@@ -45,8 +55,14 @@ pub struct RequestLabels<'a> {
     pub destination_service_namespace: &'a str,
     pub destination_canonical_service: &'a str,
     pub destination_canonical_revision: &'a str,
+    pub source_app: &'a str,
+    pub source_version: &'a str,
+    pub destination_app: &'a str,
+    pub destination_version: &'a str,
     pub request_protocol: &'static str,
     pub response_code: u16,
+    /// The response's `grpc-status`; empty for a response that has none.
+    pub grpc_response_status: &'a str,
     pub response_flags: ResponseFlag,
 }
 
@@ -68,18 +84,24 @@ impl Default for RequestLabels<'_> {
             destination_service_namespace: UNKNOWN,
             destination_canonical_service: UNKNOWN,
             destination_canonical_revision: UNKNOWN,
+            source_app: UNKNOWN,
+            source_version: UNKNOWN,
+            destination_app: UNKNOWN,
+            destination_version: UNKNOWN,
             request_protocol: "http",
             response_code: 0,
+            grpc_response_status: "",
             response_flags: ResponseFlag::None,
         }
     }
 }
 
 impl<'a> RequestLabels<'a> {
-    /// The labels of the request `ctx` describes, answered with `code`.
-    pub fn of(ctx: &'a RequestCtx, code: u16, http2: bool) -> Self {
+    /// The labels of the request `ctx` describes, answered with `code` (and `grpc_status`).
+    pub fn of(ctx: &'a RequestCtx, code: u16, grpc_status: &'a str, http2: bool) -> Self {
         let mut labels = RequestLabels {
             response_code: code,
+            grpc_response_status: grpc_status,
             response_flags: ctx.flag,
             request_protocol: if http2 { "grpc_or_http2" } else { "http" },
             ..RequestLabels::default()
@@ -92,6 +114,7 @@ impl<'a> RequestLabels<'a> {
                 labels.source_workload_namespace = &source.namespace;
                 labels.source_canonical_service = &source.canonical_service;
                 labels.source_canonical_revision = &source.canonical_revision;
+                (labels.source_app, labels.source_version) = app_and_version(source);
             }
         }
         if let Some(endpoint) = &ctx.endpoint {
@@ -100,6 +123,7 @@ impl<'a> RequestLabels<'a> {
             labels.destination_workload_namespace = &w.namespace;
             labels.destination_canonical_service = &w.canonical_service;
             labels.destination_canonical_revision = &w.canonical_revision;
+            (labels.destination_app, labels.destination_version) = app_and_version(w);
         }
         if let Some(target) = &ctx.target {
             labels.destination_principal = &target.identity_uri;
@@ -113,10 +137,33 @@ impl<'a> RequestLabels<'a> {
     }
 }
 
+/// The bytes of a request's body as read from its caller, and of its response's as sent.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct BodySizes {
+    pub request: usize,
+    pub response: usize,
+}
+
+/// A workload's `app` and `version` labels, as Istio reads them (`app`, else
+/// `app.kubernetes.io/name`; `version`, else `app.kubernetes.io/version`).
+fn app_and_version(workload: &Workload) -> (&str, &str) {
+    let label = |keys: [&str; 2]| {
+        keys.iter()
+            .find_map(|key| workload.labels.get(*key))
+            .map_or(UNKNOWN, String::as_str)
+    };
+    (
+        label(["app", "app.kubernetes.io/name"]),
+        label(["version", "app.kubernetes.io/version"]),
+    )
+}
+
 #[derive(Clone)]
 pub struct Metrics {
     requests: IntCounterVec,
     duration: HistogramVec,
+    request_bytes: HistogramVec,
+    response_bytes: HistogramVec,
     retries: IntCounterVec,
     retries_refused: IntCounterVec,
     ejections: IntCounterVec,
@@ -140,6 +187,14 @@ impl Metrics {
             ),
             LABELS,
         )?;
+        // Body sizes, in powers of ten from 1 B to 1 GB.
+        let size_buckets = prometheus::exponential_buckets(1.0, 10.0, 10)?;
+        let sizes = |name: &str, help: &str| {
+            let opts = HistogramOpts::new(name, help).buckets(size_buckets.clone());
+            HistogramVec::new(opts, LABELS)
+        };
+        let request_bytes = sizes("istio_request_bytes", "Request body sizes")?;
+        let response_bytes = sizes("istio_response_bytes", "Response body sizes")?;
         let retries = IntCounterVec::new(
             Opts::new(
                 "mesh_upstream_retries_total",
@@ -174,10 +229,14 @@ impl Metrics {
         for metric in [&requests, &retries, &retries_refused, &ejections, &mirrors] {
             registry.register(Box::new(metric.clone()))?;
         }
-        registry.register(Box::new(duration.clone()))?;
+        for histogram in [&duration, &request_bytes, &response_bytes] {
+            registry.register(Box::new(histogram.clone()))?;
+        }
         Ok(Metrics {
             requests,
             duration,
+            request_bytes,
+            response_bytes,
             retries,
             retries_refused,
             ejections,
@@ -208,7 +267,8 @@ impl Metrics {
         }
     }
 
-    pub fn record(&self, l: &RequestLabels<'_>, duration_ms: f64) {
+    /// Counts one request with its duration and its bodies' sizes.
+    pub fn record(&self, l: &RequestLabels<'_>, duration_ms: f64, sizes: BodySizes) {
         let code = l.response_code.to_string();
         let values = [
             "waypoint",
@@ -229,10 +289,19 @@ impl Metrics {
             &code,
             l.response_flags.as_str(),
             "mutual_tls",
+            l.source_app,
+            l.source_version,
+            CLUSTER,
+            l.destination_app,
+            l.destination_version,
+            CLUSTER,
+            l.grpc_response_status,
         ];
         self.requests.with_label_values(&values).inc();
         self.duration
             .with_label_values(&values)
             .observe(duration_ms);
+        (self.request_bytes.with_label_values(&values)).observe(sizes.request as f64);
+        (self.response_bytes.with_label_values(&values)).observe(sizes.response as f64);
     }
 }

@@ -4,4 +4,4 @@
 pub mod access_log;
 pub mod metrics;
 
-pub use metrics::{Metrics, RequestLabels};
+pub use metrics::{BodySizes, Metrics, RequestLabels};

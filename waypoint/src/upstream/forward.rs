@@ -7,7 +7,7 @@
 
 use std::time::{Duration, Instant};
 
-use http::header::{self, HeaderMap, HeaderName};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Version};
 use http_body_util::BodyExt;
 use hyper::body::{Body as _, Incoming};
@@ -230,6 +230,8 @@ pub struct Tries {
     pub ejected: u32,
     /// The endpoint of the last try.
     pub endpoint: Option<Endpoint>,
+    /// The `grpc-status` of the response's trailers (the one served), for metrics.
+    pub grpc_status: Option<HeaderValue>,
 }
 
 /// Sends the session's request (`head`, already filtered) and streams the response back,
@@ -319,7 +321,7 @@ pub async fn forward(
         });
     }
     let quiet = Quiet::new(exchange.idle_timeout, deadline);
-    stream_down(session, header, incoming, &mut upload, quiet).await?;
+    tries.grpc_status = stream_down(session, header, incoming, &mut upload, quiet).await?;
     if let Checkout::Http1 {
         sender,
         served,
@@ -459,15 +461,18 @@ impl Quiet {
     }
 }
 
+/// The header (or trailer) of a gRPC response's status.
+pub const GRPC_STATUS: &str = "grpc-status";
+
 /// Writes the response head, then moves the rest of the request body up and the response
-/// body down until the response has ended.
+/// body down until the response has ended; the `grpc-status` of its trailers, if any.
 async fn stream_down(
     session: &mut Session,
     header: ResponseHeader,
     body: Incoming,
     upload: &mut Upload,
     quiet: Quiet,
-) -> Result<(), Failure> {
+) -> Result<Option<HeaderValue>, Failure> {
     let caller_h2 = session.is_http2();
     let end = body.is_end_stream();
     if !caller_h2 && upload.had_body && !session.is_body_done() {
@@ -479,27 +484,30 @@ async fn stream_down(
         upload.abort();
         return Err(Failure::Downstream(e));
     }
-    if !end {
-        relay_body(session, body, upload, quiet).await?;
-    }
+    let grpc_status = match end {
+        false => relay_body(session, body, upload, quiet).await?,
+        true => None,
+    };
     if upload.had_body && !session.is_body_done() {
         // The response ended before the request body: the upstream has what it wanted; the
         // rest of the caller's body is not read (its connection is not reused).
         upload.abort();
         session.set_keepalive(None);
     }
-    Ok(())
+    Ok(grpc_status)
 }
 
-/// Moves the response body down (and the rest of the request body up) until it has ended.
+/// Moves the response body down (and the rest of the request body up) until it has ended;
+/// the `grpc-status` of its trailers, if any.
 async fn relay_body(
     session: &mut Session,
     mut body: Incoming,
     upload: &mut Upload,
     quiet: Quiet,
-) -> Result<(), Failure> {
+) -> Result<Option<HeaderValue>, Failure> {
     let caller_h2 = session.is_http2();
     let mut trailers_sent = false;
+    let mut grpc_status = None;
     let timer = tokio::time::sleep_until(quiet.until().into());
     tokio::pin!(timer);
     loop {
@@ -518,7 +526,7 @@ async fn relay_body(
                                 .await
                                 .map_err(Failure::Downstream)?;
                         }
-                        return Ok(());
+                        return Ok(grpc_status);
                     }
                     Some(Err(e)) => {
                         upload.abort();
@@ -529,11 +537,15 @@ async fn relay_body(
                         // Trailers (gRPC's status) reach HTTP/2 callers; HTTP/1.1 has no use
                         // for them here.
                         Err(frame) => match frame.into_trailers() {
-                            Ok(trailers) if caller_h2 => {
-                                trailers_sent = true;
-                                session.write_response_trailers(trailers).await
+                            Ok(trailers) => {
+                                grpc_status = trailers.get(GRPC_STATUS).cloned();
+                                trailers_sent = caller_h2;
+                                match caller_h2 {
+                                    true => session.write_response_trailers(trailers).await,
+                                    false => Ok(()),
+                                }
                             }
-                            _ => Ok(()),
+                            Err(_) => Ok(()),
                         },
                     },
                 };

@@ -224,7 +224,8 @@ impl Harness {
         self.metric(metric, labels)
     }
 
-    /// The value of `metric` whose labels include all of `labels` (summed), from the registry.
+    /// The value of `metric` whose labels include all of `labels` (summed), from the registry:
+    /// a counter's count, or a histogram's sum of observations.
     pub fn metric(&self, metric: &str, labels: &[(&str, &str)]) -> f64 {
         let mut total = 0.0;
         for family in self.registry.gather().iter().filter(|f| f.name() == metric) {
@@ -235,7 +236,7 @@ impl Harness {
                         .any(|l| l.name() == *k && l.value() == *v)
                 });
                 if all {
-                    total += m.get_counter().get_value();
+                    total += m.get_counter().get_value() + m.get_histogram().get_sample_sum();
                 }
             }
         }
