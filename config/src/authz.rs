@@ -50,6 +50,9 @@ impl fmt::Display for PolicyMatch {
 /// only "access denied", as Envoy tells them).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Denial {
+    /// A CUSTOM policy's rule matched: the request needs an external authorizer's check,
+    /// which this mesh does not make yet, so it is denied (fail closed).
+    Unchecked(PolicyMatch),
     /// A DENY policy's rule matched.
     DenyPolicy(PolicyMatch),
     /// ALLOW policies apply, and none of them (`ns/name` each) matched.
@@ -60,6 +63,10 @@ impl fmt::Display for Denial {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Denial::DenyPolicy(matched) => write!(f, "denied by DENY policy {matched}"),
+            Denial::Unchecked(matched) => write!(
+                f,
+                "CUSTOM policy {matched} needs an ext_authz check, not made yet: denied (fail closed)"
+            ),
             Denial::NoAllowMatch { candidates } => {
                 write!(f, "no ALLOW policy matched (of {})", candidates.join(", "))
             }
@@ -111,14 +118,19 @@ impl<'a> From<&'a str> for Value<'a> {
     }
 }
 
-/// Istio's order: any matching DENY denies; with no ALLOW policy, allow; else a matching ALLOW
-/// allows and anything else is denied. AUDIT and CUSTOM do not decide here.
+/// Istio's order: a matching CUSTOM policy asks its external authorizer (not yet: it denies,
+/// fail closed); any matching DENY denies; with no ALLOW policy, allow; else a matching ALLOW
+/// allows and anything else is denied. AUDIT does not decide.
 pub fn decide(
     policies: &[Arc<AuthorizationPolicy>],
     rule_matches: impl Fn(&AuthorizationPolicy, &Rule) -> bool,
 ) -> Decision {
     let of_action = |action| policies.iter().filter(move |p| p.action == action);
-    if let Some(matched) = of_action(Action::Deny).find_map(|p| PolicyMatch::of(p, &rule_matches)) {
+    let first_match = |action| of_action(action).find_map(|p| PolicyMatch::of(p, &rule_matches));
+    if let Some(matched) = first_match(Action::Custom) {
+        return Decision::Deny(Denial::Unchecked(matched));
+    }
+    if let Some(matched) = first_match(Action::Deny) {
         return Decision::Deny(Denial::DenyPolicy(matched));
     }
     let mut allows = of_action(Action::Allow).peekable();
@@ -357,6 +369,17 @@ mod tests {
             "no ALLOW policy matched (of default/a, default/b)"
         );
         assert_eq!(decide(&[policy(Action::Audit, "x")], none), Decision::Allow);
+        // CUSTOM comes first, and with no external authorizer to ask it denies what it matches.
+        let custom = [policy(Action::Allow, "a"), policy(Action::Custom, "ext")];
+        let Decision::Deny(why) = decide(&custom, all) else {
+            panic!("a matching CUSTOM policy denies")
+        };
+        assert!(
+            why.to_string()
+                .starts_with("CUSTOM policy default/ext rules[0]"),
+            "{why}"
+        );
+        assert_eq!(decide(&custom[1..], none), Decision::Allow);
     }
 
     #[test]

@@ -276,3 +276,32 @@ fn ports_and_cidrs_compile() {
         ConditionValues::Strings(vec![StringMatch::Exact("bob".into())])
     );
 }
+
+/// A CUSTOM policy is kept (it denies what it matches, fail closed) and warns that no
+/// ext_authz check is made, naming its provider.
+#[test]
+fn custom_policies_warn_that_they_fail_closed() {
+    let mut objs = fixture();
+    objs.push(policy(
+        "default",
+        "ext",
+        json!({"action": "CUSTOM", "provider": {"name": "opa"},
+               "targetRefs": [{"kind": "Service", "group": "", "name": "web"}],
+               "rules": [{"to": [{"operation": {"paths": ["/admin*"]}}]}]}),
+    ));
+    let snap = must_compile(&objs);
+    let warning = (snap.warnings().iter())
+        .find(|w| w.object == "AuthorizationPolicy default/ext")
+        .expect("a warning");
+    assert_eq!(warning.field, "spec.provider");
+    assert!(warning.message.contains("\"opa\""), "{}", warning.message);
+    assert!(
+        warning.message.contains("fail closed"),
+        "{}",
+        warning.message
+    );
+    let web = snap.service("default", "web").expect("web");
+    let wp = ObjectRef::new("default", "wp");
+    let custom = (snap.waypoint_policies(&wp, Some(web)).iter()).find(|p| p.name == "ext");
+    assert_eq!(custom.expect("kept").action, Action::Custom);
+}

@@ -1,5 +1,6 @@
 //! L7 AuthorizationPolicy evaluation at the waypoint (Istio semantics): any matching DENY denies;
-//! with ALLOW policies in force, a request must match one; AUDIT and CUSTOM do not decide here.
+//! with ALLOW policies in force, a request must match one; a CUSTOM policy's match denies
+//! until ext_authz is done (fail closed); AUDIT does not decide.
 //! Pure: policies and request attributes in, decision out.
 
 use std::net::IpAddr;

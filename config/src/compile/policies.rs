@@ -63,8 +63,20 @@ impl Cx<'_> {
                 Action::Allow
             }),
         };
-        if action == Action::Custom && spec.provider.is_none() {
-            self.error("spec.provider".into(), "required for action CUSTOM");
+        if action == Action::Custom {
+            match &spec.provider {
+                None => self.error("spec.provider".into(), "required for action CUSTOM"),
+                Some(provider) => {
+                    let name = provider.get("name").and_then(|n| n.as_str()).unwrap_or("?");
+                    let msg = format!(
+                        "extension provider {name:?}: this mesh makes no ext_authz check yet, so \
+                         requests the policy's rules match are denied (fail closed)"
+                    );
+                    let reason = crate::error::Reason::UnsupportedValue;
+                    self.diag
+                        .warn_because(reason, self.origin, "spec.provider", msg);
+                }
+            }
         }
         let scope = self.scope(namespace, spec);
         let rules = (spec.rules.iter().flatten().enumerate())
