@@ -248,6 +248,17 @@ pub enum ConditionKey {
 }
 
 impl ConditionKey {
+    /// Whether the key reads a request's validated JWT (`request.auth.*`).
+    pub fn reads_jwt(&self) -> bool {
+        matches!(
+            self,
+            Self::RequestAuthPrincipal
+                | Self::RequestAuthAudiences
+                | Self::RequestAuthPresenter
+                | Self::RequestAuthClaim(_)
+        )
+    }
+
     /// Parses a key as written in a policy; `None` for a key Istio does not document.
     pub fn parse(key: &str) -> Option<Self> {
         let bracketed = |prefix: &str| key.strip_prefix(prefix)?.strip_suffix(']');

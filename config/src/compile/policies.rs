@@ -7,7 +7,7 @@ use ipnet::IpNet;
 
 use super::labels;
 use crate::ROOT_NAMESPACE;
-use crate::error::{Diagnostics, Origin};
+use crate::error::{Diagnostics, Origin, Reason};
 use crate::manifest::authz::{
     ConditionSpec, OperationSpec, PolicySpec, PortValue, RuleSpec, SourceSpec, TargetRefSpec,
 };
@@ -72,7 +72,7 @@ impl Cx<'_> {
                         "extension provider {name:?}: this mesh makes no ext_authz check yet, so \
                          requests the policy's rules match are denied (fail closed)"
                     );
-                    let reason = crate::error::Reason::UnsupportedValue;
+                    let reason = Reason::UnsupportedValue;
                     self.diag
                         .warn_because(reason, self.origin, "spec.provider", msg);
                 }
@@ -188,7 +188,24 @@ impl Cx<'_> {
         Rule { from, to, when }
     }
 
+    /// Warns of a field that reads a request's JWT: no request has one here (there is no
+    /// RequestAuthentication yet), so what it asks of it is always the same.
+    fn no_jwt(&mut self, field: String, outcome: &str) {
+        let msg = format!(
+            "reads a request's JWT, but RequestAuthentication is not supported yet, so no \
+             request has one: this {outcome}"
+        );
+        (self.diag).warn_because(Reason::NoEffect, self.origin, field, msg);
+    }
+
     fn source(&mut self, field: &str, s: &SourceSpec) -> Source {
+        if !s.request_principals.is_empty() {
+            self.no_jwt(format!("{field}.requestPrincipals"), "never matches");
+        }
+        if !s.not_request_principals.is_empty() {
+            let outcome = "matches every request";
+            self.no_jwt(format!("{field}.notRequestPrincipals"), outcome);
+        }
         Source {
             principals: patterns(&s.principals),
             not_principals: patterns(&s.not_principals),
@@ -243,6 +260,12 @@ impl Cx<'_> {
             self.error(format!("{field}.values"), "values or notValues is required");
         }
         let key = key?;
+        if key.reads_jwt() {
+            self.no_jwt(
+                format!("{field}.key"),
+                "condition never matches with `values`",
+            );
+        }
         let mut typed = |list: &[String], name: &str| -> ConditionValues {
             let field = format!("{field}.{name}");
             match key.value_kind() {
