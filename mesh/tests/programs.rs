@@ -143,6 +143,38 @@ fn manifest(dir: &Path, block: &str) -> PathBuf {
     path
 }
 
+/// The demo's reviews apps (v1 and v2) on their pods' addresses in `block`, until the guard
+/// drops.
+async fn reviews_apps(block: &str) -> tokio_util::sync::DropGuard {
+    let apps = CancellationToken::new();
+    for (name, pod) in [("reviews-v1", "2.10"), ("reviews-v2", "2.11")] {
+        let listener = tokio::net::TcpListener::bind(addr_in(block, pod, 9080))
+            .await
+            .expect("bind app");
+        tokio::spawn(EchoServer::new(name).serve(listener, apps.clone()));
+    }
+    apps.drop_guard()
+}
+
+/// A ztunnel for each of the demo's nodes in `block`, each ready; `setup` says where its
+/// config and certificates come from; admin ports from `admin_port`.
+async fn ztunnels(block: &str, admin_port: u16, setup: impl Fn(&mut Command, &str)) -> Vec<Child> {
+    let mut ztunnels = Vec::new();
+    for (i, node) in ["node-a", "node-b"].into_iter().enumerate() {
+        let mut command = program("ztunnel");
+        command.env("NODE_NAME", node).env(
+            "ADMIN_ADDRESS",
+            format!("127.0.0.1:{}", admin_port + i as u16),
+        );
+        setup(&mut command, node);
+        let mut ztunnel = command.spawn().expect("ztunnel starts");
+        let status = addr_in(block, &format!("{}.1", i + 1), 15021);
+        wait_ready(node, status, &mut ztunnel).await;
+        ztunnels.push(ztunnel);
+    }
+    ztunnels
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn waypoint_between_two_ztunnels_as_separate_programs() {
     let tmp = tempfile::tempdir().expect("tempdir");
@@ -151,27 +183,11 @@ async fn waypoint_between_two_ztunnels_as_separate_programs() {
     let (ca, waypoint_certs) = ca_and_certificate(tmp.path(), identity).await;
 
     // The apps: reviews v1 and v2, on their pods' addresses.
-    let apps = CancellationToken::new();
-    let _stop_apps = apps.clone().drop_guard();
-    for (name, pod) in [("reviews-v1", "2.10"), ("reviews-v2", "2.11")] {
-        let listener = tokio::net::TcpListener::bind(addr(pod, 9080))
-            .await
-            .expect("bind app");
-        tokio::spawn(EchoServer::new(name).serve(listener, apps.clone()));
-    }
-    let mut ztunnels = Vec::new();
-    for (i, node) in ["node-a", "node-b"].into_iter().enumerate() {
-        let mut ztunnel = program("ztunnel")
-            .env("MESH_CONFIG", &config)
-            .env("CA_DIR", &ca)
-            .env("NODE_NAME", node)
-            .env("ADMIN_ADDRESS", format!("127.0.0.1:{}", 25060 + i))
-            .spawn()
-            .expect("ztunnel starts");
-        let status = addr(&format!("{}.1", i + 1), 15021);
-        wait_ready(node, status, &mut ztunnel).await;
-        ztunnels.push(ztunnel);
-    }
+    let _apps = reviews_apps(BLOCK).await;
+    let ztunnels = ztunnels(BLOCK, 25060, |ztunnel, _| {
+        ztunnel.env("MESH_CONFIG", &config).env("CA_DIR", &ca);
+    })
+    .await;
     let mut waypoint = demo_waypoint()
         .env("MESH_CONFIG", &config)
         .env("CERT_DIR", &waypoint_certs)
@@ -351,32 +367,14 @@ async fn the_programs_read_their_config_from_the_kubernetes_api() {
     let kubeconfig = kubeconfig(tmp.path(), server);
     let ca = tmp.path().join("ca");
     run_mesh(&["ca", "init", "--dir", ca.to_str().expect("utf-8 path")]).await;
-    let apps = CancellationToken::new();
-    let _stop_apps = apps.clone().drop_guard();
-    for (name, pod) in [("reviews-v1", "2.10"), ("reviews-v2", "2.11")] {
-        let listener = tokio::net::TcpListener::bind(addr_in(block, pod, 9080))
-            .await
-            .expect("bind app");
-        tokio::spawn(EchoServer::new(name).serve(listener, apps.clone()));
-    }
-    let mut children = Vec::new();
-    for (i, node) in ["node-a", "node-b"].into_iter().enumerate() {
-        let mut ztunnel = program("ztunnel")
+    let _apps = reviews_apps(block).await;
+    let mut children = ztunnels(block, 25064, |ztunnel, _| {
+        ztunnel
             .env_remove("KUBERNETES_SERVICE_HOST")
             .env("KUBECONFIG", &kubeconfig)
-            .env("CA_DIR", &ca)
-            .env("NODE_NAME", node)
-            .env("ADMIN_ADDRESS", format!("127.0.0.1:{}", 25064 + i))
-            .spawn()
-            .expect("ztunnel starts");
-        wait_ready(
-            node,
-            addr_in(block, &format!("{}.1", i + 1), 15021),
-            &mut ztunnel,
-        )
-        .await;
-        children.push(ztunnel);
-    }
+            .env("CA_DIR", &ca);
+    })
+    .await;
     let mut waypoint = demo_waypoint()
         .env_remove("KUBERNETES_SERVICE_HOST")
         .env("KUBECONFIG", &kubeconfig)
@@ -626,32 +624,13 @@ async fn a_waypoint_drains_under_load_without_failing_a_request() {
     let identity = "spiffe://cluster.local/ns/default/sa/waypoint";
     let (ca, waypoint_certs) = ca_and_certificate(tmp.path(), identity).await;
 
-    let apps = CancellationToken::new();
-    let _stop_apps = apps.clone().drop_guard();
-    for (name, pod) in [("reviews-v1", "2.10"), ("reviews-v2", "2.11")] {
-        let listener = tokio::net::TcpListener::bind(addr_in(block, pod, 9080))
-            .await
-            .expect("bind app");
-        tokio::spawn(EchoServer::new(name).serve(listener, apps.clone()));
-    }
-    let mut ztunnels = Vec::new();
-    for (i, node) in ["node-a", "node-b"].into_iter().enumerate() {
-        let mut ztunnel = program("ztunnel")
-            .stderr(log_file(tmp.path(), node))
+    let _apps = reviews_apps(block).await;
+    let _ztunnels = ztunnels(block, 25074, |ztunnel, node| {
+        (ztunnel.stderr(log_file(tmp.path(), node)))
             .env("MESH_CONFIG", &config)
-            .env("CA_DIR", &ca)
-            .env("NODE_NAME", node)
-            .env("ADMIN_ADDRESS", format!("127.0.0.1:{}", 25074 + i))
-            .spawn()
-            .expect("ztunnel starts");
-        wait_ready(
-            node,
-            addr_in(block, &format!("{}.1", i + 1), 15021),
-            &mut ztunnel,
-        )
-        .await;
-        ztunnels.push(ztunnel);
-    }
+            .env("CA_DIR", &ca);
+    })
+    .await;
     let mut waypoints = Vec::new();
     for (i, pod) in ["waypoint-0", "waypoint-1"].into_iter().enumerate() {
         let mut waypoint = demo_waypoint()
