@@ -125,6 +125,20 @@ impl PathTemplate {
     }
 }
 
+/// The Gateway API's group.
+pub const GATEWAY_GROUP: &str = "gateway.networking.k8s.io";
+
+/// The API group a reference (a `targetRef`, a `parentRef`) to `kind` means by `group`:
+/// written or not (the core group for a Service, the Gateway API's for anything else), with
+/// `core` read as the core group, `""`.
+pub fn reference_group<'a>(kind: &str, group: Option<&'a str>) -> &'a str {
+    let default = if kind == "Service" { "" } else { GATEWAY_GROUP };
+    match group.unwrap_or(default) {
+        "core" => "",
+        group => group,
+    }
+}
+
 /// Policy action.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Action {

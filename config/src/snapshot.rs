@@ -7,14 +7,12 @@ use std::sync::Arc;
 
 use crate::error::ConfigError;
 use crate::model::{Endpoint, Node, ObjectRef, Service, Waypoint, Workload};
-use crate::policy::{AuthorizationPolicy, PolicyScope, PolicyTargetRef};
+use crate::policy::{AuthorizationPolicy, GATEWAY_GROUP, PolicyScope, PolicyTargetRef};
 use crate::route::{PortRoutes, RouteRule};
 use crate::rule_set::RuleSet;
 use crate::status::{self, RouteParents, RouteStatus};
 use crate::traffic::TrafficPolicy;
 use crate::{ROOT_NAMESPACE, TRUST_DOMAIN};
-
-const GATEWAY_GROUP: &str = "gateway.networking.k8s.io";
 
 /// Everything known about one Service.
 #[derive(Debug)]

@@ -13,11 +13,9 @@ use crate::manifest::authz::{
 };
 use crate::manifest::{AuthzObject, Doc};
 use crate::policy::{
-    Action, AuthorizationPolicy, Condition, ConditionKey, ConditionValues, Operation, PolicyScope,
-    PolicyTargetRef, Rule, Source, StringMatch, ValueKind,
+    Action, AuthorizationPolicy, Condition, ConditionKey, ConditionValues, GATEWAY_GROUP,
+    Operation, PolicyScope, PolicyTargetRef, Rule, Source, StringMatch, ValueKind, reference_group,
 };
-
-const GATEWAY_GROUP: &str = "gateway.networking.k8s.io";
 
 /// Compiles every policy, sorted by namespace/name.
 pub(crate) fn policies(
@@ -131,14 +129,7 @@ impl Cx<'_> {
         field: &str,
         t: &TargetRefSpec,
     ) -> Option<PolicyTargetRef> {
-        let default_group = match t.kind.as_str() {
-            "Service" => "",
-            _ => GATEWAY_GROUP,
-        };
-        let group = match t.group.as_deref().unwrap_or(default_group) {
-            "core" => "",
-            g => g,
-        };
+        let group = reference_group(&t.kind, t.group.as_deref());
         let supported = matches!(
             (group, t.kind.as_str()),
             ("", "Service") | (GATEWAY_GROUP, "Gateway") | (GATEWAY_GROUP, "GatewayClass")

@@ -10,6 +10,7 @@ pub mod routes;
 use std::collections::HashSet;
 
 use mesh_config::Snapshot;
+use mesh_config::policy::{GATEWAY_GROUP, reference_group};
 use serde_json::{Value, json};
 
 use crate::Report;
@@ -95,17 +96,8 @@ impl<'r> Ours<'r> {
         let namespace = reference["namespace"].as_str().unwrap_or(namespace);
         let name = str_at(&reference["name"]);
         let kind = reference["kind"].as_str().unwrap_or("Gateway");
-        let default_group = if kind == "Service" {
-            ""
-        } else {
-            "gateway.networking.k8s.io"
-        };
-        let group = match reference["group"].as_str().unwrap_or(default_group) {
-            "core" => "",
-            group => group,
-        };
-        let gateway = match (group, kind) {
-            ("gateway.networking.k8s.io", "Gateway") => (namespace, name),
+        let gateway = match (reference_group(kind, reference["group"].as_str()), kind) {
+            (GATEWAY_GROUP, "Gateway") => (namespace, name),
             ("", "Service") => {
                 let service = self.snapshot.service(namespace, name)?;
                 let waypoint = service.waypoint.as_ref()?;
