@@ -242,6 +242,14 @@ impl Condition {
             && !value.is_some_and(|v| self.not_values.contain(v))
     }
 
+    /// Whether an attribute with many values (a JWT's audiences, a list claim) satisfies
+    /// `values`/`notValues`: one of them among `values`, none among `notValues` (none at all
+    /// is as absent).
+    pub fn matches_any(&self, values: &[Value<'_>]) -> bool {
+        (self.values.is_empty() || values.iter().any(|v| self.values.contain(v)))
+            && !values.iter().any(|v| self.not_values.contain(v))
+    }
+
     pub fn is_l4(&self) -> bool {
         self.key.is_l4()
     }

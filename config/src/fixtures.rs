@@ -68,6 +68,12 @@ pub fn policy(ns: &str, name: &str, spec: Value) -> Value {
            "metadata": {"name": name, "namespace": ns}, "spec": spec})
 }
 
+/// A RequestAuthentication `ns/name` with `spec`.
+pub fn request_authentication(ns: &str, name: &str, spec: Value) -> Value {
+    json!({"apiVersion": "security.istio.io/v1", "kind": "RequestAuthentication",
+           "metadata": {"name": name, "namespace": ns}, "spec": spec})
+}
+
 /// The two nodes every fixture needs.
 pub fn nodes() -> Vec<Value> {
     vec![node("node-a", "127.0.1.1"), node("node-b", "127.0.2.1")]

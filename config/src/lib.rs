@@ -3,6 +3,7 @@
 //!
 //! No sockets, no TLS: pure parsing, validation and compilation, plus the file watcher.
 
+pub mod authn;
 pub mod authz;
 pub mod balance;
 mod compile;

@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 use std::sync::Arc;
 
+use crate::authn::{JwksUri, Keys, RequestAuthentication};
 use crate::error::ConfigError;
 use crate::model::{Endpoint, Node, ObjectRef, Service, Waypoint, Workload};
 use crate::policy::{AuthorizationPolicy, GATEWAY_GROUP, PolicyScope, PolicyTargetRef};
@@ -38,6 +39,7 @@ pub(crate) struct Parts {
     /// Gateway class of each waypoint.
     pub waypoint_classes: BTreeMap<ObjectRef, String>,
     pub policies: Vec<Arc<AuthorizationPolicy>>,
+    pub authentications: Vec<Arc<RequestAuthentication>>,
 }
 
 /// Immutable mesh configuration with lookup indexes. Built by [`crate::compile`].
@@ -58,20 +60,55 @@ pub struct Snapshot {
     waypoints_by_ip: HashMap<IpAddr, Arc<Waypoint>>,
     waypoint_classes: BTreeMap<ObjectRef, String>,
     policies: Vec<Arc<AuthorizationPolicy>>,
-    waypoint_policies: HashMap<ObjectRef, WaypointPolicies>,
+    waypoint_policies: HashMap<ObjectRef, Attached<AuthorizationPolicy>>,
+    authentications: Vec<Arc<RequestAuthentication>>,
+    waypoint_authentications: HashMap<ObjectRef, Attached<RequestAuthentication>>,
     /// Each pod's L4 policies, by pod IP.
     l4_policies: HashMap<IpAddr, Vec<Arc<AuthorizationPolicy>>>,
 }
 
-/// The policies one waypoint enforces, per destination, found once per snapshot so the
-/// request path scans nothing.
-#[derive(Debug, Default)]
-struct WaypointPolicies {
+/// The policies (AuthorizationPolicies, RequestAuthentications) one waypoint applies, per
+/// destination, found once per snapshot so the request path scans nothing.
+#[derive(Debug)]
+struct Attached<T> {
     /// Targeting the waypoint's Gateway or GatewayClass: every request (pod-addressed too).
-    gateway: Vec<Arc<AuthorizationPolicy>>,
+    gateway: Vec<Arc<T>>,
     /// For each Service some policy targets (by hostname): the above plus those targeting
     /// the Service, in policy order.
-    services: HashMap<String, Vec<Arc<AuthorizationPolicy>>>,
+    services: HashMap<String, Vec<Arc<T>>>,
+}
+
+impl<T> Attached<T> {
+    /// Those that apply to traffic to `service` (pod-addressed traffic when `None`).
+    fn to(&self, service: Option<&Service>) -> &[Arc<T>] {
+        service
+            .and_then(|s| self.services.get(&s.hostname))
+            .unwrap_or(&self.gateway)
+    }
+}
+
+/// A policy that attaches to waypoints by `targetRefs`.
+trait Targeting {
+    fn namespace(&self) -> &str;
+    fn scope(&self) -> &PolicyScope;
+}
+
+impl Targeting for AuthorizationPolicy {
+    fn namespace(&self) -> &str {
+        &self.namespace
+    }
+    fn scope(&self) -> &PolicyScope {
+        &self.scope
+    }
+}
+
+impl Targeting for RequestAuthentication {
+    fn namespace(&self) -> &str {
+        &self.namespace
+    }
+    fn scope(&self) -> &PolicyScope {
+        &self.scope
+    }
 }
 
 impl Snapshot {
@@ -115,28 +152,33 @@ impl Snapshot {
         snap.waypoints = parts.waypoints;
         snap.waypoint_classes = parts.waypoint_classes;
         snap.policies = parts.policies;
+        snap.authentications = parts.authentications;
         snap.waypoint_policies = (snap.waypoints.iter())
-            .map(|wp| (wp.object_ref(), snap.policies_of(wp)))
+            .map(|wp| (wp.object_ref(), snap.attached(&snap.policies, wp)))
+            .collect();
+        snap.waypoint_authentications = (snap.waypoints.iter())
+            .map(|wp| (wp.object_ref(), snap.attached(&snap.authentications, wp)))
             .collect();
         snap.l4_policies = snap.l4_index();
         snap
     }
 
-    fn policies_of(&self, waypoint: &Waypoint) -> WaypointPolicies {
+    /// Which of `all` apply at `waypoint`, per destination.
+    fn attached<T: Targeting>(&self, all: &[Arc<T>], waypoint: &Waypoint) -> Attached<T> {
         let me = waypoint.object_ref();
         let class = self.waypoint_classes.get(&me).map(String::as_str);
-        let targeting = |service: Option<&Service>| -> Vec<Arc<AuthorizationPolicy>> {
-            (self.policies.iter())
-                .filter(|p| match &p.scope {
+        let targeting = |service: Option<&Service>| -> Vec<Arc<T>> {
+            (all.iter())
+                .filter(|p| match p.scope() {
                     PolicyScope::TargetRefs(refs) => refs
                         .iter()
-                        .any(|r| targets(r, &p.namespace, waypoint, service, class)),
+                        .any(|r| targets(r, p.namespace(), waypoint, service, class)),
                     _ => false,
                 })
                 .cloned()
                 .collect()
         };
-        let targeted = (self.policies.iter()).flat_map(|p| match &p.scope {
+        let targeted = (all.iter()).flat_map(|p| match p.scope() {
             PolicyScope::TargetRefs(refs) => refs.as_slice(),
             _ => &[],
         });
@@ -145,7 +187,7 @@ impl Snapshot {
             .filter_map(|r| self.service(&r.namespace, &r.name))
             .map(|s| (s.hostname.clone(), targeting(Some(s))))
             .collect();
-        WaypointPolicies {
+        Attached {
             gateway: targeting(None),
             services,
         }
@@ -324,12 +366,40 @@ impl Snapshot {
         waypoint: &ObjectRef,
         service: Option<&Service>,
     ) -> &[Arc<AuthorizationPolicy>] {
-        let Some(found) = self.waypoint_policies.get(waypoint) else {
-            return &[];
+        (self.waypoint_policies.get(waypoint)).map_or(&[], |found| found.to(service))
+    }
+
+    /// RequestAuthentications `waypoint` applies to traffic to `service` (pod-addressed when
+    /// `None`), attached as [`Snapshot::waypoint_policies`] are.
+    pub fn waypoint_authentications(
+        &self,
+        waypoint: &ObjectRef,
+        service: Option<&Service>,
+    ) -> &[Arc<RequestAuthentication>] {
+        (self.waypoint_authentications.get(waypoint)).map_or(&[], |found| found.to(service))
+    }
+
+    /// Every `jwksUri` a RequestAuthentication applied at `waypoint` names (for its key
+    /// fetcher), each once.
+    pub fn waypoint_jwks_uris(&self, waypoint: &ObjectRef) -> Vec<JwksUri> {
+        let Some(found) = self.waypoint_authentications.get(waypoint) else {
+            return Vec::new();
         };
-        service
-            .and_then(|s| found.services.get(&s.hostname))
-            .unwrap_or(&found.gateway)
+        let all = (found.gateway.iter()).chain(found.services.values().flatten());
+        let mut uris: Vec<JwksUri> = all
+            .flat_map(|a| a.rules.iter())
+            .filter_map(|rule| match &rule.keys {
+                Keys::Remote(uri) => Some(uri.clone()),
+                Keys::Inline(_) => None,
+            })
+            .collect();
+        uris.sort_by_key(|u| u.uri.to_string());
+        uris.dedup_by(|a, b| a.uri == b.uri);
+        uris
+    }
+
+    pub fn authentications(&self) -> impl Iterator<Item = &Arc<RequestAuthentication>> {
+        self.authentications.iter()
     }
 
     fn entry(&self, namespace: &str, name: &str) -> Option<&(Arc<Service>, ServiceEntry)> {

@@ -305,29 +305,3 @@ fn custom_policies_warn_that_they_fail_closed() {
     let custom = (snap.waypoint_policies(&wp, Some(web)).iter()).find(|p| p.name == "ext");
     assert_eq!(custom.expect("kept").action, Action::Custom);
 }
-
-/// Fields that read a request's JWT warn that, with no RequestAuthentication, they always
-/// decide the same way.
-#[test]
-fn jwt_fields_warn_that_no_request_has_a_token() {
-    let mut objs = fixture();
-    objs.push(policy(
-        "default",
-        "jwt",
-        json!({"targetRefs": [{"kind": "Service", "group": "", "name": "web"}],
-               "rules": [{"from": [{"source": {"requestPrincipals": ["*"]}}],
-                          "when": [{"key": "request.auth.claims[groups]", "values": ["admin"]}]}]}),
-    ));
-    let snap = must_compile(&objs);
-    let fields: Vec<&str> = (snap.warnings().iter())
-        .filter(|w| w.object == "AuthorizationPolicy default/jwt")
-        .map(|w| w.field.as_str())
-        .collect();
-    assert_eq!(
-        fields,
-        [
-            "spec.rules[0].from[0].source.requestPrincipals",
-            "spec.rules[0].when[0].key"
-        ]
-    );
-}

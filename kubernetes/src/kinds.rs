@@ -88,6 +88,13 @@ pub const KINDS: &[Kind] = &[
         true,
     ),
     Kind::new(
+        "security.istio.io",
+        "v1",
+        "RequestAuthentication",
+        "requestauthentications",
+        true,
+    ),
+    Kind::new(
         "networking.istio.io",
         "v1",
         "DestinationRule",

@@ -11,7 +11,8 @@ use mesh_config::fixtures::{self, yaml};
 use mesh_config::{ObjectRef, Snapshot};
 use mesh_core::Identity;
 use serde_json::{Value, json};
-use waypoint::request::{HeaderLimits, RequestAttrs, Rolls, plan};
+use waypoint::authn::FetchedKeys;
+use waypoint::request::{HeaderLimits, Inputs, RequestAttrs, Rolls, plan};
 use waypoint::tunnel_io::TunnelInfo;
 
 /// The VIP of Service `i`.
@@ -87,24 +88,22 @@ fn per_request(snapshot: &Snapshot, path: &str) -> f64 {
         backend: 7,
         mirror: 7,
     };
-    let outcome = plan(snapshot, &waypoint, &tunnel, &request, &limits, rolls);
+    let keys = FetchedKeys::new();
+    let inputs = Inputs {
+        waypoint: &waypoint,
+        tunnel: &tunnel,
+        limits: &limits,
+        keys: &keys,
+        rolls,
+    };
+    let outcome = plan(snapshot, &inputs, &request);
     let status = outcome.as_ref().err().map_or(200, |r| r.status);
     assert!(matches!(status, 200 | 404), "{path}: {status}");
     let started = Instant::now();
     let mut n = 0u64;
     while started.elapsed() < Duration::from_millis(500) {
         for _ in 0..1000 {
-            black_box(
-                plan(
-                    snapshot,
-                    &waypoint,
-                    &tunnel,
-                    black_box(&request),
-                    &limits,
-                    rolls,
-                )
-                .is_ok(),
-            );
+            black_box(plan(snapshot, &inputs, black_box(&request)).is_ok());
         }
         n += 1000;
     }

@@ -1,6 +1,7 @@
 //! L7 AuthorizationPolicy evaluation at the waypoint (Istio semantics): any matching DENY denies;
 //! with ALLOW policies in force, a request must match one; a CUSTOM policy's match denies
-//! until ext_authz is done (fail closed); AUDIT does not decide.
+//! until ext_authz is done (fail closed); AUDIT does not decide. A request's JWT (verified by
+//! `authn`) gives `requestPrincipals` and the `request.auth.*` conditions their values.
 //! Pure: policies and request attributes in, decision out.
 
 use std::net::IpAddr;
@@ -8,8 +9,9 @@ use std::sync::Arc;
 
 pub use mesh_config::authz::{Decision, Denial, PolicyMatch};
 use mesh_config::authz::{Peer, Value, any_of, audits, decide, none_of};
-use mesh_config::{AuthorizationPolicy, ConditionKey, Operation, Rule, StringMatch};
+use mesh_config::{AuthorizationPolicy, Condition, ConditionKey, Operation, Rule, StringMatch};
 
+use crate::authn::JwtIdentity;
 use crate::request::attrs::RequestAttrs;
 
 /// What a policy can look at for one request.
@@ -22,8 +24,8 @@ pub struct RequestAttributes<'a> {
     pub destination_ip: Option<IpAddr>,
     pub destination_port: u16,
     pub request: RequestAttrs<'a>,
-    /// `<iss>/<sub>` of a validated JWT (none until RequestAuthentication lands).
-    pub request_principal: Option<&'a str>,
+    /// What the request's verified JWT proved, if it had one.
+    pub jwt: Option<&'a JwtIdentity>,
 }
 
 pub fn evaluate(policies: &[Arc<AuthorizationPolicy>], attrs: &RequestAttributes<'_>) -> Decision {
@@ -44,13 +46,32 @@ fn rule_matches(rule: &Rule, a: &RequestAttributes<'_>) -> bool {
         namespace: a.namespace,
         ip: a.source_ip,
     };
+    let request_principal = a.jwt.map(|j| j.principal.as_str());
     (rule.from.is_empty()
         || rule
             .from
             .iter()
-            .any(|s| s.matches_peer(&peer) && s.matches_request(a.request_principal, a.source_ip)))
+            .any(|s| s.matches_peer(&peer) && s.matches_request(request_principal, a.source_ip)))
         && (rule.to.is_empty() || rule.to.iter().any(|o| operation_matches(o, a)))
-        && (rule.when.iter()).all(|c| c.matches(condition_value(&c.key, &peer, a).as_ref()))
+        && (rule.when.iter()).all(|c| condition_holds(c, &peer, a))
+}
+
+/// A condition on a single value, or on a JWT's many (its audiences, a list claim): one of them
+/// in `values`, none in `notValues`.
+fn condition_holds(c: &Condition, peer: &Peer<'_>, a: &RequestAttributes<'_>) -> bool {
+    let values: Vec<Value<'_>> = match (&c.key, a.jwt) {
+        (ConditionKey::RequestAuthAudiences, Some(jwt)) => (jwt.audiences.iter())
+            .map(|s| Value::from(s.as_str()))
+            .collect(),
+        (ConditionKey::RequestAuthClaim(path), Some(jwt)) => {
+            let path = path.split("][");
+            (jwt.claim_values(path).into_iter())
+                .map(Value::from)
+                .collect()
+        }
+        _ => return c.matches(condition_value(&c.key, peer, a).as_ref()),
+    };
+    c.matches_any(&values)
 }
 
 /// Hosts compare case-insensitively, with or without the port.
@@ -83,11 +104,13 @@ fn condition_value<'a>(
         ConditionKey::RemoteIp => Some(Value::Ip(a.source_ip)),
         ConditionKey::DestinationIp => a.destination_ip.map(Value::Ip),
         ConditionKey::DestinationPort => Some(Value::Port(a.destination_port)),
-        ConditionKey::RequestAuthPrincipal => a.request_principal.map(Value::from),
-        // Present only with a validated JWT (none until RequestAuthentication lands) or a
-        // TLS-terminating listener (a waypoint has none): absent, so `values` never match.
+        ConditionKey::RequestAuthPrincipal => a.jwt.map(|j| Value::from(j.principal.as_str())),
+        ConditionKey::RequestAuthPresenter => {
+            a.jwt.and_then(|j| j.presenter.as_deref()).map(Value::from)
+        }
+        // Without a JWT (else see `condition_holds`), or on a waypoint, which terminates no
+        // TLS of its callers (so has no SNI): absent, so `values` never match.
         ConditionKey::RequestAuthAudiences
-        | ConditionKey::RequestAuthPresenter
         | ConditionKey::RequestAuthClaim(_)
         | ConditionKey::ConnectionSni => None,
         _ => peer.condition_value(key),
@@ -98,7 +121,7 @@ fn condition_value<'a>(
 mod tests {
     use super::*;
     use http::HeaderMap;
-    use mesh_config::{Action, Condition, ConditionValues, PolicyScope, Source};
+    use mesh_config::{Action, ConditionValues, PolicyScope, Source};
 
     fn policy(action: Action, rules: Vec<Rule>) -> Arc<AuthorizationPolicy> {
         Arc::new(AuthorizationPolicy {
@@ -136,7 +159,7 @@ mod tests {
             destination_ip: Some("127.0.100.12".parse().expect("ip")),
             destination_port: 9080,
             request: RequestAttrs::new(method, "/reviews/1", "reviews:9080", headers),
-            request_principal: None,
+            jwt: None,
         }
     }
 
@@ -278,5 +301,78 @@ mod tests {
             evaluate(&ps, &attrs(PRODUCTPAGE, "GET", &h)),
             Decision::Deny(_)
         ));
+    }
+
+    #[test]
+    fn a_verified_jwt_gives_request_principals_and_auth_conditions_their_values() {
+        let h = HeaderMap::new();
+        let claims = serde_json::json!({
+            "iss": "https://idp", "sub": "alice", "azp": "web",
+            "groups": ["dev", "admin"], "org": {"tier": "gold"}, "level": 3
+        });
+        let jwt = JwtIdentity {
+            principal: "https://idp/alice".into(),
+            audiences: vec!["reviews".into(), "ratings".into()],
+            presenter: Some("web".into()),
+            claims: claims.as_object().cloned().expect("object"),
+        };
+        let condition = |key: &str, values: &[&str], not_values: &[&str]| {
+            let strings = |list: &[&str]| {
+                ConditionValues::Strings(list.iter().map(|v| StringMatch::parse(v)).collect())
+            };
+            Rule {
+                when: vec![Condition {
+                    key: ConditionKey::parse(key).expect("known key"),
+                    values: strings(values),
+                    not_values: strings(not_values),
+                }],
+                ..Rule::default()
+            }
+        };
+        let allows = |rule: Rule, jwt: Option<&JwtIdentity>| {
+            let ps = [policy(Action::Allow, vec![rule])];
+            let attributes = RequestAttributes {
+                jwt,
+                ..attrs(SLEEP, "GET", &h)
+            };
+            evaluate(&ps, &attributes) == Decision::Allow
+        };
+        let principal = Rule {
+            from: vec![Source {
+                request_principals: vec![StringMatch::parse("https://idp/*")],
+                ..Source::default()
+            }],
+            ..Rule::default()
+        };
+        assert!(allows(principal.clone(), Some(&jwt)));
+        assert!(!allows(principal, None));
+        for (key, values, not_values, want) in [
+            (
+                "request.auth.principal",
+                &["https://idp/alice"][..],
+                &[][..],
+                true,
+            ),
+            ("request.auth.presenter", &["web"], &[], true),
+            ("request.auth.audiences", &["ratings"], &[], true),
+            ("request.auth.audiences", &["details"], &[], false),
+            // A list claim: one element among values, none among notValues.
+            ("request.auth.claims[groups]", &["admin"], &[], true),
+            ("request.auth.claims[groups]", &[], &["dev"], false),
+            ("request.auth.claims[groups]", &["ops"], &[], false),
+            // Nested, and a claim that is no string.
+            ("request.auth.claims[org][tier]", &["gold"], &[], true),
+            ("request.auth.claims[level]", &["3"], &[], false),
+            ("request.auth.claims[missing]", &[], &["x"], true),
+        ] {
+            let rule = condition(key, values, not_values);
+            assert_eq!(
+                allows(rule.clone(), Some(&jwt)),
+                want,
+                "{key} {values:?} {not_values:?}"
+            );
+            // Without a token, `values` never match and `notValues` always do.
+            assert_eq!(allows(rule, None), values.is_empty(), "{key} without a JWT");
+        }
     }
 }

@@ -3,15 +3,17 @@
 //! ```text
 //! ztunnel ──HBONE──▶ ingress (mesh-hbone server, :15008)
 //!                      └─ each CONNECT stream ─▶ TunnelIo ─▶ Pingora HttpProxy (h1 / h2c)
-//!                           request_filter: request::plan = check → resolve → authorize → route → endpoint
+//!                           request_filter: request::plan = check → resolve → select
+//!                                             → authenticate → authorize → route
 //!                                           upstream::forward over a pooled upstream::client connection
 //!                                           ──HBONE(waypoint identity)──▶ endpoint's ztunnel :15008
 //! ```
 //! The Pingora hooks (`proxy`) are thin: decisions are pure functions (`request::pipeline`,
-//! `dispatch`, `route`, `authz`, `outcome`), replies are rendered in one place (`reply`), route
-//! filters run in `filters`, the upstream half lives in `upstream`, metrics and access logs in
-//! `telemetry`. This crate is the only one in the workspace that depends on Pingora.
+//! `dispatch`, `route`, `authn`, `authz`, `outcome`), replies are rendered in one place
+//! (`reply`), route filters run in `filters`, the upstream half lives in `upstream`, metrics
+//! and access logs in `telemetry`. This crate is the only one in the workspace that depends on Pingora.
 
+pub mod authn;
 pub mod authz;
 pub mod dispatch;
 pub mod filters;
@@ -37,6 +39,7 @@ use pingora_proxy::HttpProxy;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use crate::authn::jwks::{Fetcher, RemoteKeys};
 use crate::proxy::WaypointProxy;
 pub use crate::request::HeaderLimits;
 use crate::telemetry::Metrics;
@@ -93,6 +96,9 @@ pub struct Timeouts {
     /// An HTTP/1.1 caller that has started a request's head must finish it within this long,
     /// else its connection is closed (slowloris; 10 s).
     pub request_headers: Duration,
+    /// How often a `jwksUri`'s key set is fetched again (Envoy's JWKS `cache_duration`,
+    /// 10 min).
+    pub jwks_refresh: Duration,
 }
 
 impl Default for Timeouts {
@@ -101,6 +107,7 @@ impl Default for Timeouts {
             stream_idle: Duration::from_secs(300),
             downstream_idle: Duration::from_secs(3600),
             request_headers: Duration::from_secs(10),
+            jwks_refresh: authn::jwks::DEFAULT_REFRESH,
         }
     }
 }
@@ -131,6 +138,7 @@ pub struct WaypointServer {
     health: Arc<Health>,
     proxy: Arc<HttpProxy<WaypointProxy>>,
     store: Arc<Store>,
+    jwks: Arc<RemoteKeys>,
 }
 
 impl WaypointServer {
@@ -168,7 +176,9 @@ impl WaypointServer {
                     source,
                 }
             })?;
+        let jwks = Arc::new(RemoteKeys::default());
         let inner = WaypointProxy {
+            jwks: jwks.clone(),
             store: store.clone(),
             waypoint: settings.waypoint.clone(),
             upstreams: upstreams.clone(),
@@ -196,6 +206,7 @@ impl WaypointServer {
             health,
             proxy: Arc::new(proxy),
             store,
+            jwks,
         })
     }
 
@@ -205,6 +216,14 @@ impl WaypointServer {
 
     /// Serves until `shutdown` is cancelled.
     pub async fn run(self, shutdown: CancellationToken) {
+        let fetcher = Fetcher {
+            store: self.store.clone(),
+            waypoint: self.settings.waypoint.clone(),
+            upstreams: self.upstreams.clone(),
+            keys: self.jwks,
+            refresh: self.settings.timeouts.jwks_refresh,
+        };
+        let fetching = tokio::spawn(fetcher.run(shutdown.clone()));
         let sweeping = tokio::spawn(sweep(self.upstreams, self.health, shutdown.clone()));
         ingress::serve(
             self.listener,
@@ -220,6 +239,7 @@ impl WaypointServer {
         )
         .await;
         let _ = sweeping.await;
+        let _ = fetching.await;
     }
 }
 

@@ -25,6 +25,8 @@ use pingora_error::{Error, ErrorType, OrErr, Result};
 use pingora_http::RequestHeader;
 use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 
+use crate::authn::RequestEdits;
+use crate::authn::jwks::RemoteKeys;
 use crate::dispatch::dispatch;
 use crate::filters::{self, Phase};
 use crate::outcome;
@@ -32,7 +34,7 @@ use crate::reply::{self, Caller, LocalReply};
 use crate::request::Backend;
 use crate::request::normalize::normalize_path;
 use crate::request::{
-    HeaderLimits, MirrorTarget, RequestAttrs, RequestCtx, Rolls, UrlRewrite, plan,
+    HeaderLimits, Inputs, MirrorTarget, RequestAttrs, RequestCtx, Rolls, UrlRewrite, plan,
 };
 use crate::telemetry::{BodySizes, Metrics, RequestLabels, access_log};
 use crate::tunnel_io::tunnel_info;
@@ -58,6 +60,8 @@ pub struct WaypointProxy {
     pub(crate) identity: String,
     pub(crate) header_limits: HeaderLimits,
     pub(crate) stream_idle_timeout: std::time::Duration,
+    /// The key sets of `jwksUri`s, as fetched so far.
+    pub(crate) jwks: Arc<RemoteKeys>,
 }
 
 /// Replaces the request's path with its normalized form ([`normalize_path`]), which routes,
@@ -101,14 +105,17 @@ impl ProxyHttp for WaypointProxy {
         };
         tunnel.head_received();
         let request = RequestAttrs::of(session.req_header());
-        let planned = plan(
-            &ctx.snapshot,
-            &self.waypoint,
-            &tunnel,
-            &request,
-            &self.header_limits,
-            Rolls::random(),
-        );
+        let planned = {
+            let keys = self.jwks.load();
+            let inputs = Inputs {
+                waypoint: &self.waypoint,
+                tunnel: &tunnel,
+                limits: &self.header_limits,
+                keys: &keys,
+                rolls: Rolls::random(),
+            };
+            plan(&ctx.snapshot, &inputs, &request)
+        };
         ctx.tunnel = Some(tunnel);
         match planned {
             Ok(planned) => {
@@ -296,6 +303,7 @@ impl WaypointProxy {
             head.insert_header(XFCC, xfcc)?;
         }
         let rule = plan.rule.clone();
+        edit_head(&plan.request_edits, &mut head)?;
         rewrite_head(&plan.rewrite, &mut head)?;
         filters::apply(plan.filters(), Phase::Request, &mut head)?;
         let mirrors = self.mirror_copies(&ctx.snapshot, &plan.mirrors, &head, protocol);
@@ -384,6 +392,18 @@ impl WaypointProxy {
         let reply = LocalReply::new(status, flag, failure.to_string());
         respond(session, ctx, &reply).await
     }
+}
+
+/// Carries out what authentication decided: a token's header dropped, its payload and claims
+/// set (replacing whatever the caller sent under those names).
+fn edit_head(edits: &RequestEdits, head: &mut pingora_http::RequestHeader) -> Result<()> {
+    for name in &edits.remove {
+        head.remove_header(name);
+    }
+    for (name, value) in &edits.set {
+        head.insert_header(name.clone(), value.clone())?;
+    }
+    Ok(())
 }
 
 /// Carries out a `URLRewrite`: the host and path the backend sees.

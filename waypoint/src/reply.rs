@@ -43,6 +43,12 @@ impl LocalReply {
         self
     }
 
+    /// The same reply, carrying `headers` (an error's too: a 401's `www-authenticate`).
+    pub fn with_headers(mut self, headers: Vec<(HeaderName, HeaderValue)>) -> Self {
+        self.headers = headers;
+        self
+    }
+
     /// An answer a route gives (`status` below 400), not an error.
     pub fn answer(
         status: u16,
@@ -126,26 +132,30 @@ pub fn render(reply: &LocalReply, caller: Caller) -> Result<Rendered> {
         header.insert_header(http::header::CONTENT_LENGTH, 0)?;
         return Ok(Rendered { header, body: None });
     }
-    match caller {
+    let mut rendered = match caller {
         Caller::Http => {
             let body = Bytes::from(format!("{}\n", reply.message));
-            let mut header = ResponseHeader::build(reply.status, Some(2))?;
+            let mut header = ResponseHeader::build(reply.status, Some(2 + reply.headers.len()))?;
             header.insert_header(http::header::CONTENT_TYPE, "text/plain")?;
             header.insert_header(http::header::CONTENT_LENGTH, body.len())?;
-            Ok(Rendered {
+            Rendered {
                 header,
                 body: Some(body),
-            })
+            }
         }
         Caller::Grpc => {
             let status = GrpcStatus::from_http(reply.status) as u8;
-            let mut header = ResponseHeader::build(200, Some(3))?;
+            let mut header = ResponseHeader::build(200, Some(3 + reply.headers.len()))?;
             header.insert_header(http::header::CONTENT_TYPE, "application/grpc")?;
             header.insert_header("grpc-status", status.to_string())?;
             header.insert_header("grpc-message", percent_encode(&reply.message))?;
-            Ok(Rendered { header, body: None })
+            Rendered { header, body: None }
         }
+    };
+    for (name, value) in &reply.headers {
+        rendered.header.append_header(name, value)?;
     }
+    Ok(rendered)
 }
 
 /// gRPC's `grpc-message` encoding: bytes outside printable ASCII, and `%`, as `%XX`.

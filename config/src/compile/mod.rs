@@ -1,6 +1,7 @@
 //! Manifests → validated, indexed `Snapshot`. Collects every error before failing.
 
 mod attach;
+mod authentications;
 mod destination_rules;
 mod filters;
 mod grpc_routes;
@@ -125,7 +126,11 @@ fn build(m: Manifests, mut diag: Diagnostics) -> Result<Snapshot, ConfigErrors> 
         &mut diag,
     );
     let route_parents = all_routes.iter().map(attach::parents).collect();
-    let policies = policies::policies(&m.policies, &mut diag);
+    let authentications = authentications::authentications(&m.authentications, &mut diag);
+    let authenticated_namespaces: HashSet<&str> = (authentications.iter())
+        .map(|a| a.namespace.as_str())
+        .collect();
+    let policies = policies::policies(&m.policies, &authenticated_namespaces, &mut diag);
     let traffic =
         destination_rules::traffic_policies(&m.destination_rules, &service_map, &mut diag);
     if !diag.errors.is_empty() {
@@ -147,6 +152,7 @@ fn build(m: Manifests, mut diag: Diagnostics) -> Result<Snapshot, ConfigErrors> 
         waypoints,
         waypoint_classes,
         policies,
+        authentications,
     }))
 }
 

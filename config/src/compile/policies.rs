@@ -1,5 +1,6 @@
 //! AuthorizationPolicy manifests → `AuthorizationPolicy`, with validation.
 
+use std::collections::HashSet;
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -10,6 +11,7 @@ use crate::ROOT_NAMESPACE;
 use crate::error::{Diagnostics, Origin, Reason};
 use crate::manifest::authz::{
     ConditionSpec, OperationSpec, PolicySpec, PortValue, RuleSpec, SourceSpec, TargetRefSpec,
+    WorkloadSelector,
 };
 use crate::manifest::{AuthzObject, Doc};
 use crate::policy::{
@@ -18,17 +20,19 @@ use crate::policy::{
 };
 
 /// Compiles every policy, sorted by namespace/name.
+/// `authenticated_namespaces`: where RequestAuthentications are (a policy elsewhere that reads
+/// a JWT is warned of: no request it sees has one).
 pub(crate) fn policies(
     docs: &[Doc<AuthzObject>],
+    authenticated_namespaces: &HashSet<&str>,
     diag: &mut Diagnostics,
 ) -> Vec<Arc<AuthorizationPolicy>> {
     let mut out = Vec::new();
     for doc in docs {
-        let mut cx = Cx {
-            origin: &doc.origin,
-            diag: &mut *diag,
-            failed: false,
-        };
+        let mut cx = Cx::new(&doc.origin, diag);
+        cx.jwt_in_scope = [doc.namespace.as_str(), ROOT_NAMESPACE]
+            .iter()
+            .any(|ns| authenticated_namespaces.contains(ns));
         let policy = cx.policy(&doc.namespace, &doc.name, &doc.obj.spec);
         if !cx.failed {
             out.push(Arc::new(policy));
@@ -38,14 +42,38 @@ pub(crate) fn policies(
     out
 }
 
-struct Cx<'a> {
-    origin: &'a Origin,
-    diag: &'a mut Diagnostics,
-    failed: bool,
+/// Where a policy (an AuthorizationPolicy, a RequestAuthentication) attaches: its
+/// `selector`, `targetRef` and `targetRefs`.
+pub(super) struct Attachment<'s> {
+    pub selector: Option<&'s WorkloadSelector>,
+    pub target_ref: Option<&'s TargetRefSpec>,
+    pub target_refs: Option<&'s [TargetRefSpec]>,
+}
+
+/// Compiles one policy object, collecting its errors.
+pub(super) struct Cx<'a> {
+    pub origin: &'a Origin,
+    pub diag: &'a mut Diagnostics,
+    /// Whether any error was reported (the object is then left out).
+    pub failed: bool,
+    /// Whether a RequestAuthentication could apply where the policy does (its namespace's,
+    /// or the root namespace's).
+    pub jwt_in_scope: bool,
+}
+
+impl<'a> Cx<'a> {
+    pub fn new(origin: &'a Origin, diag: &'a mut Diagnostics) -> Self {
+        Cx {
+            origin,
+            diag,
+            failed: false,
+            jwt_in_scope: true,
+        }
+    }
 }
 
 impl Cx<'_> {
-    fn error(&mut self, field: String, message: impl Into<String>) {
+    pub fn error(&mut self, field: String, message: impl Into<String>) {
         self.failed = true;
         self.diag.error(self.origin, field, message);
     }
@@ -76,7 +104,12 @@ impl Cx<'_> {
                 }
             }
         }
-        let scope = self.scope(namespace, spec);
+        let attachment = Attachment {
+            selector: spec.selector.as_ref(),
+            target_ref: spec.target_ref.as_ref(),
+            target_refs: spec.target_refs.as_deref(),
+        };
+        let scope = self.scope(namespace, &attachment);
         let rules = (spec.rules.iter().flatten().enumerate())
             .map(|(i, r)| self.rule(&format!("spec.rules[{i}]"), r))
             .collect();
@@ -89,21 +122,20 @@ impl Cx<'_> {
         }
     }
 
-    fn scope(&mut self, namespace: &str, spec: &PolicySpec) -> PolicyScope {
-        let selector = spec.selector.as_ref().and_then(|s| s.match_labels.clone());
+    pub fn scope(&mut self, namespace: &str, spec: &Attachment<'_>) -> PolicyScope {
+        let selector = spec.selector.and_then(|s| s.match_labels.clone());
         let selector = selector.filter(|l| !l.is_empty());
         let single = spec
             .target_ref
             .iter()
-            .map(|t| ("spec.targetRef".to_string(), t));
-        let many = (spec.target_refs.iter().flatten().enumerate())
+            .map(|t| ("spec.targetRef".to_string(), *t));
+        let many = (spec.target_refs.iter().copied().flatten().enumerate())
             .map(|(i, t)| (format!("spec.targetRefs[{i}]"), t));
         let refs: Vec<PolicyTargetRef> = single
             .chain(many)
             .filter_map(|(field, t)| self.target_ref(namespace, &field, t))
             .collect();
-        let has_refs =
-            spec.target_ref.is_some() || spec.target_refs.as_ref().is_some_and(|t| !t.is_empty());
+        let has_refs = spec.target_ref.is_some() || spec.target_refs.is_some_and(|t| !t.is_empty());
         if let Some(sel) = &selector {
             for (key, msg) in labels::check_selector(sel) {
                 self.error(format!("spec.selector.matchLabels[{key}]"), msg);
@@ -179,12 +211,15 @@ impl Cx<'_> {
         Rule { from, to, when }
     }
 
-    /// Warns of a field that reads a request's JWT: no request has one here (there is no
-    /// RequestAuthentication yet), so what it asks of it is always the same.
+    /// Warns of a field that reads a request's JWT where no RequestAuthentication could
+    /// apply: no request has a validated JWT there, so what it asks of it is always the same.
     fn no_jwt(&mut self, field: String, outcome: &str) {
+        if self.jwt_in_scope {
+            return;
+        }
         let msg = format!(
-            "reads a request's JWT, but RequestAuthentication is not supported yet, so no \
-             request has one: this {outcome}"
+            "reads a request's JWT, but no RequestAuthentication is in this namespace or the \
+             root namespace {ROOT_NAMESPACE}, so no request has one: this {outcome}"
         );
         (self.diag).warn_because(Reason::NoEffect, self.origin, field, msg);
     }

@@ -1,5 +1,6 @@
 //! Reading manifests: YAML documents → typed Kubernetes-shaped objects, with file/object context.
 
+pub(crate) mod authn;
 pub(crate) mod authz;
 pub(crate) mod destination_rule;
 
@@ -21,6 +22,13 @@ use crate::error::{ConfigError, Diagnostics, Location, Origin};
 pub(crate) struct AuthzObject {
     #[serde(default)]
     pub spec: authz::PolicySpec,
+}
+
+/// A RequestAuthentication object (hand-written spec; name/namespace come from the header).
+#[derive(Clone, Debug, Default, Deserialize)]
+pub(crate) struct AuthnObject {
+    #[serde(default)]
+    pub spec: authn::AuthnSpec,
 }
 
 /// A DestinationRule object (hand-written spec; name/namespace come from the header).
@@ -98,6 +106,8 @@ kinds! {
     GrpcRoute: GrpcRoute => grpc_routes, "GRPCRoute",
         ["gateway.networking.k8s.io/v1", "gateway.networking.k8s.io/v1alpha2"], true;
     AuthorizationPolicy: AuthzObject => policies, "AuthorizationPolicy",
+        ["security.istio.io/v1", "security.istio.io/v1beta1"], true;
+    RequestAuthentication: AuthnObject => authentications, "RequestAuthentication",
         ["security.istio.io/v1", "security.istio.io/v1beta1"], true;
     DestinationRule: DestinationRuleObject => destination_rules, "DestinationRule",
         ["networking.istio.io/v1", "networking.istio.io/v1beta1", "networking.istio.io/v1alpha3"], true;

@@ -8,4 +8,6 @@ pub mod pipeline;
 
 pub use attrs::RequestAttrs;
 pub use ctx::RequestCtx;
-pub use pipeline::{Backend, Flow, HeaderLimits, MirrorTarget, Plan, Rolls, UrlRewrite, plan};
+pub use pipeline::{
+    Backend, Flow, HeaderLimits, Inputs, MirrorTarget, Plan, Rolls, UrlRewrite, plan,
+};

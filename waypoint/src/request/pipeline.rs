@@ -2,13 +2,13 @@
 //! of the snapshot the request started with, each either continuing or answering locally.
 //!
 //! ```text
-//! check ──▶ resolve ──▶ authorize ──▶ route ──▶ choose endpoint ──▶ Plan (the upstream carries it out)
-//!  │ DPE 400  │ NR 503     │ DENY 403     │ NR 404 / NC 500   │ UH 503
-//!  │          │            │              │ CORS preflight 200, redirect 3xx
-//!  └──────────┴────────────┴──────────────┴───────────────────┴──▶ LocalReply
+//! check ──▶ resolve ──▶ select ──▶ authenticate ──▶ authorize ──▶ route ──▶ Plan (the upstream carries it out)
+//!  │ DPE 400  │ NR 503    │ CORS      │ bad JWT 401    │ DENY 403     │ NR 404 / NC 500 / UH 503
+//!  │          │           │ preflight │                │              │ redirect 3xx
+//!  └──────────┴───────────┴───────────┴────────────────┴──────────────┴──▶ LocalReply
 //! ```
-//! New stages (authentication, say) slot in here; the Pingora hooks only run the pipeline and
-//! carry out its plan (the rewrite, the filters, the response headers it decided on).
+//! New stages slot in here; the Pingora hooks only run the pipeline and carry out its plan
+//! (the rewrite, the filters, the header edits and response headers it decided on).
 
 use std::sync::Arc;
 
@@ -18,6 +18,7 @@ use mesh_config::{
 };
 use mesh_core::ResponseFlag;
 
+use crate::authn::{self, Authenticated, FetchedKeys, JwtIdentity, RequestEdits};
 use crate::authz::{self, Decision, Denial, PolicyMatch, RequestAttributes};
 use crate::dispatch::dispatch;
 use crate::filters::{cors, rewrite};
@@ -34,6 +35,10 @@ pub type Flow<T> = Result<T, LocalReply>;
 #[derive(Clone, Debug)]
 pub struct Plan {
     pub destination: Destination,
+    /// What the request's JWT proved, if it had one.
+    pub jwt: Option<Arc<JwtIdentity>>,
+    /// What authentication changes in the request sent on (a token dropped, claims added).
+    pub request_edits: RequestEdits,
     /// The AUDIT policies' rules the request matched (for the access log).
     pub audited: Vec<PolicyMatch>,
     pub rule: Option<Arc<RouteRule>>,
@@ -140,21 +145,34 @@ impl Rolls {
     }
 }
 
+/// What the pipeline reads besides the snapshot and the request: the waypoint it runs in, the
+/// tunnel the request came through, and what the waypoint has fetched or drawn for it.
+pub struct Inputs<'a> {
+    pub waypoint: &'a ObjectRef,
+    pub tunnel: &'a TunnelInfo,
+    pub limits: &'a HeaderLimits,
+    /// The key sets of `jwksUri`s fetched so far.
+    pub keys: &'a FetchedKeys,
+    pub rolls: Rolls,
+}
+
 /// Runs every stage for one request.
-pub fn plan(
-    snapshot: &Snapshot,
-    waypoint: &ObjectRef,
-    tunnel: &TunnelInfo,
-    request: &RequestAttrs<'_>,
-    limits: &HeaderLimits,
-    rolls: Rolls,
-) -> Flow<Plan> {
+pub fn plan(snapshot: &Snapshot, inputs: &Inputs<'_>, request: &RequestAttrs<'_>) -> Flow<Plan> {
+    let Inputs {
+        waypoint,
+        tunnel,
+        limits,
+        keys,
+        rolls,
+    } = *inputs;
     check(request, limits)?;
     let destination = resolve(snapshot, waypoint, tunnel)?;
     let caller_namespace = &tunnel.peer_identity.namespace;
     let selection = select(snapshot, &destination, caller_namespace, request);
     preflight(&selection, request)?;
-    let audited = authorize(snapshot, waypoint, tunnel, &destination, request)?;
+    let authenticated = authenticate(snapshot, waypoint, &destination, request, keys)?;
+    let jwt = authenticated.identity.as_deref();
+    let audited = authorize(snapshot, waypoint, tunnel, &destination, request, jwt)?;
     let routed = route(&destination, selection, request, rolls.backend)?;
     if let Backend::Service { service, port } = &routed.backend
         && snapshot.endpoints(service, *port).is_empty()
@@ -164,6 +182,8 @@ pub fn plan(
     }
     let mirrors = mirrors(&routed, rolls);
     Ok(Plan {
+        jwt: authenticated.identity,
+        request_edits: authenticated.edits,
         audited,
         mirrors,
         destination,
@@ -244,6 +264,35 @@ fn resolve(snapshot: &Snapshot, waypoint: &ObjectRef, tunnel: &TunnelInfo) -> Fl
         .map_err(|e| LocalReply::new(503, ResponseFlag::NoRouteFound, e.to_string()))
 }
 
+/// RequestAuthentication for the destination: the request's tokens verified (none passes), a
+/// token that fails answered 401 with Envoy's reason and `www-authenticate`.
+fn authenticate(
+    snapshot: &Snapshot,
+    waypoint: &ObjectRef,
+    destination: &Destination,
+    request: &RequestAttrs<'_>,
+    keys: &FetchedKeys,
+) -> Flow<Authenticated> {
+    let service = destination.service().map(|s| s.as_ref());
+    let authentications = snapshot.waypoint_authentications(waypoint, service);
+    if authentications.is_empty() {
+        return Ok(Authenticated::default());
+    }
+    authn::authenticate(authentications, request, keys).map_err(|why| {
+        // Envoy's challenge: the realm is the URL asked for.
+        let challenge = format!(
+            "Bearer realm=\"http://{}{}\", error=\"invalid_token\"",
+            request.host, request.path
+        );
+        let challenge = HeaderValue::from_str(&challenge)
+            .unwrap_or(HeaderValue::from_static("Bearer error=\"invalid_token\""));
+        let reply = LocalReply::new(401, ResponseFlag::None, why.to_string());
+        reply
+            .with_headers(vec![(header::WWW_AUTHENTICATE, challenge)])
+            .with_detail(format!("JWT refused: {why}"))
+    })
+}
+
 /// L7 AuthorizationPolicy for the destination; the AUDIT rules that matched, when allowed.
 /// A denied caller is told only "access denied" (as Envoy answers); the log says which
 /// policy and rule decided, and what was audited.
@@ -253,6 +302,7 @@ fn authorize(
     tunnel: &TunnelInfo,
     destination: &Destination,
     request: &RequestAttrs<'_>,
+    jwt: Option<&JwtIdentity>,
 ) -> Flow<Vec<PolicyMatch>> {
     let attributes = RequestAttributes {
         principal: Some(&tunnel.principal),
@@ -261,7 +311,7 @@ fn authorize(
         destination_ip: destination.ip(),
         destination_port: destination.port(),
         request: *request,
-        request_principal: None,
+        jwt,
     };
     let policies = snapshot.waypoint_policies(waypoint, destination.service().map(|s| s.as_ref()));
     let audited = authz::audited(policies, &attributes);
@@ -494,6 +544,24 @@ mod tests {
         }
     }
 
+    /// The pipeline's inputs, with no JWKS fetched.
+    fn inputs<'a>(
+        waypoint: &'a ObjectRef,
+        tunnel: &'a TunnelInfo,
+        limits: &'a HeaderLimits,
+        rolls: Rolls,
+    ) -> Inputs<'a> {
+        static NO_KEYS: std::sync::LazyLock<FetchedKeys> =
+            std::sync::LazyLock::new(FetchedKeys::new);
+        Inputs {
+            waypoint,
+            tunnel,
+            limits,
+            keys: &NO_KEYS,
+            rolls,
+        }
+    }
+
     fn run(s: &Snapshot, sa: &str, authority: &str, method: &str, roll: u64) -> Flow<Plan> {
         let headers = http::HeaderMap::new();
         let request = RequestAttrs::new(method, "/reviews/1", "reviews:9080", &headers);
@@ -503,11 +571,13 @@ mod tests {
         };
         plan(
             s,
-            &waypoint(),
-            &tunnel(sa, authority),
+            &inputs(
+                &waypoint(),
+                &tunnel(sa, authority),
+                &HeaderLimits::default(),
+                rolls,
+            ),
             &request,
-            &HeaderLimits::default(),
-            rolls,
         )
     }
 
@@ -546,11 +616,8 @@ mod tests {
         };
         let refused = plan(
             &s,
-            &waypoint(),
-            &tunnel,
+            &inputs(&waypoint(), &tunnel, &HeaderLimits::default(), rolls),
             &request,
-            &HeaderLimits::default(),
-            rolls,
         )
         .expect_err("no Host");
         let flag = ResponseFlag::DownstreamProtocolError;
@@ -559,11 +626,8 @@ mod tests {
         assert!(
             plan(
                 &s,
-                &waypoint(),
-                &tunnel,
+                &inputs(&waypoint(), &tunnel, &HeaderLimits::default(), rolls),
                 &request,
-                &HeaderLimits::default(),
-                rolls
             )
             .is_ok()
         );
@@ -652,8 +716,8 @@ spec:
         let limits = HeaderLimits::default();
         let allowed = preflight("https://ok.example");
         let request = RequestAttrs::new("OPTIONS", "/reviews/1", "reviews:9080", &allowed);
-        let answer =
-            plan(&s, &waypoint(), &tunnel, &request, &limits, rolls).expect_err("answered");
+        let answer = plan(&s, &inputs(&waypoint(), &tunnel, &limits, rolls), &request)
+            .expect_err("answered");
         assert_eq!((answer.status, answer.flag), (200, ResponseFlag::None));
         assert!(
             answer.headers.iter().any(
@@ -662,7 +726,8 @@ spec:
         );
         let other = preflight("https://elsewhere.example");
         let request = RequestAttrs::new("OPTIONS", "/reviews/1", "reviews:9080", &other);
-        let denied = plan(&s, &waypoint(), &tunnel, &request, &limits, rolls).expect_err("denied");
+        let denied =
+            plan(&s, &inputs(&waypoint(), &tunnel, &limits, rolls), &request).expect_err("denied");
         assert_eq!(denied.status, 403);
     }
 

@@ -373,7 +373,7 @@ impl Upstreams {
         timeout: Duration,
     ) -> Result<Checkout, ConnectError> {
         let key = Key::new(target, protocol);
-        let io = TokioIo::new(self.dial(target, timeout).await?);
+        let io = TokioIo::new(self.tunnel(target, timeout).await?);
         match protocol {
             UpstreamProtocol::Http1 => {
                 let (sender, connection) = http1::Builder::new()
@@ -533,7 +533,9 @@ impl Upstreams {
         }
     }
 
-    async fn dial(
+    /// An HBONE tunnel to `target`, as the waypoint, within `timeout`: what each pooled
+    /// connection runs over, and what the waypoint's own requests (a JWKS fetch) use alone.
+    pub async fn tunnel(
         &self,
         target: &Target,
         timeout: Duration,

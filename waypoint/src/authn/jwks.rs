@@ -1,0 +1,222 @@
+//! The key sets of the `jwksUri`s the waypoint's RequestAuthentications name: each fetched
+//! when a rule first names it, fetched again every `refresh` (Envoy's JWKS cache duration,
+//! 10 min), and after a failure retried with backoff (1 s doubling to 1 min) while the last
+//! good set stays in use. A URI no rule names any more is forgotten.
+//!
+//! A URI whose host is a Service of the mesh is fetched through the mesh: an HBONE tunnel to
+//! one of its endpoints, as the waypoint itself (so the key server sees a mesh identity, and
+//! its policies apply). Any other host is fetched directly, over TCP. Only `http` URIs reach
+//! here (the config refuses `https` ones for now).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty, Limited};
+use hyper_util::rt::TokioIo;
+use mesh_config::authn::{JwksUri, KeySet};
+use mesh_config::{ObjectRef, Snapshot, Store};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::FetchedKeys;
+use crate::upstream::{Target, Upstreams};
+
+/// Envoy's default `cache_duration` of a remote JWKS.
+pub const DEFAULT_REFRESH: Duration = Duration::from_secs(600);
+/// The largest JWKS document read (a set of a few dozen keys is well under it).
+pub const MAX_JWKS_BYTES: usize = 256 << 10;
+const FIRST_RETRY: Duration = Duration::from_secs(1);
+const LAST_RETRY: Duration = Duration::from_secs(60);
+
+/// The key sets fetched so far, read by every request without a lock.
+#[derive(Default)]
+pub struct RemoteKeys(ArcSwap<FetchedKeys>);
+
+impl RemoteKeys {
+    pub fn load(&self) -> arc_swap::Guard<Arc<FetchedKeys>> {
+        self.0.load()
+    }
+
+    fn update(&self, edit: impl FnOnce(&mut FetchedKeys)) {
+        let mut next = FetchedKeys::clone(&self.0.load());
+        edit(&mut next);
+        self.0.store(Arc::new(next));
+    }
+}
+
+/// Fetches the key sets of one waypoint's `jwksUri`s into a [`RemoteKeys`].
+pub struct Fetcher {
+    pub store: Arc<Store>,
+    pub waypoint: ObjectRef,
+    pub upstreams: Upstreams,
+    pub keys: Arc<RemoteKeys>,
+    pub refresh: Duration,
+}
+
+/// When a URI is fetched next, and how many fetches of it have failed in a row.
+struct Schedule {
+    next: Instant,
+    failures: u32,
+}
+
+impl Fetcher {
+    /// Runs until `shutdown`, following the config as it changes.
+    pub async fn run(self, shutdown: CancellationToken) {
+        let mut versions = self.store.subscribe();
+        let mut schedule: HashMap<http::Uri, Schedule> = HashMap::new();
+        loop {
+            let snapshot = self.store.load();
+            let wanted = snapshot.waypoint_jwks_uris(&self.waypoint);
+            schedule.retain(|uri, _| wanted.iter().any(|w| &w.uri == uri));
+            if self
+                .keys
+                .load()
+                .keys()
+                .any(|uri| !schedule.contains_key(uri))
+            {
+                (self.keys).update(|keys| keys.retain(|uri, _| schedule.contains_key(uri)));
+            }
+            for jwks in &wanted {
+                let due = schedule.entry(jwks.uri.clone()).or_insert(Schedule {
+                    next: Instant::now(),
+                    failures: 0,
+                });
+                if due.next > Instant::now() {
+                    continue;
+                }
+                let fetched = tokio::select! {
+                    fetched = fetch(&snapshot, &self.upstreams, jwks, due.failures) => fetched,
+                    () = shutdown.cancelled() => return,
+                };
+                self.record(jwks, fetched, due);
+            }
+            let next = schedule.values().map(|s| s.next).min();
+            let wake = next.unwrap_or_else(|| Instant::now() + self.refresh);
+            tokio::select! {
+                () = tokio::time::sleep_until(wake) => {}
+                changed = versions.changed() => if changed.is_err() { return },
+                () = shutdown.cancelled() => return,
+            }
+        }
+    }
+
+    fn record(&self, jwks: &JwksUri, fetched: Result<KeySet, String>, due: &mut Schedule) {
+        let uri = &jwks.uri;
+        match fetched {
+            Ok(set) => {
+                tracing::info!(jwks_uri = %uri, keys = set.len(), "fetched JWKS");
+                let set = Arc::new(set);
+                (self.keys).update(|keys| {
+                    keys.insert(uri.clone(), set);
+                });
+                due.failures = 0;
+                due.next = Instant::now() + self.refresh;
+            }
+            Err(error) => {
+                let kept = self.keys.load().contains_key(uri);
+                let retry = backoff(due.failures);
+                due.failures = due.failures.saturating_add(1);
+                due.next = Instant::now() + retry;
+                let effect = match kept {
+                    true => "the last good key set stays in use",
+                    false => "tokens of its rules are refused (401) until a fetch succeeds",
+                };
+                tracing::warn!(
+                    jwks_uri = %uri, %error, retry_in = ?retry,
+                    "cannot fetch JWKS: {effect}"
+                );
+            }
+        }
+    }
+}
+
+/// How long after the `failures + 1`th failure in a row a fetch is tried again.
+fn backoff(failures: u32) -> Duration {
+    FIRST_RETRY
+        .saturating_mul(2u32.saturating_pow(failures))
+        .min(LAST_RETRY)
+}
+
+/// One fetch of `jwks`, within its timeout. `attempt` picks which endpoint of a mesh Service
+/// serves it, so a retry goes to another.
+async fn fetch(
+    snapshot: &Snapshot,
+    upstreams: &Upstreams,
+    jwks: &JwksUri,
+    attempt: u32,
+) -> Result<KeySet, String> {
+    let fetching = async {
+        let uri = &jwks.uri;
+        let host = uri.host().ok_or("no host")?;
+        let port = uri.port_u16().unwrap_or(80);
+        let io: Box<dyn Io> = match snapshot.service_by_host(host) {
+            Some(service) => {
+                let endpoints = snapshot.endpoints(service, port);
+                if endpoints.is_empty() {
+                    return Err(format!("Service {host} has no endpoint on port {port}"));
+                }
+                let endpoint = &endpoints[attempt as usize % endpoints.len()];
+                let target = Target::for_endpoint(endpoint);
+                let tunnel = upstreams.tunnel(&target, jwks.timeout).await;
+                Box::new(tunnel.map_err(|e| e.to_string())?)
+            }
+            None => {
+                let stream = tokio::net::TcpStream::connect((host, port)).await;
+                Box::new(stream.map_err(|e| format!("connect to {host}:{port}: {e}"))?)
+            }
+        };
+        get(io, uri).await
+    };
+    match tokio::time::timeout(jwks.timeout, fetching).await {
+        Ok(fetched) => fetched,
+        Err(_) => Err(format!("no answer within {:?}", jwks.timeout)),
+    }
+}
+
+trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
+
+/// GET `uri` over `io` (HTTP/1.1), its body parsed as a JWKS.
+async fn get(io: Box<dyn Io>, uri: &http::Uri) -> Result<KeySet, String> {
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(io))
+        .await
+        .map_err(|e| format!("HTTP handshake: {e}"))?;
+    tokio::spawn(connection);
+    let authority = uri.authority().map_or("", |a| a.as_str());
+    let path = uri.path_and_query().map_or("/", |p| p.as_str());
+    let request = http::Request::get(path)
+        .header(http::header::HOST, authority)
+        .header(http::header::ACCEPT, "application/json")
+        .body(Empty::<Bytes>::new())
+        .map_err(|e| e.to_string())?;
+    let response = sender
+        .send_request(request)
+        .await
+        .map_err(|e| e.to_string())?;
+    if !response.status().is_success() {
+        return Err(format!("answered {}", response.status()));
+    }
+    let body = Limited::new(response.into_body(), MAX_JWKS_BYTES)
+        .collect()
+        .await
+        .map_err(|e| format!("reading the body: {e}"))?
+        .to_bytes();
+    let text = std::str::from_utf8(&body).map_err(|_| "the body is not UTF-8".to_string())?;
+    KeySet::parse(text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retries_back_off_to_a_minute() {
+        let waits: Vec<u64> = (0..9).map(|n| backoff(n).as_secs()).collect();
+        assert_eq!(waits, [1, 2, 4, 8, 16, 32, 60, 60, 60]);
+        assert_eq!(backoff(u32::MAX), LAST_RETRY);
+    }
+}

@@ -1,0 +1,374 @@
+//! RequestAuthentication end to end: real signed JWTs through the real waypoint, keys given
+//! inline or fetched from a `jwksUri` (through the mesh over HBONE, or directly), refreshed and
+//! rotated, with policies that read the verified token.
+
+mod common;
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use bytes::Bytes;
+use common::{Client, Harness, Reply, TRUST_DOMAIN, ip, manifest};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
+use mesh_config::fixtures::{self, policy, request_authentication};
+use mesh_hbone::{Identity, LocalCa};
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+const BLOCK: u8 = 114;
+const FETCHING_BLOCK: u8 = 115;
+const SLEEP: &str = "sleep";
+const INLINE: &str = "https://inline.example";
+const MESH: &str = "https://mesh.example";
+const DIRECT: &str = "https://direct.example";
+
+/// An ES256 key pair, its public half as a JWK.
+struct Key {
+    kid: &'static str,
+    encoding: EncodingKey,
+    jwk: Value,
+}
+
+impl Key {
+    fn new(kid: &'static str) -> Self {
+        let pair = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).expect("key");
+        let public = pair.public_key_raw();
+        let (x, y) = public[1..].split_at(32);
+        Key {
+            kid,
+            encoding: EncodingKey::from_ec_der(&pair.serialize_der()),
+            jwk: json!({"kty": "EC", "crv": "P-256", "kid": kid,
+                "x": URL_SAFE_NO_PAD.encode(x), "y": URL_SAFE_NO_PAD.encode(y)}),
+        }
+    }
+
+    /// A token from `issuer` for `sub`, expiring `expires_in` seconds from now, with `extra`
+    /// claims.
+    fn token(&self, issuer: &str, sub: &str, expires_in: i64, extra: Value) -> String {
+        let now = jsonwebtoken::get_current_timestamp() as i64;
+        let mut claims = json!({"iss": issuer, "sub": sub, "exp": now + expires_in});
+        (claims.as_object_mut().expect("object"))
+            .extend(extra.as_object().cloned().unwrap_or_default());
+        let mut header = Header::new(Algorithm::ES256);
+        header.kid = Some(self.kid.to_string());
+        encode(&header, &claims, &self.encoding).expect("signs")
+    }
+
+    fn jwks(&self) -> String {
+        json!({"keys": [self.jwk]}).to_string()
+    }
+}
+
+/// What a JWKS server answers: a status and a body, changed as the test goes.
+type Document = Arc<Mutex<(u16, String)>>;
+
+fn answer(document: &Document) -> Response<Full<Bytes>> {
+    let (status, body) = document.lock().expect("document").clone();
+    Response::builder()
+        .status(status)
+        .header(http::header::CONTENT_TYPE, "application/json")
+        .body(Full::new(Bytes::from(body)))
+        .expect("response")
+}
+
+/// A key server in the mesh: pod `jwks` (`127.<block>.2.30`), reached over HBONE.
+async fn mesh_jwks_server(
+    block: u8,
+    ca: Arc<LocalCa>,
+    document: Document,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let addr = SocketAddr::new(ip(block, "2.30"), mesh_core::ports::HBONE);
+    let listener = TcpListener::bind(addr).await?;
+    let tls = mesh_hbone::server_config(ca, Identity::new(TRUST_DOMAIN, "default", "jwks"))?;
+    let handler = move |connect: mesh_hbone::InboundConnect| {
+        let document = document.clone();
+        async move {
+            let Ok(stream) = connect.accept(http::HeaderMap::new()) else {
+                return;
+            };
+            let service = hyper::service::service_fn(move |_: Request<Incoming>| {
+                let response = answer(&document);
+                async move { Ok::<_, Infallible>(response) }
+            });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        }
+    };
+    tokio::spawn(mesh_hbone::Server::new(tls).serve(listener, handler, shutdown));
+    Ok(())
+}
+
+/// A key server outside the mesh, on plain TCP at `127.<block>.9.1:8080`.
+async fn direct_jwks_server(block: u8, document: Document) -> anyhow::Result<()> {
+    let listener = TcpListener::bind(SocketAddr::new(ip(block, "9.1"), 8080)).await?;
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let document = document.clone();
+            let service = hyper::service::service_fn(move |_: Request<Incoming>| {
+                let response = answer(&document);
+                async move { Ok::<_, Infallible>(response) }
+            });
+            tokio::spawn(
+                hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service),
+            );
+        }
+    });
+    Ok(())
+}
+
+/// The key server's Service and pod, the RequestAuthentication (an inline rule, one fetched
+/// through the mesh, one fetched directly) and the policies that read the tokens.
+fn objects(block: u8, inline: &Key) -> Vec<Value> {
+    let mut jwks_service = fixtures::service(
+        "default",
+        "jwks",
+        &ip(block, "100.20").to_string(),
+        json!({"app": "jwks"}),
+    );
+    jwks_service["spec"]["ports"] = json!([{"name": "http", "port": 8000, "targetPort": 8000}]);
+    let jwks_pod = fixtures::pod(
+        "default",
+        "jwks",
+        &ip(block, "2.30").to_string(),
+        json!({"app": "jwks"}),
+    );
+    let gateway =
+        json!([{"group": "gateway.networking.k8s.io", "kind": "Gateway", "name": "waypoint"}]);
+    let authentication = request_authentication(
+        "default",
+        "jwt",
+        json!({"targetRefs": gateway, "jwtRules": [
+            {"issuer": INLINE, "jwks": inline.jwks(), "audiences": ["reviews"],
+             "outputClaimToHeaders": [{"header": "x-jwt-sub", "claim": "sub"}]},
+            {"issuer": MESH, "jwksUri": "http://jwks.default.svc.cluster.local:8000/keys"},
+            {"issuer": DIRECT, "jwksUri": format!("http://{}:8080/keys", ip(block, "9.1")),
+             "fromHeaders": [{"name": "x-token"}], "forwardOriginalToken": true},
+        ]}),
+    );
+    let require_jwt = policy(
+        "default",
+        "require-jwt",
+        json!({"targetRefs": gateway, "action": "DENY", "rules": [{
+            "from": [{"source": {"notRequestPrincipals": ["*"]}}],
+            "to": [{"operation": {"paths": ["/secure*", "/admin*"]}}]}]}),
+    );
+    let admins = policy(
+        "default",
+        "admins-only",
+        json!({"targetRefs": gateway, "action": "DENY", "rules": [{
+            "to": [{"operation": {"paths": ["/admin*"]}}],
+            "when": [{"key": "request.auth.claims[groups]", "notValues": ["admin"]}]}]}),
+    );
+    vec![jwks_service, jwks_pod, authentication, require_jwt, admins]
+}
+
+async fn get(client: &mut Client, path: &str, headers: &[(&str, &str)]) -> anyhow::Result<Reply> {
+    let mut request = Request::get(format!("http://reviews.default:9080{path}"))
+        .header(http::header::HOST, "reviews.default:9080");
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    client.send(request.body(Full::new(Bytes::new()))?).await
+}
+
+fn bearer(token: &str) -> String {
+    format!("Bearer {token}")
+}
+
+/// Asks until `path` with `headers` answers `status` (a key set being fetched), for 5 s.
+async fn eventually(
+    client: &mut Client,
+    path: &str,
+    headers: &[(&str, &str)],
+    status: u16,
+) -> anyhow::Result<Reply> {
+    let mut last = None;
+    for _ in 0..100 {
+        let reply = get(client, path, headers).await?;
+        if reply.status == status {
+            return Ok(reply);
+        }
+        last = Some(reply);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    anyhow::bail!("{path} never answered {status}; last: {last:?}")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_are_verified_and_policies_read_them() -> anyhow::Result<()> {
+    let inline = Key::new("inline-1");
+    let timeouts = waypoint::Timeouts {
+        jwks_refresh: Duration::from_millis(300),
+        ..waypoint::Timeouts::default()
+    };
+    let h =
+        Harness::start_with(BLOCK, &manifest(BLOCK, &objects(BLOCK, &inline)), timeouts).await?;
+    let _v1 = h.backend("v1").await?;
+    let _v2 = h.backend("v2").await?;
+    let mut caller = h.http1(SLEEP).await?;
+
+    // No token: passes authentication; a policy may still demand one.
+    assert_eq!(get(&mut caller, "/open", &[]).await?.status, 200);
+    let denied = get(&mut caller, "/secure", &[]).await?;
+    assert_eq!(
+        (denied.status, denied.body.as_str()),
+        (403, "RBAC: access denied\n")
+    );
+
+    // A valid token: its principal satisfies the policy, its claim reaches the backend as a
+    // header, and the token itself does not.
+    let alice = inline.token(INLINE, "alice", 600, json!({"aud": "reviews"}));
+    let served = get(
+        &mut caller,
+        "/secure",
+        &[("authorization", &bearer(&alice))],
+    )
+    .await?;
+    assert_eq!(served.status, 200, "{served:?}");
+    assert_eq!(served.header("x-echo-x-jwt-sub"), Some("alice"));
+    assert_eq!(served.header("x-echo-authorization"), None);
+
+    // Bad tokens: 401, in Envoy's words, with a challenge naming the URL.
+    let expired = inline.token(INLINE, "alice", -300, json!({"aud": "reviews"}));
+    let wrong_audience = inline.token(INLINE, "alice", 600, json!({"aud": "ratings"}));
+    let unknown_issuer = inline.token("https://nobody.example", "alice", 600, json!({}));
+    let forged = Key::new("inline-1").token(INLINE, "alice", 600, json!({"aud": "reviews"}));
+    for (token, why) in [
+        (expired.as_str(), "Jwt is expired"),
+        (&wrong_audience, "Audiences in Jwt are not allowed"),
+        (&unknown_issuer, "Jwt issuer is not configured"),
+        (&forged, "Jwt verification fails"),
+        (
+            "garbage",
+            "Jwt is not in the form of Header.Payload.Signature",
+        ),
+    ] {
+        let refused = get(&mut caller, "/open", &[("authorization", &bearer(token))]).await?;
+        assert_eq!(refused.status, 401, "{why}: {refused:?}");
+        assert!(refused.body.starts_with(why), "{why}: {}", refused.body);
+        assert_eq!(
+            refused.header("www-authenticate"),
+            Some("Bearer realm=\"http://reviews.default:9080/open\", error=\"invalid_token\""),
+        );
+    }
+
+    // A claim condition: only the admin group may reach /admin.
+    let admin = inline.token(
+        INLINE,
+        "root",
+        600,
+        json!({"aud": "reviews", "groups": ["dev", "admin"]}),
+    );
+    let dev = inline.token(
+        INLINE,
+        "bob",
+        600,
+        json!({"aud": "reviews", "groups": ["dev"]}),
+    );
+    assert_eq!(
+        get(&mut caller, "/admin", &[("authorization", &bearer(&admin))])
+            .await?
+            .status,
+        200
+    );
+    assert_eq!(
+        get(&mut caller, "/admin", &[("authorization", &bearer(&dev))])
+            .await?
+            .status,
+        403
+    );
+    // gRPC callers get the refusal as gRPC's UNAUTHENTICATED.
+    let mut grpc = h.h2c(SLEEP).await?;
+    let request = Request::post("http://reviews.default:9080/pkg.Svc/Call")
+        .header(http::header::CONTENT_TYPE, "application/grpc")
+        .header("authorization", bearer(&expired))
+        .body(Full::new(Bytes::from_static(b"\0\0\0\0\0")))?;
+    let refused = grpc.send(request).await?;
+    assert_eq!(
+        (refused.status, refused.header("grpc-status")),
+        (200, Some("16"))
+    );
+    assert_eq!(refused.header("grpc-message"), Some("Jwt is expired"));
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jwks_uris_are_fetched_refreshed_and_kept_through_failures() -> anyhow::Result<()> {
+    let inline = Key::new("inline-1");
+    let first = Key::new("mesh-1");
+    let second = Key::new("mesh-2");
+    let direct = Key::new("direct-1");
+    let timeouts = waypoint::Timeouts {
+        jwks_refresh: Duration::from_millis(300),
+        ..waypoint::Timeouts::default()
+    };
+    let mesh_document: Document = Arc::new(Mutex::new((200, first.jwks())));
+    let direct_document: Document = Arc::new(Mutex::new((503, "not yet".to_string())));
+    let block = FETCHING_BLOCK;
+    let h =
+        Harness::start_with(block, &manifest(block, &objects(block, &inline)), timeouts).await?;
+    let shutdown = CancellationToken::new();
+    let _stop = shutdown.clone().drop_guard();
+    mesh_jwks_server(block, h.ca.clone(), mesh_document.clone(), shutdown).await?;
+    direct_jwks_server(block, direct_document.clone()).await?;
+    let _v1 = h.backend("v1").await?;
+    let _v2 = h.backend("v2").await?;
+    let mut caller = h.http1(SLEEP).await?;
+
+    // Through the mesh: the key server is a pod behind HBONE.
+    let token = first.token(MESH, "carol", 600, json!({}));
+    let auth = bearer(&token);
+    eventually(&mut caller, "/secure", &[("authorization", &auth)], 200).await?;
+
+    // Directly: refused while its server fails, served once it answers.
+    let token = direct.token(DIRECT, "dan", 600, json!({}));
+    let refused = get(&mut caller, "/secure", &[("x-token", &token)]).await?;
+    assert_eq!(refused.status, 401);
+    assert!(
+        refused.body.starts_with("Jwks remote fetch is failed"),
+        "{refused:?}"
+    );
+    *direct_document.lock().expect("document") = (200, direct.jwks());
+    let served = eventually(&mut caller, "/secure", &[("x-token", &token)], 200).await?;
+    // forwardOriginalToken: the backend gets the token as sent.
+    assert_eq!(served.header("x-echo-x-token"), Some(token.as_str()));
+
+    // Rotation: the server now publishes the second key; its tokens hold after a refresh, and
+    // the first key's no longer do.
+    *mesh_document.lock().expect("document") = (200, second.jwks());
+    let rotated = bearer(&second.token(MESH, "carol", 600, json!({})));
+    eventually(&mut caller, "/secure", &[("authorization", &rotated)], 200).await?;
+    let old = get(&mut caller, "/secure", &[("authorization", &auth)]).await?;
+    assert_eq!(old.status, 401, "{old:?}");
+
+    // The server breaks (garbage, then errors): the last good key set stays in use.
+    *mesh_document.lock().expect("document") = (200, "<html>oops</html>".to_string());
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(
+        get(&mut caller, "/secure", &[("authorization", &rotated)])
+            .await?
+            .status,
+        200
+    );
+    *mesh_document.lock().expect("document") = (500, String::new());
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(
+        get(&mut caller, "/secure", &[("authorization", &rotated)])
+            .await?
+            .status,
+        200
+    );
+    Ok(())
+}
