@@ -68,16 +68,21 @@ impl Key {
     }
 }
 
-/// What a JWKS server answers: a status and a body, changed as the test goes.
+/// What a JWKS server answers: a status and a body, changed as the test goes (status
+/// [`HANG`]: never answers).
 type Document = Arc<Mutex<(u16, String)>>;
+const HANG: u16 = 0;
 
-fn answer(document: &Document) -> Response<Full<Bytes>> {
+async fn answer(document: Document) -> Result<Response<Full<Bytes>>, Infallible> {
     let (status, body) = document.lock().expect("document").clone();
-    Response::builder()
+    if status == HANG {
+        std::future::pending::<()>().await;
+    }
+    Ok(Response::builder()
         .status(status)
         .header(http::header::CONTENT_TYPE, "application/json")
         .body(Full::new(Bytes::from(body)))
-        .expect("response")
+        .expect("response"))
 }
 
 /// A key server in the mesh: pod `jwks` (`127.<block>.2.30`), reached over HBONE.
@@ -96,10 +101,8 @@ async fn mesh_jwks_server(
             let Ok(stream) = connect.accept(http::HeaderMap::new()) else {
                 return;
             };
-            let service = hyper::service::service_fn(move |_: Request<Incoming>| {
-                let response = answer(&document);
-                async move { Ok::<_, Infallible>(response) }
-            });
+            let service =
+                hyper::service::service_fn(move |_: Request<Incoming>| answer(document.clone()));
             let _ = hyper::server::conn::http1::Builder::new()
                 .serve_connection(TokioIo::new(stream), service)
                 .await;
@@ -115,10 +118,8 @@ async fn direct_jwks_server(block: u8, document: Document) -> anyhow::Result<()>
     tokio::spawn(async move {
         while let Ok((stream, _)) = listener.accept().await {
             let document = document.clone();
-            let service = hyper::service::service_fn(move |_: Request<Incoming>| {
-                let response = answer(&document);
-                async move { Ok::<_, Infallible>(response) }
-            });
+            let service =
+                hyper::service::service_fn(move |_: Request<Incoming>| answer(document.clone()));
             tokio::spawn(
                 hyper::server::conn::http1::Builder::new()
                     .serve_connection(TokioIo::new(stream), service),
@@ -152,7 +153,8 @@ fn objects(block: u8, inline: &Key) -> Vec<Value> {
         json!({"targetRefs": gateway, "jwtRules": [
             {"issuer": INLINE, "jwks": inline.jwks(), "audiences": ["reviews"],
              "outputClaimToHeaders": [{"header": "x-jwt-sub", "claim": "sub"}]},
-            {"issuer": MESH, "jwksUri": "http://jwks.default.svc.cluster.local:8000/keys"},
+            {"issuer": MESH, "jwksUri": "http://jwks.default.svc.cluster.local:8000/keys",
+             "timeout": "200ms"},
             {"issuer": DIRECT, "jwksUri": format!("http://{}:8080/keys", ip(block, "9.1")),
              "fromHeaders": [{"name": "x-token"}], "forwardOriginalToken": true},
         ]}),
@@ -264,6 +266,12 @@ async fn tokens_are_verified_and_policies_read_them() -> anyhow::Result<()> {
         );
     }
 
+    // A 100 KB token: over the header limits, 431, never parsed.
+    let huge = format!("{}.{}.sig", "e".repeat(50_000), "e".repeat(50_000));
+    let refused = get(&mut caller, "/open", &[("authorization", &bearer(&huge))]).await?;
+    assert_eq!(refused.status, 431, "{refused:?}");
+    let mut caller = h.http1(SLEEP).await?;
+
     // A claim condition: only the admin group may reach /admin.
     let admin = inline.token(
         INLINE,
@@ -353,8 +361,9 @@ async fn jwks_uris_are_fetched_refreshed_and_kept_through_failures() -> anyhow::
     let old = get(&mut caller, "/secure", &[("authorization", &auth)]).await?;
     assert_eq!(old.status, 401, "{old:?}");
 
-    // The server breaks (garbage, then errors): the last good key set stays in use.
-    *mesh_document.lock().expect("document") = (200, "<html>oops</html>".to_string());
+    // A server that hangs is given up on after the rule's timeout (200 ms) and the last good
+    // key set stays; the fetcher goes on, and picks up the next set once the server answers.
+    *mesh_document.lock().expect("document") = (HANG, String::new());
     tokio::time::sleep(Duration::from_millis(800)).await;
     assert_eq!(
         get(&mut caller, "/secure", &[("authorization", &rotated)])
@@ -362,10 +371,22 @@ async fn jwks_uris_are_fetched_refreshed_and_kept_through_failures() -> anyhow::
             .status,
         200
     );
+    *mesh_document.lock().expect("document") = (200, first.jwks());
+    eventually(&mut caller, "/secure", &[("authorization", &auth)], 200).await?;
+
+    // The server breaks (garbage, then errors): the last good key set stays in use.
+    *mesh_document.lock().expect("document") = (200, "<html>oops</html>".to_string());
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(
+        get(&mut caller, "/secure", &[("authorization", &auth)])
+            .await?
+            .status,
+        200
+    );
     *mesh_document.lock().expect("document") = (500, String::new());
     tokio::time::sleep(Duration::from_millis(800)).await;
     assert_eq!(
-        get(&mut caller, "/secure", &[("authorization", &rotated)])
+        get(&mut caller, "/secure", &[("authorization", &auth)])
             .await?
             .status,
         200
