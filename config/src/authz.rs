@@ -51,8 +51,16 @@ impl fmt::Display for PolicyMatch {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Denial {
     /// A CUSTOM policy's rule matched: the request needs an external authorizer's check,
-    /// which this mesh does not make yet, so it is denied (fail closed).
+    /// which could not be made here (an L4 proxy makes none; the provider is not in the mesh
+    /// config), so it is denied (fail closed).
     Unchecked(PolicyMatch),
+    /// A CUSTOM policy's rule matched and its external authorizer denied the request, or
+    /// could not be asked (`why` says which).
+    ExternalDeny {
+        matched: PolicyMatch,
+        provider: String,
+        why: String,
+    },
     /// A DENY policy's rule matched.
     DenyPolicy(PolicyMatch),
     /// ALLOW policies apply, and none of them (`ns/name` each) matched.
@@ -65,7 +73,16 @@ impl fmt::Display for Denial {
             Denial::DenyPolicy(matched) => write!(f, "denied by DENY policy {matched}"),
             Denial::Unchecked(matched) => write!(
                 f,
-                "CUSTOM policy {matched} needs an ext_authz check, not made yet: denied (fail closed)"
+                "CUSTOM policy {matched} needs an ext_authz check that cannot be made here: \
+                 denied (fail closed)"
+            ),
+            Denial::ExternalDeny {
+                matched,
+                provider,
+                why,
+            } => write!(
+                f,
+                "CUSTOM policy {matched}: ext_authz provider {provider:?} {why}"
             ),
             Denial::NoAllowMatch { candidates } => {
                 write!(f, "no ALLOW policy matched (of {})", candidates.join(", "))
@@ -118,18 +135,37 @@ impl<'a> From<&'a str> for Value<'a> {
     }
 }
 
-/// Istio's order: a matching CUSTOM policy asks its external authorizer (not yet: it denies,
-/// fail closed); any matching DENY denies; with no ALLOW policy, allow; else a matching ALLOW
-/// allows and anything else is denied. AUDIT does not decide.
+/// Istio's order: a matching CUSTOM policy asks its external authorizer (which only a waypoint
+/// can: see [`custom_match`]; here it denies, fail closed); any matching DENY denies; with no
+/// ALLOW policy, allow; else a matching ALLOW allows and anything else is denied. AUDIT does
+/// not decide.
 pub fn decide(
+    policies: &[Arc<AuthorizationPolicy>],
+    rule_matches: impl Fn(&AuthorizationPolicy, &Rule) -> bool,
+) -> Decision {
+    match custom_match(policies, &rule_matches) {
+        Some((_, matched)) => Decision::Deny(Denial::Unchecked(matched)),
+        None => decide_allow_deny(policies, rule_matches),
+    }
+}
+
+/// The first CUSTOM policy with a rule that matches, and which rule.
+pub fn custom_match<'p>(
+    policies: &'p [Arc<AuthorizationPolicy>],
+    rule_matches: &impl Fn(&AuthorizationPolicy, &Rule) -> bool,
+) -> Option<(&'p Arc<AuthorizationPolicy>, PolicyMatch)> {
+    (policies.iter())
+        .filter(|p| p.action == Action::Custom)
+        .find_map(|p| Some((p, PolicyMatch::of(p, rule_matches)?)))
+}
+
+/// DENY, then ALLOW, as [`decide`] after CUSTOM.
+pub fn decide_allow_deny(
     policies: &[Arc<AuthorizationPolicy>],
     rule_matches: impl Fn(&AuthorizationPolicy, &Rule) -> bool,
 ) -> Decision {
     let of_action = |action| policies.iter().filter(move |p| p.action == action);
     let first_match = |action| of_action(action).find_map(|p| PolicyMatch::of(p, &rule_matches));
-    if let Some(matched) = first_match(Action::Custom) {
-        return Decision::Deny(Denial::Unchecked(matched));
-    }
     if let Some(matched) = first_match(Action::Deny) {
         return Decision::Deny(Denial::DenyPolicy(matched));
     }
@@ -344,6 +380,7 @@ mod tests {
                 namespace: "default".into(),
                 name: name.into(),
                 action,
+                provider: None,
                 scope: PolicyScope::Namespace,
                 rules: vec![Rule::default()],
             })
@@ -396,6 +433,7 @@ mod tests {
             namespace: "default".into(),
             name: "watch".into(),
             action: Action::Audit,
+            provider: None,
             scope: PolicyScope::Namespace,
             rules: vec![Rule::default(), Rule::default()],
         });

@@ -9,6 +9,7 @@ pub mod balance;
 mod compile;
 pub mod destination;
 mod error;
+pub mod ext_authz;
 mod filter;
 pub mod fixtures;
 pub mod health;

@@ -190,6 +190,8 @@ pub struct AuthorizationPolicy {
     pub namespace: String,
     pub name: String,
     pub action: Action,
+    /// The extension provider a CUSTOM policy's matches are checked by.
+    pub provider: Option<String>,
     pub scope: PolicyScope,
     /// Empty: the policy matches nothing (an ALLOW with no rules allows nothing).
     pub rules: Vec<Rule>,

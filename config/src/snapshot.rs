@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use crate::authn::{JwksUri, Keys, RequestAuthentication};
 use crate::error::ConfigError;
+use crate::ext_authz::ExtAuthzProvider;
 use crate::model::{Endpoint, Node, ObjectRef, Service, Waypoint, Workload};
 use crate::policy::{AuthorizationPolicy, GATEWAY_GROUP, PolicyScope, PolicyTargetRef};
 use crate::route::{PortRoutes, RouteRule};
@@ -40,6 +41,8 @@ pub(crate) struct Parts {
     pub waypoint_classes: BTreeMap<ObjectRef, String>,
     pub policies: Vec<Arc<AuthorizationPolicy>>,
     pub authentications: Vec<Arc<RequestAuthentication>>,
+    /// The mesh config's ext_authz providers, by name.
+    pub providers: HashMap<String, Arc<ExtAuthzProvider>>,
 }
 
 /// Immutable mesh configuration with lookup indexes. Built by [`crate::compile`].
@@ -62,6 +65,7 @@ pub struct Snapshot {
     policies: Vec<Arc<AuthorizationPolicy>>,
     waypoint_policies: HashMap<ObjectRef, Attached<AuthorizationPolicy>>,
     authentications: Vec<Arc<RequestAuthentication>>,
+    providers: HashMap<String, Arc<ExtAuthzProvider>>,
     waypoint_authentications: HashMap<ObjectRef, Attached<RequestAuthentication>>,
     /// Each pod's L4 policies, by pod IP.
     l4_policies: HashMap<IpAddr, Vec<Arc<AuthorizationPolicy>>>,
@@ -153,6 +157,7 @@ impl Snapshot {
         snap.waypoint_classes = parts.waypoint_classes;
         snap.policies = parts.policies;
         snap.authentications = parts.authentications;
+        snap.providers = parts.providers;
         snap.waypoint_policies = (snap.waypoints.iter())
             .map(|wp| (wp.object_ref(), snap.attached(&snap.policies, wp)))
             .collect();
@@ -396,6 +401,11 @@ impl Snapshot {
         uris.sort_by_key(|u| u.uri.to_string());
         uris.dedup_by(|a, b| a.uri == b.uri);
         uris
+    }
+
+    /// The ext_authz provider `name` of the mesh config, if it has one.
+    pub fn ext_authz_provider(&self, name: &str) -> Option<&Arc<ExtAuthzProvider>> {
+        self.providers.get(name)
     }
 
     pub fn authentications(&self) -> impl Iterator<Item = &Arc<RequestAuthentication>> {

@@ -277,10 +277,10 @@ fn ports_and_cidrs_compile() {
     );
 }
 
-/// A CUSTOM policy is kept (it denies what it matches, fail closed) and warns that no
-/// ext_authz check is made, naming its provider.
+/// A CUSTOM policy naming a provider the mesh config does not have is kept (it denies what
+/// it matches, fail closed) and warns, naming the provider.
 #[test]
-fn custom_policies_warn_that_they_fail_closed() {
+fn custom_policies_without_their_provider_warn_that_they_fail_closed() {
     let mut objs = fixture();
     objs.push(policy(
         "default",
@@ -293,7 +293,7 @@ fn custom_policies_warn_that_they_fail_closed() {
     let warning = (snap.warnings().iter())
         .find(|w| w.object == "AuthorizationPolicy default/ext")
         .expect("a warning");
-    assert_eq!(warning.field, "spec.provider");
+    assert_eq!(warning.field, "spec.provider.name");
     assert!(warning.message.contains("\"opa\""), "{}", warning.message);
     assert!(
         warning.message.contains("fail closed"),

@@ -1,6 +1,6 @@
 //! L7 AuthorizationPolicy evaluation at the waypoint (Istio semantics): any matching DENY denies;
-//! with ALLOW policies in force, a request must match one; a CUSTOM policy's match denies
-//! until ext_authz is done (fail closed); AUDIT does not decide. A request's JWT (verified by
+//! with ALLOW policies in force, a request must match one; a CUSTOM policy's match sends the
+//! request to its provider's check (`ext_authz`); AUDIT does not decide. A request's JWT (verified by
 //! `authn`) gives `requestPrincipals` and the `request.auth.*` conditions their values.
 //! Pure: policies and request attributes in, decision out.
 
@@ -8,7 +8,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 pub use mesh_config::authz::{Decision, Denial, PolicyMatch};
-use mesh_config::authz::{Peer, Value, any_of, audits, decide, none_of};
+use mesh_config::authz::{Peer, Value, any_of, audits, custom_match, decide_allow_deny, none_of};
 use mesh_config::{AuthorizationPolicy, Condition, ConditionKey, Operation, Rule, StringMatch};
 
 use crate::authn::JwtIdentity;
@@ -28,8 +28,31 @@ pub struct RequestAttributes<'a> {
     pub jwt: Option<&'a JwtIdentity>,
 }
 
-pub fn evaluate(policies: &[Arc<AuthorizationPolicy>], attrs: &RequestAttributes<'_>) -> Decision {
-    decide(policies, |_, rule| rule_matches(rule, attrs))
+/// What the policies make of a request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    Allow,
+    Deny(Denial),
+    /// No DENY policy matched and the ALLOW policies allow, but a CUSTOM policy's rule matched:
+    /// its provider (named here) decides.
+    Check {
+        provider: String,
+        matched: PolicyMatch,
+    },
+}
+
+pub fn evaluate(policies: &[Arc<AuthorizationPolicy>], attrs: &RequestAttributes<'_>) -> Verdict {
+    let matches = |_: &AuthorizationPolicy, rule: &Rule| rule_matches(rule, attrs);
+    match decide_allow_deny(policies, matches) {
+        Decision::Deny(why) => Verdict::Deny(why),
+        Decision::Allow => match custom_match(policies, &matches) {
+            None => Verdict::Allow,
+            Some((policy, matched)) => Verdict::Check {
+                provider: policy.provider.clone().unwrap_or_default(),
+                matched,
+            },
+        },
+    }
 }
 
 /// The AUDIT policies' rules the request matches (logged; they decide nothing).
@@ -128,6 +151,7 @@ mod tests {
             namespace: "default".into(),
             name: format!("{action:?}").to_lowercase(),
             action,
+            provider: None,
             scope: PolicyScope::Namespace,
             rules,
         })
@@ -169,7 +193,7 @@ mod tests {
     #[test]
     fn no_policies_allow() {
         let h = HeaderMap::new();
-        assert_eq!(evaluate(&[], &attrs(SLEEP, "GET", &h)), Decision::Allow);
+        assert_eq!(evaluate(&[], &attrs(SLEEP, "GET", &h)), Verdict::Allow);
     }
 
     #[test]
@@ -186,15 +210,15 @@ mod tests {
         let ps = [allow];
         assert_eq!(
             evaluate(&ps, &attrs(PRODUCTPAGE, "GET", &h)),
-            Decision::Allow
+            Verdict::Allow
         );
         assert!(matches!(
             evaluate(&ps, &attrs(PRODUCTPAGE, "POST", &h)),
-            Decision::Deny(_)
+            Verdict::Deny(_)
         ));
         assert!(matches!(
             evaluate(&ps, &attrs(SLEEP, "GET", &h)),
-            Decision::Deny(_)
+            Verdict::Deny(_)
         ));
     }
 
@@ -212,14 +236,14 @@ mod tests {
         let ps = [allow_all, deny_sleep];
         assert_eq!(
             evaluate(&ps, &attrs(SLEEP, "GET", &h)),
-            Decision::Deny(Denial::DenyPolicy(PolicyMatch {
+            Verdict::Deny(Denial::DenyPolicy(PolicyMatch {
                 policy: "default/deny".into(),
                 rule: 0
             }))
         );
         assert_eq!(
             evaluate(&ps, &attrs(PRODUCTPAGE, "GET", &h)),
-            Decision::Allow
+            Verdict::Allow
         );
     }
 
@@ -246,20 +270,20 @@ mod tests {
             Action::Allow,
             vec![rule("request.headers[x-token]", "admin")],
         )];
-        assert_eq!(evaluate(&ps, &attrs(SLEEP, "GET", &h)), Decision::Allow);
+        assert_eq!(evaluate(&ps, &attrs(SLEEP, "GET", &h)), Verdict::Allow);
         assert!(matches!(
             evaluate(&ps, &attrs(SLEEP, "GET", &HeaderMap::new())),
-            Decision::Deny(_)
+            Verdict::Deny(_)
         ));
         let ps = [policy(
             Action::Allow,
             vec![rule("source.ip", "127.0.1.0/24")],
         )];
-        assert_eq!(evaluate(&ps, &attrs(SLEEP, "GET", &h)), Decision::Allow);
+        assert_eq!(evaluate(&ps, &attrs(SLEEP, "GET", &h)), Verdict::Allow);
         let ps = [policy(Action::Allow, vec![rule("source.ip", "10.0.0.0/8")])];
         assert!(matches!(
             evaluate(&ps, &attrs(SLEEP, "GET", &h)),
-            Decision::Deny(_)
+            Verdict::Deny(_)
         ));
     }
 
@@ -279,11 +303,11 @@ mod tests {
         )];
         assert!(matches!(
             evaluate(&ps, &attrs(SLEEP, "GET", &h)),
-            Decision::Deny(_)
+            Verdict::Deny(_)
         ));
         assert_eq!(
             evaluate(&ps, &attrs(PRODUCTPAGE, "GET", &h)),
-            Decision::Allow
+            Verdict::Allow
         );
         // A rule that needs a JWT principal never matches a request without one.
         let jwt = Source {
@@ -299,7 +323,7 @@ mod tests {
         )];
         assert!(matches!(
             evaluate(&ps, &attrs(PRODUCTPAGE, "GET", &h)),
-            Decision::Deny(_)
+            Verdict::Deny(_)
         ));
     }
 
@@ -335,7 +359,7 @@ mod tests {
                 jwt,
                 ..attrs(SLEEP, "GET", &h)
             };
-            evaluate(&ps, &attributes) == Decision::Allow
+            evaluate(&ps, &attributes) == Verdict::Allow
         };
         let principal = Rule {
             from: vec![Source {

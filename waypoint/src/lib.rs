@@ -16,6 +16,7 @@
 pub mod authn;
 pub mod authz;
 pub mod dispatch;
+pub mod ext_authz;
 pub mod filters;
 pub mod ingress;
 pub mod outcome;

@@ -28,15 +28,18 @@ use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 use crate::authn::RequestEdits;
 use crate::authn::jwks::RemoteKeys;
 use crate::dispatch::dispatch;
+use crate::ext_authz;
 use crate::filters::{self, Phase};
 use crate::outcome;
 use crate::reply::{self, Caller, LocalReply};
 use crate::request::Backend;
+use crate::request::Plan;
 use crate::request::normalize::normalize_path;
 use crate::request::{
     HeaderLimits, Inputs, MirrorTarget, RequestAttrs, RequestCtx, Rolls, UrlRewrite, plan,
 };
 use crate::telemetry::{BodySizes, Metrics, RequestLabels, access_log};
+use crate::tunnel_io::TunnelInfo;
 use crate::tunnel_io::tunnel_info;
 use crate::upstream::balance::Balancing;
 use crate::upstream::forward::{self, Exchange};
@@ -115,6 +118,13 @@ impl ProxyHttp for WaypointProxy {
                 rolls: Rolls::random(),
             };
             plan(&ctx.snapshot, &inputs, &request)
+        };
+        let planned = match planned {
+            Ok(planned) => {
+                self.check_externally(session, planned, &tunnel, &ctx.snapshot)
+                    .await
+            }
+            Err(reply) => Err(reply),
         };
         ctx.tunnel = Some(tunnel);
         match planned {
@@ -227,6 +237,45 @@ impl<'s> BackendView<'s> {
 }
 
 impl WaypointProxy {
+    /// Makes the check a CUSTOM policy asks for, if any: denied, its answer; allowed, the
+    /// plan with the authorizer's header changes.
+    async fn check_externally(
+        &self,
+        session: &Session,
+        mut plan: Plan,
+        tunnel: &TunnelInfo,
+        snapshot: &mesh_config::Snapshot,
+    ) -> std::result::Result<Plan, LocalReply> {
+        let Some(check) = plan.ext_authz.take() else {
+            return Ok(plan);
+        };
+        let subject = ext_authz::Subject {
+            request: session.req_header(),
+            protocol: if session.is_http2() {
+                "HTTP/2"
+            } else {
+                "HTTP/1.1"
+            },
+            source: tunnel.client_addr(),
+            source_principal: &tunnel.peer_uri,
+            destination: plan
+                .destination
+                .ip()
+                .map(|ip| (ip, plan.destination.port()).into()),
+        };
+        match ext_authz::check(&check, &subject, snapshot, &self.upstreams).await {
+            ext_authz::Checked::Deny(reply) => Err(reply),
+            ext_authz::Checked::Allow(allowed) => {
+                let edits = &mut plan.request_edits;
+                edits.remove.extend(allowed.remove);
+                edits.set.extend(allowed.set);
+                edits.append.extend(allowed.append);
+                plan.response_headers.extend(allowed.response_headers);
+                Ok(plan)
+            }
+        }
+    }
+
     /// The copies of a request its mirrors get: each to an endpoint of its Service port, with
     /// the request's head (host marked `-shadow`), counted against that destination's limits
     /// (a full destination gets no copy).
@@ -402,6 +451,9 @@ fn edit_head(edits: &RequestEdits, head: &mut pingora_http::RequestHeader) -> Re
     }
     for (name, value) in &edits.set {
         head.insert_header(name.clone(), value.clone())?;
+    }
+    for (name, value) in &edits.append {
+        head.append_header(name.clone(), value.clone())?;
     }
     Ok(())
 }

@@ -24,6 +24,9 @@ pub struct LocalReply {
     pub headers: Vec<(HeaderName, HeaderValue)>,
     /// More of why, for the access log only: never sent to the caller (which policy denied).
     pub detail: Option<String>,
+    /// The body an HTTP caller gets instead of `message` (an external authorizer's), sent as
+    /// it is.
+    pub body: Option<Bytes>,
 }
 
 impl LocalReply {
@@ -34,7 +37,14 @@ impl LocalReply {
             message: message.into(),
             headers: Vec::new(),
             detail: None,
+            body: None,
         }
+    }
+
+    /// The same reply, with `body` for HTTP callers instead of the message.
+    pub fn with_body(mut self, body: Bytes) -> Self {
+        self.body = Some(body);
+        self
     }
 
     /// The same reply, with `detail` for the access log.
@@ -134,9 +144,13 @@ pub fn render(reply: &LocalReply, caller: Caller) -> Result<Rendered> {
     }
     let mut rendered = match caller {
         Caller::Http => {
-            let body = Bytes::from(format!("{}\n", reply.message));
+            let body =
+                (reply.body.clone()).unwrap_or_else(|| Bytes::from(format!("{}\n", reply.message)));
             let mut header = ResponseHeader::build(reply.status, Some(2 + reply.headers.len()))?;
-            header.insert_header(http::header::CONTENT_TYPE, "text/plain")?;
+            let typed = (reply.headers.iter()).any(|(name, _)| name == http::header::CONTENT_TYPE);
+            if !typed {
+                header.insert_header(http::header::CONTENT_TYPE, "text/plain")?;
+            }
             header.insert_header(http::header::CONTENT_LENGTH, body.len())?;
             Rendered {
                 header,

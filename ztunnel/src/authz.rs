@@ -61,6 +61,7 @@ mod tests {
             namespace: "default".into(),
             name: "p".into(),
             action,
+            provider: None,
             scope: PolicyScope::Namespace,
             rules: vec![rule],
         })

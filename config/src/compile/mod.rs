@@ -6,6 +6,7 @@ mod destination_rules;
 mod filters;
 mod grpc_routes;
 pub(crate) mod labels;
+pub(crate) mod mesh_config;
 mod pod_index;
 mod policies;
 mod routes;
@@ -130,7 +131,13 @@ fn build(m: Manifests, mut diag: Diagnostics) -> Result<Snapshot, ConfigErrors> 
     let authenticated_namespaces: HashSet<&str> = (authentications.iter())
         .map(|a| a.namespace.as_str())
         .collect();
-    let policies = policies::policies(&m.policies, &authenticated_namespaces, &mut diag);
+    let providers = mesh_config::extension_providers(&m.config_maps, &services, &mut diag);
+    let policies = policies::policies(
+        &m.policies,
+        &authenticated_namespaces,
+        &providers,
+        &mut diag,
+    );
     let traffic =
         destination_rules::traffic_policies(&m.destination_rules, &service_map, &mut diag);
     if !diag.errors.is_empty() {
@@ -153,6 +160,7 @@ fn build(m: Manifests, mut diag: Diagnostics) -> Result<Snapshot, ConfigErrors> 
         waypoint_classes,
         policies,
         authentications,
+        providers,
     }))
 }
 

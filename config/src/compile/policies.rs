@@ -1,14 +1,16 @@
 //! AuthorizationPolicy manifests → `AuthorizationPolicy`, with validation.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 use std::sync::Arc;
 
 use ipnet::IpNet;
 
 use super::labels;
+use super::mesh_config::MESH_CONFIG_MAP;
 use crate::ROOT_NAMESPACE;
 use crate::error::{Diagnostics, Origin, Reason};
+use crate::ext_authz::ExtAuthzProvider;
 use crate::manifest::authz::{
     ConditionSpec, OperationSpec, PolicySpec, PortValue, RuleSpec, SourceSpec, TargetRefSpec,
     WorkloadSelector,
@@ -22,9 +24,11 @@ use crate::policy::{
 /// Compiles every policy, sorted by namespace/name.
 /// `authenticated_namespaces`: where RequestAuthentications are (a policy elsewhere that reads
 /// a JWT is warned of: no request it sees has one).
+/// `providers`: the mesh config's ext_authz providers, which CUSTOM policies name.
 pub(crate) fn policies(
     docs: &[Doc<AuthzObject>],
     authenticated_namespaces: &HashSet<&str>,
+    providers: &HashMap<String, Arc<ExtAuthzProvider>>,
     diag: &mut Diagnostics,
 ) -> Vec<Arc<AuthorizationPolicy>> {
     let mut out = Vec::new();
@@ -33,7 +37,7 @@ pub(crate) fn policies(
         cx.jwt_in_scope = [doc.namespace.as_str(), ROOT_NAMESPACE]
             .iter()
             .any(|ns| authenticated_namespaces.contains(ns));
-        let policy = cx.policy(&doc.namespace, &doc.name, &doc.obj.spec);
+        let policy = cx.policy(&doc.namespace, &doc.name, &doc.obj.spec, providers);
         if !cx.failed {
             out.push(Arc::new(policy));
         }
@@ -78,7 +82,13 @@ impl Cx<'_> {
         self.diag.error(self.origin, field, message);
     }
 
-    fn policy(&mut self, namespace: &str, name: &str, spec: &PolicySpec) -> AuthorizationPolicy {
+    fn policy(
+        &mut self,
+        namespace: &str,
+        name: &str,
+        spec: &PolicySpec,
+        providers: &HashMap<String, Arc<ExtAuthzProvider>>,
+    ) -> AuthorizationPolicy {
         let action = match spec.action.as_deref() {
             None | Some("") => Action::Allow,
             Some(text) => Action::parse(text).unwrap_or_else(|| {
@@ -89,20 +99,31 @@ impl Cx<'_> {
                 Action::Allow
             }),
         };
-        if action == Action::Custom {
-            match &spec.provider {
-                None => self.error("spec.provider".into(), "required for action CUSTOM"),
-                Some(provider) => {
-                    let name = provider.get("name").and_then(|n| n.as_str()).unwrap_or("?");
-                    let msg = format!(
-                        "extension provider {name:?}: this mesh makes no ext_authz check yet, so \
-                         requests the policy's rules match are denied (fail closed)"
-                    );
-                    let reason = Reason::UnsupportedValue;
-                    self.diag
-                        .warn_because(reason, self.origin, "spec.provider", msg);
-                }
+        let provider = spec.provider.as_ref().map(|p| {
+            let name = p.get("name").and_then(|n| n.as_str()).unwrap_or_default();
+            name.to_string()
+        });
+        match (&provider, action) {
+            (None, Action::Custom) => {
+                self.error("spec.provider".into(), "required for action CUSTOM");
             }
+            (Some(_), Action::Custom) => {}
+            (Some(_), _) => {
+                self.error(
+                    "spec.provider".into(),
+                    "only a CUSTOM policy names a provider",
+                );
+            }
+            (None, _) => {}
+        }
+        if let Some(name) = provider.as_deref().filter(|n| !providers.contains_key(*n)) {
+            let msg = format!(
+                "no ext_authz extension provider {name:?} in the mesh config \
+                 (ConfigMap {ROOT_NAMESPACE}/{MESH_CONFIG_MAP}): requests the policy's rules \
+                 match are denied (fail closed)"
+            );
+            let reason = Reason::UnsupportedValue;
+            (self.diag).warn_because(reason, self.origin, "spec.provider.name", msg);
         }
         let attachment = Attachment {
             selector: spec.selector.as_ref(),
@@ -117,6 +138,7 @@ impl Cx<'_> {
             namespace: namespace.to_string(),
             name: name.to_string(),
             action,
+            provider,
             scope,
             rules,
         }

@@ -3,6 +3,7 @@
 pub(crate) mod authn;
 pub(crate) mod authz;
 pub(crate) mod destination_rule;
+pub(crate) mod mesh;
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -109,6 +110,7 @@ kinds! {
         ["security.istio.io/v1", "security.istio.io/v1beta1"], true;
     RequestAuthentication: AuthnObject => authentications, "RequestAuthentication",
         ["security.istio.io/v1", "security.istio.io/v1beta1"], true;
+    ConfigMap: core::ConfigMap => config_maps, "ConfigMap", ["v1"], true;
     DestinationRule: DestinationRuleObject => destination_rules, "DestinationRule",
         ["networking.istio.io/v1", "networking.istio.io/v1beta1", "networking.istio.io/v1alpha3"], true;
 }

@@ -36,12 +36,13 @@ pub struct Authenticated {
     pub edits: RequestEdits,
 }
 
-/// Headers to take out of (a token not forwarded) and put into (payload and claims) the
-/// request the backend gets.
+/// Headers to take out of (a token not forwarded) and put into (payload and claims; an
+/// authorizer's) the request the backend gets, in that order.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct RequestEdits {
     pub remove: Vec<HeaderName>,
     pub set: Vec<(HeaderName, HeaderValue)>,
+    pub append: Vec<(HeaderName, HeaderValue)>,
 }
 
 /// Finds and verifies `request`'s tokens under `authentications` (those in force for its

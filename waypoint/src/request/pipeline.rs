@@ -19,8 +19,9 @@ use mesh_config::{
 use mesh_core::ResponseFlag;
 
 use crate::authn::{self, Authenticated, FetchedKeys, JwtIdentity, RequestEdits};
-use crate::authz::{self, Decision, Denial, PolicyMatch, RequestAttributes};
+use crate::authz::{self, Denial, PolicyMatch, RequestAttributes, Verdict};
 use crate::dispatch::dispatch;
+use crate::ext_authz::Check;
 use crate::filters::{cors, rewrite};
 use crate::reply::LocalReply;
 use crate::request::attrs::RequestAttrs;
@@ -39,6 +40,8 @@ pub struct Plan {
     pub jwt: Option<Arc<JwtIdentity>>,
     /// What authentication changes in the request sent on (a token dropped, claims added).
     pub request_edits: RequestEdits,
+    /// The check a CUSTOM policy asks for, made before the request goes on.
+    pub ext_authz: Option<Check>,
     /// The AUDIT policies' rules the request matched (for the access log).
     pub audited: Vec<PolicyMatch>,
     pub rule: Option<Arc<RouteRule>>,
@@ -172,7 +175,7 @@ pub fn plan(snapshot: &Snapshot, inputs: &Inputs<'_>, request: &RequestAttrs<'_>
     preflight(&selection, request)?;
     let authenticated = authenticate(snapshot, waypoint, &destination, request, keys)?;
     let jwt = authenticated.identity.as_deref();
-    let audited = authorize(snapshot, waypoint, tunnel, &destination, request, jwt)?;
+    let (audited, ext_authz) = authorize(snapshot, waypoint, tunnel, &destination, request, jwt)?;
     let routed = route(&destination, selection, request, rolls.backend)?;
     if let Backend::Service { service, port } = &routed.backend
         && snapshot.endpoints(service, *port).is_empty()
@@ -182,6 +185,7 @@ pub fn plan(snapshot: &Snapshot, inputs: &Inputs<'_>, request: &RequestAttrs<'_>
     }
     let mirrors = mirrors(&routed, rolls);
     Ok(Plan {
+        ext_authz,
         jwt: authenticated.identity,
         request_edits: authenticated.edits,
         audited,
@@ -303,7 +307,7 @@ fn authorize(
     destination: &Destination,
     request: &RequestAttrs<'_>,
     jwt: Option<&JwtIdentity>,
-) -> Flow<Vec<PolicyMatch>> {
+) -> Flow<(Vec<PolicyMatch>, Option<Check>)> {
     let attributes = RequestAttributes {
         principal: Some(&tunnel.principal),
         namespace: Some(&tunnel.peer_identity.namespace),
@@ -315,12 +319,21 @@ fn authorize(
     };
     let policies = snapshot.waypoint_policies(waypoint, destination.service().map(|s| s.as_ref()));
     let audited = authz::audited(policies, &attributes);
+    let denied = |why: Denial| {
+        let reply = LocalReply::new(403, ResponseFlag::Deny, "RBAC: access denied");
+        Err(reply.with_detail(authz_detail(Some(&why), &audited)))
+    };
     match authz::evaluate(policies, &attributes) {
-        Decision::Allow => Ok(audited),
-        Decision::Deny(why) => {
-            let reply = LocalReply::new(403, ResponseFlag::Deny, "RBAC: access denied");
-            Err(reply.with_detail(authz_detail(Some(&why), &audited)))
-        }
+        Verdict::Allow => Ok((audited, None)),
+        Verdict::Deny(why) => denied(why),
+        Verdict::Check { provider, matched } => match snapshot.ext_authz_provider(&provider) {
+            Some(provider) => {
+                let provider = provider.clone();
+                Ok((audited, Some(Check { provider, matched })))
+            }
+            // Not in the mesh config: no check can be made (warned of when compiled).
+            None => denied(Denial::Unchecked(matched)),
+        },
     }
 }
 

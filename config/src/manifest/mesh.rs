@@ -1,0 +1,91 @@
+//! Hand-written serde types for the parts of Istio's `MeshConfig` (the `mesh` key of ConfigMap
+//! `istio-system/istio`) this mesh reads: `extensionProviders` of the ext_authz kinds.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+use serde_json::Value;
+
+/// `MeshConfig`: the providers, and every other field (istiod's and the sidecars' settings),
+/// kept to say they have no effect here.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct MeshConfigSpec {
+    #[serde(default)]
+    pub extension_providers: Vec<ExtensionProviderSpec>,
+    #[serde(flatten)]
+    pub other: BTreeMap<String, Value>,
+}
+
+/// One `extensionProviders` entry: a name and one kind of provider.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct ExtensionProviderSpec {
+    #[serde(default)]
+    pub name: String,
+    #[serde(default)]
+    pub envoy_ext_authz_http: Option<HttpProviderSpec>,
+    #[serde(default)]
+    pub envoy_ext_authz_grpc: Option<GrpcProviderSpec>,
+    /// Other kinds (tracing, access logs, metrics).
+    #[serde(flatten)]
+    pub other: BTreeMap<String, Value>,
+}
+
+/// A port written as a number or, as protobuf's JSON allows, a string.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(untagged)]
+pub(crate) enum PortSpec {
+    Number(i64),
+    Text(String),
+}
+
+/// `envoyExtAuthzHttp`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub(crate) struct HttpProviderSpec {
+    pub service: String,
+    pub port: PortSpec,
+    #[serde(default)]
+    pub timeout: Option<String>,
+    #[serde(default)]
+    pub path_prefix: String,
+    #[serde(default)]
+    pub fail_open: bool,
+    #[serde(default)]
+    pub clear_route_cache: bool,
+    #[serde(default)]
+    pub status_on_error: Option<String>,
+    #[serde(default)]
+    pub include_headers_in_check: Vec<String>,
+    #[serde(default)]
+    pub include_request_headers_in_check: Vec<String>,
+    #[serde(default)]
+    pub include_additional_headers_in_check: BTreeMap<String, String>,
+    #[serde(default)]
+    pub include_request_body_in_check: Option<Value>,
+    #[serde(default)]
+    pub headers_to_upstream_on_allow: Vec<String>,
+    #[serde(default)]
+    pub headers_to_downstream_on_deny: Vec<String>,
+    #[serde(default)]
+    pub headers_to_downstream_on_allow: Vec<String>,
+}
+
+/// `envoyExtAuthzGrpc`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub(crate) struct GrpcProviderSpec {
+    pub service: String,
+    pub port: PortSpec,
+    #[serde(default)]
+    pub timeout: Option<String>,
+    #[serde(default)]
+    pub fail_open: bool,
+    #[serde(default)]
+    pub clear_route_cache: bool,
+    #[serde(default)]
+    pub status_on_error: Option<String>,
+    #[serde(default)]
+    pub include_request_body_in_check: Option<Value>,
+}
