@@ -1,0 +1,305 @@
+//! CUSTOM AuthorizationPolicies end to end: real authorizers (Envoy's HTTP check, and the gRPC
+//! `Authorization/Check` served with tonic) in pods of the mesh, reached over HBONE by the real
+//! waypoint; allow with header changes, deny with the authorizer's answer, and failures closed
+//! or open.
+
+mod common;
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::{Harness, TRUST_DOMAIN, ip, manifest};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::{Request, Response};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use mesh_config::fixtures::{self, policy};
+use mesh_hbone::{Identity, LocalCa};
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use waypoint::ext_authz::grpc::{
+    CheckRequest, CheckResponse, CoreHeaderValue, DeniedHttpResponse, HeaderValueOption,
+    HttpResponse, HttpStatus, OkHttpResponse, RpcStatus,
+};
+
+const BLOCK: u8 = 116;
+const SLEEP: &str = "sleep";
+
+type Body =
+    http_body_util::combinators::UnsyncBoxBody<Bytes, Box<dyn std::error::Error + Send + Sync>>;
+
+fn full(bytes: impl Into<Bytes>) -> Body {
+    Full::new(bytes.into())
+        .map_err(|never| match never {})
+        .boxed_unsync()
+}
+
+/// The HTTP authorizer: allows `x-user: alice` (passing `x-authz-*` headers on), denies the
+/// rest with 403, its own body and a header; `/slow` paths answer after 2 s.
+async fn http_authorizer(request: Request<Incoming>) -> Result<Response<Body>, Infallible> {
+    if request.uri().path().ends_with("/slow") {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+    let user = request
+        .headers()
+        .get("x-user")
+        .and_then(|v| v.to_str().ok());
+    let seen_path = request.uri().to_string();
+    let response = match user {
+        Some("alice") => Response::builder()
+            .header("x-authz-user", "alice")
+            .header("x-authz-path", seen_path)
+            .header("x-not-passed", "1")
+            .header("x-authz-seen", "yes")
+            .body(full("")),
+        _ => Response::builder()
+            .status(403)
+            .header("x-reason", "not alice")
+            .header("content-type", "text/plain")
+            .body(full("denied by the test authorizer\n")),
+    };
+    Ok(response.expect("response"))
+}
+
+fn header(key: &str, value: &str) -> HeaderValueOption {
+    HeaderValueOption {
+        header: Some(CoreHeaderValue {
+            key: key.into(),
+            value: value.into(),
+            raw_value: Vec::new(),
+        }),
+        append: None,
+        append_action: 0,
+    }
+}
+
+/// The gRPC authorizer's decision: `x-user: alice` is allowed (with a header up and one
+/// down), anyone else is denied with 401 and a body.
+#[derive(Clone)]
+struct GrpcAuthorizer {
+    checks: Arc<AtomicUsize>,
+}
+
+impl tonic::server::UnaryService<CheckRequest> for GrpcAuthorizer {
+    type Response = CheckResponse;
+    type Future = std::pin::Pin<
+        Box<dyn Future<Output = Result<tonic::Response<CheckResponse>, tonic::Status>> + Send>,
+    >;
+
+    fn call(&mut self, request: tonic::Request<CheckRequest>) -> Self::Future {
+        self.checks.fetch_add(1, Ordering::SeqCst);
+        let http = (request.into_inner().attributes)
+            .and_then(|a| a.request)
+            .and_then(|r| r.http)
+            .unwrap_or_default();
+        let user = http.headers.get("x-user").cloned().unwrap_or_default();
+        let response = match user.as_str() {
+            "alice" => CheckResponse {
+                status: Some(RpcStatus::default()),
+                http_response: Some(HttpResponse::Ok(OkHttpResponse {
+                    headers: vec![header("x-grpc-user", &format!("{user} {}", http.path))],
+                    headers_to_remove: vec!["x-user".into()],
+                    response_headers_to_add: vec![header("x-grpc-seen", "yes")],
+                })),
+            },
+            _ => CheckResponse {
+                status: Some(RpcStatus {
+                    code: 7,
+                    message: "not alice".into(),
+                }),
+                http_response: Some(HttpResponse::Denied(DeniedHttpResponse {
+                    status: Some(HttpStatus { code: 401 }),
+                    headers: vec![header("www-authenticate", "Test")],
+                    body: "the gRPC authorizer says no".into(),
+                })),
+            },
+        };
+        Box::pin(async move { Ok(tonic::Response::new(response)) })
+    }
+}
+
+/// Serves `authz` pod `127.<BLOCK>.2.40` over HBONE: HTTP/1.1 checks, and gRPC (h2c) checks.
+async fn authorizer_pod(
+    ca: Arc<LocalCa>,
+    checks: Arc<AtomicUsize>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let addr = SocketAddr::new(ip(BLOCK, "2.40"), mesh_core::ports::HBONE);
+    let listener = TcpListener::bind(addr).await?;
+    let tls = mesh_hbone::server_config(ca, Identity::new(TRUST_DOMAIN, "default", "authz"))?;
+    let handler = move |connect: mesh_hbone::InboundConnect| {
+        let checks = checks.clone();
+        async move {
+            let Ok(stream) = connect.accept(http::HeaderMap::new()) else {
+                return;
+            };
+            let service = hyper::service::service_fn(move |request: Request<Incoming>| {
+                let checks = checks.clone();
+                async move {
+                    if request.uri().path() == waypoint::ext_authz::grpc::CHECK_PATH {
+                        let codec =
+                            tonic_prost::ProstCodec::<CheckResponse, CheckRequest>::default();
+                        let mut grpc = tonic::server::Grpc::new(codec);
+                        let response = grpc.unary(GrpcAuthorizer { checks }, request).await;
+                        return Ok(response.map(|b| b.map_err(Into::into).boxed_unsync()));
+                    }
+                    checks.fetch_add(1, Ordering::SeqCst);
+                    http_authorizer(request).await
+                }
+            });
+            let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        }
+    };
+    tokio::spawn(mesh_hbone::Server::new(tls).serve(listener, handler, shutdown));
+    Ok(())
+}
+
+/// The authorizer's Service (`authz`, HTTP on 8000, gRPC on 9000), a pod nothing listens on
+/// (`down`), the mesh config naming providers for both and for `down`, and CUSTOM policies
+/// sending `/http/*`, `/grpc/*`, `/closed/*` and `/open/*` to them; a DENY policy on
+/// `/http/forbidden`.
+fn objects() -> Vec<Value> {
+    let at = |rest: &str| ip(BLOCK, rest).to_string();
+    let mut authz = fixtures::service("default", "authz", &at("100.40"), json!({"app": "authz"}));
+    authz["spec"]["ports"] = json!([
+        {"name": "http", "port": 8000, "targetPort": 8000},
+        {"name": "grpc", "port": 9000, "targetPort": 9000}]);
+    let mut down = fixtures::service("default", "down", &at("100.41"), json!({"app": "down"}));
+    down["spec"]["ports"] = json!([{"name": "http", "port": 8000, "targetPort": 8000}]);
+    let mesh = r#"
+extensionProviders:
+- name: http-authz
+  envoyExtAuthzHttp:
+    service: authz.default.svc.cluster.local
+    port: 8000
+    pathPrefix: /check
+    timeout: 500ms
+    includeRequestHeadersInCheck: [x-user]
+    headersToUpstreamOnAllow: [x-authz-*]
+    headersToDownstreamOnAllow: [x-authz-seen]
+- name: grpc-authz
+  envoyExtAuthzGrpc:
+    service: default/authz.default.svc.cluster.local
+    port: "9000"
+- name: down-closed
+  envoyExtAuthzHttp: {service: down.default.svc.cluster.local, port: 8000, statusOnError: "503"}
+- name: down-open
+  envoyExtAuthzHttp: {service: down.default.svc.cluster.local, port: 8000, failOpen: true}
+"#;
+    let config_map = json!({"apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": "istio", "namespace": "istio-system"}, "data": {"mesh": mesh}});
+    let gateway =
+        json!([{"group": "gateway.networking.k8s.io", "kind": "Gateway", "name": "waypoint"}]);
+    let custom = |name: &str, paths: &[&str]| {
+        policy(
+            "default",
+            name,
+            json!({"targetRefs": gateway, "action": "CUSTOM",
+            "provider": {"name": name}, "rules": [{"to": [{"operation": {"paths": paths}}]}]}),
+        )
+    };
+    vec![
+        authz,
+        fixtures::pod("default", "authz", &at("2.40"), json!({"app": "authz"})),
+        down,
+        fixtures::pod("default", "down", &at("2.41"), json!({"app": "down"})),
+        config_map,
+        custom("http-authz", &["/http/*"]),
+        custom("grpc-authz", &["/grpc/*"]),
+        custom("down-closed", &["/closed/*"]),
+        custom("down-open", &["/open/*"]),
+        policy(
+            "default",
+            "deny-forbidden",
+            json!({"targetRefs": gateway, "action": "DENY",
+            "rules": [{"to": [{"operation": {"paths": ["/http/forbidden"]}}]}]}),
+        ),
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn custom_policies_ask_their_authorizer() -> anyhow::Result<()> {
+    let h = Harness::start(BLOCK, &manifest(BLOCK, &objects())).await?;
+    let checks = Arc::new(AtomicUsize::new(0));
+    let shutdown = CancellationToken::new();
+    let _stop = shutdown.clone().drop_guard();
+    authorizer_pod(h.ca.clone(), checks.clone(), shutdown).await?;
+    let _v1 = h.backend("v1").await?;
+    let _v2 = h.backend("v2").await?;
+    let mut caller = h.http1(SLEEP).await?;
+    let get = |path: &str, user: Option<&str>| {
+        let mut request = Request::get(format!("http://reviews.default:9080{path}"))
+            .header(http::header::HOST, "reviews.default:9080");
+        if let Some(user) = user {
+            request = request.header("x-user", user);
+        }
+        request.body(Full::new(Bytes::new())).expect("request")
+    };
+
+    // Not matched by a CUSTOM rule: no check.
+    assert_eq!(caller.send(get("/plain", None)).await?.status, 200);
+    assert_eq!(checks.load(Ordering::SeqCst), 0);
+
+    // HTTP: allowed, the listed answer headers go up (and down), the others do not.
+    let allowed = caller.send(get("/http/a?q=1", Some("alice"))).await?;
+    assert_eq!(allowed.status, 200, "{allowed:?}");
+    assert_eq!(allowed.header("x-echo-x-authz-user"), Some("alice"));
+    assert_eq!(
+        allowed.header("x-echo-x-authz-path"),
+        Some("/check/http/a?q=1")
+    );
+    assert_eq!(allowed.header("x-echo-x-not-passed"), None);
+    assert_eq!(allowed.header("x-authz-seen"), Some("yes"));
+    // Denied: the authorizer's status, body and headers.
+    let denied = caller.send(get("/http/a", Some("mallory"))).await?;
+    assert_eq!(denied.status, 403);
+    assert_eq!(denied.body, "denied by the test authorizer\n");
+    assert_eq!(denied.header("x-reason"), Some("not alice"));
+    assert_eq!(checks.load(Ordering::SeqCst), 2);
+    // A DENY policy refuses first: the authorizer is not asked.
+    let forbidden = caller.send(get("/http/forbidden", Some("alice"))).await?;
+    assert_eq!(
+        (forbidden.status, forbidden.body.as_str()),
+        (403, "RBAC: access denied\n")
+    );
+    assert_eq!(checks.load(Ordering::SeqCst), 2);
+    // An authorizer slower than the provider's timeout fails the check: closed, 403.
+    let started = std::time::Instant::now();
+    let slow = caller.send(get("/http/slow", Some("alice"))).await?;
+    assert_eq!(slow.status, 403, "{slow:?}");
+    assert!(started.elapsed() < Duration::from_millis(1500));
+
+    // gRPC (Envoy's Authorization/Check): allowed with its header changes, denied with its
+    // status and body.
+    let allowed = caller.send(get("/grpc/b", Some("alice"))).await?;
+    assert_eq!(allowed.status, 200, "{allowed:?}");
+    assert_eq!(allowed.header("x-echo-x-grpc-user"), Some("alice /grpc/b"));
+    assert_eq!(allowed.header("x-echo-x-user"), None, "headers_to_remove");
+    assert_eq!(allowed.header("x-grpc-seen"), Some("yes"));
+    let denied = caller.send(get("/grpc/b", None)).await?;
+    assert_eq!(
+        (denied.status, denied.body.as_str()),
+        (401, "the gRPC authorizer says no")
+    );
+    assert_eq!(denied.header("www-authenticate"), Some("Test"));
+
+    // An authorizer that cannot be reached: closed (statusOnError 503), or open.
+    let closed = caller.send(get("/closed/c", Some("alice"))).await?;
+    assert_eq!(closed.status, 503, "{closed:?}");
+    let open = caller.send(get("/open/c", None)).await?;
+    assert_eq!(open.status, 200, "{open:?}");
+
+    // Denials are counted as Envoy flags them.
+    let flagged = h
+        .wait_metric("istio_requests_total", &[("response_flags", "UAEX")], 4.0)
+        .await;
+    assert_eq!(flagged, 4.0, "http deny, slow, grpc deny, closed");
+    Ok(())
+}
