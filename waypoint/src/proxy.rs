@@ -263,7 +263,11 @@ impl WaypointProxy {
                 .ip()
                 .map(|ip| (ip, plan.destination.port()).into()),
         };
-        match ext_authz::check(&check, &subject, snapshot, &self.upstreams).await {
+        let upstream = ext_authz::Upstream {
+            upstreams: &self.upstreams,
+            destinations: &self.destinations,
+        };
+        match ext_authz::check(&check, &subject, snapshot, upstream).await {
             ext_authz::Checked::Deny(reply) => Err(reply),
             ext_authz::Checked::Allow(allowed) => {
                 let edits = &mut plan.request_edits;

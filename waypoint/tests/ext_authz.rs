@@ -124,9 +124,11 @@ impl tonic::server::UnaryService<CheckRequest> for GrpcAuthorizer {
 }
 
 /// Serves `authz` pod `127.<BLOCK>.2.40` over HBONE: HTTP/1.1 checks, and gRPC (h2c) checks.
+/// `tunnels` counts the HBONE tunnels the waypoint opens to it.
 async fn authorizer_pod(
     ca: Arc<LocalCa>,
     checks: Arc<AtomicUsize>,
+    tunnels: Arc<AtomicUsize>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let addr = SocketAddr::new(ip(BLOCK, "2.40"), mesh_core::ports::HBONE);
@@ -134,6 +136,7 @@ async fn authorizer_pod(
     let tls = mesh_hbone::server_config(ca, Identity::new(TRUST_DOMAIN, "default", "authz"))?;
     let handler = move |connect: mesh_hbone::InboundConnect| {
         let checks = checks.clone();
+        tunnels.fetch_add(1, Ordering::SeqCst);
         async move {
             let Ok(stream) = connect.accept(http::HeaderMap::new()) else {
                 return;
@@ -228,9 +231,10 @@ extensionProviders:
 async fn custom_policies_ask_their_authorizer() -> anyhow::Result<()> {
     let h = Harness::start(BLOCK, &manifest(BLOCK, &objects())).await?;
     let checks = Arc::new(AtomicUsize::new(0));
+    let tunnels = Arc::new(AtomicUsize::new(0));
     let shutdown = CancellationToken::new();
     let _stop = shutdown.clone().drop_guard();
-    authorizer_pod(h.ca.clone(), checks.clone(), shutdown).await?;
+    authorizer_pod(h.ca.clone(), checks.clone(), tunnels.clone(), shutdown).await?;
     let _v1 = h.backend("v1").await?;
     let _v2 = h.backend("v2").await?;
     let mut caller = h.http1(SLEEP).await?;
@@ -263,13 +267,27 @@ async fn custom_policies_ask_their_authorizer() -> anyhow::Result<()> {
     assert_eq!(denied.body, "denied by the test authorizer\n");
     assert_eq!(denied.header("x-reason"), Some("not alice"));
     assert_eq!(checks.load(Ordering::SeqCst), 2);
+    // Checks share the waypoint's pooled connections: ten more open no tunnel.
+    let opened = tunnels.load(Ordering::SeqCst);
+    for _ in 0..10 {
+        assert_eq!(
+            caller.send(get("/http/a", Some("alice"))).await?.status,
+            200
+        );
+    }
+    assert_eq!(
+        tunnels.load(Ordering::SeqCst),
+        opened,
+        "checks reuse a pooled connection"
+    );
+    assert_eq!(checks.load(Ordering::SeqCst), 12);
     // A DENY policy refuses first: the authorizer is not asked.
     let forbidden = caller.send(get("/http/forbidden", Some("alice"))).await?;
     assert_eq!(
         (forbidden.status, forbidden.body.as_str()),
         (403, "RBAC: access denied\n")
     );
-    assert_eq!(checks.load(Ordering::SeqCst), 2);
+    assert_eq!(checks.load(Ordering::SeqCst), 12);
     // An authorizer slower than the provider's timeout fails the check: closed, 403.
     let started = std::time::Instant::now();
     let slow = caller.send(get("/http/slow", Some("alice"))).await?;

@@ -4,12 +4,16 @@
 //! request built from the caller's (pure), what an answer means (pure), and the call (tonic).
 
 use std::collections::HashMap;
+use std::io;
 use std::net::SocketAddr;
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue};
 
+use http_body_util::{BodyExt, Full};
+
 use super::{Allowed, Answer};
+use crate::upstream::client::UpstreamBody;
 
 /// The Check method's path.
 pub const CHECK_PATH: &str = "/envoy.service.auth.v3.Authorization/Check";
@@ -298,20 +302,25 @@ fn header(option: &HeaderValueOption) -> Option<(HeaderName, HeaderValue)> {
     Some((name, value))
 }
 
-/// Makes the Check call over `io` (a tunnel to the authorizer), as HTTP/2 with tonic.
-pub async fn call<I>(io: I, authority: &str, request: CheckRequest) -> Result<CheckResponse, String>
-where
-    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-{
-    use hyper_util::rt::{TokioExecutor, TokioIo};
-    let (sender, connection) =
-        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(io))
-            .await
-            .map_err(|e| format!("HTTP/2 handshake: {e}"))?;
-    tokio::spawn(connection);
+/// Makes the Check call on `sender` (an HTTP/2 connection to the authorizer), with tonic.
+pub async fn call(
+    sender: hyper::client::conn::http2::SendRequest<UpstreamBody>,
+    authority: &str,
+    request: CheckRequest,
+) -> Result<CheckResponse, String> {
+    // A unary call's body is one message: read whole, it goes up as the pool's body type.
     let service = tower::service_fn(move |request: http::Request<tonic::body::Body>| {
         let mut sender = sender.clone();
-        async move { sender.send_request(request).await }
+        async move {
+            let (parts, body) = request.into_parts();
+            let collected = body.collect().await;
+            let message = collected.map_err(|e| io::Error::other(e.to_string()))?;
+            let body: UpstreamBody = (Full::new(message.to_bytes()))
+                .map_err(|never| match never {})
+                .boxed();
+            let request = http::Request::from_parts(parts, body);
+            sender.send_request(request).await.map_err(io::Error::other)
+        }
     });
     let origin: http::Uri = format!("http://{authority}")
         .parse()

@@ -1,7 +1,8 @@
 //! CUSTOM AuthorizationPolicies: the request is checked by the policy's ext_authz provider
 //! (Istio's `meshConfig.extensionProviders`), over HTTP ([`http`]) or gRPC ([`grpc`], Envoy's
 //! `Authorization/Check`, so existing authorizers such as OPA-Envoy work unchanged). The
-//! authorizer is a Service of the mesh, reached over HBONE as the waypoint. What it answers
+//! authorizer is a Service of the mesh, reached over the waypoint's pooled upstream
+//! connections (HBONE tunnels, as the waypoint), within its Service's limits. What it answers
 //! is pure to read; a check that fails (no answer in time, a 5xx, a broken connection)
 //! allows with `failOpen` and otherwise answers `statusOnError` (403).
 //!
@@ -16,14 +17,16 @@ use std::net::SocketAddr;
 use ::http::{HeaderName, HeaderValue};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty, Limited};
-use hyper_util::rt::TokioIo;
-use mesh_config::Snapshot;
 use mesh_config::authz::{Denial, PolicyMatch};
 use mesh_config::ext_authz::{ExtAuthzApi, ExtAuthzProvider};
+use mesh_config::{ObjectRef, Snapshot, TrafficPolicy};
 use mesh_core::ResponseFlag;
 
 use crate::reply::LocalReply;
-use crate::upstream::{Target, Upstreams};
+use crate::upstream::client::{Checkout, UpstreamBody};
+use crate::upstream::forward::send;
+use crate::upstream::limits::{DestinationKey, Destinations, Limits};
+use crate::upstream::{PoolSettings, Target, UpstreamProtocol, Upstreams};
 
 /// The most of an authorizer's answer body read (a denial's body goes to the caller).
 pub const MAX_ANSWER_BYTES: usize = 64 << 10;
@@ -76,13 +79,11 @@ pub async fn check(
     check: &Check,
     subject: &Subject<'_>,
     snapshot: &Snapshot,
-    upstreams: &Upstreams,
+    upstream: Upstream<'_>,
 ) -> Checked {
     let provider = &check.provider;
-    let asked = tokio::time::timeout(
-        provider.timeout,
-        ask(provider, subject, snapshot, upstreams),
-    );
+    let asking = ask(provider, subject, snapshot, upstream);
+    let asked = tokio::time::timeout(provider.timeout, asking);
     let failure = match asked.await {
         Ok(Ok(Some(Answer::Allow(allowed)))) => return Checked::Allow(allowed),
         Ok(Ok(Some(Answer::Deny {
@@ -126,60 +127,127 @@ fn denial(check: &Check, why: String) -> String {
     .to_string()
 }
 
-/// Asks the provider; `None` for a server error (a 5xx).
+/// What asking gives: an answer, `None` for a server error (a 5xx), or why it failed.
+type Asked = Result<Option<Answer>, String>;
+
+/// The waypoint's upstream connections, which checks share with requests: pooled tunnels
+/// to the authorizer's endpoints, counted against its Service's limits.
+#[derive(Clone, Copy)]
+pub struct Upstream<'a> {
+    pub upstreams: &'a Upstreams,
+    pub destinations: &'a Destinations,
+}
+
+/// Asks the provider; `None` for a server error (a 5xx). A check that fails on a pooled
+/// connection (one the authorizer may have closed while idle) is made once more on a fresh
+/// one: a check changes nothing, so asking again is safe.
 async fn ask(
     provider: &ExtAuthzProvider,
     subject: &Subject<'_>,
     snapshot: &Snapshot,
-    upstreams: &Upstreams,
-) -> Result<Option<Answer>, String> {
-    let endpoints = snapshot.endpoints(&provider.service, provider.port);
+    upstream: Upstream<'_>,
+) -> Asked {
+    let service = &provider.service;
+    let endpoints = snapshot.endpoints(service, provider.port);
     if endpoints.is_empty() {
-        let service = &provider.service.hostname;
-        return Err(format!("{service}:{} has no endpoint", provider.port));
+        return Err(format!(
+            "{}:{} has no endpoint",
+            service.hostname, provider.port
+        ));
     }
     let endpoint = &endpoints[rand::random_range(0..endpoints.len())];
-    let tunnel = upstreams
-        .tunnel(&Target::for_endpoint(endpoint), provider.timeout)
-        .await
-        .map_err(|e| e.to_string())?;
-    let authority = format!("{}:{}", provider.service.hostname, provider.port);
-    match &provider.api {
-        ExtAuthzApi::Grpc => {
-            let request = grpc::check_request(&grpc::Subject {
-                request: subject.request,
-                protocol: subject.protocol,
-                source: subject.source,
-                source_principal: subject.source_principal,
-                destination: subject.destination,
-            });
-            let response = grpc::call(tunnel, &authority, request).await?;
-            Ok(Some(grpc::answer(response, &subject.request.headers)))
-        }
-        ExtAuthzApi::Http(check) => {
-            let (mut sender, connection) =
-                hyper::client::conn::http1::handshake(TokioIo::new(tunnel))
-                    .await
-                    .map_err(|e| format!("HTTP handshake: {e}"))?;
-            tokio::spawn(connection);
-            let request =
-                http::check_request(check, subject.request).map(|()| Empty::<Bytes>::new());
-            let response = sender
-                .send_request(request)
-                .await
-                .map_err(|e| e.to_string())?;
-            let (parts, body) = response.into_parts();
-            let body = Limited::new(body, MAX_ANSWER_BYTES)
-                .collect()
-                .await
-                .map_err(|e| format!("reading the answer: {e}"))?
-                .to_bytes();
-            Ok(http::answer(
-                check,
-                parts.status.as_u16(),
-                &parts.headers,
-                body,
-            ))
+    let target = Target::for_endpoint(endpoint);
+    let default_policy = TrafficPolicy::default();
+    let policy = snapshot
+        .traffic_policy(service)
+        .map_or(&default_policy, |p| p.as_ref());
+    let key = DestinationKey::Service(ObjectRef::new(&service.namespace, &service.name));
+    let in_flight = (upstream.destinations)
+        .start(&key, Limits::of(&policy.connection_pool))
+        .map_err(|_| "overflow: the authorizer's Service has its most requests".to_string())?;
+    let pool = PoolSettings::of(&policy.connection_pool);
+    let protocol = match provider.api {
+        ExtAuthzApi::Grpc => UpstreamProtocol::Http2,
+        ExtAuthzApi::Http(_) => UpstreamProtocol::Http1,
+    };
+    let mut failure = String::new();
+    for fresh in [false, true] {
+        let checkout = upstream
+            .upstreams
+            .checkout(&target, protocol, pool, in_flight.connections(), fresh)
+            .await
+            .map_err(|e| e.to_string())?;
+        let reused = checkout.reused();
+        let asked = match &provider.api {
+            ExtAuthzApi::Grpc => ask_grpc(checkout, provider, subject).await,
+            ExtAuthzApi::Http(check) => {
+                ask_http(checkout, check, subject, upstream.upstreams, &target, pool).await
+            }
+        };
+        match asked {
+            Ok(answer) => return Ok(answer),
+            Err(e) if reused => failure = e,
+            Err(e) => return Err(e),
         }
     }
+    Err(failure)
+}
+
+async fn ask_grpc(
+    checkout: Checkout,
+    provider: &ExtAuthzProvider,
+    subject: &Subject<'_>,
+) -> Result<Option<Answer>, String> {
+    let Checkout::Http2 { sender, .. } = &checkout else {
+        return Err("not an HTTP/2 connection".into());
+    };
+    let request = grpc::check_request(&grpc::Subject {
+        request: subject.request,
+        protocol: subject.protocol,
+        source: subject.source,
+        source_principal: subject.source_principal,
+        destination: subject.destination,
+    });
+    let authority = format!("{}:{}", provider.service.hostname, provider.port);
+    let response = grpc::call(sender.clone(), &authority, request).await?;
+    // The checkout (its stream count) lasts until the answer is in.
+    drop(checkout);
+    Ok(Some(grpc::answer(response, &subject.request.headers)))
+}
+
+async fn ask_http(
+    mut checkout: Checkout,
+    check: &mesh_config::ext_authz::HttpCheck,
+    subject: &Subject<'_>,
+    upstreams: &Upstreams,
+    target: &Target,
+    pool: PoolSettings,
+) -> Result<Option<Answer>, String> {
+    checkout.ready().await.map_err(|e| e.to_string())?;
+    let request = http::check_request(check, subject.request);
+    let empty: UpstreamBody = Empty::new().map_err(|never| match never {}).boxed();
+    let response = send(&mut checkout, request.map(|()| empty))
+        .await
+        .map_err(|e| e.into_error().to_string())?;
+    let (parts, body) = response.into_parts();
+    let body = Limited::new(body, MAX_ANSWER_BYTES)
+        .collect()
+        .await
+        .map_err(|e| format!("reading the answer: {e}"))?
+        .to_bytes();
+    if let Checkout::Http1 {
+        sender,
+        served,
+        slot,
+        ..
+    } = checkout
+    {
+        upstreams.checkin(target, sender, served, slot, pool);
+    }
+    Ok(http::answer(
+        check,
+        parts.status.as_u16(),
+        &parts.headers,
+        body,
+    ))
 }

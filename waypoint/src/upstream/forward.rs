@@ -335,7 +335,7 @@ pub async fn forward(
     Ok(status)
 }
 
-type ResponseFuture = std::pin::Pin<
+pub type ResponseFuture = std::pin::Pin<
     Box<
         dyn std::future::Future<
                 Output = Result<
@@ -346,10 +346,8 @@ type ResponseFuture = std::pin::Pin<
     >,
 >;
 
-pub(super) fn send(
-    checkout: &mut Checkout,
-    request: http::Request<UpstreamBody>,
-) -> ResponseFuture {
+/// Sends `request` on `checkout`'s connection.
+pub fn send(checkout: &mut Checkout, request: http::Request<UpstreamBody>) -> ResponseFuture {
     match checkout {
         Checkout::Http1 { sender, .. } => Box::pin(sender.try_send_request(request)),
         Checkout::Http2 { sender, .. } => Box::pin(sender.try_send_request(request)),
