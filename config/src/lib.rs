@@ -29,6 +29,7 @@ pub const TRUST_DOMAIN: &str = "cluster.local";
 /// Namespace whose selector-less policies are global.
 pub const ROOT_NAMESPACE: &str = "istio-system";
 
+pub use compile::mesh_config::MESH_CONFIG_MAP;
 pub use compile::services::resolve_target;
 pub use compile::waypoints::WAYPOINT_CLASSES;
 pub use compile::workloads::identity;

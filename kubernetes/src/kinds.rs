@@ -10,6 +10,9 @@ pub struct Kind {
     pub kind: &'static str,
     pub plural: &'static str,
     pub namespaced: bool,
+    /// The one object of the kind the mesh reads, `(namespace, name)`, when it reads only one
+    /// (the mesh config's ConfigMap): watched alone, and only it granted.
+    pub only: Option<(&'static str, &'static str)>,
 }
 
 impl Kind {
@@ -26,7 +29,14 @@ impl Kind {
             kind,
             plural,
             namespaced,
+            only: None,
         }
+    }
+
+    /// The kind, of which only `namespace/name` is read.
+    const fn only(mut self, namespace: &'static str, name: &'static str) -> Self {
+        self.only = Some((namespace, name));
+        self
     }
 
     /// `v1`, or `<group>/<version>`.
@@ -101,6 +111,9 @@ pub const KINDS: &[Kind] = &[
         "destinationrules",
         true,
     ),
+    // The mesh config (its ext_authz providers), as Istio keeps it.
+    Kind::new("", "v1", "ConfigMap", "configmaps", true)
+        .only(mesh_config::ROOT_NAMESPACE, mesh_config::MESH_CONFIG_MAP),
 ];
 
 /// The kinds the waypoint controller reads or writes besides [`KINDS`].

@@ -90,7 +90,11 @@ impl KubeSource {
         let objects = Arc::new(Objects::new(KINDS.len()));
         let changed = Arc::new(Notify::new());
         for (index, kind) in KINDS.iter().enumerate() {
-            let api = kind.api(&self.client, self.namespace.as_deref());
+            let namespace = match kind.only {
+                Some((namespace, _)) => Some(namespace),
+                None => self.namespace.as_deref(),
+            };
+            let api = kind.api(&self.client, namespace);
             let watch = watch(api, index, objects.clone(), changed.clone());
             let stop = shutdown.clone();
             tokio::spawn(async move {
@@ -127,9 +131,11 @@ impl KubeSource {
 /// Applies one kind's watch events to `objects`, telling `changed` of each.
 async fn watch(api: Api<DynamicObject>, index: usize, objects: Arc<Objects>, changed: Arc<Notify>) {
     let kind = &KINDS[index];
-    let mut events = watcher::watcher(api, watcher::Config::default())
-        .default_backoff()
-        .boxed();
+    let config = match kind.only {
+        Some((_, name)) => watcher::Config::default().fields(&format!("metadata.name={name}")),
+        None => watcher::Config::default(),
+    };
+    let mut events = watcher::watcher(api, config).default_backoff().boxed();
     while let Some(event) = events.next().await {
         match event {
             Ok(Event::Init) => objects.begin_list(index),

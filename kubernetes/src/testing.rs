@@ -213,9 +213,15 @@ impl FakeApi {
                 let watch = matches!(param("watch"), Some("true" | "1"));
                 let from = param("resourceVersion").and_then(|v| v.parse().ok());
                 let selector = param("labelSelector").map(decode);
+                // The one field selector a client here sends: `metadata.name=<name>`.
+                let fields = param("fieldSelector").map(decode);
+                let name = fields
+                    .as_deref()
+                    .and_then(|f| f.strip_prefix("metadata.name="));
+                let name = name.map(str::to_string);
                 match watch {
-                    true => self.watch(&target, from.unwrap_or(0)),
-                    false => self.list(&target, selector.as_deref()),
+                    true => self.watch(&target, from.unwrap_or(0), name),
+                    false => self.list(&target, selector.as_deref(), name.as_deref()),
                 }
             }
             (&http::Method::GET, Some(name)) => {
@@ -269,7 +275,8 @@ impl FakeApi {
         self.writes.lock().expect("lock").push(write);
     }
 
-    fn watch(&self, target: &Target, from: u64) -> Response<Body> {
+    /// A watch of `target`'s kind, of the object called `name` only when given.
+    fn watch(&self, target: &Target, from: u64, name: Option<String>) -> Response<Body> {
         let mut state = self.state.lock().expect("lock");
         let collection = state.1.entry(target.plural.clone()).or_default();
         let (tx, rx) = mpsc::unbounded_channel();
@@ -282,20 +289,39 @@ impl FakeApi {
             }
             collection.watchers.push(tx);
         }
-        let stream = futures::stream::unfold(rx, |mut rx| async move {
-            let line = rx.recv().await?;
-            Some((Ok::<_, Infallible>(Frame::data(line)), rx))
+        // Events of other objects are not this watch's (a line that is no event passes).
+        let wanted = move |line: &Bytes| {
+            let event: Option<Value> = serde_json::from_slice(line).ok();
+            let named = event
+                .as_ref()
+                .and_then(|e| e["object"]["metadata"]["name"].as_str());
+            match (&name, named) {
+                (Some(want), Some(named)) => want == named,
+                _ => true,
+            }
+        };
+        let stream = futures::stream::unfold(rx, move |mut rx| {
+            let wanted = wanted.clone();
+            async move {
+                loop {
+                    let line = rx.recv().await?;
+                    if wanted(&line) {
+                        return Some((Ok::<_, Infallible>(Frame::data(line)), rx));
+                    }
+                }
+            }
         });
         Response::new(BodyExt::boxed(StreamBody::new(stream)))
     }
 
-    fn list(&self, target: &Target, selector: Option<&str>) -> Response<Body> {
+    fn list(&self, target: &Target, selector: Option<&str>, name: Option<&str>) -> Response<Body> {
         let mut state = self.state.lock().expect("lock");
         let version = state.0;
         let collection = state.1.entry(target.plural.clone()).or_default();
         let items: Vec<&Value> = (collection.items.iter())
             .filter(|((ns, _), _)| target.namespace.as_deref().is_none_or(|want| want == ns))
             .filter(|(_, obj)| selector.is_none_or(|s| selects(s, obj)))
+            .filter(|((_, named), _)| name.is_none_or(|want| want == named))
             .map(|(_, obj)| obj)
             .collect();
         let list = json!({"apiVersion": "v1", "kind": "List",

@@ -85,14 +85,22 @@ pub struct PodSettings {
 /// The ClusterRole the waypoints are bound to (the same for all; rendered with each).
 pub fn config_reader() -> Value {
     let mut by_group: std::collections::BTreeMap<&str, Vec<&str>> = Default::default();
-    for kind in KINDS {
+    for kind in KINDS.iter().filter(|k| k.only.is_none()) {
         by_group.entry(kind.group).or_default().push(kind.plural);
     }
-    let rules: Vec<Value> = (by_group.into_iter())
-        .map(|(group, plurals)| {
-            json!({"apiGroups": [group], "resources": plurals, "verbs": ["get", "list", "watch"]})
-        })
+    let read = json!(["get", "list", "watch"]);
+    let mut rules: Vec<Value> = (by_group.into_iter())
+        .map(|(group, plurals)| json!({"apiGroups": [group], "resources": plurals, "verbs": read}))
         .collect();
+    // A kind read for one object is granted for that name only.
+    for kind in KINDS {
+        if let Some((_, name)) = kind.only {
+            rules.push(
+                json!({"apiGroups": [kind.group], "resources": [kind.plural],
+                              "resourceNames": [name], "verbs": read}),
+            );
+        }
+    }
     json!({
         "apiVersion": "rbac.authorization.k8s.io/v1",
         "kind": "ClusterRole",

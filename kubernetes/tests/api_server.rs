@@ -185,3 +185,48 @@ async fn kinds_the_cluster_does_not_serve_are_read_as_empty() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// The mesh config (ext_authz providers) comes from its one ConfigMap, watched alone: other
+/// ConfigMaps are never read, and the providers follow the ConfigMap's changes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_mesh_config_comes_from_its_config_map_alone() {
+    let api = FakeApi::default();
+    cluster(&api);
+    let mesh_config = |namespace: &str, name: &str, provider: &str| {
+        let mesh = format!(
+            "extensionProviders:\n- name: {provider}\n  envoyExtAuthzGrpc: \
+             {{service: web.default.svc.cluster.local, port: 80}}\n"
+        );
+        json!({"apiVersion": "v1", "kind": "ConfigMap",
+               "metadata": {"name": name, "namespace": namespace}, "data": {"mesh": mesh}})
+    };
+    api.put(mesh_config("istio-system", "istio", "opa"));
+    // Were these read, each would warn that it has no effect.
+    api.put(mesh_config("istio-system", "other", "no"));
+    api.put(mesh_config("default", "istio", "no"));
+    let stop = CancellationToken::new();
+    let _stop = stop.clone().drop_guard();
+    let addr = serve(api.clone(), stop.clone()).await;
+    let store = KubeSource::new(client(addr).await)
+        .start(stop.clone())
+        .await
+        .expect("the first config");
+    let snapshot = store.load();
+    assert!(snapshot.ext_authz_provider("opa").is_some());
+    let warned: Vec<&str> = (snapshot.warnings().iter())
+        .map(|w| w.object.as_str())
+        .filter(|o| o.starts_with("ConfigMap"))
+        .collect();
+    assert!(warned.is_empty(), "other ConfigMaps were read: {warned:?}");
+
+    api.put(mesh_config("istio-system", "istio", "opa-v2"));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while store.load().ext_authz_provider("opa-v2").is_none() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the change never arrived"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(store.load().ext_authz_provider("opa").is_none());
+}
