@@ -309,7 +309,8 @@ fn policy_errors_are_all_reported() {
         "rules": [{
             "from": [{"source": {"ipBlocks": ["10.0.0.0/33"], "notIpBlocks": ["nope"]}}],
             "to": [{"operation": {"ports": ["http"], "notPorts": [70000]}}],
-            "when": [{"key": "source.ip", "values": ["1.2.3.4/40"]}, {"key": "made.up", "values": ["x"]}]
+            "when": [{"key": "source.ip", "values": ["1.2.3.4/40"]}, {"key": "made.up", "values": ["x"]},
+                     {"key": "experimental.envoy.filters.network.mysql_proxy[db.table]", "values": ["[update]"]}]
         }]
     });
     let unknown_field = json!({"rules": [{"from": [{"source": {"principal": ["typo"]}}]}]});
@@ -317,7 +318,7 @@ fn policy_errors_are_all_reported() {
         policy("default", "p", spec),
         policy("default", "q", unknown_field),
     ]);
-    assert_eq!(errors.len(), 8, "{errors}");
+    assert_eq!(errors.len(), 9, "{errors}");
     let obj = "AuthorizationPolicy default/p";
     assert_error(
         &errors,
@@ -362,6 +363,15 @@ fn policy_errors_are_all_reported() {
     assert_error(
         &errors,
         &[obj, "spec.rules[0].when[1].key", "unknown condition key"],
+    );
+    assert_error(
+        &errors,
+        &[
+            obj,
+            "spec.rules[0].when[2].key",
+            "Envoy's filter metadata",
+            "not supported",
+        ],
     );
     assert_error(
         &errors,

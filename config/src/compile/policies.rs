@@ -301,7 +301,14 @@ impl Cx<'_> {
     fn condition(&mut self, field: &str, c: &ConditionSpec) -> Option<Condition> {
         let key = ConditionKey::parse(&c.key);
         if key.is_none() {
-            let msg = format!("unknown condition key {:?}", c.key);
+            let msg = match c.key.starts_with("experimental.envoy.filters.") {
+                true => format!(
+                    "{:?} reads Envoy's filter metadata, which a waypoint without Envoy does \
+                     not have: not supported",
+                    c.key
+                ),
+                false => format!("unknown condition key {:?}", c.key),
+            };
             self.error(format!("{field}.key"), msg);
         }
         if c.values.is_empty() && c.not_values.is_empty() {
