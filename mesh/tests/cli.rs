@@ -130,12 +130,17 @@ fn up_stops_cleanly_on_sigterm_and_sigint() {
         std::fs::write(&manifest, demo).expect("write manifest");
         let runtime = tmp.path().join("runtime");
         std::fs::create_dir(&runtime).expect("runtime dir");
+        // One run logs JSON lines (LOG_FORMAT=json), the other text.
+        let log = tmp.path().join("stderr.log");
+        let stderr = std::fs::File::create(&log).expect("log file");
+        let format = if signal == "TERM" { "json" } else { "plain" };
         let mut child = mesh()
             .args(["up", "-f"])
             .arg(&manifest)
             .env("TMPDIR", &runtime)
+            .env("LOG_FORMAT", format)
             .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::null())
+            .stderr(stderr)
             .spawn()
             .expect("mesh up starts");
         let stdout = child.stdout.take().expect("stdout");
@@ -160,6 +165,22 @@ fn up_stops_cleanly_on_sigterm_and_sigint() {
             0,
             "SIG{signal}: something was left behind"
         );
+        let logged = std::fs::read_to_string(&log).expect("log");
+        let lines: Vec<&str> = logged.lines().filter(|l| !l.is_empty()).collect();
+        assert!(!lines.is_empty(), "mesh up logged nothing");
+        for line in lines {
+            let parsed = serde_json::from_str::<serde_json::Value>(line);
+            match format {
+                "json" => {
+                    let event = parsed.unwrap_or_else(|e| panic!("{e}: {line}"));
+                    assert!(
+                        event["level"].is_string() && event["message"].is_string(),
+                        "{line}"
+                    );
+                }
+                _ => assert!(parsed.is_err(), "text expected: {line}"),
+            }
+        }
     }
 }
 
