@@ -32,15 +32,13 @@ use crate::ext_authz;
 use crate::filters::{self, Phase};
 use crate::outcome;
 use crate::reply::{self, Caller, LocalReply};
-use crate::request::Backend;
-use crate::request::Plan;
 use crate::request::normalize::normalize_path;
 use crate::request::{
-    HeaderLimits, Inputs, MirrorTarget, RequestAttrs, RequestCtx, Rolls, UrlRewrite, plan,
+    Backend, HeaderLimits, Inputs, MirrorTarget, Plan, RequestAttrs, RequestCtx, Rolls, UrlRewrite,
+    plan,
 };
 use crate::telemetry::{BodySizes, Metrics, RequestLabels, access_log};
-use crate::tunnel_io::TunnelInfo;
-use crate::tunnel_io::tunnel_info;
+use crate::tunnel_io::{TunnelInfo, tunnel_info};
 use crate::upstream::balance::Balancing;
 use crate::upstream::forward::{self, Exchange};
 use crate::upstream::limits::{DestinationKey, Destinations, Limits};
@@ -447,8 +445,9 @@ impl WaypointProxy {
     }
 }
 
-/// Carries out what authentication decided: a token's header dropped, its payload and claims
-/// set (replacing whatever the caller sent under those names).
+/// Carries out the header edits authentication and an external authorizer decided on (a
+/// token's header dropped, its payload and claims set, the authorizer's changes), replacing
+/// whatever the caller sent under the names set.
 fn edit_head(edits: &RequestEdits, head: &mut pingora_http::RequestHeader) -> Result<()> {
     for name in &edits.remove {
         head.remove_header(name);

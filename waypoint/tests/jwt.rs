@@ -363,32 +363,22 @@ async fn jwks_uris_are_fetched_refreshed_and_kept_through_failures() -> anyhow::
 
     // A server that hangs is given up on after the rule's timeout (200 ms) and the last good
     // key set stays; the fetcher goes on, and picks up the next set once the server answers.
-    *mesh_document.lock().expect("document") = (HANG, String::new());
-    tokio::time::sleep(Duration::from_millis(800)).await;
-    assert_eq!(
-        get(&mut caller, "/secure", &[("authorization", &rotated)])
-            .await?
-            .status,
-        200
-    );
+    let serves_after = async |caller: &mut Client, answer: (u16, String), token: &str| {
+        *mesh_document.lock().expect("document") = answer;
+        tokio::time::sleep(Duration::from_millis(800)).await;
+        let reply = get(caller, "/secure", &[("authorization", token)]).await?;
+        anyhow::Ok(reply.status)
+    };
+    let hang = (HANG, String::new());
+    assert_eq!(serves_after(&mut caller, hang, &rotated).await?, 200);
     *mesh_document.lock().expect("document") = (200, first.jwks());
     eventually(&mut caller, "/secure", &[("authorization", &auth)], 200).await?;
 
     // The server breaks (garbage, then errors): the last good key set stays in use.
-    *mesh_document.lock().expect("document") = (200, "<html>oops</html>".to_string());
-    tokio::time::sleep(Duration::from_millis(800)).await;
+    let garbage = (200, "<html>oops</html>".to_string());
+    assert_eq!(serves_after(&mut caller, garbage, &auth).await?, 200);
     assert_eq!(
-        get(&mut caller, "/secure", &[("authorization", &auth)])
-            .await?
-            .status,
-        200
-    );
-    *mesh_document.lock().expect("document") = (500, String::new());
-    tokio::time::sleep(Duration::from_millis(800)).await;
-    assert_eq!(
-        get(&mut caller, "/secure", &[("authorization", &auth)])
-            .await?
-            .status,
+        serves_after(&mut caller, (500, String::new()), &auth).await?,
         200
     );
     Ok(())

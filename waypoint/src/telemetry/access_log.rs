@@ -18,9 +18,11 @@ pub fn write(
 ) {
     let src_addr = ctx.tunnel.as_ref().map(|t| t.client_addr());
     let target = ctx.target.as_ref();
+    let jwt = ctx.plan.as_ref().and_then(|p| p.jwt.as_deref());
     info!(
         src.addr = src_addr.map(tracing::field::display),
         src.identity = labels.source_principal,
+        request_principal = jwt.map(|j| j.principal.as_str()),
         dst.addr = target.map(|t| tracing::field::display(t.authority)),
         dst.hbone_addr = target.map(|t| tracing::field::display(t.hbone_addr)),
         dst.service = labels.destination_service,
