@@ -241,6 +241,19 @@ async fn tokens_are_verified_and_policies_read_them() -> anyhow::Result<()> {
     assert_eq!(served.status, 200, "{served:?}");
     assert_eq!(served.header("x-echo-x-jwt-sub"), Some("alice"));
     assert_eq!(served.header("x-echo-authorization"), None);
+    // A caller's own claim header never passes as proved, with or without a token.
+    let spoofed = [
+        ("authorization", bearer(&alice)),
+        ("x-jwt-sub", "root".to_string()),
+    ];
+    let spoofed: Vec<(&str, &str)> = spoofed.iter().map(|(n, v)| (*n, v.as_str())).collect();
+    let served = get(&mut caller, "/secure", &spoofed).await?;
+    assert_eq!(served.header("x-echo-x-jwt-sub"), Some("alice"));
+    let served = get(&mut caller, "/open", &[("x-jwt-sub", "root")]).await?;
+    assert_eq!(
+        (served.status, served.header("x-echo-x-jwt-sub")),
+        (200, None)
+    );
 
     // Bad tokens: 401, in Envoy's words, with a challenge naming the URL.
     let expired = inline.token(INLINE, "alice", -300, json!({"aud": "reviews"}));

@@ -54,6 +54,17 @@ pub fn authenticate(
 ) -> Result<Authenticated, JwtError> {
     let rules = || authentications.iter().flat_map(|a| a.rules.iter());
     let mut out = Authenticated::default();
+    // What the rules write is theirs alone: a caller's own `x-jwt-sub`, say, never reaches
+    // the backend as if a token had proved it.
+    for rule in rules() {
+        let written = (rule.output_payload_to_header.iter())
+            .chain(rule.output_claim_to_headers.iter().map(|c| &c.header));
+        for name in written {
+            if !out.edits.remove.contains(name) {
+                out.edits.remove.push(name.clone());
+            }
+        }
+    }
     let mut checked: Vec<&str> = Vec::new();
     for location in rules().flat_map(|rule| rule.locations.iter()) {
         let Some(token) = token::find(request, location) else {
@@ -80,7 +91,8 @@ pub fn authenticate(
 }
 
 /// What a verified token changes in the request: its header dropped (unless
-/// `forwardOriginalToken`), its payload and claims copied into headers.
+/// `forwardOriginalToken`), its payload and claims copied into headers (set after the
+/// removals, so a verified value replaces a caller's).
 fn edits(
     rule: &JwtRule,
     location: &TokenLocation,
@@ -88,7 +100,9 @@ fn edits(
     identity: &JwtIdentity,
     out: &mut RequestEdits,
 ) {
-    if let (false, TokenLocation::Header { name, .. }) = (rule.forward_original_token, location) {
+    if let (false, TokenLocation::Header { name, .. }) = (rule.forward_original_token, location)
+        && !out.remove.contains(name)
+    {
         out.remove.push(name.clone());
     }
     if let Some(name) = &rule.output_payload_to_header
@@ -400,9 +414,12 @@ mod tests {
         let mut headers = HeaderMap::new();
         headers.insert("x-jwt", HeaderValue::from_str(&token).expect("value"));
         let done = run(&auths, &headers).expect("valid");
-        assert!(
-            done.edits.remove.is_empty(),
-            "forwardOriginalToken keeps it"
+        // The token's header stays (forwardOriginalToken); the output headers are the
+        // rule's alone: whatever the caller sent under those names goes.
+        let removed: Vec<&str> = done.edits.remove.iter().map(|n| n.as_str()).collect();
+        assert_eq!(
+            removed,
+            ["x-jwt-payload", "x-sub", "x-tier", "x-admin", "x-missing"]
         );
         let set: Vec<(&str, &str)> = (done.edits.set.iter())
             .map(|(n, v)| (n.as_str(), v.to_str().expect("text")))
@@ -417,12 +434,10 @@ mod tests {
                 ("x-admin", "true"),
             ]
         );
-        // The default header is not looked at by this rule.
-        assert!(
-            run(&auths, &bearer(&token))
-                .expect("ignored")
-                .identity
-                .is_none()
-        );
+        // The default header is not looked at by this rule; with no token, the output headers
+        // are still taken out.
+        let unproved = run(&auths, &bearer(&token)).expect("ignored");
+        assert!(unproved.identity.is_none() && unproved.edits.set.is_empty());
+        assert_eq!(unproved.edits.remove.len(), 5);
     }
 }
