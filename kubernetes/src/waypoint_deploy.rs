@@ -1,8 +1,8 @@
 //! What a waypoint `Gateway` runs as in a cluster, in Istio's conventions (pure; `mesh waypoint
 //! render` prints it, the controller applies it): a ServiceAccount, a Deployment without
-//! `replicas` (an HPA owns scaling), a Service (HBONE 15008, status 15021), an HPA and a
-//! PodDisruptionBudget when an overlay asks for them, and the binding that lets the waypoint
-//! read its config from the API.
+//! `replicas` (an HPA owns scaling), a Service (HBONE 15008, status 15021, metrics 15020), an
+//! HPA and a PodDisruptionBudget when an overlay asks for them, and the binding that lets the
+//! waypoint read its config from the API.
 
 use serde_json::{Map, Value, json};
 
@@ -227,7 +227,8 @@ pub fn render(
             "selector": selector,
             "ports": [
                 {"name": "status-port", "port": 15021, "protocol": "TCP"},
-                {"name": "mesh", "port": 15008, "protocol": "TCP", "appProtocol": "hbone"}
+                {"name": "mesh", "port": 15008, "protocol": "TCP", "appProtocol": "hbone"},
+                {"name": "http-monitoring", "port": 15020, "protocol": "TCP"}
             ]
         }
     });
