@@ -410,6 +410,7 @@ async fn start_waypoint(
         identity: identity.clone(),
         header_limits: waypoint::HeaderLimits::default(),
         timeouts: shared.tuning.waypoint_timeouts,
+        jwks_tls: None,
     };
     let registry = prometheus::Registry::new();
     let pool = Pool::new(shared.certs.clone(), waypoint::upstream_pool_config());

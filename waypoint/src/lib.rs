@@ -61,6 +61,8 @@ pub struct WaypointSettings {
     /// Bounds on request headers (431 over them).
     pub header_limits: HeaderLimits,
     pub timeouts: Timeouts,
+    /// How `https` key servers (`jwksUri`) are verified; `None`: against the system's roots.
+    pub jwks_tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 /// What a request whose caller stopped reading its response makes the waypoint hold, whatever
@@ -223,6 +225,7 @@ impl WaypointServer {
             upstreams: self.upstreams.clone(),
             keys: self.jwks,
             refresh: self.settings.timeouts.jwks_refresh,
+            tls: (self.settings.jwks_tls.clone()).unwrap_or_else(authn::jwks::system_roots),
         };
         let fetching = tokio::spawn(fetcher.run(shutdown.clone()));
         let sweeping = tokio::spawn(sweep(self.upstreams, self.health, shutdown.clone()));

@@ -1,6 +1,6 @@
 //! RequestAuthentication end to end: real signed JWTs through the real waypoint, keys given
-//! inline or fetched from a `jwksUri` (through the mesh over HBONE, or directly), refreshed and
-//! rotated, with policies that read the verified token.
+//! inline or fetched from a `jwksUri` (through the mesh over HBONE, or directly, over http or
+//! https), refreshed and rotated, with policies that read the verified token.
 
 mod common;
 
@@ -20,6 +20,7 @@ use hyper_util::rt::TokioIo;
 use jsonwebtoken::{Algorithm, EncodingKey, Header, encode};
 use mesh_config::fixtures::{self, policy, request_authentication};
 use mesh_hbone::{Identity, LocalCa};
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -393,6 +394,116 @@ async fn jwks_uris_are_fetched_refreshed_and_kept_through_failures() -> anyhow::
     assert_eq!(
         serves_after(&mut caller, (500, String::new()), &auth).await?,
         200
+    );
+    Ok(())
+}
+
+const HTTPS_BLOCK: u8 = 117;
+
+/// A CA for the tests' TLS key servers, and its certificate (to trust it, or not).
+fn test_ca() -> anyhow::Result<(
+    rcgen::Issuer<'static, rcgen::KeyPair>,
+    CertificateDer<'static>,
+)> {
+    let key = rcgen::KeyPair::generate()?;
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new())?;
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let cert = params.self_signed(&key)?;
+    Ok((rcgen::Issuer::new(params, key), cert.der().clone()))
+}
+
+/// A key server over TLS at `127.<HTTPS_BLOCK>.<rest>:8443`, its certificate (for its address)
+/// signed by `issuer`.
+async fn tls_jwks_server(
+    rest: &str,
+    issuer: &rcgen::Issuer<'static, rcgen::KeyPair>,
+    document: Document,
+) -> anyhow::Result<()> {
+    let address = ip(HTTPS_BLOCK, rest);
+    let key = rcgen::KeyPair::generate()?;
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new())?;
+    params.subject_alt_names = vec![rcgen::SanType::IpAddress(address)];
+    let cert = params.signed_by(&key, issuer)?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![cert.der().clone()],
+            PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+        )?;
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = TcpListener::bind(SocketAddr::new(address, 8443)).await?;
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let (acceptor, document) = (acceptor.clone(), document.clone());
+            tokio::spawn(async move {
+                let Ok(stream) = acceptor.accept(stream).await else {
+                    return;
+                };
+                let service = hyper::service::service_fn(move |_: Request<Incoming>| {
+                    answer(document.clone())
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_key_servers_are_verified_against_the_trusted_roots() -> anyhow::Result<()> {
+    let (trusted, trusted_root) = test_ca()?;
+    let (stranger, _) = test_ca()?;
+    let good = Key::new("tls-1");
+    let tls_issuer = "https://tls.example";
+    let untrusted_issuer = "https://untrusted.example";
+    tls_jwks_server("9.2", &trusted, Arc::new(Mutex::new((200, good.jwks())))).await?;
+    tls_jwks_server("9.3", &stranger, Arc::new(Mutex::new((200, good.jwks())))).await?;
+    let gateway =
+        json!([{"group": "gateway.networking.k8s.io", "kind": "Gateway", "name": "waypoint"}]);
+    let at = |rest: &str| format!("https://{}:8443/keys", ip(HTTPS_BLOCK, rest));
+    let authentication = request_authentication(
+        "default",
+        "jwt",
+        json!({"targetRefs": gateway, "jwtRules": [
+            {"issuer": tls_issuer, "jwksUri": at("9.2")},
+            {"issuer": untrusted_issuer, "jwksUri": at("9.3")},
+        ]}),
+    );
+    let require_jwt = policy(
+        "default",
+        "require-jwt",
+        json!({"targetRefs": gateway, "action": "DENY", "rules": [{
+            "from": [{"source": {"notRequestPrincipals": ["*"]}}]}]}),
+    );
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(trusted_root)?;
+    let timeouts = waypoint::Timeouts {
+        jwks_refresh: Duration::from_millis(300),
+        ..waypoint::Timeouts::default()
+    };
+    let manifest = manifest(HTTPS_BLOCK, &[authentication, require_jwt]);
+    let tls = waypoint::authn::jwks::tls_trusting(roots);
+    let h = Harness::start_trusting(HTTPS_BLOCK, &manifest, timeouts, Some(tls)).await?;
+    let _v1 = h.backend("v1").await?;
+    let _v2 = h.backend("v2").await?;
+    let mut caller = h.http1(SLEEP).await?;
+
+    // Fetched over TLS from a server the waypoint trusts: its tokens hold.
+    let token = bearer(&good.token(tls_issuer, "tina", 600, json!({})));
+    eventually(&mut caller, "/secure", &[("authorization", &token)], 200).await?;
+    // A server whose certificate no trusted root signed is never believed: the same keys,
+    // claimed by it, verify nothing.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let token = bearer(&good.token(untrusted_issuer, "tina", 600, json!({})));
+    let refused = get(&mut caller, "/secure", &[("authorization", &token)]).await?;
+    assert_eq!(refused.status, 401, "{refused:?}");
+    assert!(
+        refused.body.starts_with("Jwks remote fetch is failed"),
+        "{refused:?}"
     );
     Ok(())
 }

@@ -166,18 +166,13 @@ fn keys(cx: &mut Cx<'_>, field: &str, spec: &JwtRuleSpec) -> Option<Keys> {
     }
 }
 
-/// A `jwksUri`: `http`, as the waypoint fetches it (through the mesh, with mutual TLS, when
-/// its host is a Service of the mesh).
+/// A `jwksUri`: `http` or `https` with a host (fetched through the mesh, over HBONE, when the
+/// host is a Service of the mesh).
 fn jwks_uri(text: &str) -> Result<http::Uri, String> {
-    let not_http = || format!("{text:?} is not an http:// URL with a host");
+    let not_http = || format!("{text:?} is not an http:// or https:// URL with a host");
     let uri: http::Uri = text.parse().map_err(|e| format!("{}: {e}", not_http()))?;
     match (uri.scheme_str(), uri.host()) {
-        (Some("http"), Some(host)) if !host.is_empty() => Ok(uri),
-        (Some("https"), _) => Err(format!(
-            "{text:?}: https JWKS fetches are not supported yet; serve the keys over http from \
-             a Service of the mesh (HBONE encrypts and authenticates the fetch), or give them \
-             inline with `jwks`"
-        )),
+        (Some("http" | "https"), Some(host)) if !host.is_empty() => Ok(uri),
         _ => Err(not_http()),
     }
 }

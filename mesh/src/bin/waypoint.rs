@@ -106,6 +106,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         identity,
         header_limits: waypoint::HeaderLimits::default(),
         timeouts: waypoint::Timeouts::default(),
+        jwks_tls: None,
     };
     let registry = prometheus::Registry::new();
     let pool = Pool::new(certs.clone(), waypoint::upstream_pool_config());

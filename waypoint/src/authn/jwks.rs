@@ -5,8 +5,9 @@
 //!
 //! A URI whose host is a Service of the mesh is fetched through the mesh: an HBONE tunnel to
 //! one of its endpoints, as the waypoint itself (so the key server sees a mesh identity, and
-//! its policies apply). Any other host is fetched directly, over TCP. Only `http` URIs reach
-//! here (the config refuses `https` ones for now).
+//! its policies apply). Any other host is fetched directly, over TCP. An `https` URI is
+//! fetched over TLS on top of either, its server verified against the waypoint's trusted
+//! roots (the system's, by default) for the URI's host.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -18,6 +19,7 @@ use http_body_util::{BodyExt, Empty, Limited};
 use hyper_util::rt::TokioIo;
 use mesh_config::authn::{JwksUri, KeySet};
 use mesh_config::{ObjectRef, Snapshot, Store};
+use rustls_pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -55,6 +57,33 @@ pub struct Fetcher {
     pub upstreams: Upstreams,
     pub keys: Arc<RemoteKeys>,
     pub refresh: Duration,
+    /// How `https` key servers are verified.
+    pub tls: Arc<rustls::ClientConfig>,
+}
+
+/// A TLS client trusting the system's roots (as `SSL_CERT_FILE`/`SSL_CERT_DIR` or the
+/// platform's store give them); roots that do not parse are skipped, each logged.
+pub fn system_roots() -> Arc<rustls::ClientConfig> {
+    let found = rustls_native_certs::load_native_certs();
+    for error in &found.errors {
+        tracing::warn!(%error, "a system root certificate could not be read");
+    }
+    let mut roots = rustls::RootCertStore::empty();
+    let (added, skipped) = roots.add_parsable_certificates(found.certs);
+    tracing::debug!(added, skipped, "trusted roots for https fetches");
+    tls_trusting(roots)
+}
+
+/// A TLS client (HTTP/1.1, ring) trusting `roots`.
+pub fn tls_trusting(roots: rustls::RootCertStore) -> Arc<rustls::ClientConfig> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("ring supports the default protocol versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Arc::new(config)
 }
 
 /// When a URI is fetched next, and how many fetches of it have failed in a row.
@@ -88,8 +117,9 @@ impl Fetcher {
                 if due.next > Instant::now() {
                     continue;
                 }
+                let fetching = fetch(&snapshot, &self.upstreams, &self.tls, jwks, due.failures);
                 let fetched = tokio::select! {
-                    fetched = fetch(&snapshot, &self.upstreams, jwks, due.failures) => fetched,
+                    fetched = fetching => fetched,
                     () = shutdown.cancelled() => return,
                 };
                 self.record(jwks, fetched, due);
@@ -146,13 +176,15 @@ fn backoff(failures: u32) -> Duration {
 async fn fetch(
     snapshot: &Snapshot,
     upstreams: &Upstreams,
+    tls: &Arc<rustls::ClientConfig>,
     jwks: &JwksUri,
     attempt: u32,
 ) -> Result<KeySet, String> {
     let fetching = async {
         let uri = &jwks.uri;
         let host = uri.host().ok_or("no host")?;
-        let port = uri.port_u16().unwrap_or(80);
+        let https = uri.scheme_str() == Some("https");
+        let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
         let io: Box<dyn Io> = match snapshot.service_by_host(host) {
             Some(service) => {
                 let endpoints = snapshot.endpoints(service, port);
@@ -167,6 +199,18 @@ async fn fetch(
             None => {
                 let stream = tokio::net::TcpStream::connect((host, port)).await;
                 Box::new(stream.map_err(|e| format!("connect to {host}:{port}: {e}"))?)
+            }
+        };
+        let io = match https {
+            false => io,
+            true => {
+                // An IP literal is verified as one; anything else as a DNS name.
+                let name = host.trim_start_matches('[').trim_end_matches(']');
+                let name = ServerName::try_from(name.to_string())
+                    .map_err(|e| format!("{host} is not a TLS server name: {e}"))?;
+                let connector = tokio_rustls::TlsConnector::from(tls.clone());
+                let stream = connector.connect(name, io).await;
+                Box::new(stream.map_err(|e| format!("TLS with {host}: {e}"))?)
             }
         };
         get(io, uri).await

@@ -106,6 +106,16 @@ impl Harness {
         manifest: &str,
         timeouts: waypoint::Timeouts,
     ) -> anyhow::Result<Self> {
+        Self::start_trusting(block, manifest, timeouts, None).await
+    }
+
+    /// As [`Harness::start_with`], verifying `https` key servers with `jwks_tls`.
+    pub async fn start_trusting(
+        block: u8,
+        manifest: &str,
+        timeouts: waypoint::Timeouts,
+        jwks_tls: Option<Arc<rustls::ClientConfig>>,
+    ) -> anyhow::Result<Self> {
         let snapshot = mesh_config::compile(vec![("test.yaml".into(), manifest.to_string())])
             .map_err(|e| anyhow::anyhow!("manifest: {e}"))?;
         let store = Store::new(snapshot);
@@ -118,6 +128,7 @@ impl Harness {
             identity: Identity::new(TRUST_DOMAIN, "default", "waypoint-0"),
             header_limits: waypoint::HeaderLimits::default(),
             timeouts,
+            jwks_tls,
         };
         let registry = prometheus::Registry::new();
         let pool = Pool::new(certs.clone(), waypoint::upstream_pool_config());
