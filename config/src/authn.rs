@@ -43,14 +43,18 @@ pub struct JwtRule {
 pub enum Keys {
     /// `jwks`, parsed when the config was compiled.
     Inline(Arc<KeySet>),
-    /// `jwksUri`, fetched (and refreshed) by the proxy.
+    /// `jwksUri`, or found through the issuer's OpenID discovery document: fetched (and
+    /// refreshed) by the proxy.
     Remote(JwksUri),
 }
 
-/// A `jwksUri` and how long one fetch of it may take.
+/// Where a rule's key set is fetched from, and how long fetching it may take.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct JwksUri {
+    /// The `jwksUri`; or, for `discovery`, the issuer's OpenID configuration document
+    /// (`<issuer>/.well-known/openid-configuration`), whose `jwks_uri` names the key set.
     pub uri: http::Uri,
+    pub discovery: bool,
     pub timeout: Duration,
 }
 

@@ -160,8 +160,31 @@ fn bad_rules_are_refused_naming_the_field() {
         ));
         must_fail(&objs)
     };
+    // Neither jwks nor jwksUri: found through OpenID discovery, which needs an issuer URL.
+    let mut objs = mesh();
+    let rule = json!({"issuer": "https://issuer.example/"});
+    objs.push(request_authentication(
+        "default",
+        "oidc",
+        on("Gateway", "wp", rule),
+    ));
+    let snap = must_compile(&objs);
+    let uris = snap.waypoint_jwks_uris(&ObjectRef::new("default", "wp"));
+    assert_eq!(uris.len(), 1);
+    assert!(uris[0].discovery);
+    assert_eq!(
+        uris[0].uri,
+        "https://issuer.example/.well-known/openid-configuration"
+    );
+    let mut objs = mesh();
+    let rule = json!({"issuer": "team-a"});
+    objs.push(request_authentication(
+        "default",
+        "bad",
+        on("Gateway", "wp", rule),
+    ));
     assert_error(
-        &keyless(None),
+        &must_fail(&objs),
         &["jwksUri", "jwks or jwksUri is required", "OpenID discovery"],
     );
     for bad in ["file:///etc/keys", "https:///keys", "keys.example/jwks"] {

@@ -441,8 +441,17 @@ async fn tls_jwks_server(
                 let Ok(stream) = acceptor.accept(stream).await else {
                     return;
                 };
-                let service = hyper::service::service_fn(move |_: Request<Incoming>| {
-                    answer(document.clone())
+                // It is its own OpenID issuer too: its discovery document names its keys.
+                let service = hyper::service::service_fn(move |request: Request<Incoming>| {
+                    let discovery = request.uri().path() == "/.well-known/openid-configuration";
+                    let document = match discovery {
+                        false => document.clone(),
+                        true => {
+                            let keys = format!("https://{address}:8443/keys");
+                            Arc::new(Mutex::new((200, json!({"jwks_uri": keys}).to_string())))
+                        }
+                    };
+                    answer(document)
                 });
                 let _ = hyper::server::conn::http1::Builder::new()
                     .serve_connection(TokioIo::new(stream), service)
@@ -460,6 +469,7 @@ async fn https_key_servers_are_verified_against_the_trusted_roots() -> anyhow::R
     let good = Key::new("tls-1");
     let tls_issuer = "https://tls.example";
     let untrusted_issuer = "https://untrusted.example";
+    let oidc_issuer = format!("https://{}:8443", ip(HTTPS_BLOCK, "9.2"));
     tls_jwks_server("9.2", &trusted, Arc::new(Mutex::new((200, good.jwks())))).await?;
     tls_jwks_server("9.3", &stranger, Arc::new(Mutex::new((200, good.jwks())))).await?;
     let gateway =
@@ -471,6 +481,8 @@ async fn https_key_servers_are_verified_against_the_trusted_roots() -> anyhow::R
         json!({"targetRefs": gateway, "jwtRules": [
             {"issuer": tls_issuer, "jwksUri": at("9.2")},
             {"issuer": untrusted_issuer, "jwksUri": at("9.3")},
+            // No keys named: found through the issuer's OpenID discovery document.
+            {"issuer": oidc_issuer},
         ]}),
     );
     let require_jwt = policy(
@@ -494,6 +506,8 @@ async fn https_key_servers_are_verified_against_the_trusted_roots() -> anyhow::R
 
     // Fetched over TLS from a server the waypoint trusts: its tokens hold.
     let token = bearer(&good.token(tls_issuer, "tina", 600, json!({})));
+    eventually(&mut caller, "/secure", &[("authorization", &token)], 200).await?;
+    let token = bearer(&good.token(&oidc_issuer, "olga", 600, json!({})));
     eventually(&mut caller, "/secure", &[("authorization", &token)], 200).await?;
     // A server whose certificate no trusted root signed is never believed: the same keys,
     // claimed by it, verify nothing.

@@ -151,17 +151,39 @@ fn keys(cx: &mut Cx<'_>, field: &str, spec: &JwtRuleSpec) -> Option<Keys> {
             }
         },
         (None, Some(uri)) => match jwks_uri(uri) {
-            Ok(uri) => Some(Keys::Remote(JwksUri { uri, timeout })),
+            Ok(uri) => Some(Keys::Remote(JwksUri {
+                uri,
+                discovery: false,
+                timeout,
+            })),
             Err(e) => {
                 cx.error(format!("{field}.jwksUri"), e);
                 None
             }
         },
+        // Neither: the keys are found as Istio finds them, through the issuer's OpenID
+        // discovery document, which needs an issuer that is a URL.
         (None, None) => {
-            let msg = "jwks or jwksUri is required (finding the keys through the issuer's \
-                       OpenID discovery document is not supported)";
-            cx.error(format!("{field}.jwksUri"), msg);
-            None
+            let document = format!(
+                "{}/.well-known/openid-configuration",
+                spec.issuer.trim_end_matches('/')
+            );
+            match jwks_uri(&document) {
+                Ok(uri) => Some(Keys::Remote(JwksUri {
+                    uri,
+                    discovery: true,
+                    timeout,
+                })),
+                Err(_) => {
+                    let msg = format!(
+                        "jwks or jwksUri is required: the issuer {:?} is not an http(s) URL, \
+                         so its keys cannot be found through OpenID discovery",
+                        spec.issuer
+                    );
+                    cx.error(format!("{field}.jwksUri"), msg);
+                    None
+                }
+            }
         }
     }
 }

@@ -171,8 +171,9 @@ fn backoff(failures: u32) -> Duration {
         .min(LAST_RETRY)
 }
 
-/// One fetch of `jwks`, within its timeout. `attempt` picks which endpoint of a mesh Service
-/// serves it, so a retry goes to another.
+/// One fetch of `jwks`'s key set, within its timeout: the `jwksUri` itself, or the issuer's
+/// OpenID discovery document and then the `jwks_uri` it names. `attempt` picks which endpoint
+/// of a mesh Service serves it, so a retry goes to another.
 async fn fetch(
     snapshot: &Snapshot,
     upstreams: &Upstreams,
@@ -180,40 +181,16 @@ async fn fetch(
     jwks: &JwksUri,
     attempt: u32,
 ) -> Result<KeySet, String> {
+    let fetch_text = |uri: http::Uri| async move {
+        let io = connect(snapshot, upstreams, tls, &uri, jwks.timeout, attempt).await?;
+        get(io, &uri).await
+    };
     let fetching = async {
-        let uri = &jwks.uri;
-        let host = uri.host().ok_or("no host")?;
-        let https = uri.scheme_str() == Some("https");
-        let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
-        let io: Box<dyn Io> = match snapshot.service_by_host(host) {
-            Some(service) => {
-                let endpoints = snapshot.endpoints(service, port);
-                if endpoints.is_empty() {
-                    return Err(format!("Service {host} has no endpoint on port {port}"));
-                }
-                let endpoint = &endpoints[attempt as usize % endpoints.len()];
-                let target = Target::for_endpoint(endpoint);
-                let tunnel = upstreams.tunnel(&target, jwks.timeout).await;
-                Box::new(tunnel.map_err(|e| e.to_string())?)
-            }
-            None => {
-                let stream = tokio::net::TcpStream::connect((host, port)).await;
-                Box::new(stream.map_err(|e| format!("connect to {host}:{port}: {e}"))?)
-            }
+        let keys_uri = match jwks.discovery {
+            false => jwks.uri.clone(),
+            true => jwks_uri_of(&fetch_text(jwks.uri.clone()).await?)?,
         };
-        let io = match https {
-            false => io,
-            true => {
-                // An IP literal is verified as one; anything else as a DNS name.
-                let name = host.trim_start_matches('[').trim_end_matches(']');
-                let name = ServerName::try_from(name.to_string())
-                    .map_err(|e| format!("{host} is not a TLS server name: {e}"))?;
-                let connector = tokio_rustls::TlsConnector::from(tls.clone());
-                let stream = connector.connect(name, io).await;
-                Box::new(stream.map_err(|e| format!("TLS with {host}: {e}"))?)
-            }
-        };
-        get(io, uri).await
+        KeySet::parse(&fetch_text(keys_uri).await?)
     };
     match tokio::time::timeout(jwks.timeout, fetching).await {
         Ok(fetched) => fetched,
@@ -221,11 +198,68 @@ async fn fetch(
     }
 }
 
+/// The `jwks_uri` an OpenID discovery document names (http or https).
+fn jwks_uri_of(document: &str) -> Result<http::Uri, String> {
+    let document: serde_json::Value = serde_json::from_str(document)
+        .map_err(|e| format!("the OpenID discovery document is not JSON: {e}"))?;
+    let named = (document.get("jwks_uri").and_then(|u| u.as_str()))
+        .ok_or("the OpenID discovery document names no jwks_uri")?;
+    let not_http = || format!("jwks_uri {named:?} is not an http(s) URL");
+    let uri: http::Uri = named.parse().map_err(|_| not_http())?;
+    match (uri.scheme_str(), uri.host()) {
+        (Some("http" | "https"), Some(_)) => Ok(uri),
+        _ => Err(not_http()),
+    }
+}
+
+/// A connection to `uri`'s server: through the mesh (an HBONE tunnel to an endpoint) when its
+/// host is a Service of the mesh, else TCP; TLS on top for `https`.
+async fn connect(
+    snapshot: &Snapshot,
+    upstreams: &Upstreams,
+    tls: &Arc<rustls::ClientConfig>,
+    uri: &http::Uri,
+    timeout: Duration,
+    attempt: u32,
+) -> Result<Box<dyn Io>, String> {
+    let host = uri.host().ok_or("no host")?;
+    let https = uri.scheme_str() == Some("https");
+    let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
+    let io: Box<dyn Io> = match snapshot.service_by_host(host) {
+        Some(service) => {
+            let endpoints = snapshot.endpoints(service, port);
+            if endpoints.is_empty() {
+                return Err(format!("Service {host} has no endpoint on port {port}"));
+            }
+            let endpoint = &endpoints[attempt as usize % endpoints.len()];
+            let target = Target::for_endpoint(endpoint);
+            let tunnel = upstreams.tunnel(&target, timeout).await;
+            Box::new(tunnel.map_err(|e| e.to_string())?)
+        }
+        None => {
+            let stream = tokio::net::TcpStream::connect((host, port)).await;
+            Box::new(stream.map_err(|e| format!("connect to {host}:{port}: {e}"))?)
+        }
+    };
+    if !https {
+        return Ok(io);
+    }
+    // An IP literal is verified as one; anything else as a DNS name.
+    let name = host.trim_start_matches('[').trim_end_matches(']');
+    let name = ServerName::try_from(name.to_string())
+        .map_err(|e| format!("{host} is not a TLS server name: {e}"))?;
+    let connector = tokio_rustls::TlsConnector::from(tls.clone());
+    let stream = connector.connect(name, io).await;
+    Ok(Box::new(
+        stream.map_err(|e| format!("TLS with {host}: {e}"))?,
+    ))
+}
+
 trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
 
-/// GET `uri` over `io` (HTTP/1.1), its body parsed as a JWKS.
-async fn get(io: Box<dyn Io>, uri: &http::Uri) -> Result<KeySet, String> {
+/// GET `uri` over `io` (HTTP/1.1): its body, at most [`MAX_JWKS_BYTES`], as text.
+async fn get(io: Box<dyn Io>, uri: &http::Uri) -> Result<String, String> {
     let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(io))
         .await
         .map_err(|e| format!("HTTP handshake: {e}"))?;
@@ -242,20 +276,33 @@ async fn get(io: Box<dyn Io>, uri: &http::Uri) -> Result<KeySet, String> {
         .await
         .map_err(|e| e.to_string())?;
     if !response.status().is_success() {
-        return Err(format!("answered {}", response.status()));
+        return Err(format!("{uri} answered {}", response.status()));
     }
     let body = Limited::new(response.into_body(), MAX_JWKS_BYTES)
         .collect()
         .await
         .map_err(|e| format!("reading the body: {e}"))?
         .to_bytes();
-    let text = std::str::from_utf8(&body).map_err(|_| "the body is not UTF-8".to_string())?;
-    KeySet::parse(text)
+    String::from_utf8(body.to_vec()).map_err(|_| "the body is not UTF-8".to_string())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn discovery_documents_name_the_key_set() {
+        let uri = jwks_uri_of(r#"{"issuer": "https://idp", "jwks_uri": "https://idp/keys"}"#);
+        assert_eq!(uri.expect("named"), "https://idp/keys");
+        for (document, why) in [
+            ("<html>", "not JSON"),
+            (r#"{"issuer": "https://idp"}"#, "names no jwks_uri"),
+            (r#"{"jwks_uri": "file:///keys"}"#, "not an http(s) URL"),
+        ] {
+            let error = jwks_uri_of(document).expect_err(document);
+            assert!(error.contains(why), "{document}: {error}");
+        }
+    }
 
     #[test]
     fn retries_back_off_to_a_minute() {

@@ -376,6 +376,7 @@ mod tests {
         let uri: http::Uri = "http://jwks.auth:8000/keys".parse().expect("uri");
         let remote = Keys::Remote(JwksUri {
             uri: uri.clone(),
+            discovery: false,
             timeout: std::time::Duration::from_secs(1),
         });
         let auths = authentication(vec![rule(ISSUER, &[], remote)]);
