@@ -95,7 +95,71 @@ async fn routes_applies_filters_and_reports_the_caller_upstream() -> anyhow::Res
     let sent = h.wait_metric("istio_request_bytes", &post, 1000.0).await;
     assert_eq!(sent, 1000.0, "request bodies: three GETs and the upload");
     assert!(h.metric("istio_response_bytes", &post) >= 1000.0);
+    istio_metrics_have_istios_labels_and_buckets(&h.registry);
     Ok(())
+}
+
+/// Istio's standard request metrics, label by label as its "Istio Standard Metrics" page lists
+/// them, and the duration buckets Istio's proxies use, so dashboards read them unchanged.
+fn istio_metrics_have_istios_labels_and_buckets(registry: &prometheus::Registry) {
+    const ISTIO_LABELS: [&str; 25] = [
+        "reporter",
+        "source_workload",
+        "source_workload_namespace",
+        "source_principal",
+        "source_app",
+        "source_version",
+        "source_cluster",
+        "source_canonical_service",
+        "source_canonical_revision",
+        "destination_workload",
+        "destination_workload_namespace",
+        "destination_principal",
+        "destination_app",
+        "destination_version",
+        "destination_service",
+        "destination_service_name",
+        "destination_service_namespace",
+        "destination_cluster",
+        "destination_canonical_service",
+        "destination_canonical_revision",
+        "request_protocol",
+        "response_code",
+        "grpc_response_status",
+        "response_flags",
+        "connection_security_policy",
+    ];
+    let want: std::collections::BTreeSet<&str> = ISTIO_LABELS.into_iter().collect();
+    let families = registry.gather();
+    for name in [
+        "istio_requests_total",
+        "istio_request_duration_milliseconds",
+        "istio_request_bytes",
+        "istio_response_bytes",
+    ] {
+        let family = (families.iter())
+            .find(|f| f.name() == name)
+            .unwrap_or_else(|| panic!("{name} is exported"));
+        for metric in family.get_metric() {
+            let have: std::collections::BTreeSet<&str> =
+                metric.get_label().iter().map(|l| l.name()).collect();
+            assert_eq!(have, want, "{name}'s labels");
+        }
+    }
+    let duration = (families.iter())
+        .find(|f| f.name() == "istio_request_duration_milliseconds")
+        .expect("exported");
+    let bounds: Vec<f64> = duration.get_metric()[0]
+        .get_histogram()
+        .get_bucket()
+        .iter()
+        .map(|b| b.upper_bound())
+        .collect();
+    let istio = [
+        0.5, 1.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0, 10000.0,
+        30000.0, 60000.0, 300000.0, 600000.0, 1800000.0, 3600000.0,
+    ];
+    assert_eq!(bounds, istio, "Istio's duration buckets");
 }
 
 #[tokio::test]
