@@ -21,6 +21,7 @@ mod rule_set;
 mod snapshot;
 pub mod status;
 pub mod store;
+pub mod telemetry;
 pub mod traffic;
 mod watch;
 

@@ -13,6 +13,7 @@ use crate::policy::{AuthorizationPolicy, GATEWAY_GROUP, PolicyScope, PolicyTarge
 use crate::route::{PortRoutes, RouteRule};
 use crate::rule_set::RuleSet;
 use crate::status::{self, RouteParents, RouteStatus};
+use crate::telemetry::{Telemetry, TelemetrySettings};
 use crate::traffic::TrafficPolicy;
 use crate::{ROOT_NAMESPACE, TRUST_DOMAIN};
 
@@ -43,6 +44,7 @@ pub(crate) struct Parts {
     pub authentications: Vec<Arc<RequestAuthentication>>,
     /// The mesh config's ext_authz providers, by name.
     pub providers: HashMap<String, Arc<ExtAuthzProvider>>,
+    pub telemetries: Vec<Arc<Telemetry>>,
 }
 
 /// Immutable mesh configuration with lookup indexes. Built by [`crate::compile`].
@@ -66,6 +68,9 @@ pub struct Snapshot {
     waypoint_policies: HashMap<ObjectRef, Attached<AuthorizationPolicy>>,
     authentications: Vec<Arc<RequestAuthentication>>,
     providers: HashMap<String, Arc<ExtAuthzProvider>>,
+    /// What each waypoint records: for pod-addressed traffic (and Services no Telemetry
+    /// targets), and per Service hostname.
+    waypoint_telemetry: HashMap<ObjectRef, (TelemetrySettings, HashMap<String, TelemetrySettings>)>,
     waypoint_authentications: HashMap<ObjectRef, Attached<RequestAuthentication>>,
     /// Each pod's L4 policies, by pod IP.
     l4_policies: HashMap<IpAddr, Vec<Arc<AuthorizationPolicy>>>,
@@ -98,6 +103,15 @@ trait Targeting {
 }
 
 impl Targeting for AuthorizationPolicy {
+    fn namespace(&self) -> &str {
+        &self.namespace
+    }
+    fn scope(&self) -> &PolicyScope {
+        &self.scope
+    }
+}
+
+impl Targeting for Telemetry {
     fn namespace(&self) -> &str {
         &self.namespace
     }
@@ -158,6 +172,9 @@ impl Snapshot {
         snap.policies = parts.policies;
         snap.authentications = parts.authentications;
         snap.providers = parts.providers;
+        snap.waypoint_telemetry = (snap.waypoints.iter())
+            .map(|wp| (wp.object_ref(), snap.telemetry_of(&parts.telemetries, wp)))
+            .collect();
         snap.waypoint_policies = (snap.waypoints.iter())
             .map(|wp| (wp.object_ref(), snap.attached(&snap.policies, wp)))
             .collect();
@@ -166,6 +183,29 @@ impl Snapshot {
             .collect();
         snap.l4_policies = snap.l4_index();
         snap
+    }
+
+    /// What `waypoint` records, layered as Istio layers Telemetry: the root namespace's
+    /// (without selector), the waypoint's namespace's, then those targeting its Gateway, class
+    /// or (per Service) the Service.
+    fn telemetry_of(
+        &self,
+        all: &[Arc<Telemetry>],
+        waypoint: &Waypoint,
+    ) -> (TelemetrySettings, HashMap<String, TelemetrySettings>) {
+        let base = (all.iter())
+            .filter(|t| matches!(t.scope, PolicyScope::Global))
+            .chain(all.iter().filter(|t| {
+                matches!(t.scope, PolicyScope::Namespace) && t.namespace == waypoint.namespace
+            }))
+            .fold(TelemetrySettings::default(), |s, t| s.with(&t.overrides));
+        let attached = self.attached(all, waypoint);
+        let layered =
+            |targeted: &[Arc<Telemetry>]| (targeted.iter()).fold(base, |s, t| s.with(&t.overrides));
+        let services = (attached.services.iter())
+            .map(|(host, targeted)| (host.clone(), layered(targeted)))
+            .collect();
+        (layered(&attached.gateway), services)
     }
 
     /// Which of `all` apply at `waypoint`, per destination.
@@ -401,6 +441,20 @@ impl Snapshot {
         uris.sort_by_key(|u| u.uri.to_string());
         uris.dedup_by(|a, b| a.uri == b.uri);
         uris
+    }
+
+    /// What `waypoint` records for traffic to `service` (pod-addressed when `None`).
+    pub fn waypoint_telemetry(
+        &self,
+        waypoint: &ObjectRef,
+        service: Option<&Service>,
+    ) -> TelemetrySettings {
+        let Some((gateway, services)) = self.waypoint_telemetry.get(waypoint) else {
+            return TelemetrySettings::default();
+        };
+        *service
+            .and_then(|s| services.get(&s.hostname))
+            .unwrap_or(gateway)
     }
 
     /// The ext_authz provider `name` of the mesh config, if it has one.

@@ -111,6 +111,7 @@ pub const KINDS: &[Kind] = &[
         "destinationrules",
         true,
     ),
+    Kind::new("telemetry.istio.io", "v1", "Telemetry", "telemetries", true),
     // The mesh config (its ext_authz providers), as Istio keeps it.
     Kind::new("", "v1", "ConfigMap", "configmaps", true)
         .only(mesh_config::ROOT_NAMESPACE, mesh_config::MESH_CONFIG_MAP),

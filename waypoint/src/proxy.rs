@@ -199,9 +199,16 @@ impl ProxyHttp for WaypointProxy {
             request: session.body_bytes_read(),
             response: session.body_bytes_sent(),
         };
-        self.metrics
-            .record(&labels, elapsed.as_secs_f64() * 1000.0, sizes);
-        access_log::write(ctx, &labels, session.req_header(), elapsed, error);
+        let service = ctx
+            .destination()
+            .and_then(|d| d.service())
+            .map(|s| s.as_ref());
+        let telemetry = ctx.snapshot.waypoint_telemetry(&self.waypoint, service);
+        let duration_ms = elapsed.as_secs_f64() * 1000.0;
+        self.metrics.record(&labels, duration_ms, sizes, &telemetry);
+        if telemetry.access_log {
+            access_log::write(ctx, &labels, session.req_header(), elapsed, error);
+        }
     }
 }
 

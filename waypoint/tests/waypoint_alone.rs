@@ -685,3 +685,30 @@ async fn a_request_head_sent_too_slowly_closes_the_connection_but_idle_keep_aliv
     }
     Ok(())
 }
+
+/// Istio's `Telemetry` switches a request metric off for the waypoint (the others stay).
+#[tokio::test]
+async fn a_telemetry_resource_switches_a_request_metric_off() -> anyhow::Result<()> {
+    let telemetry = serde_json::json!({"apiVersion": "telemetry.istio.io/v1", "kind": "Telemetry",
+        "metadata": {"name": "quiet", "namespace": "default"},
+        "spec": {"targetRefs": [{"group": "gateway.networking.k8s.io", "kind": "Gateway", "name": "waypoint"}],
+                 "metrics": [{"overrides": [{"match": {"metric": "REQUEST_COUNT"}, "disabled": true}]}]}});
+    let h = Harness::start(118, &manifest(118, &[telemetry])).await?;
+    let _v1 = h.backend("v1").await?;
+    let _v2 = h.backend("v2").await?;
+    let mut client = h.http1(SLEEP).await?;
+    for _ in 0..2 {
+        assert_eq!(client.get("/reviews/1").await?.status, 200);
+    }
+    let ok = [("response_code", "200")];
+    let timed = h
+        .wait_metric("istio_request_duration_milliseconds", &ok, 1e-9)
+        .await;
+    assert!(timed > 0.0, "durations are still recorded");
+    assert_eq!(
+        h.metric("istio_requests_total", &ok),
+        0.0,
+        "the count is off"
+    );
+    Ok(())
+}

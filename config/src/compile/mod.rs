@@ -11,6 +11,7 @@ mod pod_index;
 mod policies;
 mod routes;
 pub(crate) mod services;
+mod telemetry;
 pub(crate) mod waypoints;
 pub(crate) mod workloads;
 
@@ -132,6 +133,7 @@ fn build(m: Manifests, mut diag: Diagnostics) -> Result<Snapshot, ConfigErrors> 
         .map(|a| a.namespace.as_str())
         .collect();
     let providers = mesh_config::extension_providers(&m.config_maps, &services, &mut diag);
+    let telemetries = telemetry::telemetries(&m.telemetries, &mut diag);
     let policies = policies::policies(
         &m.policies,
         &authenticated_namespaces,
@@ -161,6 +163,7 @@ fn build(m: Manifests, mut diag: Diagnostics) -> Result<Snapshot, ConfigErrors> 
         policies,
         authentications,
         providers,
+        telemetries,
     }))
 }
 

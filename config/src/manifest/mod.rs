@@ -4,6 +4,7 @@ pub(crate) mod authn;
 pub(crate) mod authz;
 pub(crate) mod destination_rule;
 pub(crate) mod mesh;
+pub(crate) mod telemetry;
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -30,6 +31,13 @@ pub(crate) struct AuthzObject {
 pub(crate) struct AuthnObject {
     #[serde(default)]
     pub spec: authn::AuthnSpec,
+}
+
+/// A Telemetry object (hand-written spec; name/namespace come from the header).
+#[derive(Clone, Debug, Default, Deserialize)]
+pub(crate) struct TelemetryObject {
+    #[serde(default)]
+    pub spec: telemetry::TelemetrySpec,
 }
 
 /// A DestinationRule object (hand-written spec; name/namespace come from the header).
@@ -110,6 +118,8 @@ kinds! {
         ["security.istio.io/v1", "security.istio.io/v1beta1"], true;
     RequestAuthentication: AuthnObject => authentications, "RequestAuthentication",
         ["security.istio.io/v1", "security.istio.io/v1beta1"], true;
+    Telemetry: TelemetryObject => telemetries, "Telemetry",
+        ["telemetry.istio.io/v1", "telemetry.istio.io/v1alpha1"], true;
     ConfigMap: core::ConfigMap => config_maps, "ConfigMap", ["v1"], true;
     DestinationRule: DestinationRuleObject => destination_rules, "DestinationRule",
         ["networking.istio.io/v1", "networking.istio.io/v1beta1", "networking.istio.io/v1alpha3"], true;

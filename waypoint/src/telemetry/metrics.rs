@@ -5,6 +5,7 @@ use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry};
 
 use crate::request::RequestCtx;
 use crate::upstream::forward::Tries;
+use mesh_config::telemetry::{RequestMetric, TelemetrySettings};
 use mesh_config::{Destination, Workload};
 
 const LABELS: &[&str] = &[
@@ -267,8 +268,15 @@ impl Metrics {
         }
     }
 
-    /// Counts one request with its duration and its bodies' sizes.
-    pub fn record(&self, l: &RequestLabels<'_>, duration_ms: f64, sizes: BodySizes) {
+    /// Counts one request with its duration and its bodies' sizes, in the metrics `settings`
+    /// (the destination's Telemetry) keep on.
+    pub fn record(
+        &self,
+        l: &RequestLabels<'_>,
+        duration_ms: f64,
+        sizes: BodySizes,
+        settings: &TelemetrySettings,
+    ) {
         let code = l.response_code.to_string();
         let values = [
             "waypoint",
@@ -297,11 +305,17 @@ impl Metrics {
             CLUSTER,
             l.grpc_response_status,
         ];
-        self.requests.with_label_values(&values).inc();
-        self.duration
-            .with_label_values(&values)
-            .observe(duration_ms);
-        (self.request_bytes.with_label_values(&values)).observe(sizes.request as f64);
-        (self.response_bytes.with_label_values(&values)).observe(sizes.response as f64);
+        if settings.records(RequestMetric::Count) {
+            self.requests.with_label_values(&values).inc();
+        }
+        if settings.records(RequestMetric::Duration) {
+            (self.duration.with_label_values(&values)).observe(duration_ms);
+        }
+        if settings.records(RequestMetric::RequestSize) {
+            (self.request_bytes.with_label_values(&values)).observe(sizes.request as f64);
+        }
+        if settings.records(RequestMetric::ResponseSize) {
+            (self.response_bytes.with_label_values(&values)).observe(sizes.response as f64);
+        }
     }
 }

@@ -1,0 +1,77 @@
+//! Hand-written serde types for Istio's `telemetry.istio.io` `Telemetry`.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+use serde_json::Value;
+
+use super::authz::{TargetRefSpec, WorkloadSelector};
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub(crate) struct TelemetrySpec {
+    #[serde(default)]
+    pub selector: Option<WorkloadSelector>,
+    #[serde(default)]
+    pub target_ref: Option<TargetRefSpec>,
+    #[serde(default)]
+    pub target_refs: Option<Vec<TargetRefSpec>>,
+    #[serde(default)]
+    pub tracing: Vec<Value>,
+    #[serde(default)]
+    pub metrics: Vec<MetricsSpec>,
+    #[serde(default)]
+    pub access_logging: Vec<AccessLoggingSpec>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ProviderRefSpec {
+    pub name: String,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub(crate) struct MetricsSpec {
+    #[serde(default)]
+    pub providers: Vec<ProviderRefSpec>,
+    #[serde(default)]
+    pub overrides: Vec<MetricsOverrideSpec>,
+    #[serde(default)]
+    pub reporting_interval: Option<String>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub(crate) struct MetricsOverrideSpec {
+    #[serde(default, rename = "match")]
+    pub matching: Option<MetricSelectorSpec>,
+    #[serde(default)]
+    pub disabled: Option<bool>,
+    #[serde(default)]
+    pub tag_overrides: BTreeMap<String, Value>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub(crate) struct MetricSelectorSpec {
+    #[serde(default)]
+    pub metric: Option<String>,
+    #[serde(default)]
+    pub custom_metric: Option<String>,
+    #[serde(default)]
+    pub mode: Option<String>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub(crate) struct AccessLoggingSpec {
+    #[serde(default)]
+    pub providers: Vec<ProviderRefSpec>,
+    #[serde(default)]
+    pub disabled: Option<bool>,
+    #[serde(default)]
+    pub filter: Option<Value>,
+    #[serde(default, rename = "match")]
+    pub matching: Option<Value>,
+}
