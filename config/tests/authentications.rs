@@ -12,22 +12,8 @@ use serde_json::{Value, json};
 const JWKS: &str = r#"{"keys":[{"kty":"EC","crv":"P-256","kid":"1","x":"MKBCTNIcKUSDii11ySs3526iDZ8AiTo7Tu6KPAqv7D4","y":"4Etl6SRW2YiLUrN5vfvVHuhp7x8PxltmWWlbbM4IFyM"}]}"#;
 
 fn mesh() -> Vec<Value> {
-    let mut objs = nodes();
-    objs.push(waypoint_gateway("default", "wp", None));
-    objs.push(waypoint_pod("default", "wp", "127.0.1.50"));
+    let mut objs = waypoint_and_two_services();
     objs.push(pod("default", "web", "127.0.1.10", json!({"app": "web"})));
-    objs.push(service(
-        "default",
-        "web",
-        "127.0.100.1",
-        json!({"app": "web"}),
-    ));
-    objs.push(service(
-        "default",
-        "db",
-        "127.0.100.2",
-        json!({"app": "db"}),
-    ));
     objs
 }
 

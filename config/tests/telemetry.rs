@@ -14,21 +14,7 @@ fn telemetry(ns: &str, name: &str, spec: Value) -> Value {
 }
 
 fn mesh(extra: Vec<Value>) -> Vec<Value> {
-    let mut objs = nodes();
-    objs.push(waypoint_gateway("default", "wp", None));
-    objs.push(waypoint_pod("default", "wp", "127.0.1.50"));
-    objs.push(service(
-        "default",
-        "web",
-        "127.0.100.1",
-        json!({"app": "web"}),
-    ));
-    objs.push(service(
-        "default",
-        "db",
-        "127.0.100.2",
-        json!({"app": "db"}),
-    ));
+    let mut objs = waypoint_and_two_services();
     objs.extend(extra);
     objs
 }

@@ -28,11 +28,7 @@ pub(crate) fn authentications(
     for doc in docs {
         let mut cx = Cx::new(&doc.origin, diag);
         let spec = &doc.obj.spec;
-        let attachment = Attachment {
-            selector: spec.selector.as_ref(),
-            target_ref: spec.target_ref.as_ref(),
-            target_refs: spec.target_refs.as_deref(),
-        };
+        let attachment = Attachment::of(&spec.selector, &spec.target_ref, &spec.target_refs);
         let scope = cx.scope(&doc.namespace, &attachment);
         if !matches!(scope, PolicyScope::TargetRefs(_)) {
             let msg = "only a waypoint validates JWTs, and it applies the RequestAuthentications \

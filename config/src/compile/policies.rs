@@ -54,6 +54,21 @@ pub(super) struct Attachment<'s> {
     pub target_refs: Option<&'s [TargetRefSpec]>,
 }
 
+impl<'s> Attachment<'s> {
+    /// A spec's `selector`, `targetRef` and `targetRefs`.
+    pub fn of(
+        selector: &'s Option<WorkloadSelector>,
+        target_ref: &'s Option<TargetRefSpec>,
+        target_refs: &'s Option<Vec<TargetRefSpec>>,
+    ) -> Self {
+        Attachment {
+            selector: selector.as_ref(),
+            target_ref: target_ref.as_ref(),
+            target_refs: target_refs.as_deref(),
+        }
+    }
+}
+
 /// Compiles one policy object, collecting its errors.
 pub(super) struct Cx<'a> {
     pub origin: &'a Origin,
@@ -125,11 +140,7 @@ impl Cx<'_> {
             let reason = Reason::UnsupportedValue;
             (self.diag).warn_because(reason, self.origin, "spec.provider.name", msg);
         }
-        let attachment = Attachment {
-            selector: spec.selector.as_ref(),
-            target_ref: spec.target_ref.as_ref(),
-            target_refs: spec.target_refs.as_deref(),
-        };
+        let attachment = Attachment::of(&spec.selector, &spec.target_ref, &spec.target_refs);
         let scope = self.scope(namespace, &attachment);
         let rules = (spec.rules.iter().flatten().enumerate())
             .map(|(i, r)| self.rule(&format!("spec.rules[{i}]"), r))

@@ -44,3 +44,24 @@ pub fn assert_error(errors: &ConfigErrors, needles: &[&str]) {
     let found = text.lines().any(|l| needles.iter().all(|n| l.contains(n)));
     assert!(found, "no error line containing {needles:?} in:\n{text}");
 }
+
+/// The nodes, waypoint `default/wp` (pod 127.0.1.50), and Services `default/web`
+/// (127.0.100.1) and `default/db` (127.0.100.2) for the waypoint's policies to target.
+pub fn waypoint_and_two_services() -> Vec<Value> {
+    let mut objs = nodes();
+    objs.push(waypoint_gateway("default", "wp", None));
+    objs.push(waypoint_pod("default", "wp", "127.0.1.50"));
+    objs.push(service(
+        "default",
+        "web",
+        "127.0.100.1",
+        serde_json::json!({"app": "web"}),
+    ));
+    objs.push(service(
+        "default",
+        "db",
+        "127.0.100.2",
+        serde_json::json!({"app": "db"}),
+    ));
+    objs
+}
