@@ -182,6 +182,7 @@ impl WaypointServer {
         let jwks = Arc::new(RemoteKeys::default());
         let inner = WaypointProxy {
             jwks: jwks.clone(),
+            verified_tokens: Default::default(),
             store: store.clone(),
             waypoint: settings.waypoint.clone(),
             upstreams: upstreams.clone(),

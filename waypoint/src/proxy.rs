@@ -25,8 +25,8 @@ use pingora_error::{Error, ErrorType, OrErr, Result};
 use pingora_http::RequestHeader;
 use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 
-use crate::authn::RequestEdits;
 use crate::authn::jwks::RemoteKeys;
+use crate::authn::{RequestEdits, VerifiedTokens};
 use crate::dispatch::dispatch;
 use crate::ext_authz;
 use crate::filters::{self, Phase};
@@ -63,6 +63,8 @@ pub struct WaypointProxy {
     pub(crate) stream_idle_timeout: std::time::Duration,
     /// The key sets of `jwksUri`s, as fetched so far.
     pub(crate) jwks: Arc<RemoteKeys>,
+    /// Tokens verified lately.
+    pub(crate) verified_tokens: VerifiedTokens,
 }
 
 /// Replaces the request's path with its normalized form ([`normalize_path`]), which routes,
@@ -113,6 +115,7 @@ impl ProxyHttp for WaypointProxy {
                 tunnel: &tunnel,
                 limits: &self.header_limits,
                 keys: &keys,
+                verified: &self.verified_tokens,
                 rolls: Rolls::random(),
             };
             plan(&ctx.snapshot, &inputs, &request)

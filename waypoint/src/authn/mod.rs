@@ -10,6 +10,7 @@
 //!
 //! Pure but for the clock: the rules, the request and the fetched key sets come in.
 
+pub mod cache;
 pub mod jwks;
 pub mod token;
 pub mod verify;
@@ -21,6 +22,7 @@ use http::{HeaderName, HeaderValue};
 use mesh_config::authn::{JwtRule, KeySet, Keys, RequestAuthentication, TokenLocation};
 use serde_json::Value;
 
+pub use cache::VerifiedTokens;
 pub use verify::{JwtError, JwtIdentity};
 
 use crate::request::RequestAttrs;
@@ -46,11 +48,13 @@ pub struct RequestEdits {
 }
 
 /// Finds and verifies `request`'s tokens under `authentications` (those in force for its
-/// destination), with the key sets `fetched` so far.
+/// destination), with the key sets `fetched` so far; a token `verified` before under the same
+/// rule and keys is not verified again (its times are).
 pub fn authenticate(
     authentications: &[Arc<RequestAuthentication>],
     request: &RequestAttrs<'_>,
     fetched: &FetchedKeys,
+    verified: &VerifiedTokens,
 ) -> Result<Authenticated, JwtError> {
     let rules = || authentications.iter().flat_map(|a| a.rules.iter());
     let mut out = Authenticated::default();
@@ -83,9 +87,17 @@ pub fn authenticate(
             Keys::Inline(set) => set,
             Keys::Remote(jwks) => fetched.get(&jwks.uri).ok_or(JwtError::KeysUnavailable)?,
         };
-        let identity = verify::verify(token, rule, keys)?;
+        let now = jsonwebtoken::get_current_timestamp();
+        let identity = match verified.get(rule, keys, token, now) {
+            Some(kept) => kept?,
+            None => {
+                let identity = Arc::new(verify::verify(token, rule, keys)?);
+                verified.put(rule, keys, token, identity.clone());
+                identity
+            }
+        };
         edits(rule, location, token, &identity, &mut out.edits);
-        out.identity.get_or_insert_with(|| Arc::new(identity));
+        out.identity.get_or_insert(identity);
     }
     Ok(out)
 }
@@ -262,7 +274,12 @@ mod tests {
         headers: &HeaderMap,
     ) -> Result<Authenticated, JwtError> {
         let request = RequestAttrs::new("GET", "/", "reviews", headers);
-        authenticate(auths, &request, &FetchedKeys::new())
+        authenticate(
+            auths,
+            &request,
+            &FetchedKeys::new(),
+            &VerifiedTokens::default(),
+        )
     }
 
     fn claims(extra: Value) -> Value {
@@ -371,6 +388,24 @@ mod tests {
     }
 
     #[test]
+    fn a_token_seen_again_is_taken_from_the_cache() {
+        let key = TestKey::es256("ec");
+        let auths = authentication(vec![rule(ISSUER, &[], inline(&[&key]))]);
+        let headers = bearer(&key.sign(&claims(json!({}))));
+        let request = RequestAttrs::new("GET", "/", "reviews", &headers);
+        let verified = VerifiedTokens::default();
+        let fetched = FetchedKeys::new();
+        let first = authenticate(&auths, &request, &fetched, &verified).expect("valid");
+        assert_eq!(verified.len(), 1);
+        let again = authenticate(&auths, &request, &fetched, &verified).expect("kept");
+        let (first, again) = (first.identity.expect("id"), again.identity.expect("id"));
+        assert!(
+            Arc::ptr_eq(&first, &again),
+            "the kept identity, not a new verification"
+        );
+    }
+
+    #[test]
     fn a_jwks_uri_not_fetched_yet_refuses_its_tokens() {
         let key = TestKey::es256("ec");
         let uri: http::Uri = "http://jwks.auth:8000/keys".parse().expect("uri");
@@ -383,11 +418,16 @@ mod tests {
         let token = key.sign(&claims(json!({})));
         let request_headers = bearer(&token);
         let request = RequestAttrs::new("GET", "/", "reviews", &request_headers);
-        let refused = authenticate(&auths, &request, &FetchedKeys::new());
+        let refused = authenticate(
+            &auths,
+            &request,
+            &FetchedKeys::new(),
+            &VerifiedTokens::default(),
+        );
         assert_eq!(refused.expect_err("no keys"), JwtError::KeysUnavailable);
         let fetched =
             FetchedKeys::from([(uri, Arc::new(KeySet::parse(&jwks(&[&key])).expect("set")))]);
-        assert!(authenticate(&auths, &request, &fetched).is_ok());
+        assert!(authenticate(&auths, &request, &fetched, &VerifiedTokens::default()).is_ok());
     }
 
     #[test]

@@ -18,7 +18,7 @@ use mesh_config::{
 };
 use mesh_core::ResponseFlag;
 
-use crate::authn::{self, Authenticated, FetchedKeys, JwtIdentity, RequestEdits};
+use crate::authn::{self, Authenticated, FetchedKeys, JwtIdentity, RequestEdits, VerifiedTokens};
 use crate::authz::{self, Denial, PolicyMatch, RequestAttributes, Verdict};
 use crate::dispatch::dispatch;
 use crate::ext_authz::Check;
@@ -150,12 +150,15 @@ impl Rolls {
 
 /// What the pipeline reads besides the snapshot and the request: the waypoint it runs in, the
 /// tunnel the request came through, and what the waypoint has fetched or drawn for it.
+#[derive(Clone, Copy)]
 pub struct Inputs<'a> {
     pub waypoint: &'a ObjectRef,
     pub tunnel: &'a TunnelInfo,
     pub limits: &'a HeaderLimits,
     /// The key sets of `jwksUri`s fetched so far.
     pub keys: &'a FetchedKeys,
+    /// Tokens verified lately (not verified again).
+    pub verified: &'a VerifiedTokens,
     pub rolls: Rolls,
 }
 
@@ -166,6 +169,7 @@ pub fn plan(snapshot: &Snapshot, inputs: &Inputs<'_>, request: &RequestAttrs<'_>
         tunnel,
         limits,
         keys,
+        verified,
         rolls,
     } = *inputs;
     check(request, limits)?;
@@ -173,7 +177,7 @@ pub fn plan(snapshot: &Snapshot, inputs: &Inputs<'_>, request: &RequestAttrs<'_>
     let caller_namespace = &tunnel.peer_identity.namespace;
     let selection = select(snapshot, &destination, caller_namespace, request);
     preflight(&selection, request)?;
-    let authenticated = authenticate(snapshot, waypoint, &destination, request, keys)?;
+    let authenticated = authenticate(snapshot, waypoint, &destination, request, keys, verified)?;
     let jwt = authenticated.identity.as_deref();
     let (audited, ext_authz) = authorize(snapshot, waypoint, tunnel, &destination, request, jwt)?;
     let routed = route(&destination, selection, request, rolls.backend)?;
@@ -276,13 +280,14 @@ fn authenticate(
     destination: &Destination,
     request: &RequestAttrs<'_>,
     keys: &FetchedKeys,
+    verified: &VerifiedTokens,
 ) -> Flow<Authenticated> {
     let service = destination.service().map(|s| s.as_ref());
     let authentications = snapshot.waypoint_authentications(waypoint, service);
     if authentications.is_empty() {
         return Ok(Authenticated::default());
     }
-    authn::authenticate(authentications, request, keys).map_err(|why| {
+    authn::authenticate(authentications, request, keys, verified).map_err(|why| {
         // Envoy's challenge: the realm is the URL asked for.
         let challenge = format!(
             "Bearer realm=\"http://{}{}\", error=\"invalid_token\"",
@@ -566,11 +571,14 @@ mod tests {
     ) -> Inputs<'a> {
         static NO_KEYS: std::sync::LazyLock<FetchedKeys> =
             std::sync::LazyLock::new(FetchedKeys::new);
+        static NO_TOKENS: std::sync::LazyLock<VerifiedTokens> =
+            std::sync::LazyLock::new(VerifiedTokens::default);
         Inputs {
             waypoint,
             tunnel,
             limits,
             keys: &NO_KEYS,
+            verified: &NO_TOKENS,
             rolls,
         }
     }
