@@ -23,9 +23,17 @@ struct Key {
     token: Box<str>,
 }
 
+/// A kept token's identity, and the rule and key set that verified it: held, so that their
+/// addresses (the key) cannot be taken by another rule or set while the entry lives.
+struct Entry {
+    identity: Arc<JwtIdentity>,
+    _rule: Arc<JwtRule>,
+    _keys: Arc<KeySet>,
+}
+
 #[derive(Default)]
 struct Entries {
-    map: HashMap<Key, Arc<JwtIdentity>>,
+    map: HashMap<Key, Entry>,
     bytes: usize,
 }
 
@@ -44,7 +52,7 @@ impl VerifiedTokens {
         now: u64,
     ) -> Option<Result<Arc<JwtIdentity>, JwtError>> {
         let key = key(rule, keys, token);
-        let found = self.lock().map.get(&key).cloned()?;
+        let found = self.lock().map.get(&key).map(|e| e.identity.clone())?;
         Some(still_valid(&found, now).map(|()| found))
     }
 
@@ -63,11 +71,12 @@ impl VerifiedTokens {
         if entries.bytes + token.len() > MAX_BYTES {
             *entries = Entries::default();
         }
-        if entries
-            .map
-            .insert(key(rule, keys, token), identity)
-            .is_none()
-        {
+        let entry = Entry {
+            identity,
+            _rule: rule.clone(),
+            _keys: keys.clone(),
+        };
+        if entries.map.insert(key(rule, keys, token), entry).is_none() {
             entries.bytes += token.len();
         }
     }
