@@ -125,11 +125,10 @@ fn jwt_rule(cx: &mut Cx<'_>, field: &str, spec: &JwtRuleSpec) -> Option<JwtRule>
 fn keys(cx: &mut Cx<'_>, field: &str, spec: &JwtRuleSpec) -> Option<Keys> {
     let timeout = match spec.timeout.as_deref() {
         None => DEFAULT_JWKS_TIMEOUT,
-        Some(text) => match text.parse::<kube_core::Duration>() {
-            Ok(d) if !d.is_negative() && Duration::from(d) >= Duration::from_millis(1) => d.into(),
-            _ => {
-                let msg = format!("invalid duration {text:?} (at least 1ms, as `5s` or `500ms`)");
-                cx.error(format!("{field}.timeout"), msg);
+        Some(text) => match super::istio_duration(text) {
+            Ok(timeout) => timeout,
+            Err(e) => {
+                cx.error(format!("{field}.timeout"), e);
                 return None;
             }
         },

@@ -393,23 +393,11 @@ impl Cx<'_> {
         u32::try_from(value).ok()
     }
 
-    /// A Go-style duration (`10s`, `1.5s`, `1m30s`, `300ms`) of at least 1 ms, as Istio takes.
+    /// An Istio duration ([`super::istio_duration`]).
     fn duration(&mut self, field: &str, text: &Option<String>) -> Option<Duration> {
-        let text = text.as_deref()?;
-        let parsed = text.parse::<kube_core::Duration>();
-        match parsed {
-            Ok(d) if !d.is_negative() && Duration::from(d) >= Duration::from_millis(1) => {
-                Some(d.into())
-            }
-            Ok(_) => {
-                self.error(field, format!("{text:?} is less than 1ms"));
-                None
-            }
-            Err(e) => {
-                self.error(field, format!("invalid duration {text:?}: {e}"));
-                None
-            }
-        }
+        super::istio_duration(text.as_deref()?)
+            .map_err(|e| self.error(field, e))
+            .ok()
     }
 }
 

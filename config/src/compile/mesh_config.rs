@@ -4,7 +4,6 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
 
 use http::{HeaderName, HeaderValue};
 use k8s_openapi::api::core::v1 as core;
@@ -175,16 +174,10 @@ impl Cx<'_> {
         let port = self.port(&format!("{kind}.port"), common.port);
         let timeout = match common.timeout {
             None => DEFAULT_TIMEOUT,
-            Some(text) => match text.parse::<kube_core::Duration>() {
-                Ok(d) if !d.is_negative() && Duration::from(d) >= Duration::from_millis(1) => {
-                    d.into()
-                }
-                _ => {
-                    let msg = format!("invalid duration {text:?} (at least 1ms, as `2s`)");
-                    self.error(format!("{kind}.timeout"), msg);
-                    DEFAULT_TIMEOUT
-                }
-            },
+            Some(text) => super::istio_duration(text).unwrap_or_else(|e| {
+                self.error(format!("{kind}.timeout"), e);
+                DEFAULT_TIMEOUT
+            }),
         };
         let status_on_error = match common.status_on_error {
             None | Some("") => 403,

@@ -167,6 +167,16 @@ fn build(m: Manifests, mut diag: Diagnostics) -> Result<Snapshot, ConfigErrors> 
     }))
 }
 
+/// An Istio (protobuf) duration, Go-style (`10s`, `1.5s`, `1m30s`, `300ms`), of at least 1 ms,
+/// as Istio's fields take it.
+pub(crate) fn istio_duration(text: &str) -> Result<std::time::Duration, String> {
+    match text.parse::<kube_core::Duration>() {
+        Ok(d) if !d.is_negative() && std::time::Duration::from(d).as_millis() >= 1 => Ok(d.into()),
+        Ok(_) => Err(format!("{text:?} is less than 1ms")),
+        Err(e) => Err(format!("invalid duration {text:?}: {e}")),
+    }
+}
+
 /// Reads a manifest file, or every `*.yaml`/`*.yml` file of a directory (sorted by name, not
 /// recursive), and compiles them.
 pub fn load_path(path: &Path) -> Result<Snapshot, ConfigErrors> {
