@@ -25,8 +25,8 @@ use pingora_error::{Error, ErrorType, OrErr, Result};
 use pingora_http::RequestHeader;
 use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 
+use crate::authn::VerifiedTokens;
 use crate::authn::jwks::RemoteKeys;
-use crate::authn::{RequestEdits, VerifiedTokens};
 use crate::dispatch::dispatch;
 use crate::ext_authz;
 use crate::filters::{self, Phase};
@@ -34,8 +34,8 @@ use crate::outcome;
 use crate::reply::{self, Caller, LocalReply};
 use crate::request::normalize::normalize_path;
 use crate::request::{
-    Backend, HeaderLimits, Inputs, MirrorTarget, Plan, RequestAttrs, RequestCtx, Rolls, UrlRewrite,
-    plan,
+    Backend, HeaderLimits, Inputs, MirrorTarget, Plan, RequestAttrs, RequestCtx, RequestEdits,
+    Rolls, UrlRewrite, plan,
 };
 use crate::telemetry::{BodySizes, Metrics, RequestLabels, access_log};
 use crate::tunnel_io::{TunnelInfo, tunnel_info};
@@ -278,10 +278,7 @@ impl WaypointProxy {
         match ext_authz::check(&check, &subject, snapshot, upstream).await {
             ext_authz::Checked::Deny(reply) => Err(reply),
             ext_authz::Checked::Allow(allowed) => {
-                let edits = &mut plan.request_edits;
-                edits.remove.extend(allowed.remove);
-                edits.set.extend(allowed.set);
-                edits.append.extend(allowed.append);
+                plan.request_edits.extend(allowed.request);
                 plan.response_headers.extend(allowed.response_headers);
                 Ok(plan)
             }

@@ -18,14 +18,14 @@ pub mod verify;
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use http::{HeaderName, HeaderValue};
+use http::HeaderValue;
 use mesh_config::authn::{JwtRule, KeySet, Keys, RequestAuthentication, TokenLocation};
 use serde_json::Value;
 
 pub use cache::VerifiedTokens;
 pub use verify::{JwtError, JwtIdentity};
 
-use crate::request::RequestAttrs;
+use crate::request::{RequestAttrs, RequestEdits};
 
 /// The key sets fetched for `jwksUri`s, by URI.
 pub type FetchedKeys = HashMap<http::Uri, Arc<KeySet>>;
@@ -36,15 +36,6 @@ pub struct Authenticated {
     /// The first verified token's (none without a token).
     pub identity: Option<Arc<JwtIdentity>>,
     pub edits: RequestEdits,
-}
-
-/// Headers to take out of (a token not forwarded) and put into (payload and claims; an
-/// authorizer's) the request the backend gets, in that order.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct RequestEdits {
-    pub remove: Vec<HeaderName>,
-    pub set: Vec<(HeaderName, HeaderValue)>,
-    pub append: Vec<(HeaderName, HeaderValue)>,
 }
 
 /// Finds and verifies `request`'s tokens under `authentications` (those in force for its
@@ -226,7 +217,7 @@ pub(crate) mod test_keys {
 mod tests {
     use super::test_keys::{TestKey, jwks, now};
     use super::*;
-    use http::HeaderMap;
+    use http::{HeaderMap, HeaderName};
     use jsonwebtoken::Algorithm;
     use mesh_config::authn::{ClaimHeader, JwksUri};
     use mesh_config::policy::PolicyScope;

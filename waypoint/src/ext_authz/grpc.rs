@@ -257,14 +257,14 @@ pub fn answer(response: CheckResponse, headers: &HeaderMap) -> Answer {
             };
             let present = headers.contains_key(&name);
             match (option.append, option.append_action) {
-                (Some(true), _) => allowed.append.push((name, value)),
-                (Some(false), _) | (None, 0 | 2) => allowed.set.push((name, value)),
-                (None, 1) if !present => allowed.set.push((name, value)),
-                (None, 3) if present => allowed.set.push((name, value)),
+                (Some(true), _) => allowed.request.append.push((name, value)),
+                (Some(false), _) | (None, 0 | 2) => allowed.request.set.push((name, value)),
+                (None, 1) if !present => allowed.request.set.push((name, value)),
+                (None, 3) if present => allowed.request.set.push((name, value)),
                 _ => {}
             }
         }
-        allowed.remove = (ok.headers_to_remove.iter())
+        allowed.request.remove = (ok.headers_to_remove.iter())
             .filter_map(|name| HeaderName::from_bytes(name.as_bytes()).ok())
             // The request must keep its host.
             .filter(|name| *name != http::header::HOST)
@@ -425,11 +425,11 @@ mod tests {
                 .collect()
         };
         assert_eq!(
-            pairs(&allowed.set),
+            pairs(&allowed.request.set),
             ["x-set=1", "x-absent=4", "x-present=5"]
         );
-        assert_eq!(pairs(&allowed.append), ["x-appended=2"]);
-        assert_eq!(allowed.remove, [http::header::AUTHORIZATION]);
+        assert_eq!(pairs(&allowed.request.append), ["x-appended=2"]);
+        assert_eq!(allowed.request.remove, [http::header::AUTHORIZATION]);
         assert_eq!(pairs(&allowed.response_headers), ["x-resp=7"]);
         let denied = CheckResponse {
             status: Some(RpcStatus {

@@ -6,6 +6,7 @@ use http::{HeaderMap, HeaderName, HeaderValue};
 use mesh_config::ext_authz::HttpCheck;
 
 use super::{Allowed, Answer};
+use crate::request::RequestEdits;
 
 /// The check request for `request` (its method, `prefix` + its path and query, `Host`, the
 /// headers the provider includes, `Content-Length: 0`).
@@ -51,9 +52,10 @@ pub fn answer(check: &HttpCheck, status: u16, headers: &HeaderMap, body: Bytes) 
     };
     match status {
         200 => Some(Answer::Allow(Allowed {
-            set: picked(&check.headers_to_upstream_on_allow),
-            append: Vec::new(),
-            remove: Vec::new(),
+            request: RequestEdits {
+                set: picked(&check.headers_to_upstream_on_allow),
+                ..RequestEdits::default()
+            },
             response_headers: picked(&check.headers_to_downstream_on_allow),
         })),
         500..=599 => None,
@@ -140,8 +142,8 @@ mod tests {
         let Some(Answer::Allow(allowed)) = answer(&check(), 200, &headers, Bytes::new()) else {
             panic!("200 allows");
         };
-        assert_eq!(allowed.set.len(), 1);
-        assert_eq!(allowed.set[0].0, "x-verdict-user");
+        assert_eq!(allowed.request.set.len(), 1);
+        assert_eq!(allowed.request.set[0].0, "x-verdict-user");
         assert_eq!(allowed.response_headers[0].0, "set-cookie");
         let Some(Answer::Deny {
             status,

@@ -23,6 +23,7 @@ use mesh_config::{ObjectRef, Snapshot, TrafficPolicy};
 use mesh_core::ResponseFlag;
 
 use crate::reply::LocalReply;
+use crate::request::RequestEdits;
 use crate::upstream::client::{Checkout, UpstreamBody};
 use crate::upstream::forward::send;
 use crate::upstream::limits::{DestinationKey, Destinations, Limits};
@@ -34,9 +35,7 @@ pub const MAX_ANSWER_BYTES: usize = 64 << 10;
 /// What an allowing check changes: in the request sent on, and in the response.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Allowed {
-    pub set: Vec<(HeaderName, HeaderValue)>,
-    pub append: Vec<(HeaderName, HeaderValue)>,
-    pub remove: Vec<HeaderName>,
+    pub request: RequestEdits,
     pub response_headers: Vec<(HeaderName, HeaderValue)>,
 }
 

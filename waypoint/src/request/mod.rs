@@ -9,5 +9,5 @@ pub mod pipeline;
 pub use attrs::RequestAttrs;
 pub use ctx::RequestCtx;
 pub use pipeline::{
-    Backend, Flow, HeaderLimits, Inputs, MirrorTarget, Plan, Rolls, UrlRewrite, plan,
+    Backend, Flow, HeaderLimits, Inputs, MirrorTarget, Plan, RequestEdits, Rolls, UrlRewrite, plan,
 };

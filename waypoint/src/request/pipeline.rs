@@ -18,7 +18,7 @@ use mesh_config::{
 };
 use mesh_core::ResponseFlag;
 
-use crate::authn::{self, Authenticated, FetchedKeys, JwtIdentity, RequestEdits, VerifiedTokens};
+use crate::authn::{self, Authenticated, FetchedKeys, JwtIdentity, VerifiedTokens};
 use crate::authz::{self, Denial, PolicyMatch, RequestAttributes, Verdict};
 use crate::dispatch::dispatch;
 use crate::ext_authz::Check;
@@ -57,6 +57,25 @@ pub struct Plan {
     pub response_headers: Vec<(HeaderName, HeaderValue)>,
     /// Where copies of the request go (`RequestMirror`, each drawn at its share).
     pub mirrors: Vec<MirrorTarget>,
+}
+
+/// Headers to take out of and put into the request the backend gets, in that order: what
+/// authentication decided (a token not forwarded, its payload and claims) and what an external
+/// authorizer asked for.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RequestEdits {
+    pub remove: Vec<HeaderName>,
+    pub set: Vec<(HeaderName, HeaderValue)>,
+    pub append: Vec<(HeaderName, HeaderValue)>,
+}
+
+impl RequestEdits {
+    /// These edits, then `more`.
+    pub fn extend(&mut self, more: RequestEdits) {
+        self.remove.extend(more.remove);
+        self.set.extend(more.set);
+        self.append.extend(more.append);
+    }
 }
 
 /// A Service port a copy of the request goes to; its answer is thrown away.
