@@ -4,6 +4,7 @@
 
 pub mod client;
 pub mod demo;
+pub mod island;
 pub mod load;
 pub mod local;
 pub mod program;

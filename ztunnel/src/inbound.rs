@@ -1,5 +1,6 @@
 //! Inbound HBONE for one local pod: check the CONNECT, enforce L4 policy, deliver to the app,
-//! and close the connection if a later policy update denies it.
+//! and close the connection if a later policy update denies it. The check and the watch on
+//! later policy serve inbound plaintext (`inbound_plaintext`) too, with no peer identity.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -10,18 +11,20 @@ use mesh_core::ResponseFlag;
 use mesh_core::ports::PROXY_PORTS;
 use mesh_hbone::{HboneStream, Identity, InboundConnect};
 use mesh_runtime::splice_until_idle;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tracing::{debug, info};
 
 use crate::NodeContext;
 use crate::authz::{self, ConnectionAttributes, Decision};
 use crate::metrics::{ConnectionGuard, ConnectionLabels};
+use crate::pod_network::PodNetwork;
 
 /// Decides whether a CONNECT to `pod` may proceed; returns the app address to dial.
 pub fn check_inbound(
     snapshot: &Snapshot,
     pod: &Workload,
-    peer: &Identity,
+    peer: Option<&Identity>,
     peer_ip: IpAddr,
     authority: Option<SocketAddr>,
 ) -> Result<SocketAddr, (StatusCode, String)> {
@@ -38,10 +41,10 @@ pub fn check_inbound(
             format!("port {} belongs to the proxy", target.port()),
         ));
     }
-    let principal = peer.without_scheme();
+    let principal = peer.map(Identity::without_scheme);
     let attrs = ConnectionAttributes {
-        principal: Some(&principal),
-        namespace: Some(&peer.namespace),
+        principal: principal.as_deref(),
+        namespace: peer.map(|p| p.namespace.as_str()),
         source_ip: peer_ip,
         destination_ip: target.ip(),
         destination_port: target.port(),
@@ -52,25 +55,33 @@ pub fn check_inbound(
     }
 }
 
-pub(crate) async fn handle(ctx: Arc<NodeContext>, pod: Arc<Workload>, connect: InboundConnect) {
+pub(crate) async fn handle(
+    ctx: Arc<NodeContext>,
+    pod: Arc<Workload>,
+    network: PodNetwork,
+    connect: InboundConnect,
+) {
     // Both phases boxed, so the task holds little more than two pointers: checking and
     // dialing need much state briefly, and an idle connection costs what its splice holds for
     // the connection's whole life, and no more.
-    let spliced = match Box::pin(accept(&ctx, &pod, connect)).await {
+    let spliced = match Box::pin(accept(&ctx, &pod, &network, connect)).await {
         Some(accepted) => Box::pin(splice(ctx.clone(), pod.clone(), accepted)),
         None => return,
     };
     spliced.await;
 }
 
-/// Moves bytes between the tunnel and the app until either ends, the connection idles out,
-/// or a new policy denies it. Fields are used in place, never moved out: a moved-out value
+/// Moves bytes between the client side and the app until either ends, the connection idles
+/// out, or a new policy denies it. Fields are used in place, never moved out: a moved-out value
 /// would be stored twice in this future for the connection's whole life.
-async fn splice(ctx: Arc<NodeContext>, pod: Arc<Workload>, mut accepted: Accepted) {
+pub(crate) async fn splice<C>(ctx: Arc<NodeContext>, pod: Arc<Workload>, mut accepted: Accepted<C>)
+where
+    C: AsyncRead + AsyncWrite + Unpin,
+{
     let (peer_ip, target) = (accepted.peer_ip, accepted.target);
-    let revoked = policy_revoked(&ctx, pod, &accepted.peer, peer_ip, target);
+    let revoked = policy_revoked(&ctx, pod, accepted.peer.as_ref(), peer_ip, target);
     tokio::select! {
-        spliced = splice_until_idle(&mut accepted.tunnel, &mut accepted.app, ctx.idle_timeout) => {
+        spliced = splice_until_idle(&mut accepted.client, &mut accepted.app, ctx.idle_timeout) => {
             accepted.guard.record(spliced);
         }
         why = revoked => {
@@ -81,21 +92,24 @@ async fn splice(ctx: Arc<NodeContext>, pod: Arc<Workload>, mut accepted: Accepte
 }
 
 /// An inbound connection let in and connected to its app.
-struct Accepted {
-    guard: ConnectionGuard,
-    tunnel: HboneStream,
-    app: TcpStream,
-    peer: Identity,
-    peer_ip: IpAddr,
-    target: SocketAddr,
+pub(crate) struct Accepted<C> {
+    pub(crate) guard: ConnectionGuard,
+    /// The tunnel (HBONE) or the plaintext client's own connection.
+    pub(crate) client: C,
+    pub(crate) app: TcpStream,
+    /// The client's verified identity; none for plaintext.
+    pub(crate) peer: Option<Identity>,
+    pub(crate) peer_ip: IpAddr,
+    pub(crate) target: SocketAddr,
 }
 
 /// Checks the CONNECT, dials the app and accepts the tunnel; `None` once it was refused.
 async fn accept(
     ctx: &NodeContext,
     pod: &Arc<Workload>,
+    network: &PodNetwork,
     connect: InboundConnect,
-) -> Option<Accepted> {
+) -> Option<Accepted<HboneStream>> {
     let snapshot = ctx.store.load();
     let peer = connect.peer_identity().clone();
     let peer_ip = connect.peer_addr().ip();
@@ -110,7 +124,13 @@ async fn accept(
     labels.destination_principal = pod.identity.to_string();
     let mut guard = ctx.metrics.open(labels);
 
-    let checked = check_inbound(&snapshot, pod, &peer, peer_ip, connect.authority_addr());
+    let checked = check_inbound(
+        &snapshot,
+        pod,
+        Some(&peer),
+        peer_ip,
+        connect.authority_addr(),
+    );
     // The connection keeps no config: a later one that denies it closes it (`policy_revoked`).
     drop(snapshot);
     let target = match checked {
@@ -126,7 +146,7 @@ async fn accept(
             return None;
         }
     };
-    let app = match crate::dial::connect_from(peer_ip, target).await {
+    let app = match network.connect(peer_ip, target).await {
         Ok(app) => app,
         Err(e) => {
             debug!(dst.addr = %target, error = %e, "app unreachable");
@@ -144,9 +164,9 @@ async fn accept(
     };
     Some(Accepted {
         guard,
-        tunnel,
+        client: tunnel,
         app,
-        peer,
+        peer: Some(peer),
         peer_ip,
         target,
     })
@@ -156,7 +176,7 @@ async fn accept(
 async fn policy_revoked(
     ctx: &NodeContext,
     pod: Arc<Workload>,
-    peer: &Identity,
+    peer: Option<&Identity>,
     peer_ip: IpAddr,
     target: SocketAddr,
 ) -> String {
@@ -206,7 +226,7 @@ spec:
         check_inbound(
             s,
             pod,
-            &peer,
+            Some(&peer),
             "127.0.1.10".parse().expect("ip"),
             authority.parse().ok(),
         )

@@ -1,16 +1,24 @@
-//! ztunnel: the per-node L4 proxy of the ambient mesh (loopback mode).
+//! ztunnel: the per-node L4 proxy of the ambient mesh.
 //!
-//! For every pod on its node it listens on `podIP:15008` (inbound HBONE, delivered to the app on
-//! `podIP:port`) and `podIP:15080` (SOCKS5: the pod's clients enter the mesh here; the listener
-//! address tells which pod is the source). Listeners follow the config snapshot: pods that appear
-//! get listeners, pods that disappear lose them.
+//! For every pod on its node it listens for inbound HBONE on 15008 (delivered to the app on
+//! `podIP:port`), and takes the pod's outgoing connections into the mesh. In loopback mode
+//! (the default) the listeners are on the pod's own loopback address, and its clients enter
+//! through SOCKS5 on `podIP:15080` (the listener address tells which pod is the source). With
+//! capture (`capture`), the listeners are opened inside the pod's network namespace, whose
+//! redirect rules send its outgoing TCP to 15001 and its incoming plaintext to 15006.
+//! Listeners follow the config snapshot: pods that appear get listeners, pods that disappear
+//! lose them.
 
+mod accept;
 pub mod authz;
 mod balance;
-pub mod dial;
+pub mod capture;
 pub mod inbound;
+mod inbound_plaintext;
 pub mod metrics;
 pub mod outbound;
+mod outbound_conn;
+pub mod pod_network;
 pub mod socks5;
 mod socks_entry;
 
@@ -26,7 +34,9 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info};
 
+use crate::capture::{Capture, rules::CapturePorts};
 use crate::metrics::Metrics;
+use crate::pod_network::PodNetwork;
 
 /// How soon pods that could not start are tried again.
 const RETRY_START: Duration = Duration::from_secs(1);
@@ -42,6 +52,8 @@ pub struct ZtunnelSettings {
     /// A connection with no byte either way for this long is closed, flag `SI` (default 1 h,
     /// Envoy's TCP proxy `idle_timeout`).
     pub idle_timeout: std::time::Duration,
+    /// How local pods' traffic reaches this ztunnel (default: loopback, no capture).
+    pub capture: Capture,
 }
 
 impl ZtunnelSettings {
@@ -52,6 +64,7 @@ impl ZtunnelSettings {
             socks5_port: mesh_core::ports::SOCKS5,
             socks5_handshake_timeout: std::time::Duration::from_secs(10),
             idle_timeout: std::time::Duration::from_secs(3600),
+            capture: Capture::Loopback,
         }
     }
 }
@@ -105,7 +118,7 @@ impl Ztunnel {
     /// Runs until `shutdown`, reconciling pod listeners with each snapshot.
     pub async fn run(self, shutdown: CancellationToken) {
         let mut versions = self.ctx.store.subscribe();
-        let mut running: HashMap<(IpAddr, Identity), CancellationToken> = HashMap::new();
+        let mut running: HashMap<PodKey, CancellationToken> = HashMap::new();
         let sweeping = tokio::spawn(sweep(self.ctx.clone(), shutdown.clone()));
         loop {
             let snapshot = self.ctx.store.load();
@@ -120,40 +133,58 @@ impl Ztunnel {
             }
         }
         sweeping.abort();
-        for token in running.values() {
+        for (key, token) in running {
             token.cancel();
+            self.release(key.2).await;
         }
     }
 
     async fn reconcile(
         &self,
         snapshot: &Snapshot,
-        running: &mut HashMap<(IpAddr, Identity), CancellationToken>,
+        running: &mut HashMap<PodKey, CancellationToken>,
         shutdown: &CancellationToken,
     ) -> bool {
-        let desired: HashMap<(IpAddr, Identity), Arc<Workload>> =
-            local_pods(snapshot, &self.settings.node)
-                .map(|w| ((w.ip, w.identity.clone()), w.clone()))
-                .collect();
+        let mut all_bound = true;
+        let mut desired: HashMap<PodKey, Arc<Workload>> = HashMap::new();
+        for pod in local_pods(snapshot, &self.settings.node) {
+            match self.network_of(pod) {
+                Ok(network) => {
+                    desired.insert((pod.ip, pod.identity.clone(), network), pod.clone());
+                }
+                Err(e) => {
+                    all_bound = false;
+                    error!(node = %self.settings.node, pod = %pod.name, error = %e, "cannot find the pod's network namespace");
+                }
+            }
+        }
+        let mut left = Vec::new();
         running.retain(|key, token| {
             let keep = desired.contains_key(key);
             if !keep {
                 info!(node = %self.settings.node, pod.ip = %key.0, "pod left this node: closing its listeners");
                 token.cancel();
+                left.push(key.2.clone());
             }
             keep
         });
-        let mut all_bound = true;
+        for network in left {
+            self.release(network).await;
+        }
         for (key, pod) in desired {
             if running.contains_key(&key) {
                 continue;
             }
             let token = shutdown.child_token();
-            match self.start_pod(pod.clone(), token.clone()).await {
+            match self
+                .start_pod(pod.clone(), key.2.clone(), token.clone())
+                .await
+            {
                 Ok(()) => {
                     running.insert(key, token);
                 }
                 Err(e) => {
+                    token.cancel();
                     all_bound = false;
                     error!(node = %self.settings.node, pod = %pod.name, error = %e, "cannot start pod listeners");
                 }
@@ -162,31 +193,127 @@ impl Ztunnel {
         all_bound
     }
 
+    /// Where `pod`'s sockets live under this ztunnel's capture mode.
+    fn network_of(&self, pod: &Workload) -> Result<PodNetwork, mesh_runtime::NetnsError> {
+        match &self.settings.capture {
+            Capture::Loopback => Ok(PodNetwork::Loopback),
+            Capture::NetnsDir(dir) => capture::open_pod_netns(dir, pod).map(PodNetwork::InPod),
+        }
+    }
+
+    /// Undoes what setting a pod up did to its namespace, when this ztunnel did it.
+    async fn release(&self, network: PodNetwork) {
+        if let (Capture::NetnsDir(_), PodNetwork::InPod(netns)) = (&self.settings.capture, network)
+        {
+            let name = netns.name().to_string();
+            if let Err(e) = capture::remove(netns).await {
+                // The namespace may be gone with its pod, rules and all.
+                debug!(netns = %name, error = %e, "capture rules not removed");
+            }
+        }
+    }
+
     async fn start_pod(
         &self,
         pod: Arc<Workload>,
+        network: PodNetwork,
         token: CancellationToken,
     ) -> Result<(), StartError> {
         // The pod's certificate first (fetched from the CA if that is where they come from).
         self.ctx.certs.prepare(&pod.identity).await?;
         let tls = mesh_hbone::server_config(self.ctx.certs.clone(), pod.identity.clone())?;
-        let hbone_addr = SocketAddr::new(pod.ip, self.settings.hbone_port);
-        let socks_addr = SocketAddr::new(pod.ip, self.settings.socks5_port);
-        let hbone = TcpListener::bind(hbone_addr)
-            .await
-            .map_err(|e| StartError::Bind(hbone_addr, e))?;
-        let socks = TcpListener::bind(socks_addr)
-            .await
-            .map_err(|e| StartError::Bind(socks_addr, e))?;
-        debug!(pod = %pod.name, %hbone_addr, %socks_addr, "pod listeners bound");
-        let ctx = self.ctx.clone();
-        let inbound_pod = pod.clone();
-        let handler = move |connect| inbound::handle(ctx.clone(), inbound_pod.clone(), connect);
-        tokio::spawn(mesh_hbone::Server::new(tls).serve(hbone, handler, token.clone()));
-        tokio::spawn(socks_entry::serve(self.ctx.clone(), pod.ip, socks, token));
+        let bind = |addr: SocketAddr| network.listen(addr).map_err(|e| StartError::Bind(addr, e));
+        let ctx = &self.ctx;
+        match &network {
+            PodNetwork::Loopback => {
+                let hbone = bind(SocketAddr::new(pod.ip, self.settings.hbone_port))?;
+                let socks = bind(SocketAddr::new(pod.ip, self.settings.socks5_port))?;
+                debug!(pod = %pod.name, "pod listeners bound");
+                self.serve_hbone(
+                    &pod,
+                    &network,
+                    mesh_hbone::Server::new(tls.clone()),
+                    hbone,
+                    &token,
+                );
+                tokio::spawn(socks_entry::serve(
+                    ctx.clone(),
+                    network,
+                    pod.ip,
+                    socks,
+                    token,
+                ));
+            }
+            PodNetwork::InPod(netns) => {
+                let ports = self.capture_ports();
+                if matches!(self.settings.capture, Capture::NetnsDir(_)) {
+                    capture::install(netns.clone(), ports).await?;
+                }
+                // Inside the pod, every address is the pod's: listen on all of them.
+                let any = std::net::Ipv4Addr::UNSPECIFIED.into();
+                let hbone = bind(SocketAddr::new(any, ports.inbound_hbone))?;
+                let outbound = bind(SocketAddr::new(any, ports.outbound))?;
+                let plaintext = bind(SocketAddr::new(any, ports.inbound_plaintext))?;
+                let localhost = std::net::Ipv4Addr::LOCALHOST.into();
+                let socks = bind(SocketAddr::new(localhost, self.settings.socks5_port))?;
+                debug!(pod = %pod.name, netns = netns.name(), "in-pod listeners bound");
+                self.serve_hbone(
+                    &pod,
+                    &network,
+                    mesh_hbone::Server::new(tls.clone()),
+                    hbone,
+                    &token,
+                );
+                tokio::spawn(capture::outbound::serve(
+                    ctx.clone(),
+                    network.clone(),
+                    pod.ip,
+                    outbound,
+                    token.clone(),
+                ));
+                tokio::spawn(inbound_plaintext::serve(
+                    ctx.clone(),
+                    pod.clone(),
+                    network.clone(),
+                    plaintext,
+                    token.clone(),
+                ));
+                tokio::spawn(socks_entry::serve(
+                    ctx.clone(),
+                    network,
+                    pod.ip,
+                    socks,
+                    token,
+                ));
+            }
+        }
         Ok(())
     }
+
+    fn serve_hbone(
+        &self,
+        pod: &Arc<Workload>,
+        network: &PodNetwork,
+        server: mesh_hbone::Server,
+        listener: TcpListener,
+        token: &CancellationToken,
+    ) {
+        let (ctx, pod, network) = (self.ctx.clone(), pod.clone(), network.clone());
+        let handler =
+            move |connect| inbound::handle(ctx.clone(), pod.clone(), network.clone(), connect);
+        tokio::spawn(server.serve(listener, handler, token.clone()));
+    }
+
+    fn capture_ports(&self) -> CapturePorts {
+        CapturePorts {
+            inbound_hbone: self.settings.hbone_port,
+            ..CapturePorts::default()
+        }
+    }
 }
+
+/// What identifies a running pod: a new address, identity or namespace starts it anew.
+type PodKey = (IpAddr, Identity, PodNetwork);
 
 /// Pods on `node` that ztunnel serves (waypoint pods run their own HBONE listener).
 pub fn local_pods<'a>(
@@ -206,6 +333,8 @@ enum StartError {
     Tls(#[from] HboneError),
     #[error("bind {0}: {1}")]
     Bind(SocketAddr, std::io::Error),
+    #[error("capture rules: {0}")]
+    Capture(#[from] capture::InstallError),
 }
 
 /// Forgets, every 30 s, balancing state no connection needs any more.

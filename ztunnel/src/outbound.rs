@@ -3,6 +3,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use crate::pod_network::PodNetwork;
 use http::{HeaderMap, HeaderValue};
 use mesh_config::{Destination, Endpoint, Service, Snapshot, Waypoint, Workload, pick};
 use mesh_core::ports::HBONE as HBONE_PORT;
@@ -244,6 +245,7 @@ fn hop_unreachable(error: &HboneError) -> bool {
 /// when that cannot be reached, to the first of `fallbacks` that can.
 pub async fn connect_hbone(
     pool: &Pool,
+    network: &PodNetwork,
     source: &Workload,
     client: SocketAddr,
     plan: &HbonePlan,
@@ -264,6 +266,7 @@ pub async fn connect_hbone(
         let key = PoolKey {
             source: source.identity.clone(),
             source_ip: Some(source.ip),
+            source_netns: network.netns().cloned(),
             destination,
             expected: vec![expected.clone()],
         };

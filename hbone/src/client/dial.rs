@@ -1,6 +1,6 @@
 //! Opening one HBONE connection: TCP (optionally from a given source IP), mutual TLS, HTTP/2.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -28,13 +28,13 @@ pub(super) struct Dialed {
     pub(super) peer_identity: Identity,
 }
 
-async fn tcp_connect(source_ip: Option<IpAddr>, addr: SocketAddr) -> std::io::Result<TcpStream> {
-    let socket = if addr.is_ipv4() {
-        TcpSocket::new_v4()?
-    } else {
-        TcpSocket::new_v6()?
+async fn tcp_connect(key: &PoolKey, addr: SocketAddr) -> std::io::Result<TcpStream> {
+    let socket = match &key.source_netns {
+        Some(netns) => netns.tcp_socket(addr.is_ipv4())?,
+        None if addr.is_ipv4() => TcpSocket::new_v4()?,
+        None => TcpSocket::new_v6()?,
     };
-    if let Some(ip) = source_ip {
+    if let Some(ip) = key.source_ip {
         socket.bind(SocketAddr::new(ip, 0))?;
     }
     let tcp = socket.connect(addr).await?;
@@ -50,7 +50,7 @@ pub(super) async fn dial(
 ) -> Result<Dialed, HboneError> {
     let addr = key.destination;
     let tls_config = crate::tls::client_config(provider, key.source.clone(), key.expected.clone())?;
-    let tcp = tcp_connect(key.source_ip, addr)
+    let tcp = tcp_connect(key, addr)
         .await
         .map_err(|source| HboneError::Connect { addr, source })?;
     // SNI is disabled in the config; the name only satisfies the API and is never checked.

@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use http::{HeaderMap, Method, Request, Uri};
+use mesh_runtime::Netns;
 use tracing::debug;
 
 use crate::certs::CertificateProvider;
@@ -28,6 +29,8 @@ pub struct PoolKey {
     pub source: Identity,
     /// Bind the TCP socket to this local IP when Some.
     pub source_ip: Option<IpAddr>,
+    /// Make the TCP socket inside this network namespace (a captured pod's) when Some.
+    pub source_netns: Option<Netns>,
     /// HBONE next hop, e.g. 127.0.10.5:15008.
     pub destination: SocketAddr,
     /// Acceptable server identities (sorted by the caller).

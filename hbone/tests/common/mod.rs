@@ -77,6 +77,7 @@ pub fn key(addr: SocketAddr) -> PoolKey {
     PoolKey {
         source: client_id(),
         source_ip: None,
+        source_netns: None,
         destination: addr,
         expected: vec![server_id()],
     }

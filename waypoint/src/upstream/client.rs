@@ -543,6 +543,7 @@ impl Upstreams {
         let key = PoolKey {
             source: self.identity.clone(),
             source_ip: Some(self.source_ip),
+            source_netns: None,
             destination: target.hbone_addr,
             expected: vec![target.identity.clone()],
         };

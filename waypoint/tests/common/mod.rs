@@ -162,6 +162,7 @@ impl Harness {
         let key = PoolKey {
             source: Identity::new(TRUST_DOMAIN, namespace, account),
             source_ip: Some(ip(self.block, source)),
+            source_netns: None,
             destination: self.waypoint_addr,
             expected: vec![Identity::new(TRUST_DOMAIN, "default", "waypoint-0")],
         };

@@ -1,0 +1,64 @@
+//! The captured outbound listener of one pod (15001, inside the pod): each connection the pod's
+//! rules redirected here goes where it was addressed (`SO_ORIGINAL_DST`), through the mesh.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+use mesh_core::ports::PROXY_PORTS;
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info};
+
+use crate::NodeContext;
+use crate::outbound_conn;
+use crate::pod_network::PodNetwork;
+use crate::socks5::Target;
+
+pub(crate) async fn serve(
+    ctx: Arc<NodeContext>,
+    network: PodNetwork,
+    pod_ip: IpAddr,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) {
+    crate::accept::serve(listener, "outbound", shutdown, move |stream, client| {
+        connection(ctx.clone(), network.clone(), pod_ip, stream, client)
+    })
+    .await
+}
+
+async fn connection(
+    ctx: Arc<NodeContext>,
+    network: PodNetwork,
+    pod_ip: IpAddr,
+    client: TcpStream,
+    client_addr: SocketAddr,
+) {
+    let target = match super::original_destination(&client) {
+        Ok(target) => target,
+        Err(e) => {
+            info!(src.addr = %client_addr, error = %e, "captured connection has no original destination; closed");
+            return super::reset(client);
+        }
+    };
+    // Addressed to a proxy port itself: only a loop gets here.
+    if PROXY_PORTS.contains(&target.port()) && target.ip() == pod_ip {
+        debug!(src.addr = %client_addr, dst.addr = %target, "connection to the proxy's own port; closed");
+        return super::reset(client);
+    }
+    // The pod is the source, whichever of its addresses the app's socket chose.
+    let source = SocketAddr::new(pod_ip, client_addr.port());
+    let opened = Box::pin(outbound_conn::open(
+        &ctx,
+        &network,
+        source,
+        &Target::Addr(target),
+    ))
+    .await;
+    match opened {
+        Ok(connected) => {
+            Box::pin(outbound_conn::splice(connected, client, ctx.idle_timeout)).await;
+        }
+        Err(_) => super::reset(client),
+    }
+}

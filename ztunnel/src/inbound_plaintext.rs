@@ -1,0 +1,108 @@
+//! Inbound plaintext of one captured pod (15006, inside the pod): a connection that arrived
+//! without HBONE, redirected here by the pod's rules. It has no peer identity, so only policy
+//! that asks for none lets it through (`PeerAuthentication` STRICT refuses it); the app then
+//! gets it from the client's own address.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use mesh_config::Workload;
+use mesh_core::ResponseFlag;
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info};
+
+use crate::NodeContext;
+use crate::capture;
+use crate::inbound::{self, Accepted, check_inbound};
+use crate::metrics::ConnectionLabels;
+use crate::pod_network::PodNetwork;
+
+pub(crate) async fn serve(
+    ctx: Arc<NodeContext>,
+    pod: Arc<Workload>,
+    network: PodNetwork,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) {
+    crate::accept::serve(
+        listener,
+        "inbound_plaintext",
+        shutdown,
+        move |stream, peer| connection(ctx.clone(), pod.clone(), network.clone(), stream, peer),
+    )
+    .await
+}
+
+async fn connection(
+    ctx: Arc<NodeContext>,
+    pod: Arc<Workload>,
+    network: PodNetwork,
+    client: TcpStream,
+    peer: SocketAddr,
+) {
+    let accepted = Box::pin(accept(&ctx, &pod, &network, client, peer)).await;
+    if let Some(accepted) = accepted {
+        Box::pin(inbound::splice(ctx.clone(), pod, accepted)).await;
+    }
+}
+
+async fn accept(
+    ctx: &NodeContext,
+    pod: &Arc<Workload>,
+    network: &PodNetwork,
+    client: TcpStream,
+    peer: SocketAddr,
+) -> Option<Accepted<TcpStream>> {
+    let target = match capture::original_destination(&client) {
+        Ok(target) => target,
+        Err(e) => {
+            info!(src.addr = %peer, error = %e, "plaintext connection has no original destination; closed");
+            capture::reset(client);
+            return None;
+        }
+    };
+    let snapshot = ctx.store.load();
+    let mut labels = ConnectionLabels::new("destination");
+    if let Some(source) = snapshot.workload_by_ip(peer.ip()) {
+        labels.source_workload = source.name.clone();
+        labels.source_workload_namespace = source.namespace.clone();
+    }
+    labels.destination_workload = pod.name.clone();
+    labels.destination_workload_namespace = pod.namespace.clone();
+    labels.destination_principal = pod.identity.to_string();
+    labels.mutual_tls = false;
+    let mut guard = ctx.metrics.open(labels);
+    let checked = check_inbound(&snapshot, pod, None, peer.ip(), Some(target));
+    drop(snapshot);
+    let target = match checked {
+        Ok(target) => target,
+        Err((status, why)) => {
+            info!(src.addr = %peer, dst.addr = %target, reason = %why, "inbound plaintext refused");
+            guard.set_flag(if status == http::StatusCode::UNAUTHORIZED {
+                ResponseFlag::Deny
+            } else {
+                ResponseFlag::NoRouteFound
+            });
+            capture::reset(client);
+            return None;
+        }
+    };
+    let app = match network.connect(peer.ip(), target).await {
+        Ok(app) => app,
+        Err(e) => {
+            debug!(dst.addr = %target, error = %e, "app unreachable");
+            guard.set_flag(ResponseFlag::Connect);
+            capture::reset(client);
+            return None;
+        }
+    };
+    Some(Accepted {
+        guard,
+        client,
+        app,
+        peer: None,
+        peer_ip: peer.ip(),
+        target,
+    })
+}
