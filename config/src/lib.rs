@@ -15,6 +15,7 @@ pub mod fixtures;
 pub mod health;
 mod manifest;
 mod model;
+pub mod peer_authn;
 pub mod policy;
 pub mod route;
 mod rule_set;

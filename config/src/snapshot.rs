@@ -9,6 +9,7 @@ use crate::authn::{JwksUri, Keys, RequestAuthentication};
 use crate::error::ConfigError;
 use crate::ext_authz::ExtAuthzProvider;
 use crate::model::{Endpoint, Node, ObjectRef, Service, Waypoint, Workload};
+use crate::peer_authn::{MtlsMode, PeerAuthentication};
 use crate::policy::{AuthorizationPolicy, GATEWAY_GROUP, PolicyScope, PolicyTargetRef};
 use crate::route::{PortRoutes, RouteRule};
 use crate::rule_set::RuleSet;
@@ -45,6 +46,7 @@ pub(crate) struct Parts {
     /// The mesh config's ext_authz providers, by name.
     pub providers: HashMap<String, Arc<ExtAuthzProvider>>,
     pub telemetries: Vec<Arc<Telemetry>>,
+    pub peer_authentications: Vec<Arc<PeerAuthentication>>,
 }
 
 /// Immutable mesh configuration with lookup indexes. Built by [`crate::compile`].
@@ -74,6 +76,7 @@ pub struct Snapshot {
     waypoint_authentications: HashMap<ObjectRef, Attached<RequestAuthentication>>,
     /// Each pod's L4 policies, by pod IP.
     l4_policies: HashMap<IpAddr, Vec<Arc<AuthorizationPolicy>>>,
+    peer_authentications: Vec<Arc<PeerAuthentication>>,
 }
 
 /// The policies (AuthorizationPolicies, RequestAuthentications) one waypoint applies, per
@@ -172,6 +175,7 @@ impl Snapshot {
         snap.policies = parts.policies;
         snap.authentications = parts.authentications;
         snap.providers = parts.providers;
+        snap.peer_authentications = parts.peer_authentications;
         snap.waypoint_telemetry = (snap.waypoints.iter())
             .map(|wp| (wp.object_ref(), snap.telemetry_of(&parts.telemetries, wp)))
             .collect();
@@ -369,6 +373,20 @@ impl Snapshot {
     /// matching its labels (from its namespace or the root namespace). Never targetRef policies.
     /// Found once per snapshot for the pods it has (by the pod at `workload`'s address, so with
     /// its current labels); computed on the spot for a pod the snapshot no longer has.
+    /// Whether `workload` takes plaintext on `port` (PeerAuthentication), and which policy
+    /// decided (none: the default, PERMISSIVE).
+    pub fn mtls_mode(
+        &self,
+        workload: &Workload,
+        port: u16,
+    ) -> (MtlsMode, Option<&PeerAuthentication>) {
+        crate::peer_authn::mtls_mode(&self.peer_authentications, workload, port)
+    }
+
+    pub fn peer_authentications(&self) -> &[Arc<PeerAuthentication>] {
+        &self.peer_authentications
+    }
+
     pub fn l4_policies(&self, workload: &Workload) -> Cow<'_, [Arc<AuthorizationPolicy>]> {
         let current = self.workloads_by_ip.get(&workload.ip);
         let same_pod =

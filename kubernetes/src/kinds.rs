@@ -105,6 +105,13 @@ pub const KINDS: &[Kind] = &[
         true,
     ),
     Kind::new(
+        "security.istio.io",
+        "v1",
+        "PeerAuthentication",
+        "peerauthentications",
+        true,
+    ),
+    Kind::new(
         "networking.istio.io",
         "v1",
         "DestinationRule",

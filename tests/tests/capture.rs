@@ -67,6 +67,7 @@ const SERVICE: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 10);
 /// The island, its ztunnel and the echo pod's two apps.
 struct Captured {
     island: Island,
+    store: Arc<Store>,
     registry: prometheus::Registry,
     stop: CancellationToken,
     _dir: tempfile::TempDir,
@@ -95,13 +96,14 @@ impl Captured {
         let snapshot = mesh_config::compile(vec![("mesh.yaml".into(), yaml)])?;
         let ca = Arc::new(LocalCa::new(snapshot.trust_domain())?);
         let store = Store::new(snapshot);
+        let ztunnel_store = store.clone();
         let registry = prometheus::Registry::new();
         let settings = ZtunnelSettings {
             capture: Capture::NetnsDir(island.dir().to_path_buf()),
             ..ZtunnelSettings::new("node-a")
         };
         let pool = Pool::new(ca.clone(), PoolConfig::default());
-        let ztunnel = Ztunnel::new(settings, store, ca, pool, &registry)?;
+        let ztunnel = Ztunnel::new(settings, ztunnel_store, ca, pool, &registry)?;
         let readiness = ztunnel.readiness();
         let stop = CancellationToken::new();
         tokio::spawn(ztunnel.run(stop.clone()));
@@ -121,14 +123,35 @@ impl Captured {
         }
         Ok(Captured {
             island,
+            store,
             registry,
             stop,
             _dir: dir,
         })
     }
 
+    /// Replaces the config with the base mesh plus `extra_yaml`.
+    fn configure(&self, extra_yaml: &str) {
+        let yaml = format!("{MESH}{extra_yaml}");
+        let snapshot = mesh_config::compile(vec![("mesh.yaml".into(), yaml)]).expect("compiles");
+        self.store.replace(snapshot);
+    }
+
     fn pod(&self, name: &str) -> Netns {
         self.island.netns(name).expect("pod namespace")
+    }
+
+    /// [`Captured::metric`] once it reaches `expected` (a connection is counted closed just
+    /// after its client sees it end), or after 3 s.
+    async fn metric_until(&self, name: &str, labels: &[(&str, &str)], expected: f64) -> f64 {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+        loop {
+            let value = self.metric(name, labels);
+            if value == expected || tokio::time::Instant::now() > deadline {
+                return value;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     /// Sums the ztunnel's samples of `name` with all of `labels`.
@@ -250,5 +273,87 @@ async fn plaintext_from_outside_the_mesh_is_delivered_without_identity_when_perm
     assert_eq!(
         mesh.metric("istio_tcp_connections_opened_total", &plaintext),
         1.0
+    );
+}
+
+const STRICT_EXCEPT_9000: &str = r#"
+---
+apiVersion: security.istio.io/v1
+kind: PeerAuthentication
+metadata: {name: strict, namespace: default}
+spec:
+  mtls: {mode: STRICT}
+---
+apiVersion: security.istio.io/v1
+kind: PeerAuthentication
+metadata: {name: banner-open, namespace: default}
+spec:
+  selector: {matchLabels: {app: echo}}
+  portLevelMtls:
+    9000: {mode: PERMISSIVE}
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn strict_peer_authentication_refuses_plaintext_but_not_hbone_and_ports_can_be_exempt() {
+    let mesh = Captured::start("cap-strict", STRICT_EXCEPT_9000)
+        .await
+        .expect("mesh starts");
+    let outsider = mesh.pod("outside.client");
+    let http = SocketAddr::new(ECHO.into(), 8080);
+    // Plaintext to the STRICT port: accepted by the kernel (the capture listener), then reset.
+    let refused = get_debug(&outsider, http).await;
+    assert!(
+        refused.as_ref().map_or(true, String::is_empty),
+        "{refused:?}"
+    );
+    let denied = [
+        ("reporter", "destination"),
+        ("connection_security_policy", "none"),
+        ("response_flags", "DENY"),
+    ];
+    let closed = mesh
+        .metric_until("istio_tcp_connections_closed_total", &denied, 1.0)
+        .await;
+    assert_eq!(closed, 1.0);
+    // The exempt port takes plaintext.
+    let line = read_line(&outsider, SocketAddr::new(ECHO.into(), 9000))
+        .await
+        .expect("exempt port");
+    assert_eq!(line, format!("hello {OUTSIDER}\n"));
+    // A mesh client is unaffected.
+    let response = get_debug(&mesh.pod("default.sleep"), http)
+        .await
+        .expect("HBONE");
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_open_plaintext_connection_is_closed_when_strict_arrives() {
+    let mesh = Captured::start("cap-revoke", "")
+        .await
+        .expect("mesh starts");
+    let outsider = mesh.pod("outside.client");
+    let mut open = connect_from(&outsider, SocketAddr::new(ECHO.into(), 8080))
+        .await
+        .expect("connect");
+    open.write_all(b"GET /debug HTTP/1.1\r\nHost: echo\r\n\r\n")
+        .await
+        .expect("write");
+    let mut buf = [0u8; 4096];
+    let n = open.read(&mut buf).await.expect("first response");
+    assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
+    mesh.configure(STRICT_EXCEPT_9000);
+    let closed = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match open.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => continue,
+            }
+        }
+    })
+    .await;
+    assert!(
+        closed.is_ok(),
+        "the plaintext connection outlived the STRICT policy"
     );
 }

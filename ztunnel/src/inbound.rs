@@ -6,6 +6,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use http::StatusCode;
+use mesh_config::peer_authn::MtlsMode;
 use mesh_config::{Snapshot, Workload};
 use mesh_core::ResponseFlag;
 use mesh_core::ports::PROXY_PORTS;
@@ -39,6 +40,15 @@ pub fn check_inbound(
         return Err((
             StatusCode::BAD_REQUEST,
             format!("port {} belongs to the proxy", target.port()),
+        ));
+    }
+    if peer.is_none()
+        && let (MtlsMode::Strict, by) = snapshot.mtls_mode(pod, target.port())
+    {
+        let by = by.map_or_else(String::new, |p| format!(" {}/{}", p.namespace, p.name));
+        return Err((
+            StatusCode::UNAUTHORIZED,
+            format!("plaintext refused: PeerAuthentication{by} is STRICT"),
         ));
     }
     let principal = peer.map(Identity::without_scheme);

@@ -132,7 +132,6 @@ impl ConnectionGuard {
         self.labels.response_flags = flag;
     }
 
-    /// Marks the connection as plaintext (passthrough outside the mesh).
     /// How the connection's bytes moved: counts when it ended normally, `SI` when idle.
     pub fn record(&mut self, spliced: mesh_runtime::Spliced) {
         match spliced {
@@ -145,6 +144,7 @@ impl ConnectionGuard {
         }
     }
 
+    /// Marks the connection as plaintext (passthrough outside the mesh).
     pub fn set_plaintext(&mut self) {
         self.labels.mutual_tls = false;
     }

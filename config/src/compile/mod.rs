@@ -7,6 +7,7 @@ mod filters;
 mod grpc_routes;
 pub(crate) mod labels;
 pub(crate) mod mesh_config;
+mod peer_authentications;
 mod pod_index;
 mod policies;
 mod routes;
@@ -134,6 +135,8 @@ fn build(m: Manifests, mut diag: Diagnostics) -> Result<Snapshot, ConfigErrors> 
         .collect();
     let providers = mesh_config::extension_providers(&m.config_maps, &services, &mut diag);
     let telemetries = telemetry::telemetries(&m.telemetries, &mut diag);
+    let peer_authentications =
+        peer_authentications::peer_authentications(&m.peer_authentications, &mut diag);
     let policies = policies::policies(
         &m.policies,
         &authenticated_namespaces,
@@ -164,6 +167,7 @@ fn build(m: Manifests, mut diag: Diagnostics) -> Result<Snapshot, ConfigErrors> 
         authentications,
         providers,
         telemetries,
+        peer_authentications,
     }))
 }
 

@@ -4,6 +4,7 @@ pub(crate) mod authn;
 pub(crate) mod authz;
 pub(crate) mod destination_rule;
 pub(crate) mod mesh;
+pub(crate) mod peer_authn;
 pub(crate) mod telemetry;
 
 use std::collections::HashMap;
@@ -31,6 +32,13 @@ pub(crate) struct AuthzObject {
 pub(crate) struct AuthnObject {
     #[serde(default)]
     pub spec: authn::AuthnSpec,
+}
+
+/// A PeerAuthentication object (hand-written spec; name/namespace come from the header).
+#[derive(Clone, Debug, Default, Deserialize)]
+pub(crate) struct PeerAuthnObject {
+    #[serde(default)]
+    pub spec: peer_authn::PeerAuthnSpec,
 }
 
 /// A Telemetry object (hand-written spec; name/namespace come from the header).
@@ -117,6 +125,8 @@ kinds! {
     AuthorizationPolicy: AuthzObject => policies, "AuthorizationPolicy",
         ["security.istio.io/v1", "security.istio.io/v1beta1"], true;
     RequestAuthentication: AuthnObject => authentications, "RequestAuthentication",
+        ["security.istio.io/v1", "security.istio.io/v1beta1"], true;
+    PeerAuthentication: PeerAuthnObject => peer_authentications, "PeerAuthentication",
         ["security.istio.io/v1", "security.istio.io/v1beta1"], true;
     Telemetry: TelemetryObject => telemetries, "Telemetry",
         ["telemetry.istio.io/v1", "telemetry.istio.io/v1alpha1"], true;
