@@ -67,6 +67,7 @@ const SERVICE: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 10);
 /// The island, its ztunnel and the echo pod's two apps.
 struct Captured {
     island: Island,
+    readiness: mesh_runtime::Readiness,
     store: Arc<Store>,
     registry: prometheus::Registry,
     stop: CancellationToken,
@@ -75,6 +76,16 @@ struct Captured {
 
 impl Captured {
     async fn start(tag: &str, extra_yaml: &str) -> anyhow::Result<Captured> {
+        Captured::start_with(tag, extra_yaml, None).await
+    }
+
+    /// With `zds`, the ztunnel takes its pods from the node agent at that socket (which the
+    /// test plays) instead of from the island's directory.
+    async fn start_with(
+        tag: &str,
+        extra_yaml: &str,
+        zds: Option<std::path::PathBuf>,
+    ) -> anyhow::Result<Captured> {
         let dir = tempfile::tempdir()?;
         let pods = [
             ("default.sleep", SLEEP),
@@ -98,8 +109,13 @@ impl Captured {
         let store = Store::new(snapshot);
         let ztunnel_store = store.clone();
         let registry = prometheus::Registry::new();
+        let from_agent = zds.is_some();
+        let capture = match zds {
+            Some(socket) => Capture::Zds(socket),
+            None => Capture::NetnsDir(island.dir().to_path_buf()),
+        };
         let settings = ZtunnelSettings {
-            capture: Capture::NetnsDir(island.dir().to_path_buf()),
+            capture,
             ..ZtunnelSettings::new("node-a")
         };
         let pool = Pool::new(ca.clone(), PoolConfig::default());
@@ -113,16 +129,13 @@ impl Captured {
         tokio::spawn(EchoServer::new("echo").serve(http, stop.clone()));
         let banner = echo_netns.listen(SocketAddr::new(ECHO.into(), 9000))?;
         tokio::spawn(serve_banner(banner, stop.clone()));
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-        while !readiness.is_ready() {
-            anyhow::ensure!(
-                tokio::time::Instant::now() < deadline,
-                "ztunnel not ready in 10 s"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
+        // A ztunnel fed by a node agent is ready once the agent sent its snapshot.
+        if !from_agent {
+            wait_ready(&readiness).await?;
         }
         Ok(Captured {
             island,
+            readiness,
             store,
             registry,
             stop,
@@ -167,6 +180,18 @@ impl Drop for Captured {
     fn drop(&mut self) {
         self.stop.cancel();
     }
+}
+
+async fn wait_ready(readiness: &mesh_runtime::Readiness) -> anyhow::Result<()> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !readiness.is_ready() {
+        anyhow::ensure!(
+            tokio::time::Instant::now() < deadline,
+            "ztunnel not ready in 10 s"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Ok(())
 }
 
 /// A server-first app: greets every connection before reading anything.
@@ -352,8 +377,200 @@ async fn an_open_plaintext_connection_is_closed_when_strict_arrives() {
         }
     })
     .await;
+    let plaintext = [
+        ("reporter", "destination"),
+        ("connection_security_policy", "none"),
+    ];
     assert!(
         closed.is_ok(),
-        "the plaintext connection outlived the STRICT policy"
+        "the plaintext connection outlived the STRICT policy (plaintext connections opened: {}, \
+         config version {})",
+        mesh.metric("istio_tcp_connections_opened_total", &plaintext),
+        mesh.store.load().version(),
+    );
+}
+
+/// The test's istio-cni node agent: a ZDS server on a SEQPACKET socket.
+mod agent {
+    use std::os::fd::AsFd;
+
+    use prost::Message;
+    use ztunnel::capture::zds::packet::SeqPacket;
+    use ztunnel::capture::zds::proto::{
+        AddWorkload, DelWorkload, Request, Response, SnapshotSent, WorkloadInfo, WorkloadRequest,
+        WorkloadResponse, ZdsHello,
+    };
+
+    /// Reads the ztunnel's hello and checks it is version 1.
+    pub async fn hello(conn: &SeqPacket) {
+        let packet = conn.recv().await.expect("recv").expect("a hello");
+        let hello = ZdsHello::decode(packet.data.as_slice()).expect("ZdsHello");
+        assert_eq!(hello.version, 1);
+    }
+
+    /// Sends `bytes` (with `fd`) and returns the ack's error ("" when accepted).
+    pub async fn request(conn: &SeqPacket, bytes: &[u8], fd: Option<&impl AsFd>) -> String {
+        conn.send(bytes, fd.map(|f| f.as_fd())).await.expect("send");
+        let packet = conn.recv().await.expect("recv").expect("an ack");
+        let response = WorkloadResponse::decode(packet.data.as_slice()).expect("WorkloadResponse");
+        match response.payload {
+            Some(Response::Ack(ack)) => ack.error,
+            None => panic!("a response without an ack"),
+        }
+    }
+
+    pub fn add(uid: &str, namespace: &str, name: &str) -> Vec<u8> {
+        let info = WorkloadInfo {
+            name: name.into(),
+            namespace: namespace.into(),
+            service_account: name.into(),
+        };
+        let add = AddWorkload {
+            uid: uid.into(),
+            workload_info: Some(info),
+        };
+        WorkloadRequest {
+            payload: Some(Request::Add(add)),
+        }
+        .encode_to_vec()
+    }
+
+    pub fn del(uid: &str) -> Vec<u8> {
+        let del = DelWorkload { uid: uid.into() };
+        WorkloadRequest {
+            payload: Some(Request::Del(del)),
+        }
+        .encode_to_vec()
+    }
+
+    pub fn snapshot_sent() -> Vec<u8> {
+        let sent = SnapshotSent {};
+        WorkloadRequest {
+            payload: Some(Request::SnapshotSent(sent)),
+        }
+        .encode_to_vec()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pods_handed_over_by_the_cni_node_agent_are_captured_and_bad_requests_refused_alone() {
+    use ztunnel::capture::zds::packet::SeqPacketListener;
+
+    let sockets = tempfile::tempdir().expect("tempdir");
+    let socket = sockets.path().join("ztunnel.sock");
+    let listener = SeqPacketListener::bind(&socket).expect("agent socket");
+    let mesh = Captured::start_with("cap-zds", "", Some(socket))
+        .await
+        .expect("mesh starts");
+    // As istio-cni does, the agent writes the pods' rules itself.
+    for pod in ["default.sleep", "default.echo"] {
+        ztunnel::capture::install(mesh.pod(pod), Default::default())
+            .await
+            .expect("rules");
+    }
+    let conn = listener.accept().await.expect("the ztunnel connects");
+    agent::hello(&conn).await;
+    assert!(
+        !mesh.readiness.is_ready(),
+        "ready before the agent's snapshot"
+    );
+    let netns_file = |pod: &str| std::fs::File::open(mesh.island.dir().join(pod)).expect("netns");
+    let (sleep_ns, echo_ns) = (netns_file("default.sleep"), netns_file("default.echo"));
+    let accepted = agent::request(
+        &conn,
+        &agent::add("uid-sleep", "default", "sleep"),
+        Some(&sleep_ns),
+    )
+    .await;
+    assert_eq!(accepted, "");
+    let accepted = agent::request(
+        &conn,
+        &agent::add("uid-echo", "default", "echo"),
+        Some(&echo_ns),
+    )
+    .await;
+    assert_eq!(accepted, "");
+    assert_eq!(
+        agent::request(&conn, &agent::snapshot_sent(), None::<&std::fs::File>).await,
+        ""
+    );
+    wait_ready(&mesh.readiness)
+        .await
+        .expect("ready after the snapshot");
+
+    let sleep = mesh.pod("default.sleep");
+    let service = SocketAddr::new(SERVICE.into(), 80);
+    let response = get_debug(&sleep, service).await.expect("through the mesh");
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+
+    // A descriptor that is not a network namespace: that pod is refused, the connection and
+    // every other pod go on.
+    let not_netns = tempfile::tempfile().expect("file");
+    let refused = agent::request(
+        &conn,
+        &agent::add("uid-bad", "default", "bad"),
+        Some(&not_netns),
+    )
+    .await;
+    assert!(refused.contains("not a network namespace"), "{refused}");
+    let response = get_debug(&sleep, service)
+        .await
+        .expect("still through the mesh");
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+
+    // A connection open to the echo pod when the agent deletes the pod drains: it keeps
+    // working, and new connections are no longer served.
+    let mut open = connect_from(&sleep, SocketAddr::new(ECHO.into(), 8080))
+        .await
+        .expect("open");
+    let keep_alive = b"GET /debug HTTP/1.1\r\nHost: echo\r\n\r\n";
+    open.write_all(keep_alive).await.expect("write");
+    let mut buf = vec![0u8; 8192];
+    let n = open.read(&mut buf).await.expect("read");
+    assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
+    assert_eq!(
+        agent::request(&conn, &agent::del("uid-echo"), None::<&std::fs::File>).await,
+        ""
+    );
+    let gone = async {
+        loop {
+            if get_debug(&sleep, service).await.is_err() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(5), gone)
+        .await
+        .expect("the deleted pod stops being served");
+    open.write_all(keep_alive)
+        .await
+        .expect("write on the open connection");
+    let n = open
+        .read(&mut buf)
+        .await
+        .expect("read on the open connection");
+    assert!(
+        buf[..n].starts_with(b"HTTP/1.1 200"),
+        "the open connection was cut"
+    );
+
+    // A malformed message: refused, and the ztunnel makes a new connection (saying hello
+    // again), serving what it served meanwhile.
+    let refused = agent::request(&conn, b"\xff\xff\xff", None::<&std::fs::File>).await;
+    assert!(refused.contains("undecodable"), "{refused}");
+    assert!(
+        conn.recv().await.expect("recv").is_none(),
+        "the connection was not closed"
+    );
+    let again = tokio::time::timeout(Duration::from_secs(5), listener.accept())
+        .await
+        .expect("reconnects")
+        .expect("accept");
+    agent::hello(&again).await;
+    let line = read_line(&sleep, SocketAddr::new(ECHO.into(), 9000)).await;
+    assert!(
+        line.as_ref().map_or(true, String::is_empty),
+        "echo was deleted: {line:?}"
     );
 }

@@ -34,6 +34,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info};
 
+use crate::capture::zds::ZdsPods;
 use crate::capture::{Capture, rules::CapturePorts};
 use crate::metrics::Metrics;
 use crate::pod_network::PodNetwork;
@@ -85,6 +86,8 @@ pub struct Ztunnel {
     settings: ZtunnelSettings,
     ctx: Arc<NodeContext>,
     readiness: Readiness,
+    /// Pods the CNI node agent handed over (`Capture::Zds`).
+    zds: Option<ZdsPods>,
 }
 
 impl Ztunnel {
@@ -105,6 +108,7 @@ impl Ztunnel {
                 idle_timeout: settings.idle_timeout,
                 balancer: Default::default(),
             }),
+            zds: matches!(settings.capture, Capture::Zds(_)).then(ZdsPods::default),
             settings,
             readiness: Readiness::new(),
         })
@@ -120,15 +124,30 @@ impl Ztunnel {
         let mut versions = self.ctx.store.subscribe();
         let mut running: HashMap<PodKey, CancellationToken> = HashMap::new();
         let sweeping = tokio::spawn(sweep(self.ctx.clone(), shutdown.clone()));
+        let mut handed_over = match (&self.settings.capture, &self.zds) {
+            (Capture::Zds(path), Some(pods)) => {
+                tokio::spawn(capture::zds::run(
+                    path.clone(),
+                    pods.clone(),
+                    shutdown.clone(),
+                ));
+                Some(pods.subscribe())
+            }
+            _ => None,
+        };
         loop {
             let snapshot = self.ctx.store.load();
             let ok = self.reconcile(&snapshot, &mut running, &shutdown).await;
-            self.readiness.set_ready(ok);
+            let synced = self.zds.as_ref().is_none_or(ZdsPods::synced);
+            self.readiness.set_ready(ok && synced);
             // A pod that could not start (no certificate yet, its address still held) is
             // tried again, without waiting for the config to change.
             tokio::select! {
                 _ = shutdown.cancelled() => break,
                 changed = versions.changed() => if changed.is_err() { break },
+                changed = async { handed_over.as_mut()?.changed().await.ok() }, if handed_over.is_some() => {
+                    if changed.is_none() { break }
+                }
                 () = tokio::time::sleep(RETRY_START), if !ok => {}
             }
         }
@@ -149,9 +168,11 @@ impl Ztunnel {
         let mut desired: HashMap<PodKey, Arc<Workload>> = HashMap::new();
         for pod in local_pods(snapshot, &self.settings.node) {
             match self.network_of(pod) {
-                Ok(network) => {
+                Ok(Some(network)) => {
                     desired.insert((pod.ip, pod.identity.clone(), network), pod.clone());
                 }
+                // Not handed over by the CNI node agent (yet): not captured, not served.
+                Ok(None) => {}
                 Err(e) => {
                     all_bound = false;
                     error!(node = %self.settings.node, pod = %pod.name, error = %e, "cannot find the pod's network namespace");
@@ -193,12 +214,23 @@ impl Ztunnel {
         all_bound
     }
 
-    /// Where `pod`'s sockets live under this ztunnel's capture mode.
-    fn network_of(&self, pod: &Workload) -> Result<PodNetwork, mesh_runtime::NetnsError> {
-        match &self.settings.capture {
-            Capture::Loopback => Ok(PodNetwork::Loopback),
-            Capture::NetnsDir(dir) => capture::open_pod_netns(dir, pod).map(PodNetwork::InPod),
-        }
+    /// Where `pod`'s sockets live under this ztunnel's capture mode; `None` for a pod this
+    /// ztunnel was not given.
+    fn network_of(&self, pod: &Workload) -> Result<Option<PodNetwork>, mesh_runtime::NetnsError> {
+        Ok(Some(match &self.settings.capture {
+            Capture::Loopback => PodNetwork::Loopback,
+            Capture::NetnsDir(dir) => PodNetwork::InPod(capture::open_pod_netns(dir, pod)?),
+            Capture::Zds(_) => {
+                let handed_over = self
+                    .zds
+                    .as_ref()
+                    .and_then(|z| z.netns_of(&pod.namespace, &pod.name));
+                match handed_over {
+                    Some(netns) => PodNetwork::InPod(netns),
+                    None => return Ok(None),
+                }
+            }
+        }))
     }
 
     /// Undoes what setting a pod up did to its namespace, when this ztunnel did it.

@@ -10,6 +10,7 @@
 mod install;
 pub mod outbound;
 pub mod rules;
+pub mod zds;
 
 use std::io;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
@@ -31,6 +32,9 @@ pub enum Capture {
     /// Each local pod's network namespace is the file `<dir>/<namespace>.<name>` (`ip netns`
     /// names, made by `mesh up --netns` or a test); the ztunnel writes its redirect rules.
     NetnsDir(PathBuf),
+    /// Pods handed over by istio-cni's node agent at this socket, their namespaces with them;
+    /// istio-cni writes the redirect rules.
+    Zds(PathBuf),
 }
 
 /// The name of `pod`'s network namespace under [`Capture::NetnsDir`] (namespaces and pod names
