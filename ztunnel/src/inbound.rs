@@ -18,7 +18,7 @@ use tracing::{debug, info};
 
 use crate::NodeContext;
 use crate::authz::{self, ConnectionAttributes, Decision};
-use crate::metrics::{ConnectionGuard, ConnectionLabels};
+use crate::metrics::{ConnectionEnds, ConnectionGuard, ConnectionLabels, Direction};
 use crate::pod_network::PodNetwork;
 
 /// Decides whether a CONNECT to `pod` may proceed; returns the app address to dial.
@@ -132,7 +132,10 @@ async fn accept(
     labels.destination_workload = pod.name.clone();
     labels.destination_workload_namespace = pod.namespace.clone();
     labels.destination_principal = pod.identity.to_string();
-    let mut guard = ctx.metrics.open(labels);
+    let mut ends = ConnectionEnds::new(Direction::Inbound, connect.peer_addr());
+    ends.dst_addr = Some(SocketAddr::new(pod.ip, connect.local_addr().port()));
+    ends.dst_hbone_addr = connect.authority_addr();
+    let mut guard = ctx.metrics.open(labels, ends);
 
     let checked = check_inbound(
         &snapshot,

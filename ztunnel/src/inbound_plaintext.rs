@@ -15,7 +15,7 @@ use tracing::{debug, info};
 use crate::NodeContext;
 use crate::capture;
 use crate::inbound::{self, Accepted, check_inbound};
-use crate::metrics::ConnectionLabels;
+use crate::metrics::{ConnectionEnds, ConnectionLabels, Direction};
 use crate::pod_network::PodNetwork;
 
 pub(crate) async fn serve(
@@ -72,7 +72,9 @@ async fn accept(
     labels.destination_workload_namespace = pod.namespace.clone();
     labels.destination_principal = pod.identity.to_string();
     labels.mutual_tls = false;
-    let mut guard = ctx.metrics.open(labels);
+    let mut ends = ConnectionEnds::new(Direction::Inbound, peer);
+    ends.dst_addr = Some(target);
+    let mut guard = ctx.metrics.open(labels, ends);
     let checked = check_inbound(&snapshot, pod, None, peer.ip(), Some(target));
     drop(snapshot);
     let target = match checked {

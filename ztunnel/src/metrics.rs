@@ -1,5 +1,9 @@
-//! Istio-compatible TCP metrics. Each connection records opened/closed/bytes exactly once,
+//! Istio-compatible TCP metrics and access logs. Each connection records opened/closed/bytes
+//! exactly once, and writes one access-log line (Istio ztunnel's field names) when it closes,
 //! through a guard, even when it ends early.
+
+use std::net::SocketAddr;
+use std::time::Instant;
 
 use mesh_core::ResponseFlag;
 use prometheus::{IntCounterVec, Opts, Registry};
@@ -108,14 +112,47 @@ impl Metrics {
         })
     }
 
-    /// Counts an opened connection; the guard counts its close and bytes when dropped.
-    pub fn open(&self, labels: ConnectionLabels) -> ConnectionGuard {
+    /// Counts an opened connection; the guard counts its close and bytes, and logs it, when
+    /// dropped.
+    pub fn open(&self, labels: ConnectionLabels, ends: ConnectionEnds) -> ConnectionGuard {
         self.opened.with_label_values(&labels.values()).inc();
         ConnectionGuard {
             metrics: self.clone(),
             labels,
+            ends,
+            started: Instant::now(),
             sent: 0,
             received: 0,
+        }
+    }
+}
+
+/// Which way a connection goes, from the local pod's side.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Direction {
+    Inbound,
+    Outbound,
+}
+
+/// Where a connection came from and went, for its access-log line.
+#[derive(Clone, Debug)]
+pub struct ConnectionEnds {
+    pub direction: Direction,
+    /// The client: the local app (outbound), the peer (inbound).
+    pub src_addr: SocketAddr,
+    /// The next hop: the HBONE peer (`podIP:15008`), or the app or server reached directly.
+    pub dst_addr: Option<SocketAddr>,
+    /// The destination inside the tunnel (`podIP:port`), when the connection is HBONE.
+    pub dst_hbone_addr: Option<SocketAddr>,
+}
+
+impl ConnectionEnds {
+    pub fn new(direction: Direction, src_addr: SocketAddr) -> Self {
+        ConnectionEnds {
+            direction,
+            src_addr,
+            dst_addr: None,
+            dst_hbone_addr: None,
         }
     }
 }
@@ -123,6 +160,8 @@ impl Metrics {
 pub struct ConnectionGuard {
     metrics: Metrics,
     labels: ConnectionLabels,
+    ends: ConnectionEnds,
+    started: Instant,
     pub sent: u64,
     pub received: u64,
 }
@@ -148,10 +187,42 @@ impl ConnectionGuard {
     pub fn set_plaintext(&mut self) {
         self.labels.mutual_tls = false;
     }
+
+    /// The connection's access-log line (target `access`): what Istio's ztunnel writes, with
+    /// fields it does not know left out.
+    fn log(&self) {
+        let known = |value: &str| Some(value).filter(|v| *v != "unknown").map(str::to_owned);
+        let l = &self.labels;
+        let ends = &self.ends;
+        let flags = Some(l.response_flags).filter(|f| *f != ResponseFlag::None);
+        tracing::info!(
+            target: "access",
+            direction = match ends.direction {
+                Direction::Inbound => "inbound",
+                Direction::Outbound => "outbound",
+            },
+            src.addr = %ends.src_addr,
+            src.workload = known(&l.source_workload),
+            src.namespace = known(&l.source_workload_namespace),
+            src.identity = known(&l.source_principal),
+            dst.addr = ends.dst_addr.map(display),
+            dst.hbone_addr = ends.dst_hbone_addr.map(display),
+            dst.service = known(&l.destination_service),
+            dst.workload = known(&l.destination_workload),
+            dst.namespace = known(&l.destination_workload_namespace),
+            dst.identity = known(&l.destination_principal),
+            bytes_sent = self.sent,
+            bytes_recv = self.received,
+            duration = %format_args!("{}ms", self.started.elapsed().as_millis()),
+            response_flags = flags.map(|f| f.as_str()),
+            "connection complete",
+        );
+    }
 }
 
 impl Drop for ConnectionGuard {
     fn drop(&mut self) {
+        self.log();
         let values = self.labels.values();
         self.metrics.closed.with_label_values(&values).inc();
         self.metrics

@@ -4,8 +4,8 @@
 
 use std::net::SocketAddr;
 
-use mesh_config::Workload;
 use mesh_config::health::Active;
+use mesh_config::{Snapshot, Workload};
 use mesh_core::ResponseFlag;
 use mesh_hbone::{HboneError, HboneStream};
 use mesh_runtime::splice_until_idle;
@@ -14,7 +14,7 @@ use tokio_util::either::Either;
 use tracing::info;
 
 use crate::NodeContext;
-use crate::metrics::{ConnectionGuard, ConnectionLabels};
+use crate::metrics::{ConnectionEnds, ConnectionGuard, ConnectionLabels, Direction};
 use crate::outbound::{self, OutboundError, OutboundPlan, plan_outbound};
 use crate::pod_network::PodNetwork;
 use crate::socks5::{Reply, Target};
@@ -56,12 +56,46 @@ fn outbound_reply(error: &OutboundError) -> Reply {
     }
 }
 
-fn source_labels(source: &Workload) -> ConnectionLabels {
+/// The labels of a connection from `source`, with what the plan says of its destination:
+/// the Service, and the pod at the other end of the tunnel (the endpoint, or the waypoint).
+fn outbound_labels(
+    snapshot: &Snapshot,
+    source: &Workload,
+    plan: Option<&OutboundPlan>,
+) -> ConnectionLabels {
     let mut labels = ConnectionLabels::new("source");
     labels.source_workload = source.name.clone();
     labels.source_workload_namespace = source.namespace.clone();
     labels.source_principal = source.identity.to_string();
+    match plan {
+        Some(OutboundPlan::Hbone(hbone)) => {
+            if let Some(service) = &hbone.service {
+                labels.destination_service = service.hostname.clone();
+            }
+            if let Some(peer) = snapshot.workload_by_ip(hbone.next_hop.ip()) {
+                labels.destination_workload = peer.name.clone();
+                labels.destination_workload_namespace = peer.namespace.clone();
+            }
+            labels.destination_principal = hbone.expected.to_string();
+        }
+        Some(OutboundPlan::Passthrough(_)) => labels.mutual_tls = false,
+        None => {}
+    }
     labels
+}
+
+/// The access-log addresses of a connection from `client` under `plan`.
+fn outbound_ends(client: SocketAddr, plan: Option<&OutboundPlan>) -> ConnectionEnds {
+    let mut ends = ConnectionEnds::new(Direction::Outbound, client);
+    match plan {
+        Some(OutboundPlan::Hbone(hbone)) => {
+            ends.dst_addr = Some(hbone.next_hop);
+            ends.dst_hbone_addr = hbone.authority.parse().ok();
+        }
+        Some(OutboundPlan::Passthrough(addr)) => ends.dst_addr = Some(*addr),
+        None => {}
+    }
+    ends
 }
 
 /// Plans and dials a connection from the local pod at `client.ip()` to `target`.
@@ -78,9 +112,11 @@ pub(crate) async fn open(
             flag: ResponseFlag::NoRouteFound,
         });
     };
-    let mut guard = ctx.metrics.open(source_labels(&source));
     let choice = ctx.balancer.for_connection(&snapshot, source.ip);
     let planned = plan_outbound(&snapshot, &source, target, &choice);
+    let plan = planned.as_ref().ok();
+    let labels = outbound_labels(&snapshot, &source, plan);
+    let mut guard = ctx.metrics.open(labels, outbound_ends(client, plan));
     let mut open = None;
     let connected = match planned {
         Ok(plan) => {
@@ -156,9 +192,6 @@ pub(crate) async fn splice(
     mut client: TcpStream,
     idle: std::time::Duration,
 ) {
-    if matches!(connected.upstream, Either::Right(_)) {
-        connected.guard.set_plaintext();
-    }
     let spliced = splice_until_idle(&mut client, &mut connected.upstream, idle).await;
     connected.guard.record(spliced);
 }
