@@ -95,7 +95,7 @@ async fn scenario(mesh: &LocalMesh) -> anyhow::Result<()> {
         snapshot.workloads().count(),
         snapshot.waypoints().count()
     );
-    for line in crate::local::describe(&snapshot) {
+    for line in crate::local::describe(&snapshot, &crate::local::LocalNetwork::Loopback) {
         println!("  {line}");
     }
 

@@ -1,11 +1,13 @@
 //! A local mesh's network in namespaces: one namespace per pod, each holding its pod's address
 //! on `eth0`, all joined by veth pairs to a bridge in a hub namespace (the pods' gateway). The
 //! namespaces are an island: nothing links them to the host's network, so nothing they send
-//! can leave the machine. Built and removed with `ip` (iproute2); needs root.
+//! can leave the machine. Built and changed with `ip` (iproute2); needs root.
 //!
-//! Each pod's namespace is also named `<namespace>.<pod>` in the island's directory, as the
-//! ztunnel's `Capture::NetnsDir` expects.
+//! Each pod's namespace is `ip netns` name `<prefix><namespace>.<pod>` (so `ip netns exec
+//! mesh-default.sleep curl …` runs in pod default/sleep), and is also named `<namespace>.<pod>`
+//! in the island's directory, as the ztunnel's `Capture::NetnsDir` expects.
 
+use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -16,11 +18,13 @@ use mesh_runtime::Netns;
 
 /// Where `ip netns` keeps its named namespaces.
 const NETNS_RUN_DIR: &str = "/var/run/netns";
+/// The hub's bridge, the pods' gateway.
+const BRIDGE: &str = "br0";
 
 /// One pod of an island.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct IslandPod {
-    /// `<namespace>.<pod>`: its name in the island's directory.
+    /// `<namespace>.<pod>`.
     pub name: String,
     pub ip: Ipv4Addr,
 }
@@ -28,74 +32,120 @@ pub struct IslandPod {
 /// A built island; dropping it removes every namespace it made.
 #[derive(Debug)]
 pub struct Island {
-    /// Prefix of every `ip netns` name it made (`mesh-<tag>-`).
+    /// Prefix of every `ip netns` name it makes.
     prefix: String,
     dir: PathBuf,
-    made: Vec<String>,
+    network: Ipv4Net,
+    gateway: Ipv4Addr,
+    hub: String,
+    /// The pods' namespaces, with the hub's end of their veth pair.
+    pods: BTreeMap<String, (IslandPod, String)>,
+    next_port: u32,
 }
 
 impl Island {
-    /// Builds the island for `pods` (all inside `network`, whose first address is the gateway)
-    /// with its directory at `dir`. Namespaces left by an earlier island of the same `tag`
-    /// (a run that crashed) are removed first.
-    pub fn create(
-        tag: &str,
-        dir: &Path,
-        network: Ipv4Net,
-        pods: &[IslandPod],
-    ) -> anyhow::Result<Island> {
-        let prefix = format!("mesh-{tag}-");
-        remove_named(&prefix)?;
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-        let mut island = Island {
-            prefix: prefix.clone(),
-            dir: dir.to_path_buf(),
-            made: Vec::new(),
-        };
-        let gateway = network
-            .hosts()
-            .next()
-            .with_context(|| format!("{network} has no address for a gateway"))?;
-        let hub = island.add_netns("hub")?;
-        ip(&["-n", &hub, "link", "set", "lo", "up"])?;
-        ip(&["-n", &hub, "link", "add", "br0", "type", "bridge"])?;
-        let gateway_cidr = format!("{gateway}/{}", network.prefix_len());
-        ip(&["-n", &hub, "addr", "add", &gateway_cidr, "dev", "br0"])?;
-        ip(&["-n", &hub, "link", "set", "br0", "up"])?;
-        for (i, pod) in pods.iter().enumerate() {
-            if !network.contains(&pod.ip) || pod.ip == gateway {
-                bail!(
-                    "pod {} address {} is not a pod address of {network}",
-                    pod.name,
-                    pod.ip
-                );
-            }
-            let netns = island.add_netns(&format!("p{i}"))?;
-            let port = format!("v{i}");
-            ip(&[
-                "-n", &hub, "link", "add", &port, "type", "veth", "peer", "name", "eth0", "netns",
-                &netns,
-            ])?;
-            ip(&["-n", &hub, "link", "set", &port, "master", "br0", "up"])?;
-            let cidr = format!("{}/{}", pod.ip, network.prefix_len());
-            ip(&["-n", &netns, "link", "set", "lo", "up"])?;
-            ip(&["-n", &netns, "addr", "add", &cidr, "dev", "eth0"])?;
-            ip(&["-n", &netns, "link", "set", "eth0", "up"])?;
-            ip(&[
-                "-n",
-                &netns,
-                "route",
-                "add",
-                "default",
-                "via",
-                &gateway.to_string(),
-            ])?;
-            let link = island.dir.join(&pod.name);
-            let _ = std::fs::remove_file(&link);
-            std::os::unix::fs::symlink(Path::new(NETNS_RUN_DIR).join(&netns), &link)
-                .with_context(|| format!("linking {}", link.display()))?;
+    /// Builds an island with no pods yet: its hub and bridge, whose address is the first of
+    /// `network` (the pods' gateway), and its directory at `dir`. Namespaces whose `ip netns`
+    /// name starts with `prefix` are removed first: an earlier island's, left by a crash.
+    pub fn create(prefix: &str, dir: &Path, network: Ipv4Net) -> anyhow::Result<Island> {
+        remove_named(prefix)?;
+        if dir.exists() {
+            std::fs::remove_dir_all(dir).with_context(|| format!("emptying {}", dir.display()))?;
         }
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        let gateway = (network.hosts().next())
+            .with_context(|| format!("{network} has no address for a gateway"))?;
+        let hub = format!("{prefix}hub");
+        let island = Island {
+            prefix: prefix.into(),
+            dir: dir.to_path_buf(),
+            network,
+            gateway,
+            hub: hub.clone(),
+            pods: BTreeMap::new(),
+            next_port: 0,
+        };
+        ip(&["netns", "add", &hub])?;
+        ip(&["-n", &hub, "link", "set", "lo", "up"])?;
+        ip(&["-n", &hub, "link", "add", BRIDGE, "type", "bridge"])?;
+        let gateway_cidr = format!("{gateway}/{}", network.prefix_len());
+        ip(&["-n", &hub, "addr", "add", &gateway_cidr, "dev", BRIDGE])?;
+        ip(&["-n", &hub, "link", "set", BRIDGE, "up"])?;
         Ok(island)
+    }
+
+    /// Makes the island's pods exactly `pods`: namespaces for new pods (or pods whose address
+    /// changed), none left for pods gone.
+    pub fn sync(&mut self, pods: &[IslandPod]) -> anyhow::Result<()> {
+        let gone: Vec<String> = (self.pods.iter())
+            .filter(|(_, (pod, _))| !pods.contains(pod))
+            .map(|(name, _)| name.clone())
+            .collect();
+        for name in gone {
+            self.remove(&name)?;
+        }
+        for pod in pods {
+            if !self.pods.contains_key(&pod.name) {
+                self.add(pod)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn add(&mut self, pod: &IslandPod) -> anyhow::Result<()> {
+        let network = self.network;
+        if !network.contains(&pod.ip) || pod.ip == self.gateway || pod.ip == network.broadcast() {
+            bail!(
+                "pod {} address {} is not a pod address of the island's network {network} \
+                 (its first address is the gateway)",
+                pod.name,
+                pod.ip
+            );
+        }
+        let netns = self.netns_name(&pod.name);
+        let port = format!("v{}", self.next_port);
+        self.next_port += 1;
+        let hub = &self.hub;
+        ip(&["netns", "add", &netns])?;
+        // Recorded at once, so a failure below still removes it.
+        self.pods
+            .insert(pod.name.clone(), (pod.clone(), port.clone()));
+        ip(&[
+            "-n", hub, "link", "add", &port, "type", "veth", "peer", "name", "eth0", "netns",
+            &netns,
+        ])?;
+        ip(&["-n", hub, "link", "set", &port, "master", BRIDGE, "up"])?;
+        let cidr = format!("{}/{}", pod.ip, network.prefix_len());
+        ip(&["-n", &netns, "link", "set", "lo", "up"])?;
+        ip(&["-n", &netns, "addr", "add", &cidr, "dev", "eth0"])?;
+        ip(&["-n", &netns, "link", "set", "eth0", "up"])?;
+        ip(&[
+            "-n",
+            &netns,
+            "route",
+            "add",
+            "default",
+            "via",
+            &self.gateway.to_string(),
+        ])?;
+        let link = self.dir.join(&pod.name);
+        let _ = std::fs::remove_file(&link);
+        std::os::unix::fs::symlink(Path::new(NETNS_RUN_DIR).join(&netns), &link)
+            .with_context(|| format!("linking {}", link.display()))?;
+        Ok(())
+    }
+
+    fn remove(&mut self, name: &str) -> anyhow::Result<()> {
+        if self.pods.remove(name).is_some() {
+            let _ = std::fs::remove_file(self.dir.join(name));
+            // Deleting the namespace deletes its veth end, and so the pair.
+            ip(&["netns", "del", &self.netns_name(name)])?;
+        }
+        Ok(())
+    }
+
+    pub fn network(&self) -> Ipv4Net {
+        self.network
     }
 
     /// The directory naming every pod's namespace.
@@ -103,25 +153,27 @@ impl Island {
         &self.dir
     }
 
+    /// The `ip netns` name of pod `name` (`<namespace>.<pod>`).
+    pub fn netns_name(&self, name: &str) -> String {
+        format!("{}{name}", self.prefix)
+    }
+
     /// The namespace of pod `name` (`<namespace>.<pod>`), as its apps and clients see it.
     pub fn netns(&self, name: &str) -> anyhow::Result<Netns> {
         Ok(Netns::open(&self.dir.join(name))?)
-    }
-
-    fn add_netns(&mut self, suffix: &str) -> anyhow::Result<String> {
-        let name = format!("{}{suffix}", self.prefix);
-        ip(&["netns", "add", &name])?;
-        self.made.push(name.clone());
-        Ok(name)
     }
 }
 
 impl Drop for Island {
     fn drop(&mut self) {
-        for name in self.made.drain(..).rev() {
-            if let Err(e) = ip(&["netns", "del", &name]) {
-                tracing::warn!(netns = %name, error = %e, "cannot remove network namespace");
+        let names: Vec<String> = self.pods.keys().cloned().collect();
+        for name in names {
+            if let Err(e) = self.remove(&name) {
+                tracing::warn!(pod = %name, error = %format!("{e:#}"), "cannot remove network namespace");
             }
+        }
+        if let Err(e) = ip(&["netns", "del", &self.hub]) {
+            tracing::warn!(netns = %self.hub, error = %format!("{e:#}"), "cannot remove network namespace");
         }
     }
 }
@@ -149,7 +201,7 @@ fn ip(args: &[&str]) -> anyhow::Result<()> {
         .context("running ip (iproute2); is it installed?")?;
     if !output.status.success() {
         bail!(
-            "ip {} failed: {}",
+            "ip {} failed: {} (network namespaces need root)",
             args.join(" "),
             String::from_utf8_lossy(&output.stderr).trim()
         );

@@ -1,5 +1,9 @@
-//! A whole mesh in one process, on loopback: one ztunnel per `Node`, one waypoint per waypoint
-//! pod, and an echo app for every pod that opts in with `mesh.dev/echo: "true"`.
+//! A whole mesh in one process: one ztunnel per `Node`, one waypoint per waypoint pod, and an
+//! echo app for every pod that opts in with `mesh.dev/echo: "true"`.
+//!
+//! Pods live on loopback addresses (the default), or in network namespaces of their own
+//! ([`LocalNetwork::Netns`], root): an island of pod namespaces on a bridge (`island`), where
+//! the ztunnels capture transparently and apps bind inside their pods.
 //!
 //! The set of running components follows the config: on every new snapshot the supervisor
 //! starts what appeared and stops what went away (ztunnels in turn follow their pods).
@@ -14,11 +18,14 @@ use anyhow::{Context, bail};
 use loadtest::echo::EchoServer;
 use mesh_config::{FileSource, ObjectRef, Snapshot, Store, Waypoint, Workload};
 use mesh_hbone::{CertificateProvider, Identity, LocalCa, Pool, PoolConfig};
-use mesh_runtime::{CancellationToken, Readiness};
+use mesh_runtime::{CancellationToken, Netns, Readiness};
 use tokio::task::JoinSet;
 use tracing::{error, info};
 use waypoint::{WaypointServer, WaypointSettings};
+use ztunnel::capture::Capture;
 use ztunnel::{Ztunnel, ZtunnelSettings};
+
+use crate::island::{Island, IslandPod};
 
 /// Pod annotation that asks the local runner for an echo app on each container port.
 pub const ECHO_ANNOTATION: &str = "mesh.dev/echo";
@@ -132,6 +139,80 @@ struct Shared {
     store: Arc<Store>,
     certs: Arc<dyn CertificateProvider>,
     tuning: Tuning,
+    /// The pods' namespaces, in [`LocalNetwork::Netns`].
+    island: Option<Mutex<Island>>,
+}
+
+/// Where a local mesh's pods live.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum LocalNetwork {
+    /// Each pod on its own loopback address; clients enter the mesh through SOCKS5.
+    #[default]
+    Loopback,
+    /// Each pod in a network namespace of its own (needs root), whose `ip netns` name is
+    /// `<prefix><namespace>.<pod>`; the ztunnels capture its traffic, no proxy setting needed.
+    /// `dir` holds the ztunnels' names for the namespaces.
+    Netns {
+        prefix: String,
+        dir: std::path::PathBuf,
+    },
+}
+
+impl Shared {
+    /// The namespace of pod `name` (`<namespace>.<pod>`), in [`LocalNetwork::Netns`].
+    fn pod_netns(&self, name: &str) -> anyhow::Result<Option<Netns>> {
+        let Some(island) = &self.island else {
+            return Ok(None);
+        };
+        let island = island.lock().unwrap_or_else(|e| e.into_inner());
+        island.netns(name).map(Some)
+    }
+
+    /// Gives every pod of `snapshot` its namespace, and removes those of pods gone.
+    fn sync_island(&self, snapshot: &Snapshot) -> anyhow::Result<()> {
+        if let Some(island) = &self.island {
+            let pods = island_pods(snapshot)?;
+            island
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .sync(&pods)?;
+        }
+        Ok(())
+    }
+}
+
+/// The island's pods: every pod of `snapshot` (waypoint pods too), by `<namespace>.<pod>`.
+fn island_pods(snapshot: &Snapshot) -> anyhow::Result<Vec<IslandPod>> {
+    (snapshot.workloads())
+        .map(|w| match w.ip {
+            IpAddr::V4(ip) => Ok(IslandPod {
+                name: format!("{}.{}", w.namespace, w.name),
+                ip,
+            }),
+            IpAddr::V6(ip) => bail!(
+                "pod {}/{} has IPv6 address {ip}: namespaces are IPv4 here",
+                w.namespace,
+                w.name
+            ),
+        })
+        .collect()
+}
+
+/// The network of an island holding `pods`: the /16 of the first, which must hold them all.
+fn island_network(pods: &[IslandPod]) -> anyhow::Result<ipnet::Ipv4Net> {
+    let first = pods.first().context("no pods to build namespaces for")?;
+    let network = ipnet::Ipv4Net::new(first.ip, 16)?.trunc();
+    for pod in pods {
+        if !network.contains(&pod.ip) {
+            bail!(
+                "pod {} at {} is outside {network}: in namespaces every pod sits on one /16 \
+                 bridge (use addresses such as 10.244.0.0/16)",
+                pod.name,
+                pod.ip
+            );
+        }
+    }
+    Ok(network)
 }
 
 /// Timeouts of the proxies a local mesh runs (each defaults to the proxy's own default).
@@ -168,9 +249,18 @@ impl LocalMesh {
 
     /// As [`LocalMesh::start_from_path`], with the proxies' timeouts from `tuning`.
     pub async fn start_from_path_with(path: &Path, tuning: Tuning) -> anyhow::Result<Self> {
+        Self::start_from_path_in(path, tuning, LocalNetwork::Loopback).await
+    }
+
+    /// As [`LocalMesh::start_from_path_with`], its pods on `network`.
+    pub async fn start_from_path_in(
+        path: &Path,
+        tuning: Tuning,
+        network: LocalNetwork,
+    ) -> anyhow::Result<Self> {
         let docs = mesh_config::read_path(path).map_err(|e| anyhow::anyhow!("{e}"))?;
         let snapshot = mesh_config::compile(docs.clone()).map_err(|e| anyhow::anyhow!("{e}"))?;
-        let mesh = Self::start_with(snapshot, tuning).await?;
+        let mesh = Self::start_in(snapshot, tuning, network).await?;
         FileSource::new(path.to_path_buf(), mesh.store.clone())
             .with_initial(docs)
             .spawn(mesh.shutdown.child_token())
@@ -185,17 +275,37 @@ impl LocalMesh {
 
     /// As [`LocalMesh::start`], with the proxies' timeouts from `tuning`.
     pub async fn start_with(snapshot: Snapshot, tuning: Tuning) -> anyhow::Result<Self> {
+        Self::start_in(snapshot, tuning, LocalNetwork::Loopback).await
+    }
+
+    /// As [`LocalMesh::start_with`], its pods on `network`.
+    pub async fn start_in(
+        snapshot: Snapshot,
+        tuning: Tuning,
+        network: LocalNetwork,
+    ) -> anyhow::Result<Self> {
         check_runnable(&snapshot)?;
         for warning in snapshot.warnings() {
             tracing::warn!("{warning}");
         }
         let ca = Arc::new(LocalCa::new(snapshot.trust_domain()).context("creating the mesh CA")?);
         let store = Store::new(snapshot);
+        let island = match &network {
+            LocalNetwork::Loopback => None,
+            LocalNetwork::Netns { prefix, dir } => {
+                let pods = island_pods(&store.load())?;
+                let island = Island::create(prefix, dir, island_network(&pods)?)
+                    .context("building the pods' network namespaces")?;
+                Some(Mutex::new(island))
+            }
+        };
         let shared = Arc::new(Shared {
             store: store.clone(),
             certs: ca.clone(),
             tuning,
+            island,
         });
+        shared.sync_island(&store.load())?;
         let mut mesh = LocalMesh {
             store,
             ca,
@@ -275,7 +385,23 @@ async fn supervise(
             changed = versions.changed() => if changed.is_err() { return },
         }
         let snapshot = shared.store.load();
-        if let Err(e) = check_runnable(&snapshot) {
+        let runnable = check_runnable(&snapshot).and_then(|()| match &shared.island {
+            Some(island) => {
+                let network = island.lock().unwrap_or_else(|e| e.into_inner()).network();
+                island_pods(&snapshot).and_then(|pods| {
+                    let outside = pods.iter().find(|p| !network.contains(&p.ip));
+                    outside.map_or(Ok(()), |p| {
+                        bail!(
+                            "pod {} at {} is outside the island's {network}",
+                            p.name,
+                            p.ip
+                        )
+                    })
+                })
+            }
+            None => Ok(()),
+        });
+        if let Err(e) = runnable {
             // What runs stays as it is, as the proxies keep the last good config.
             error!(error = %format!("{e:#}"), "config update cannot be run; keeping what runs");
             continue;
@@ -300,6 +426,9 @@ async fn supervise(
                 info!(?component, "stopping: no longer in the config");
                 gone.stop.cancel();
             }
+        }
+        if let Err(e) = shared.sync_island(&snapshot) {
+            error!(error = %format!("{e:#}"), "cannot give the new pods their network namespaces");
         }
         for component in missing {
             match start_with_retries(&shared, &component, &shutdown).await {
@@ -355,7 +484,8 @@ async fn start_component(
             keepalive_timeout,
         } => {
             let what = format!("echo app of pod {pod}");
-            let listener = crate::program::bind(*address, &what).await?;
+            let netns = shared.pod_netns(&pod.replacen('/', ".", 1))?;
+            let listener = crate::program::bind_in(netns.as_ref(), *address, &what).await?;
             let name = pod.rsplit('/').next().unwrap_or(pod).to_string();
             let mut echo = EchoServer::new(name);
             if let Some(timeout) = keepalive_timeout {
@@ -378,9 +508,22 @@ async fn start_ztunnel(
 ) -> anyhow::Result<Readiness> {
     let registry = prometheus::Registry::new();
     let pool = Pool::new(shared.certs.clone(), PoolConfig::default());
+    // In namespaces, the ztunnel captures each pod's traffic inside the pod's namespace.
+    let capture = match &shared.island {
+        Some(island) => {
+            let dir = island
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .dir()
+                .to_path_buf();
+            Capture::NetnsDir(dir)
+        }
+        None => Capture::Loopback,
+    };
     let ztunnel = Ztunnel::new(
         ZtunnelSettings {
             idle_timeout: shared.tuning.ztunnel_idle_timeout,
+            capture,
             ..ZtunnelSettings::new(node)
         },
         shared.store.clone(),
@@ -390,7 +533,7 @@ async fn start_ztunnel(
     )?;
     let readiness = ztunnel.readiness();
     let what = format!("ztunnel of node {node}");
-    crate::program::serve_status(address, &registry, &readiness, &what, stop).await?;
+    crate::program::serve_status(None, address, &registry, &readiness, &what, stop).await?;
     tokio::spawn(ztunnel.run(stop.clone()));
     Ok(readiness)
 }
@@ -403,6 +546,8 @@ async fn start_waypoint(
     identity: &Identity,
     stop: &CancellationToken,
 ) -> anyhow::Result<Readiness> {
+    // Waypoint pods live in the waypoint's namespace.
+    let netns = shared.pod_netns(&format!("{}.{pod}", waypoint.namespace))?;
     let settings = WaypointSettings {
         waypoint: waypoint.clone(),
         address,
@@ -411,6 +556,7 @@ async fn start_waypoint(
         header_limits: waypoint::HeaderLimits::default(),
         timeouts: shared.tuning.waypoint_timeouts,
         jwks_tls: None,
+        netns: netns.clone(),
     };
     let registry = prometheus::Registry::new();
     let pool = Pool::new(shared.certs.clone(), waypoint::upstream_pool_config());
@@ -425,14 +571,20 @@ async fn start_waypoint(
     let readiness = Readiness::new();
     readiness.set_ready(true);
     let what = format!("waypoint pod {pod}");
-    crate::program::serve_status(address, &registry, &readiness, &what, stop).await?;
+    crate::program::serve_status(netns.as_ref(), address, &registry, &readiness, &what, stop)
+        .await?;
     info!(waypoint = %waypoint.name, %pod, %address, "waypoint started");
     tokio::spawn(server.run(stop.clone()));
     Ok(readiness)
 }
 
+/// The `ip netns` names of `mesh up --netns`'s pods start with this.
+pub const NETNS_PREFIX: &str = "mesh-";
+/// Where `mesh up --netns` keeps the ztunnels' names for the pods' namespaces.
+pub const NETNS_DIR: &str = "/run/mesh/netns";
+
 /// One line per proxy and pod, for `mesh up` to print.
-pub fn describe(snapshot: &Snapshot) -> Vec<String> {
+pub fn describe(snapshot: &Snapshot, network: &LocalNetwork) -> Vec<String> {
     let mut lines = Vec::new();
     for node in snapshot.nodes() {
         lines.push(format!(
@@ -440,10 +592,16 @@ pub fn describe(snapshot: &Snapshot) -> Vec<String> {
             node.name, node.address
         ));
         for pod in ztunnel::local_pods(snapshot, &node.name) {
-            lines.push(format!(
-                "  pod {}/{} {} (HBONE {}:15008, SOCKS5 {}:15080)",
-                pod.namespace, pod.name, pod.ip, pod.ip, pod.ip
-            ));
+            lines.push(match network {
+                LocalNetwork::Loopback => format!(
+                    "  pod {}/{} {} (HBONE {}:15008, SOCKS5 {}:15080)",
+                    pod.namespace, pod.name, pod.ip, pod.ip, pod.ip
+                ),
+                LocalNetwork::Netns { prefix, .. } => format!(
+                    "  pod {}/{} {} (ip netns exec {prefix}{}.{} <command>)",
+                    pod.namespace, pod.name, pod.ip, pod.namespace, pod.name
+                ),
+            });
         }
     }
     for waypoint in snapshot.waypoints() {
@@ -467,6 +625,44 @@ mod tests {
             crate::demo::DEMO_YAML.to_string(),
         )])
         .expect("demo compiles")
+    }
+
+    #[test]
+    fn the_namespaces_demo_is_the_demo_at_island_addresses() {
+        let netns = mesh_config::compile(vec![(
+            "demo-netns.yaml".into(),
+            include_str!("../../examples/demo-netns.yaml").to_string(),
+        )])
+        .expect("demo-netns compiles");
+        let shape = |s: &Snapshot| -> Vec<String> {
+            let pods = s
+                .workloads()
+                .map(|w| format!("{}/{} {} {:?}", w.namespace, w.name, w.node, w.labels));
+            let services = s
+                .services()
+                .map(|v| format!("{}/{} {:?}", v.namespace, v.name, v.ports));
+            pods.chain(services).collect()
+        };
+        assert_eq!(shape(&netns), shape(&demo()));
+        let pods = island_pods(&netns).expect("IPv4 pods");
+        assert_eq!(
+            island_network(&pods).expect("one /16").to_string(),
+            "10.244.0.0/16"
+        );
+        let outside = [
+            pods[0].clone(),
+            IslandPod {
+                name: "default.far".into(),
+                ip: "10.245.0.9".parse().expect("ip"),
+            },
+        ];
+        let error = island_network(&outside)
+            .expect_err("not one /16")
+            .to_string();
+        assert!(
+            error.contains("default.far") && error.contains("10.245.0.9"),
+            "{error}"
+        );
     }
 
     #[test]

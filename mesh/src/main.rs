@@ -21,6 +21,11 @@ enum Command {
         /// A manifest file or a directory of them.
         #[arg(short = 'f', long = "file")]
         file: PathBuf,
+        /// Put every pod in a network namespace of its own (`ip netns` name
+        /// `mesh-<namespace>.<pod>`) and capture its traffic transparently, as in a cluster
+        /// (root; pod addresses in one /16 such as 10.244.0.0/16, see examples/demo-netns.yaml).
+        #[arg(long)]
+        netns: bool,
     },
     /// Check manifests; print every problem and exit non-zero if there is any.
     Validate {
@@ -149,7 +154,7 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
-            Command::Up { file } => up(file).await,
+            Command::Up { file, netns } => up(file, netns).await,
             Command::Validate { file } => validate(file),
             Command::Demo { file } => mesh::demo::run(file).await,
             Command::Ca { command } => ca(command),
@@ -320,13 +325,22 @@ fn print_route_statuses(snapshot: &mesh_config::Snapshot) {
     }
 }
 
-async fn up(file: PathBuf) -> anyhow::Result<()> {
+async fn up(file: PathBuf, netns: bool) -> anyhow::Result<()> {
+    use mesh::local::{LocalMesh, LocalNetwork, Tuning};
     // Caught before anything says the mesh is up, so a signal sent at once still cleans up.
     let mut signals = mesh_runtime::ShutdownSignals::install()?;
-    let mesh = mesh::local::LocalMesh::start_from_path(&file).await?;
+    let network = if netns {
+        LocalNetwork::Netns {
+            prefix: mesh::local::NETNS_PREFIX.into(),
+            dir: PathBuf::from(mesh::local::NETNS_DIR),
+        }
+    } else {
+        LocalNetwork::Loopback
+    };
+    let mesh = LocalMesh::start_from_path_in(&file, Tuning::default(), network.clone()).await?;
     mesh.wait_ready(std::time::Duration::from_secs(10)).await?;
     let snapshot = mesh.store.load();
-    for line in mesh::local::describe(&snapshot) {
+    for line in mesh::local::describe(&snapshot, &network) {
         println!("{line}");
     }
     print_route_statuses(&snapshot);

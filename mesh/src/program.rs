@@ -15,7 +15,9 @@ use mesh_config::{FileSource, Snapshot, Store};
 use mesh_hbone::{
     CertificateProvider, FileCertificates, Identity, IstioCa, IstioCaConfig, LocalCa,
 };
-use mesh_runtime::{AdminServer, CancellationToken, ConnectionLimit, Readiness, ShutdownSignals};
+use mesh_runtime::{
+    AdminServer, CancellationToken, ConnectionLimit, Netns, Readiness, ShutdownSignals,
+};
 use tokio::net::TcpListener;
 use tracing::{info, warn};
 
@@ -222,6 +224,7 @@ fn config_dump(store: &Arc<Store>) -> mesh_runtime::ConfigDump {
 
 /// Serves the status ports (metrics 15020, readiness 15021) on `ip`.
 pub async fn serve_status(
+    netns: Option<&Netns>,
     ip: IpAddr,
     registry: &prometheus::Registry,
     readiness: &Readiness,
@@ -229,7 +232,8 @@ pub async fn serve_status(
     stop: &CancellationToken,
 ) -> anyhow::Result<()> {
     for port in [METRICS_PORT, READINESS_PORT] {
-        let listener = bind(SocketAddr::new(ip, port), &format!("status of {what}")).await?;
+        let addr = SocketAddr::new(ip, port);
+        let listener = bind_in(netns, addr, &format!("status of {what}")).await?;
         let admin = AdminServer::new(registry.clone(), readiness.clone());
         tokio::spawn(admin.serve(listener, stop.clone()));
     }
@@ -252,9 +256,21 @@ pub async fn serve_admin(
 }
 
 pub async fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<TcpListener> {
-    TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("{what}: cannot bind {addr}"))
+    bind_in(None, addr, what).await
+}
+
+/// [`bind`] inside `netns` when given (a pod's, in a local mesh in namespaces).
+pub async fn bind_in(
+    netns: Option<&Netns>,
+    addr: SocketAddr,
+    what: &str,
+) -> anyhow::Result<TcpListener> {
+    let bound = match netns {
+        Some(netns) => netns.listen(addr),
+        None => TcpListener::bind(addr).await,
+    };
+    let place = netns.map_or_else(String::new, |n| format!(" in {}", n.name()));
+    bound.with_context(|| format!("{what}: cannot bind {addr}{place}"))
 }
 
 /// Waits for SIGTERM or SIGINT, then drains: not ready any more, `shutdown` cancelled (the

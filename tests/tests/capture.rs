@@ -96,13 +96,13 @@ impl Captured {
             name: name.into(),
             ip,
         });
-        let island = Island::create(
-            tag,
+        let mut island = Island::create(
+            &format!("mesh-{tag}-"),
             &dir.path().join("netns"),
             "10.244.0.0/16".parse()?,
-            &pods,
         )
         .context("building the island of network namespaces (needs root, iproute2, iptables)")?;
+        island.sync(&pods)?;
         let yaml = format!("{MESH}{extra_yaml}");
         let snapshot = mesh_config::compile(vec![("mesh.yaml".into(), yaml)])?;
         let ca = Arc::new(LocalCa::new(snapshot.trust_domain())?);
@@ -573,4 +573,71 @@ async fn pods_handed_over_by_the_cni_node_agent_are_captured_and_bad_requests_re
         line.as_ref().map_or(true, String::is_empty),
         "echo was deleted: {line:?}"
     );
+}
+
+/// `mesh up --netns`'s mesh, in process: the demo in namespaces, through its waypoint.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_local_mesh_in_namespaces_captures_pods_through_ztunnels_and_the_waypoint() {
+    use mesh::local::{LocalMesh, LocalNetwork, Tuning};
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let manifest =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/demo-netns.yaml");
+    let network = LocalNetwork::Netns {
+        prefix: "mtest-up-".into(),
+        dir: dir.path().join("netns"),
+    };
+    let mesh = LocalMesh::start_from_path_in(&manifest, Tuning::default(), network)
+        .await
+        .expect("the mesh starts in namespaces (needs root, iproute2, iptables)");
+    mesh.wait_ready(Duration::from_secs(10))
+        .await
+        .expect("ready");
+    let pod = |name: &str| Netns::open(&dir.path().join("netns").join(name)).expect("pod netns");
+    let reviews = SocketAddr::new(Ipv4Addr::new(10, 96, 0, 12).into(), 9080);
+    // Through the waypoint: the policy lets productpage call reviews, not sleep.
+    let denied = get_debug(&pod("default.sleep"), reviews)
+        .await
+        .expect("answered");
+    assert!(denied.starts_with("HTTP/1.1 403"), "{denied}");
+    let allowed = get_debug(&pod("default.productpage-v1"), reviews)
+        .await
+        .expect("answered");
+    assert!(allowed.starts_with("HTTP/1.1 200"), "{allowed}");
+    assert!(
+        allowed.contains("x-mesh-route"),
+        "the route's header is missing: {allowed}"
+    );
+    // Straight to another node's pod, ztunnel to ztunnel.
+    let ratings = SocketAddr::new(Ipv4Addr::new(10, 96, 0, 11).into(), 9080);
+    let direct = get_debug(&pod("default.productpage-v1"), ratings)
+        .await
+        .expect("answered");
+    assert!(direct.starts_with("HTTP/1.1 200"), "{direct}");
+    assert!(direct.contains("x-echo-server: ratings-v1"), "{direct}");
+    // An app started by hand in a pod's namespace is reached like any pod.
+    let sleep_ip = Ipv4Addr::new(10, 244, 1, 12);
+    let by_hand = pod("default.sleep")
+        .listen(SocketAddr::new(Ipv4Addr::UNSPECIFIED.into(), 8000))
+        .expect("bind in sleep");
+    let stop = CancellationToken::new();
+    tokio::spawn(serve_banner(by_hand, stop.clone()));
+    let line = read_line(
+        &pod("default.productpage-v1"),
+        SocketAddr::new(sleep_ip.into(), 8000),
+    )
+    .await
+    .expect("the hand-started app answers");
+    assert_eq!(line, "hello 10.244.1.10\n");
+    stop.cancel();
+    mesh.stop().await;
+    // The namespaces go with the mesh.
+    let left = std::fs::read_dir("/var/run/netns")
+        .map(|d| {
+            d.filter_map(Result::ok)
+                .filter(|e| e.file_name().to_string_lossy().starts_with("mtest-up-"))
+                .count()
+        })
+        .unwrap_or(0);
+    assert_eq!(left, 0, "namespaces left behind");
 }

@@ -63,6 +63,9 @@ pub struct WaypointSettings {
     pub timeouts: Timeouts,
     /// How `https` key servers (`jwksUri`) are verified; `None`: against the system's roots.
     pub jwks_tls: Option<Arc<rustls::ClientConfig>>,
+    /// The pod's network namespace, when it is not the process's own (a local mesh in
+    /// namespaces): the listener is opened and upstream tunnels dialled inside it.
+    pub netns: Option<mesh_runtime::Netns>,
 }
 
 /// What a request whose caller stopped reading its response makes the waypoint hold, whatever
@@ -162,16 +165,19 @@ impl WaypointServer {
                 source,
             }
         };
-        let listener = TcpListener::bind(addr)
-            .await
-            .map_err(bind_err(addr.to_string()))?;
+        let listener = match &settings.netns {
+            Some(netns) => netns.listen(addr),
+            None => TcpListener::bind(addr).await,
+        }
+        .map_err(bind_err(addr.to_string()))?;
         let health = Arc::new(Health::default());
         let upstreams = Upstreams::new(
             pool,
             settings.identity.clone(),
             settings.address,
             ClientConfig::default(),
-        );
+        )
+        .in_netns(settings.netns.clone());
         let tls =
             mesh_hbone::server_config(certs, settings.identity.clone()).map_err(|source| {
                 WaypointError::Tls {

@@ -54,6 +54,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let registry = prometheus::Registry::new();
     let readiness = Readiness::new();
     program::serve_status(
+        None,
         cli.status_ip,
         &registry,
         &readiness,

@@ -107,6 +107,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         header_limits: waypoint::HeaderLimits::default(),
         timeouts: waypoint::Timeouts::default(),
         jwks_tls: None,
+        netns: None,
     };
     let registry = prometheus::Registry::new();
     let pool = Pool::new(certs.clone(), waypoint::upstream_pool_config());
@@ -114,7 +115,15 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         .await
         .context("starting the waypoint")?;
     let readiness = Readiness::new();
-    program::serve_status(address, &registry, &readiness, "the waypoint", &shutdown).await?;
+    program::serve_status(
+        None,
+        address,
+        &registry,
+        &readiness,
+        "the waypoint",
+        &shutdown,
+    )
+    .await?;
     program::serve_admin(common, &store, &registry, &readiness, &shutdown).await?;
     let serving = tokio::spawn(server.run(shutdown.clone()));
     readiness.set_ready(true);

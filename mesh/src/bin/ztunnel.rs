@@ -58,7 +58,15 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         .context("starting the ztunnel")?;
     let readiness = ztunnel.readiness();
     let address = cli.instance_ip.unwrap_or(node.address);
-    program::serve_status(address, &registry, &readiness, "the ztunnel", &shutdown).await?;
+    program::serve_status(
+        None,
+        address,
+        &registry,
+        &readiness,
+        "the ztunnel",
+        &shutdown,
+    )
+    .await?;
     program::serve_admin(common, &store, &registry, &readiness, &shutdown).await?;
     let serving = tokio::spawn(ztunnel.run(shutdown.clone()));
     tracing::info!(node = %cli.node, %address, "ztunnel serving");

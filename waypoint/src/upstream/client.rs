@@ -21,6 +21,7 @@ use http_body_util::combinators::BoxBody;
 use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use mesh_hbone::{ConnectRequest, HboneError, Identity, Pool, PoolKey};
+use mesh_runtime::Netns;
 use tokio::sync::Notify;
 
 use super::protocol::UpstreamProtocol;
@@ -301,6 +302,8 @@ pub struct Upstreams {
     hbone: Pool,
     identity: Identity,
     source_ip: IpAddr,
+    /// The waypoint pod's network namespace, when it is not the process's own.
+    source_netns: Option<Netns>,
     config: ClientConfig,
     connections: Arc<Mutex<Connections>>,
 }
@@ -312,9 +315,16 @@ impl Upstreams {
             hbone,
             identity,
             source_ip,
+            source_netns: None,
             config,
             connections: Arc::default(),
         }
+    }
+
+    /// Dials from inside `netns` (the waypoint pod's) when given.
+    pub fn in_netns(mut self, netns: Option<Netns>) -> Self {
+        self.source_netns = netns;
+        self
     }
 
     /// A connection to `target` speaking `protocol`: an idle or shared one (unless `fresh`),
@@ -543,7 +553,7 @@ impl Upstreams {
         let key = PoolKey {
             source: self.identity.clone(),
             source_ip: Some(self.source_ip),
-            source_netns: None,
+            source_netns: self.source_netns.clone(),
             destination: target.hbone_addr,
             expected: vec![target.identity.clone()],
         };

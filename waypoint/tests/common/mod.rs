@@ -129,6 +129,7 @@ impl Harness {
             header_limits: waypoint::HeaderLimits::default(),
             timeouts,
             jwks_tls,
+            netns: None,
         };
         let registry = prometheus::Registry::new();
         let pool = Pool::new(certs.clone(), waypoint::upstream_pool_config());
