@@ -1,9 +1,12 @@
 //! `ztunnel`: the node proxy of one node, as its own process. For every pod of `NODE_NAME`
-//! it serves HBONE on `podIP:15008` and the pod's SOCKS5 entry on `podIP:15080`; metrics on
-//! the node's address, 15020, readiness on 15021; the admin server on `127.0.0.1:15000`; it
-//! drains on SIGTERM.
+//! it serves HBONE on 15008 and takes the pod's outgoing connections: captured inside the
+//! pod's network namespace (`CAPTURE=zds`, pods handed over by istio-cni's node agent; or
+//! `netns-dir`), or through the pod's SOCKS5 entry on `podIP:15080` (`loopback`, the default).
+//! Metrics on the node's address, 15020, readiness on 15021; the admin server on
+//! `127.0.0.1:15000`; it drains on SIGTERM.
 
 use std::net::IpAddr;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -12,6 +15,7 @@ use clap::Parser;
 use mesh::program::{self, Common};
 use mesh_hbone::{Pool, PoolConfig};
 use mesh_runtime::{CancellationToken, ShutdownSignals};
+use ztunnel::capture::Capture;
 use ztunnel::{Ztunnel, ZtunnelSettings};
 
 #[global_allocator]
@@ -29,6 +33,38 @@ struct Cli {
     /// Where the status ports listen, if not the node's InternalIP from the config.
     #[arg(long, env = "INSTANCE_IP")]
     instance_ip: Option<IpAddr>,
+    /// How pods' traffic reaches the ztunnel: `zds` (in-pod capture, pods handed over by
+    /// istio-cni's node agent at --cni-socket), `netns-dir` (in-pod capture of the namespaces
+    /// named `<namespace>.<pod>` in --netns-dir, rules written by the ztunnel), or `loopback`
+    /// (SOCKS5 on each pod's address, no capture).
+    #[arg(long, env = "CAPTURE", value_enum, default_value = "loopback")]
+    capture: CaptureMode,
+    /// istio-cni's node agent socket (`zds`).
+    #[arg(long, env = "INPOD_UDS", default_value = ztunnel::capture::zds::DEFAULT_SOCKET)]
+    cni_socket: PathBuf,
+    /// The directory naming each pod's network namespace (`netns-dir`).
+    #[arg(long, env = "NETNS_DIR")]
+    netns_dir: Option<PathBuf>,
+}
+
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum CaptureMode {
+    Loopback,
+    Zds,
+    NetnsDir,
+}
+
+impl Cli {
+    fn capture(&self) -> anyhow::Result<Capture> {
+        Ok(match self.capture {
+            CaptureMode::Loopback => Capture::Loopback,
+            CaptureMode::Zds => Capture::Zds(self.cni_socket.clone()),
+            CaptureMode::NetnsDir => match &self.netns_dir {
+                Some(dir) => Capture::NetnsDir(dir.clone()),
+                None => bail!("--capture netns-dir needs --netns-dir (NETNS_DIR)"),
+            },
+        })
+    }
 }
 
 fn main() -> ExitCode {
@@ -53,7 +89,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     };
     let registry = prometheus::Registry::new();
     let pool = Pool::new(certs.clone(), PoolConfig::default());
-    let settings = ZtunnelSettings::new(&cli.node);
+    let settings = ZtunnelSettings {
+        capture: cli.capture()?,
+        ..ZtunnelSettings::new(&cli.node)
+    };
     let ztunnel = Ztunnel::new(settings, store.clone(), certs, pool, &registry)
         .context("starting the ztunnel")?;
     let readiness = ztunnel.readiness();
@@ -69,7 +108,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     .await?;
     program::serve_admin(common, &store, &registry, &readiness, &shutdown).await?;
     let serving = tokio::spawn(ztunnel.run(shutdown.clone()));
-    tracing::info!(node = %cli.node, %address, "ztunnel serving");
+    tracing::info!(node = %cli.node, %address, capture = ?cli.capture, "ztunnel serving");
     let grace = Duration::from_secs(common.drain_seconds);
     program::run_until_signalled(signals, readiness, shutdown, grace).await;
     serving.abort();
