@@ -641,3 +641,75 @@ async fn the_local_mesh_in_namespaces_captures_pods_through_ztunnels_and_the_way
         .unwrap_or(0);
     assert_eq!(left, 0, "namespaces left behind");
 }
+
+/// Reads until the peer closes or resets; how long that took, `None` after 5 s.
+async fn closed_within(stream: &mut TcpStream) -> Option<Duration> {
+    let started = tokio::time::Instant::now();
+    let mut buf = [0u8; 1024];
+    let read_all = async {
+        loop {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => continue,
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(5), read_all)
+        .await
+        .ok()?;
+    Some(started.elapsed())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_and_connections_to_proxy_ports_close_only_themselves_and_never_loop() {
+    let mesh = Captured::start("cap-bad", "").await.expect("mesh starts");
+    let sleep = mesh.pod("default.sleep");
+    // A pod's client that speaks HTTP to the pod's SOCKS5 entry is closed.
+    let socks = SocketAddr::new(Ipv4Addr::LOCALHOST.into(), 15080);
+    let mut garbage = connect_from(&sleep, socks)
+        .await
+        .expect("SOCKS5 inside the pod");
+    garbage
+        .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .expect("write");
+    assert!(
+        closed_within(&mut garbage).await.is_some(),
+        "SOCKS5 garbage kept open"
+    );
+    // Connections addressed to the ztunnel's own ports, here or in another pod, are refused
+    // where they end; none comes back around.
+    for port in [15001, 15006, 15008] {
+        // Refused at once, maybe before the connect itself completes.
+        let Ok(mut looped) = connect_from(&sleep, SocketAddr::new(ECHO.into(), port)).await else {
+            continue;
+        };
+        let _ = looped.write_all(b"hello?").await;
+        assert!(
+            closed_within(&mut looped).await.is_some(),
+            "port {port} kept open"
+        );
+    }
+    // Each captured connection was one outbound connection: none was captured again.
+    let source = [("reporter", "source"), ("source_workload", "sleep")];
+    let opened = mesh
+        .metric_until("istio_tcp_connections_opened_total", &source, 3.0)
+        .await;
+    assert_eq!(opened, 3.0);
+    // Plaintext garbage is the app's to judge: delivered, answered 400 by the echo app.
+    let outsider = mesh.pod("outside.client");
+    let mut raw = connect_from(&outsider, SocketAddr::new(ECHO.into(), 8080))
+        .await
+        .expect("plaintext");
+    raw.write_all(b"\x16\x03\x01 not http\r\n\r\n")
+        .await
+        .expect("write");
+    let mut answer = String::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), raw.read_to_string(&mut answer)).await;
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer:?}");
+    // Everyone else is served throughout.
+    let response = get_debug(&sleep, SocketAddr::new(SERVICE.into(), 80))
+        .await
+        .expect("served");
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+}
