@@ -43,6 +43,9 @@ pub struct ZdsPod {
     pub namespace: String,
     pub name: String,
     pub netns: Netns,
+    /// When it was handed over: of two pods of one name (one made again before the agent
+    /// deleted the other), the later is the pod.
+    pub added: u64,
 }
 
 /// The pods the node agent handed over, by uid; cheap to clone.
@@ -73,10 +76,11 @@ impl Default for ZdsPods {
 }
 
 impl ZdsPods {
-    /// The namespace of pod `namespace/name`, once handed over.
+    /// The namespace of pod `namespace/name`, once handed over (the latest, if twice).
     pub fn netns_of(&self, namespace: &str, name: &str) -> Option<Netns> {
         (self.lock().values())
-            .find(|p| p.namespace == namespace && p.name == name)
+            .filter(|p| p.namespace == namespace && p.name == name)
+            .max_by_key(|p| p.added)
             .map(|p| p.netns.clone())
     }
 
@@ -216,12 +220,16 @@ impl Session {
                 }
                 info!(pod = %pod, uid = %add.uid, "pod handed over by the CNI node agent");
                 let netns = netns.with_socket_mark(ZTUNNEL_MARK);
+                let mut handed_over = pods.lock();
+                let added = handed_over.values().map(|p| p.added + 1).max().unwrap_or(0);
                 let pod = ZdsPod {
                     namespace: info.namespace,
                     name: info.name,
                     netns,
+                    added,
                 };
-                pods.lock().insert(add.uid, pod);
+                handed_over.insert(add.uid, pod);
+                drop(handed_over);
                 pods.changed();
             }
             Request::Keep(keep) => {
@@ -252,5 +260,71 @@ impl Session {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn request(payload: Request) -> Vec<u8> {
+        WorkloadRequest {
+            payload: Some(payload),
+        }
+        .encode_to_vec()
+    }
+
+    #[test]
+    fn the_snapshot_keeps_what_was_kept_and_drops_the_rest() {
+        let pods = ZdsPods::default();
+        let netns = Netns::open(std::path::Path::new("/proc/self/ns/net")).expect("own netns");
+        for uid in ["a", "b"] {
+            pods.lock().insert(
+                uid.into(),
+                ZdsPod {
+                    namespace: "default".into(),
+                    name: uid.into(),
+                    netns: netns.clone(),
+                    added: 0,
+                },
+            );
+        }
+        let mut session = Session::default();
+        let keep = request(Request::Keep(proto::KeepWorkload { uid: "a".into() }));
+        assert_eq!(session.apply(&pods, &keep, Vec::new()), Ok(()));
+        assert!(!pods.synced());
+        let sent = request(Request::SnapshotSent(proto::SnapshotSent {}));
+        assert_eq!(session.apply(&pods, &sent, Vec::new()), Ok(()));
+        assert!(pods.synced());
+        assert!(pods.netns_of("default", "a").is_some());
+        assert!(
+            pods.netns_of("default", "b").is_none(),
+            "not in the snapshot"
+        );
+        // After the snapshot, Keep and a second SnapshotSent break the protocol.
+        assert!(matches!(
+            session.apply(&pods, &keep, Vec::new()),
+            Err(Refusal::Protocol(_))
+        ));
+        assert!(matches!(
+            session.apply(&pods, &sent, Vec::new()),
+            Err(Refusal::Protocol(_))
+        ));
+    }
+
+    proptest! {
+        /// Whatever arrives, the session answers (accepts or refuses), never panics, and
+        /// refuses an Add without exactly one descriptor.
+        #[test]
+        fn any_bytes_are_answered(bytes in proptest::collection::vec(any::<u8>(), 0..64)) {
+            let pods = ZdsPods::default();
+            let mut session = Session::default();
+            let answer = session.apply(&pods, &bytes, Vec::new());
+            if let Ok(WorkloadRequest { payload: Some(Request::Add(_)) }) = WorkloadRequest::decode(bytes.as_slice()) {
+                prop_assert!(matches!(answer, Err(Refusal::Protocol(_))));
+            }
+        }
     }
 }
