@@ -689,3 +689,58 @@ async fn a_waypoint_drains_under_load_without_failing_a_request() {
     );
     assert!(requests_served(addr_in(block, "2.21", 15020)).await >= 300.0);
 }
+
+/// The `ztunnel` program with `CAPTURE=zds` takes its pods from istio-cni's node agent (the
+/// test plays it): it connects to `INPOD_UDS`, says hello, and is ready once the agent's
+/// snapshot is in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ztunnel_capturing_through_istio_cni_is_ready_once_the_agent_sent_its_snapshot() {
+    use prost::Message;
+    use ztunnel::capture::zds::packet::SeqPacketListener;
+    use ztunnel::capture::zds::proto::{
+        Request, Response, SnapshotSent, WorkloadRequest, WorkloadResponse, ZdsHello,
+    };
+
+    let block = "127.119.";
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let config = manifest(tmp.path(), block);
+    let (ca, _) = ca_and_certificate(tmp.path(), "spiffe://cluster.local/ns/default/sa/x").await;
+    let socket = tmp.path().join("ztunnel.sock");
+    let agent = SeqPacketListener::bind(&socket).expect("agent socket");
+    let mut ztunnel = program("ztunnel")
+        .env("NODE_NAME", "node-a")
+        .env("ADMIN_ADDRESS", "127.0.0.1:25078")
+        .env("MESH_CONFIG", &config)
+        .env("CA_DIR", &ca)
+        .env("CAPTURE", "zds")
+        .env("INPOD_UDS", &socket)
+        .spawn()
+        .expect("ztunnel starts");
+    let conn = tokio::time::timeout(Duration::from_secs(20), agent.accept())
+        .await
+        .expect("the ztunnel connects to the agent")
+        .expect("accept");
+    let hello = conn.recv().await.expect("recv").expect("hello");
+    let hello = ZdsHello::decode(hello.data.as_slice()).expect("ZdsHello");
+    assert_eq!(hello.version, 1);
+    let status = addr_in(block, "1.1", 15021);
+    let early = http_get(status, "/healthz/ready").await;
+    assert!(
+        early.as_deref().map_or(true, |body| body != "ready\n"),
+        "ready before the snapshot"
+    );
+    let sent = WorkloadRequest {
+        payload: Some(Request::SnapshotSent(SnapshotSent {})),
+    };
+    conn.send(&sent.encode_to_vec(), None).await.expect("send");
+    let ack = conn.recv().await.expect("recv").expect("ack");
+    let ack = WorkloadResponse::decode(ack.data.as_slice()).expect("WorkloadResponse");
+    assert!(matches!(ack.payload, Some(Response::Ack(a)) if a.error.is_empty()));
+    wait_ready("node-a", status, &mut ztunnel).await;
+    let pid = ztunnel.id().expect("running").to_string();
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status();
+    let exit = tokio::time::timeout(Duration::from_secs(15), ztunnel.wait()).await;
+    assert!(exit.expect("ztunnel exits").expect("wait").success());
+}
