@@ -116,14 +116,14 @@ impl Metrics {
     /// dropped.
     pub fn open(&self, labels: ConnectionLabels, ends: ConnectionEnds) -> ConnectionGuard {
         self.opened.with_label_values(&labels.values()).inc();
-        ConnectionGuard {
+        ConnectionGuard(Box::new(Guarded {
             metrics: self.clone(),
             labels,
             ends,
             started: Instant::now(),
             sent: 0,
             received: 0,
-        }
+        }))
     }
 }
 
@@ -157,26 +157,31 @@ impl ConnectionEnds {
     }
 }
 
-pub struct ConnectionGuard {
+/// One pointer: a connection's futures hold the guard (some twice, as an argument and in
+/// place), and an idle connection costs what they hold, rounded up to the allocator's size
+/// classes (BENCHMARKS.md, "What an idle connection costs").
+pub struct ConnectionGuard(Box<Guarded>);
+
+struct Guarded {
     metrics: Metrics,
     labels: ConnectionLabels,
     ends: ConnectionEnds,
     started: Instant,
-    pub sent: u64,
-    pub received: u64,
+    sent: u64,
+    received: u64,
 }
 
 impl ConnectionGuard {
     pub fn set_flag(&mut self, flag: ResponseFlag) {
-        self.labels.response_flags = flag;
+        self.0.labels.response_flags = flag;
     }
 
     /// How the connection's bytes moved: counts when it ended normally, `SI` when idle.
     pub fn record(&mut self, spliced: mesh_runtime::Spliced) {
         match spliced {
             mesh_runtime::Spliced::Done(sent, received) => {
-                self.sent = sent;
-                self.received = received;
+                self.0.sent = sent;
+                self.0.received = received;
             }
             mesh_runtime::Spliced::Idle => self.set_flag(ResponseFlag::StreamIdleTimeout),
             mesh_runtime::Spliced::Failed(_) => {}
@@ -185,15 +190,15 @@ impl ConnectionGuard {
 
     /// Marks the connection as plaintext (passthrough outside the mesh).
     pub fn set_plaintext(&mut self) {
-        self.labels.mutual_tls = false;
+        self.0.labels.mutual_tls = false;
     }
 
     /// The connection's access-log line (target `access`): what Istio's ztunnel writes, with
     /// fields it does not know left out.
     fn log(&self) {
         let known = |value: &str| Some(value).filter(|v| *v != "unknown").map(str::to_owned);
-        let l = &self.labels;
-        let ends = &self.ends;
+        let l = &self.0.labels;
+        let ends = &self.0.ends;
         let flags = Some(l.response_flags).filter(|f| *f != ResponseFlag::None);
         tracing::info!(
             target: "access",
@@ -211,9 +216,9 @@ impl ConnectionGuard {
             dst.workload = known(&l.destination_workload),
             dst.namespace = known(&l.destination_workload_namespace),
             dst.identity = known(&l.destination_principal),
-            bytes_sent = self.sent,
-            bytes_recv = self.received,
-            duration = %format_args!("{}ms", self.started.elapsed().as_millis()),
+            bytes_sent = self.0.sent,
+            bytes_recv = self.0.received,
+            duration = %format_args!("{}ms", self.0.started.elapsed().as_millis()),
             response_flags = flags.map(|f| f.as_str()),
             "connection complete",
         );
@@ -223,15 +228,17 @@ impl ConnectionGuard {
 impl Drop for ConnectionGuard {
     fn drop(&mut self) {
         self.log();
-        let values = self.labels.values();
-        self.metrics.closed.with_label_values(&values).inc();
-        self.metrics
+        let values = self.0.labels.values();
+        self.0.metrics.closed.with_label_values(&values).inc();
+        self.0
+            .metrics
             .sent
             .with_label_values(&values)
-            .inc_by(self.sent);
-        self.metrics
+            .inc_by(self.0.sent);
+        self.0
+            .metrics
             .received
             .with_label_values(&values)
-            .inc_by(self.received);
+            .inc_by(self.0.received);
     }
 }
