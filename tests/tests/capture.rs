@@ -713,3 +713,82 @@ async fn garbage_and_connections_to_proxy_ports_close_only_themselves_and_never_
         .expect("served");
     assert!(response.starts_with("HTTP/1.1 200"), "{response}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pod_leaving_the_config_loses_its_rules_and_its_open_connections_drain() {
+    let mesh = Captured::start("cap-leave", "").await.expect("mesh starts");
+    let sleep = mesh.pod("default.sleep");
+    let echo = SocketAddr::new(ECHO.into(), 8080);
+    let mut open = connect_from(&sleep, echo).await.expect("open");
+    let request = b"GET /debug HTTP/1.1\r\nHost: echo\r\n\r\n";
+    open.write_all(request).await.expect("write");
+    let mut buf = vec![0u8; 8192];
+    let n = open.read(&mut buf).await.expect("read");
+    assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
+    // The sleep pod leaves the config (its namespace stays, as a pod's does while it ends).
+    let without_sleep = MESH
+        .replacen(
+            "name: sleep, namespace: default",
+            "name: gone, namespace: default",
+            1,
+        )
+        .replacen("10.244.1.10", "10.244.1.77", 1);
+    let snapshot =
+        mesh_config::compile(vec![("mesh.yaml".into(), without_sleep)]).expect("compiles");
+    mesh.store.replace(snapshot);
+    let rules_gone = async {
+        loop {
+            let mut save = std::process::Command::new("iptables-save");
+            let saved =
+                (sleep.output(save.args(["-t", "nat"]), b"")).expect("iptables-save in the pod");
+            if !String::from_utf8_lossy(&saved.stdout).contains("REDIRECT") {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(5), rules_gone)
+        .await
+        .expect("the pod's redirects are removed");
+    // Its open connection goes on until it ends.
+    open.write_all(request)
+        .await
+        .expect("write on the open connection");
+    let n = open
+        .read(&mut buf)
+        .await
+        .expect("read on the open connection");
+    assert!(
+        buf[..n].starts_with(b"HTTP/1.1 200"),
+        "the open connection was cut"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_island_left_by_a_crash_is_removed_by_the_next() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let network = "10.244.0.0/16".parse().expect("network");
+    let mut crashed =
+        Island::create("mtest-crash-", &dir.path().join("a"), network).expect("island");
+    let pod = IslandPod {
+        name: "default.p".into(),
+        ip: SLEEP,
+    };
+    crashed.sync(std::slice::from_ref(&pod)).expect("pod");
+    // A crash: nothing removes it.
+    std::mem::forget(crashed);
+    let mut next =
+        Island::create("mtest-crash-", &dir.path().join("b"), network).expect("the next island");
+    next.sync(&[pod]).expect("the same pod again");
+    let names: Vec<String> = std::fs::read_dir("/var/run/netns")
+        .expect("netns dir")
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|n| n.starts_with("mtest-crash-"))
+        .collect();
+    assert_eq!(
+        names.len(),
+        2,
+        "one hub and one pod, not two of each: {names:?}"
+    );
+    drop(next);
+}

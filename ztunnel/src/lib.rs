@@ -233,14 +233,15 @@ impl Ztunnel {
         }))
     }
 
-    /// Undoes what setting a pod up did to its namespace, when this ztunnel did it.
+    /// Stops capturing a pod that left, when this ztunnel set it up: its redirects go, its
+    /// open connections drain (`capture::rules::iptables_released`).
     async fn release(&self, network: PodNetwork) {
         if let (Capture::NetnsDir(_), PodNetwork::InPod(netns)) = (&self.settings.capture, network)
         {
             let name = netns.name().to_string();
             if let Err(e) = capture::remove(netns).await {
                 // The namespace may be gone with its pod, rules and all.
-                debug!(netns = %name, error = %e, "capture rules not removed");
+                debug!(netns = %name, error = %e, "capture redirects not removed");
             }
         }
     }

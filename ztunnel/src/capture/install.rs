@@ -51,20 +51,16 @@ pub async fn install(netns: Netns, ports: CapturePorts) -> Result<(), InstallErr
     .await
 }
 
-/// Undoes [`install`]: the pod's traffic goes where it is addressed again.
+/// Stops capturing the pod's new connections, letting those open drain
+/// ([`rules::iptables_released`]).
 pub async fn remove(netns: Netns) -> Result<(), InstallError> {
     blocking(move || {
         run(
             &netns,
             "iptables-restore",
             &[],
-            rules::iptables_cleared().as_bytes(),
-        )?;
-        let routing = rules::policy_routing();
-        let args: Vec<&str> = routing[0].iter().map(String::as_str).collect();
-        // Absent already is as good as removed.
-        let _ = run(&netns, "ip", &args, b"");
-        Ok(())
+            rules::iptables_released().as_bytes(),
+        )
     })
     .await
 }

@@ -83,9 +83,18 @@ pub fn iptables(ports: CapturePorts) -> String {
     .join("\n")
 }
 
-/// `iptables-restore` input that empties the tables [`iptables`] filled.
-pub fn iptables_cleared() -> String {
-    "*mangle\nCOMMIT\n*nat\nCOMMIT\n".into()
+/// `iptables-restore` input that stops capturing new connections: the nat table without the
+/// redirects, its built-in chains kept. Connections already redirected go on (their NAT lives
+/// in conntrack, applied as long as the table's hooks are there); the mangle rules and the
+/// policy route stay too, since they act only on connections the ztunnel made, and keep those
+/// still open answered until they end.
+pub fn iptables_released() -> String {
+    let chains = ["PREROUTING", "INPUT", "OUTPUT", "POSTROUTING"];
+    let declared: Vec<String> = chains
+        .iter()
+        .map(|c| format!(":{c} ACCEPT [0:0]"))
+        .collect();
+    format!("*nat\n{}\nCOMMIT\n", declared.join("\n"))
 }
 
 /// `ip` argument lists for the policy routing: marked packets are routed to `lo`. Each is
@@ -147,6 +156,14 @@ mod tests {
         assert!(rules.contains("--to-ports 25001"));
         assert!(rules.contains("--to-ports 25006"));
         assert!(rules.contains("! --dport 25008"));
+    }
+
+    #[test]
+    fn releasing_keeps_the_nat_hooks_and_the_marks() {
+        let released = iptables_released();
+        assert!(released.starts_with("*nat\n") && released.ends_with("COMMIT\n"));
+        assert!(released.contains(":OUTPUT ACCEPT") && released.contains(":PREROUTING ACCEPT"));
+        assert!(!released.contains("REDIRECT") && !released.contains("*mangle"));
     }
 
     #[test]
