@@ -8,8 +8,7 @@ use std::sync::Arc;
 
 use mesh_config::Workload;
 use mesh_core::ResponseFlag;
-use tokio::net::{TcpListener, TcpStream};
-use tokio_util::sync::CancellationToken;
+use tokio::net::TcpStream;
 use tracing::{debug, info};
 
 use crate::NodeContext;
@@ -18,23 +17,7 @@ use crate::inbound::{self, Accepted, check_inbound};
 use crate::metrics::{ConnectionEnds, ConnectionLabels, Direction};
 use crate::pod_network::PodNetwork;
 
-pub(crate) async fn serve(
-    ctx: Arc<NodeContext>,
-    pod: Arc<Workload>,
-    network: PodNetwork,
-    listener: TcpListener,
-    shutdown: CancellationToken,
-) {
-    crate::accept::serve(
-        listener,
-        "inbound_plaintext",
-        shutdown,
-        move |stream, peer| connection(ctx.clone(), pod.clone(), network.clone(), stream, peer),
-    )
-    .await
-}
-
-async fn connection(
+pub(crate) async fn connection(
     ctx: Arc<NodeContext>,
     pod: Arc<Workload>,
     network: PodNetwork,

@@ -256,26 +256,11 @@ impl Ztunnel {
         self.ctx.certs.prepare(&pod.identity).await?;
         let tls = mesh_hbone::server_config(self.ctx.certs.clone(), pod.identity.clone())?;
         let bind = |addr: SocketAddr| network.listen(addr).map_err(|e| StartError::Bind(addr, e));
-        let ctx = &self.ctx;
-        match &network {
+        let (hbone, socks, captured) = match &network {
             PodNetwork::Loopback => {
                 let hbone = bind(SocketAddr::new(pod.ip, self.settings.hbone_port))?;
                 let socks = bind(SocketAddr::new(pod.ip, self.settings.socks5_port))?;
-                debug!(pod = %pod.name, "pod listeners bound");
-                self.serve_hbone(
-                    &pod,
-                    &network,
-                    mesh_hbone::Server::new(tls.clone()),
-                    hbone,
-                    &token,
-                );
-                tokio::spawn(socks_entry::serve(
-                    ctx.clone(),
-                    network,
-                    pod.ip,
-                    socks,
-                    token,
-                ));
+                (hbone, socks, None)
             }
             PodNetwork::InPod(netns) => {
                 let ports = self.capture_ports();
@@ -284,42 +269,39 @@ impl Ztunnel {
                 }
                 // Inside the pod, every address is the pod's: listen on all of them.
                 let any = std::net::Ipv4Addr::UNSPECIFIED.into();
+                let localhost = std::net::Ipv4Addr::LOCALHOST.into();
                 let hbone = bind(SocketAddr::new(any, ports.inbound_hbone))?;
+                let socks = bind(SocketAddr::new(localhost, self.settings.socks5_port))?;
                 let outbound = bind(SocketAddr::new(any, ports.outbound))?;
                 let plaintext = bind(SocketAddr::new(any, ports.inbound_plaintext))?;
-                let localhost = std::net::Ipv4Addr::LOCALHOST.into();
-                let socks = bind(SocketAddr::new(localhost, self.settings.socks5_port))?;
-                debug!(pod = %pod.name, netns = netns.name(), "in-pod listeners bound");
-                self.serve_hbone(
-                    &pod,
-                    &network,
-                    mesh_hbone::Server::new(tls.clone()),
-                    hbone,
-                    &token,
-                );
-                tokio::spawn(capture::outbound::serve(
-                    ctx.clone(),
-                    network.clone(),
-                    pod.ip,
-                    outbound,
-                    token.clone(),
-                ));
-                tokio::spawn(inbound_plaintext::serve(
-                    ctx.clone(),
-                    pod.clone(),
-                    network.clone(),
-                    plaintext,
-                    token.clone(),
-                ));
-                tokio::spawn(socks_entry::serve(
-                    ctx.clone(),
-                    network,
-                    pod.ip,
-                    socks,
-                    token,
-                ));
+                (hbone, socks, Some((outbound, plaintext)))
             }
+        };
+        debug!(pod = %pod.name, captured = captured.is_some(), "pod listeners bound");
+        self.serve_hbone(&pod, &network, mesh_hbone::Server::new(tls), hbone, &token);
+        let pod_ip = pod.ip;
+        if let Some((outbound, plaintext)) = captured {
+            let (ctx, net) = (self.ctx.clone(), network.clone());
+            tokio::spawn(accept::serve(
+                outbound,
+                "outbound",
+                token.clone(),
+                move |s, c| capture::outbound::connection(ctx.clone(), net.clone(), pod_ip, s, c),
+            ));
+            let (ctx, net, pod) = (self.ctx.clone(), network.clone(), pod.clone());
+            tokio::spawn(accept::serve(
+                plaintext,
+                "inbound_plaintext",
+                token.clone(),
+                move |s, c| {
+                    inbound_plaintext::connection(ctx.clone(), pod.clone(), net.clone(), s, c)
+                },
+            ));
         }
+        let ctx = self.ctx.clone();
+        tokio::spawn(accept::serve(socks, "socks5", token, move |s, c| {
+            socks_entry::outbound_connection(ctx.clone(), network.clone(), pod_ip, s, c)
+        }));
         Ok(())
     }
 

@@ -5,8 +5,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use tokio::io::AsyncWriteExt;
-use tokio::net::{TcpListener, TcpStream};
-use tokio_util::sync::CancellationToken;
+use tokio::net::TcpStream;
 use tracing::debug;
 
 use crate::NodeContext;
@@ -14,20 +13,7 @@ use crate::outbound_conn::{self, Connected};
 use crate::pod_network::PodNetwork;
 use crate::socks5::{self, Reply, encode_reply};
 
-pub(crate) async fn serve(
-    ctx: Arc<NodeContext>,
-    network: PodNetwork,
-    pod_ip: IpAddr,
-    listener: TcpListener,
-    shutdown: CancellationToken,
-) {
-    crate::accept::serve(listener, "socks5", shutdown, move |stream, client| {
-        outbound_connection(ctx.clone(), network.clone(), pod_ip, stream, client)
-    })
-    .await
-}
-
-async fn outbound_connection(
+pub(crate) async fn outbound_connection(
     ctx: Arc<NodeContext>,
     network: PodNetwork,
     pod_ip: IpAddr,

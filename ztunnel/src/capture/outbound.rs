@@ -5,8 +5,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use mesh_core::ports::PROXY_PORTS;
-use tokio::net::{TcpListener, TcpStream};
-use tokio_util::sync::CancellationToken;
+use tokio::net::TcpStream;
 use tracing::{debug, info};
 
 use crate::NodeContext;
@@ -14,20 +13,7 @@ use crate::outbound_conn;
 use crate::pod_network::PodNetwork;
 use crate::socks5::Target;
 
-pub(crate) async fn serve(
-    ctx: Arc<NodeContext>,
-    network: PodNetwork,
-    pod_ip: IpAddr,
-    listener: TcpListener,
-    shutdown: CancellationToken,
-) {
-    crate::accept::serve(listener, "outbound", shutdown, move |stream, client| {
-        connection(ctx.clone(), network.clone(), pod_ip, stream, client)
-    })
-    .await
-}
-
-async fn connection(
+pub(crate) async fn connection(
     ctx: Arc<NodeContext>,
     network: PodNetwork,
     pod_ip: IpAddr,
