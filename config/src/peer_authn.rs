@@ -7,7 +7,6 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use crate::ROOT_NAMESPACE;
 use crate::model::Workload;
 
 /// `spec.mtls.mode`.
@@ -57,12 +56,13 @@ impl PeerAuthentication {
         }
     }
 
-    /// How specific the policy is: a port's mode, then a selector, a namespace, the mesh.
+    /// How specific the policy is: a selector, a namespace, the mesh (a port's mode, more
+    /// specific still, is looked up within each).
     fn rank(&self) -> u8 {
         match self.scope {
             PeerAuthnScope::Selector(_) => 1,
-            PeerAuthnScope::Namespace if self.namespace != ROOT_NAMESPACE => 2,
-            PeerAuthnScope::Namespace | PeerAuthnScope::Mesh => 3,
+            PeerAuthnScope::Namespace => 2,
+            PeerAuthnScope::Mesh => 3,
         }
     }
 }
@@ -95,6 +95,7 @@ pub fn mtls_mode<'p>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ROOT_NAMESPACE;
 
     fn pod(namespace: &str, app: &str) -> Workload {
         Workload {

@@ -383,10 +383,6 @@ impl Snapshot {
         crate::peer_authn::mtls_mode(&self.peer_authentications, workload, port)
     }
 
-    pub fn peer_authentications(&self) -> &[Arc<PeerAuthentication>] {
-        &self.peer_authentications
-    }
-
     pub fn l4_policies(&self, workload: &Workload) -> Cow<'_, [Arc<AuthorizationPolicy>]> {
         let current = self.workloads_by_ip.get(&workload.ip);
         let same_pod =

@@ -13,24 +13,10 @@ fn names(list: &[std::sync::Arc<mesh_config::AuthorizationPolicy>]) -> Vec<Strin
 }
 
 fn fixture() -> Vec<serde_json::Value> {
-    let mut objs = nodes();
+    let mut objs = waypoint_and_two_services();
     objs.push(pod("default", "web", "127.0.1.10", json!({"app": "web"})));
     objs.push(pod("default", "db", "127.0.1.11", json!({"app": "db"})));
     objs.push(pod("other", "web", "127.0.1.12", json!({"app": "web"})));
-    objs.push(waypoint_gateway("default", "wp", None));
-    objs.push(waypoint_pod("default", "wp", "127.0.1.50"));
-    objs.push(service(
-        "default",
-        "web",
-        "127.0.100.1",
-        json!({"app": "web"}),
-    ));
-    objs.push(service(
-        "default",
-        "db",
-        "127.0.100.2",
-        json!({"app": "db"}),
-    ));
     objs.push(policy(
         "istio-system",
         "global",

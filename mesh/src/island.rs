@@ -93,15 +93,8 @@ impl Island {
     }
 
     fn add(&mut self, pod: &IslandPod) -> anyhow::Result<()> {
+        admit(self.network, std::slice::from_ref(pod))?;
         let network = self.network;
-        if !network.contains(&pod.ip) || pod.ip == self.gateway || pod.ip == network.broadcast() {
-            bail!(
-                "pod {} address {} is not a pod address of the island's network {network} \
-                 (its first address is the gateway)",
-                pod.name,
-                pod.ip
-            );
-        }
         let netns = self.netns_name(&pod.name);
         let port = format!("v{}", self.next_port);
         self.next_port += 1;
@@ -144,8 +137,9 @@ impl Island {
         Ok(())
     }
 
-    pub fn network(&self) -> Ipv4Net {
-        self.network
+    /// Whether `pods` can all join this island ([`admit`]).
+    pub fn admits(&self, pods: &[IslandPod]) -> anyhow::Result<()> {
+        admit(self.network, pods)
     }
 
     /// The directory naming every pod's namespace.
@@ -176,6 +170,24 @@ impl Drop for Island {
             tracing::warn!(netns = %self.hub, error = %format!("{e:#}"), "cannot remove network namespace");
         }
     }
+}
+
+/// Whether `pods` can sit on `network`: inside it, and neither its first address (the
+/// gateway) nor its broadcast address.
+pub fn admit(network: Ipv4Net, pods: &[IslandPod]) -> anyhow::Result<()> {
+    let gateway = network.hosts().next();
+    for pod in pods {
+        if !network.contains(&pod.ip) || Some(pod.ip) == gateway || pod.ip == network.broadcast() {
+            bail!(
+                "pod {} address {} is not a pod address of {network}: every pod sits on one \
+                 bridge network, whose first address is the gateway (use addresses such as \
+                 10.244.0.0/16)",
+                pod.name,
+                pod.ip
+            );
+        }
+    }
+    Ok(())
 }
 
 /// Removes every `ip netns` namespace whose name starts with `prefix`.

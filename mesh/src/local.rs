@@ -202,16 +202,7 @@ fn island_pods(snapshot: &Snapshot) -> anyhow::Result<Vec<IslandPod>> {
 fn island_network(pods: &[IslandPod]) -> anyhow::Result<ipnet::Ipv4Net> {
     let first = pods.first().context("no pods to build namespaces for")?;
     let network = ipnet::Ipv4Net::new(first.ip, 16)?.trunc();
-    for pod in pods {
-        if !network.contains(&pod.ip) {
-            bail!(
-                "pod {} at {} is outside {network}: in namespaces every pod sits on one /16 \
-                 bridge (use addresses such as 10.244.0.0/16)",
-                pod.name,
-                pod.ip
-            );
-        }
-    }
+    crate::island::admit(network, pods)?;
     Ok(network)
 }
 
@@ -387,17 +378,11 @@ async fn supervise(
         let snapshot = shared.store.load();
         let runnable = check_runnable(&snapshot).and_then(|()| match &shared.island {
             Some(island) => {
-                let network = island.lock().unwrap_or_else(|e| e.into_inner()).network();
-                island_pods(&snapshot).and_then(|pods| {
-                    let outside = pods.iter().find(|p| !network.contains(&p.ip));
-                    outside.map_or(Ok(()), |p| {
-                        bail!(
-                            "pod {} at {} is outside the island's {network}",
-                            p.name,
-                            p.ip
-                        )
-                    })
-                })
+                let pods = island_pods(&snapshot)?;
+                island
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .admits(&pods)
             }
             None => Ok(()),
         });

@@ -104,10 +104,6 @@ impl Netns {
         &self.inner.name
     }
 
-    pub fn mark(&self) -> Option<u32> {
-        self.mark
-    }
-
     /// Runs `f` with this thread inside the namespace, and moves it back before returning, also
     /// when `f` panics. `f` must not block: it runs on whatever thread called.
     pub fn run<T>(&self, f: impl FnOnce() -> io::Result<T>) -> io::Result<T> {

@@ -113,6 +113,30 @@ pub(crate) struct Accepted<C> {
     pub(crate) target: SocketAddr,
 }
 
+/// The labels of a connection into `pod` from `peer_ip`: the source pod as the snapshot knows
+/// it, its verified identity if any (none: plaintext).
+pub(crate) fn inbound_labels(
+    snapshot: &Snapshot,
+    pod: &Workload,
+    peer: Option<&Identity>,
+    peer_ip: IpAddr,
+) -> ConnectionLabels {
+    let mut labels = ConnectionLabels::new("destination");
+    if let Some(source) = snapshot.workload_by_ip(peer_ip) {
+        labels.source_workload = source.name.clone();
+        labels.source_workload_namespace = source.namespace.clone();
+    }
+    if let Some(peer) = peer {
+        labels.source_principal = peer.to_string();
+        labels.source_workload_namespace = peer.namespace.clone();
+    }
+    labels.destination_workload = pod.name.clone();
+    labels.destination_workload_namespace = pod.namespace.clone();
+    labels.destination_principal = pod.identity.to_string();
+    labels.mutual_tls = peer.is_some();
+    labels
+}
+
 /// Checks the CONNECT, dials the app and accepts the tunnel; `None` once it was refused.
 async fn accept(
     ctx: &NodeContext,
@@ -123,15 +147,7 @@ async fn accept(
     let snapshot = ctx.store.load();
     let peer = connect.peer_identity().clone();
     let peer_ip = connect.peer_addr().ip();
-    let mut labels = ConnectionLabels::new("destination");
-    labels.source_principal = peer.to_string();
-    labels.source_workload_namespace = peer.namespace.clone();
-    if let Some(source) = snapshot.workload_by_ip(peer_ip) {
-        labels.source_workload = source.name.clone();
-    }
-    labels.destination_workload = pod.name.clone();
-    labels.destination_workload_namespace = pod.namespace.clone();
-    labels.destination_principal = pod.identity.to_string();
+    let labels = inbound_labels(&snapshot, pod, Some(&peer), peer_ip);
     let mut ends = ConnectionEnds::new(Direction::Inbound, connect.peer_addr());
     ends.dst_addr = Some(SocketAddr::new(pod.ip, connect.local_addr().port()));
     ends.dst_hbone_addr = connect.authority_addr();

@@ -14,7 +14,7 @@ use tracing::{debug, info};
 use crate::NodeContext;
 use crate::capture;
 use crate::inbound::{self, Accepted, check_inbound};
-use crate::metrics::{ConnectionEnds, ConnectionLabels, Direction};
+use crate::metrics::{ConnectionEnds, Direction};
 use crate::pod_network::PodNetwork;
 
 pub(crate) async fn connection(
@@ -46,15 +46,7 @@ async fn accept(
         }
     };
     let snapshot = ctx.store.load();
-    let mut labels = ConnectionLabels::new("destination");
-    if let Some(source) = snapshot.workload_by_ip(peer.ip()) {
-        labels.source_workload = source.name.clone();
-        labels.source_workload_namespace = source.namespace.clone();
-    }
-    labels.destination_workload = pod.name.clone();
-    labels.destination_workload_namespace = pod.namespace.clone();
-    labels.destination_principal = pod.identity.to_string();
-    labels.mutual_tls = false;
+    let labels = inbound::inbound_labels(&snapshot, pod, None, peer.ip());
     let mut ends = ConnectionEnds::new(Direction::Inbound, peer);
     ends.dst_addr = Some(target);
     let mut guard = ctx.metrics.open(labels, ends);
