@@ -265,10 +265,7 @@ pub async fn bind_in(
     addr: SocketAddr,
     what: &str,
 ) -> anyhow::Result<TcpListener> {
-    let bound = match netns {
-        Some(netns) => netns.listen(addr),
-        None => TcpListener::bind(addr).await,
-    };
+    let bound = mesh_runtime::listen_in(netns, addr);
     let place = netns.map_or_else(String::new, |n| format!(" in {}", n.name()));
     bound.with_context(|| format!("{what}: cannot bind {addr}{place}"))
 }

@@ -161,6 +161,18 @@ impl Netns {
     }
 }
 
+/// A listener on `addr`: inside `netns` when given, else in this process's own namespace.
+pub fn listen_in(netns: Option<&Netns>, addr: SocketAddr) -> io::Result<TcpListener> {
+    match netns {
+        Some(netns) => netns.listen(addr),
+        None => {
+            let listener = std::net::TcpListener::bind(addr)?;
+            listener.set_nonblocking(true)?;
+            TcpListener::from_std(listener)
+        }
+    }
+}
+
 /// Moves the thread back to the namespace it came from when dropped.
 struct Return(File);
 

@@ -689,6 +689,16 @@ async fn garbage_and_connections_to_proxy_ports_close_only_themselves_and_never_
             "port {port} kept open"
         );
     }
+    // Addressed straight to the outbound listener (loopback is never redirected): refused
+    // there, not passed through to itself.
+    let direct = SocketAddr::new(Ipv4Addr::LOCALHOST.into(), 15001);
+    if let Ok(mut looped) = connect_from(&sleep, direct).await {
+        let _ = looped.write_all(b"hello?").await;
+        assert!(
+            closed_within(&mut looped).await.is_some(),
+            "127.0.0.1:15001 kept open"
+        );
+    }
     // Each captured connection was one outbound connection: none was captured again.
     let source = [("reporter", "source"), ("source_workload", "sleep")];
     let opened = mesh

@@ -165,11 +165,8 @@ impl WaypointServer {
                 source,
             }
         };
-        let listener = match &settings.netns {
-            Some(netns) => netns.listen(addr),
-            None => TcpListener::bind(addr).await,
-        }
-        .map_err(bind_err(addr.to_string()))?;
+        let listener = mesh_runtime::listen_in(settings.netns.as_ref(), addr)
+            .map_err(bind_err(addr.to_string()))?;
         let health = Arc::new(Health::default());
         let upstreams = Upstreams::new(
             pool,

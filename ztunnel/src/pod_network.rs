@@ -20,14 +20,7 @@ pub enum PodNetwork {
 impl PodNetwork {
     /// A listener on `addr`: on the node, or inside the pod.
     pub fn listen(&self, addr: SocketAddr) -> io::Result<TcpListener> {
-        match self {
-            PodNetwork::Loopback => {
-                let listener = std::net::TcpListener::bind(addr)?;
-                listener.set_nonblocking(true)?;
-                TcpListener::from_std(listener)
-            }
-            PodNetwork::InPod(netns) => netns.listen(addr),
-        }
+        mesh_runtime::listen_in(self.netns(), addr)
     }
 
     /// A TCP connection to `to` that appears to come from `from`: in loopback mode when `from`

@@ -4,7 +4,6 @@
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
-use mesh_core::ports::PROXY_PORTS;
 use tokio::net::TcpStream;
 use tracing::{debug, info};
 
@@ -27,9 +26,10 @@ pub(crate) async fn connection(
             return super::reset(client);
         }
     };
-    // Addressed to a proxy port itself: only a loop gets here.
-    if PROXY_PORTS.contains(&target.port()) && target.ip() == pod_ip {
-        debug!(src.addr = %client_addr, dst.addr = %target, "connection to the proxy's own port; closed");
+    // The rules never redirect loopback or the pod's own address: such a connection was
+    // addressed to this listener itself, and passing it on would reach it again, and again.
+    if target.ip().is_loopback() || target.ip() == pod_ip {
+        debug!(src.addr = %client_addr, dst.addr = %target, "connection addressed to the capture listener itself; closed");
         return super::reset(client);
     }
     // The pod is the source, whichever of its addresses the app's socket chose.
