@@ -701,6 +701,18 @@ async fn a_ztunnel_capturing_through_istio_cni_is_ready_once_the_agent_sent_its_
         Request, Response, SnapshotSent, WorkloadRequest, WorkloadResponse, ZdsHello,
     };
 
+    // A setting of another capture mode is refused, not ignored.
+    let mut mixed = program("ztunnel");
+    mixed
+        .env("NODE_NAME", "node-a")
+        .env("CAPTURE", "zds")
+        .env("NETNS_DIR", "/run/x");
+    let stderr = refusal(&mut mixed).await;
+    assert!(
+        stderr.contains("NETNS_DIR") && stderr.contains("netns-dir only"),
+        "{stderr}"
+    );
+
     let block = "127.119.";
     let tmp = tempfile::tempdir().expect("tempdir");
     let config = manifest(tmp.path(), block);

@@ -39,9 +39,9 @@ struct Cli {
     /// (SOCKS5 on each pod's address, no capture).
     #[arg(long, env = "CAPTURE", value_enum, default_value = "loopback")]
     capture: CaptureMode,
-    /// istio-cni's node agent socket (`zds`).
-    #[arg(long, env = "INPOD_UDS", default_value = ztunnel::capture::zds::DEFAULT_SOCKET)]
-    cni_socket: PathBuf,
+    /// istio-cni's node agent socket (`zds`; default /var/run/ztunnel/ztunnel.sock).
+    #[arg(long, env = "INPOD_UDS")]
+    cni_socket: Option<PathBuf>,
     /// The directory naming each pod's network namespace (`netns-dir`).
     #[arg(long, env = "NETNS_DIR")]
     netns_dir: Option<PathBuf>,
@@ -56,9 +56,23 @@ enum CaptureMode {
 
 impl Cli {
     fn capture(&self) -> anyhow::Result<Capture> {
+        // A setting of another mode would be ignored: refused instead.
+        match (self.capture, &self.cni_socket, &self.netns_dir) {
+            (CaptureMode::Zds, _, Some(_)) | (CaptureMode::Loopback, _, Some(_)) => {
+                bail!("--netns-dir (NETNS_DIR) applies to --capture netns-dir only")
+            }
+            (CaptureMode::NetnsDir, Some(_), _) | (CaptureMode::Loopback, Some(_), _) => {
+                bail!("--cni-socket (INPOD_UDS) applies to --capture zds only")
+            }
+            _ => {}
+        }
         Ok(match self.capture {
             CaptureMode::Loopback => Capture::Loopback,
-            CaptureMode::Zds => Capture::Zds(self.cni_socket.clone()),
+            CaptureMode::Zds => Capture::Zds(
+                self.cni_socket
+                    .clone()
+                    .unwrap_or_else(|| PathBuf::from(ztunnel::capture::zds::DEFAULT_SOCKET)),
+            ),
             CaptureMode::NetnsDir => match &self.netns_dir {
                 Some(dir) => Capture::NetnsDir(dir.clone()),
                 None => bail!("--capture netns-dir needs --netns-dir (NETNS_DIR)"),
@@ -72,6 +86,8 @@ fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
+    // Settings first: a mistake in them is refused before anything is read or bound.
+    let capture = cli.capture()?;
     let signals = ShutdownSignals::install()?;
     let shutdown = CancellationToken::new();
     let common = &cli.common;
@@ -90,7 +106,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let registry = prometheus::Registry::new();
     let pool = Pool::new(certs.clone(), PoolConfig::default());
     let settings = ZtunnelSettings {
-        capture: cli.capture()?,
+        capture,
         ..ZtunnelSettings::new(&cli.node)
     };
     let ztunnel = Ztunnel::new(settings, store.clone(), certs, pool, &registry)
