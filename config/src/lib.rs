@@ -23,6 +23,7 @@ mod snapshot;
 pub mod status;
 pub mod store;
 pub mod telemetry;
+pub mod traces;
 pub mod traffic;
 mod watch;
 

@@ -15,6 +15,7 @@ use crate::route::{PortRoutes, RouteRule};
 use crate::rule_set::RuleSet;
 use crate::status::{self, RouteParents, RouteStatus};
 use crate::telemetry::{Telemetry, TelemetrySettings};
+use crate::traces::{TracingOverride, TracingProvider};
 use crate::traffic::TrafficPolicy;
 use crate::{ROOT_NAMESPACE, TRUST_DOMAIN};
 
@@ -45,6 +46,9 @@ pub(crate) struct Parts {
     pub authentications: Vec<Arc<RequestAuthentication>>,
     /// The mesh config's ext_authz providers, by name.
     pub providers: HashMap<String, Arc<ExtAuthzProvider>>,
+    /// The mesh config's OpenTelemetry providers, by name, and its default ones.
+    pub tracing_providers: BTreeMap<String, Arc<TracingProvider>>,
+    pub default_tracing: Vec<String>,
     pub telemetries: Vec<Arc<Telemetry>>,
     pub peer_authentications: Vec<Arc<PeerAuthentication>>,
 }
@@ -70,6 +74,8 @@ pub struct Snapshot {
     waypoint_policies: HashMap<ObjectRef, Attached<AuthorizationPolicy>>,
     authentications: Vec<Arc<RequestAuthentication>>,
     providers: HashMap<String, Arc<ExtAuthzProvider>>,
+    tracing_providers: BTreeMap<String, Arc<TracingProvider>>,
+    default_tracing: Vec<String>,
     /// What each waypoint records: for pod-addressed traffic (and Services no Telemetry
     /// targets), and per Service hostname.
     waypoint_telemetry: HashMap<ObjectRef, (TelemetrySettings, HashMap<String, TelemetrySettings>)>,
@@ -175,6 +181,8 @@ impl Snapshot {
         snap.policies = parts.policies;
         snap.authentications = parts.authentications;
         snap.providers = parts.providers;
+        snap.tracing_providers = parts.tracing_providers;
+        snap.default_tracing = parts.default_tracing;
         snap.peer_authentications = parts.peer_authentications;
         snap.waypoint_telemetry = (snap.waypoints.iter())
             .map(|wp| (wp.object_ref(), snap.telemetry_of(&parts.telemetries, wp)))
@@ -197,15 +205,27 @@ impl Snapshot {
         all: &[Arc<Telemetry>],
         waypoint: &Waypoint,
     ) -> (TelemetrySettings, HashMap<String, TelemetrySettings>) {
+        type Layers = (TelemetrySettings, TracingOverride);
+        let layer = |(settings, tracing): Layers, t: &Arc<Telemetry>| -> Layers {
+            (
+                settings.with(&t.overrides),
+                tracing.then(&t.overrides.tracing),
+            )
+        };
         let base = (all.iter())
             .filter(|t| matches!(t.scope, PolicyScope::Global))
             .chain(all.iter().filter(|t| {
                 matches!(t.scope, PolicyScope::Namespace) && t.namespace == waypoint.namespace
             }))
-            .fold(TelemetrySettings::default(), |s, t| s.with(&t.overrides));
+            .fold(Layers::default(), layer);
         let attached = self.attached(all, waypoint);
-        let layered =
-            |targeted: &[Arc<Telemetry>]| (targeted.iter()).fold(base, |s, t| s.with(&t.overrides));
+        let layered = |targeted: &[Arc<Telemetry>]| -> TelemetrySettings {
+            let (settings, tracing) = targeted.iter().fold(base.clone(), layer);
+            TelemetrySettings {
+                tracing: tracing.resolve(&self.tracing_providers, &self.default_tracing),
+                ..settings
+            }
+        };
         let services = (attached.services.iter())
             .map(|(host, targeted)| (host.clone(), layered(targeted)))
             .collect();
@@ -462,13 +482,29 @@ impl Snapshot {
         &self,
         waypoint: &ObjectRef,
         service: Option<&Service>,
-    ) -> TelemetrySettings {
+    ) -> &TelemetrySettings {
         let Some((gateway, services)) = self.waypoint_telemetry.get(waypoint) else {
-            return TelemetrySettings::default();
+            return &TelemetrySettings::DEFAULT;
         };
-        *service
+        service
             .and_then(|s| services.get(&s.hostname))
             .unwrap_or(gateway)
+    }
+
+    /// The OpenTelemetry providers `waypoint` sends spans to, for any destination.
+    pub fn waypoint_tracing_providers(&self, waypoint: &ObjectRef) -> Vec<Arc<TracingProvider>> {
+        let Some((gateway, services)) = self.waypoint_telemetry.get(waypoint) else {
+            return Vec::new();
+        };
+        let mut providers: Vec<Arc<TracingProvider>> = std::iter::once(gateway)
+            .chain(services.values())
+            .filter_map(|s| s.tracing.as_ref())
+            .filter(|t| t.report_spans)
+            .map(|t| t.provider.clone())
+            .collect();
+        providers.sort_by(|a, b| a.name.cmp(&b.name));
+        providers.dedup_by(|a, b| a.name == b.name);
+        providers
     }
 
     /// The ext_authz provider `name` of the mesh config, if it has one.

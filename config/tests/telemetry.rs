@@ -58,7 +58,7 @@ fn settings_layer_root_then_namespace_then_targets() {
     let wp = ObjectRef::new("default", "wp");
     let web = snap.service("default", "web").expect("web");
     let db = snap.service("default", "db").expect("db");
-    let on = |s: TelemetrySettings| -> Vec<RequestMetric> {
+    let on = |s: &TelemetrySettings| -> Vec<RequestMetric> {
         RequestMetric::ALL
             .into_iter()
             .filter(|m| s.records(*m))
@@ -75,7 +75,7 @@ fn settings_layer_root_then_namespace_then_targets() {
     let plain = must_compile(&mesh(Vec::new()));
     assert_eq!(
         plain.waypoint_telemetry(&wp, Some(web)),
-        TelemetrySettings::default()
+        &TelemetrySettings::default()
     );
 }
 
@@ -86,7 +86,7 @@ fn what_a_waypoint_cannot_act_on_warns_and_bad_values_are_refused() {
         "t",
         json!({
             "selector": {"matchLabels": {"app": "web"}},
-            "tracing": [{"randomSamplingPercentage": 10}],
+            "tracing": [{"providers": [{"name": "zipkin"}], "useRequestIdForTraceSampling": true}],
             "metrics": [{"providers": [{"name": "stackdriver"}], "reportingInterval": "10s", "overrides": [
                 {"match": {"metric": "REQUEST_COUNT"}, "tagOverrides": {"x": {"operation": "REMOVE"}}},
                 {"match": {"metric": "REQUEST_COUNT", "mode": "CLIENT"}, "disabled": true},
@@ -103,7 +103,8 @@ fn what_a_waypoint_cannot_act_on_warns_and_bad_values_are_refused() {
         fields,
         [
             "spec.selector",
-            "spec.tracing",
+            "spec.tracing[0].providers[0]",
+            "spec.tracing[0].useRequestIdForTraceSampling",
             "spec.metrics[0].providers[0]",
             "spec.metrics[0].reportingInterval",
             "spec.metrics[0].overrides[0].tagOverrides",

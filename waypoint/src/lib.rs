@@ -44,6 +44,7 @@ use crate::authn::jwks::{Fetcher, RemoteKeys};
 use crate::proxy::WaypointProxy;
 pub use crate::request::HeaderLimits;
 use crate::telemetry::Metrics;
+use crate::telemetry::trace::Tracers;
 use crate::tunnel_io::HeadBounds;
 use crate::upstream::{ClientConfig, Upstreams};
 use mesh_config::health::Health;
@@ -105,6 +106,8 @@ pub struct Timeouts {
     /// How often a `jwksUri`'s key set is fetched again (Envoy's JWKS `cache_duration`,
     /// 10 min).
     pub jwks_refresh: Duration,
+    /// How long spans wait to be exported in a batch.
+    pub span_export_delay: Duration,
 }
 
 impl Default for Timeouts {
@@ -114,6 +117,7 @@ impl Default for Timeouts {
             downstream_idle: Duration::from_secs(3600),
             request_headers: Duration::from_secs(10),
             jwks_refresh: authn::jwks::DEFAULT_REFRESH,
+            span_export_delay: telemetry::trace::DEFAULT_EXPORT_DELAY,
         }
     }
 }
@@ -145,6 +149,7 @@ pub struct WaypointServer {
     proxy: Arc<HttpProxy<WaypointProxy>>,
     store: Arc<Store>,
     jwks: Arc<RemoteKeys>,
+    tracers: Arc<Tracers>,
 }
 
 impl WaypointServer {
@@ -183,7 +188,14 @@ impl WaypointServer {
                 }
             })?;
         let jwks = Arc::new(RemoteKeys::default());
+        let tracers = Arc::new(Tracers::new(
+            settings.waypoint.clone(),
+            store.clone(),
+            upstreams.clone(),
+            settings.timeouts.span_export_delay,
+        ));
         let inner = WaypointProxy {
+            tracers: tracers.clone(),
             jwks: jwks.clone(),
             verified_tokens: Default::default(),
             store: store.clone(),
@@ -214,6 +226,7 @@ impl WaypointServer {
             proxy: Arc::new(proxy),
             store,
             jwks,
+            tracers,
         })
     }
 
@@ -232,7 +245,14 @@ impl WaypointServer {
             tls: (self.settings.jwks_tls.clone()).unwrap_or_else(authn::jwks::system_roots),
         };
         let fetching = tokio::spawn(fetcher.run(shutdown.clone()));
-        let sweeping = tokio::spawn(sweep(self.upstreams, self.health, shutdown.clone()));
+        let tracers = self.tracers;
+        let sweeping = tokio::spawn(sweep(
+            self.upstreams,
+            self.health,
+            tracers.clone(),
+            self.store.clone(),
+            shutdown.clone(),
+        ));
         ingress::serve(
             self.listener,
             self.hbone,
@@ -248,17 +268,26 @@ impl WaypointServer {
         .await;
         let _ = sweeping.await;
         let _ = fetching.await;
+        tracers.shutdown().await;
     }
 }
 
-/// Closes idle upstream connections past their idle timeout, every 30 s.
-async fn sweep(upstreams: Upstreams, health: Arc<Health>, shutdown: CancellationToken) {
+/// Every 30 s: idle upstream connections closed, idle endpoints' health forgotten, exporters
+/// of tracing providers no longer used flushed and stopped.
+async fn sweep(
+    upstreams: Upstreams,
+    health: Arc<Health>,
+    tracers: Arc<Tracers>,
+    store: Arc<Store>,
+    shutdown: CancellationToken,
+) {
     let mut every = tokio::time::interval(Duration::from_secs(30));
     loop {
         tokio::select! {
             _ = every.tick() => {
                 upstreams.sweep();
                 health.forget_idle();
+                tracers.retire_unused(&store.load());
             }
             () = shutdown.cancelled() => return,
         }

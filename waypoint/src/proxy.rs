@@ -9,13 +9,17 @@
 //!                          request filters on the way up, response filters on the way down;
 //!                          a failure before the response is a LocalReply in Envoy's words)
 //! fail_to_proxy            a Pingora error (the caller's side): outcome::classify
-//! logging                  metrics + access log from the context
+//! logging                  metrics + access log + the span's end, from the context
 //! ```
+//!
+//! A traced request's span starts once its destination is known (planned or refused), and
+//! the request goes on naming it as the parent (`traceparent`, and B3 if the caller used it).
 //!
 //! Pingora serves the caller (HTTP/1.1 and h2c parsing, keep-alive, the hooks); the upstream
 //! half is the waypoint's own (`upstream`), so Pingora's upstream hooks are not used.
 
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use async_trait::async_trait;
 use mesh_config::{LoadBalancer, ObjectRef, Store, TrafficPolicy};
@@ -37,6 +41,7 @@ use crate::request::{
     Backend, HeaderLimits, Inputs, MirrorTarget, Plan, RequestAttrs, RequestCtx, RequestEdits,
     Rolls, UrlRewrite, plan,
 };
+use crate::telemetry::trace::{self, RequestSpan, Tracers, tags};
 use crate::telemetry::{BodySizes, Metrics, RequestLabels, access_log};
 use crate::tunnel_io::{TunnelInfo, tunnel_info};
 use crate::upstream::balance::Balancing;
@@ -65,6 +70,8 @@ pub struct WaypointProxy {
     pub(crate) jwks: Arc<RemoteKeys>,
     /// Tokens verified lately.
     pub(crate) verified_tokens: VerifiedTokens,
+    /// Where spans go.
+    pub(crate) tracers: Arc<Tracers>,
 }
 
 /// Replaces the request's path with its normalized form ([`normalize_path`]), which routes,
@@ -131,6 +138,7 @@ impl ProxyHttp for WaypointProxy {
         match planned {
             Ok(planned) => {
                 ctx.plan = Some(planned);
+                self.start_span(session, ctx);
                 self.forward(session, ctx).await?;
                 Ok(true)
             }
@@ -139,6 +147,7 @@ impl ProxyHttp for WaypointProxy {
                 let tunnel = ctx.tunnel.as_ref().expect("set above");
                 let addressed = dispatch(&ctx.snapshot, &self.waypoint, &tunnel.authority);
                 ctx.refused_destination = addressed.ok();
+                self.start_span(session, ctx);
                 respond(session, ctx, &reply).await?;
                 Ok(true)
             }
@@ -188,6 +197,7 @@ impl ProxyHttp for WaypointProxy {
         if let Some(tunnel) = &ctx.tunnel {
             tunnel.request_done();
         }
+        let span = ctx.span.take();
         let response = session.response_written();
         let code = response.map_or(0, |r| r.status.as_u16());
         // From the trailers, or the head of a trailers-only answer (a local reply's too).
@@ -208,9 +218,38 @@ impl ProxyHttp for WaypointProxy {
             .map(|s| s.as_ref());
         let telemetry = ctx.snapshot.waypoint_telemetry(&self.waypoint, service);
         let duration_ms = elapsed.as_secs_f64() * 1000.0;
-        self.metrics.record(&labels, duration_ms, sizes, &telemetry);
+        self.metrics.record(&labels, duration_ms, sizes, telemetry);
         if telemetry.access_log {
             access_log::write(ctx, &labels, session.req_header(), elapsed, error);
+        }
+        if let Some(span) = span {
+            let request = session.req_header();
+            let host = (request.uri.authority().map(|a| a.as_str()))
+                .or_else(|| request.headers.get(http::header::HOST)?.to_str().ok())
+                .unwrap_or_default();
+            let facts = tags::Facts {
+                labels: &labels,
+                destination: ctx.destination(),
+                method: request.method.as_str(),
+                url: format!("http://{host}{}", request.uri.path()),
+                protocol: if session.is_http2() {
+                    "HTTP/2"
+                } else {
+                    "HTTP/1.1"
+                },
+                headers: &request.headers,
+                peer_address: ctx
+                    .tunnel
+                    .as_ref()
+                    .map(|t| t.client_addr().ip().to_string()),
+                upstream_address: ctx.target.as_ref().map(|t| t.authority.to_string()),
+                request_size: sizes.request as u64,
+                response_size: sizes.response as u64,
+            };
+            let tags = tags::tags(&facts, &span.settings, &self.waypoint, |name| {
+                std::env::var(name).ok()
+            });
+            span.end(tags, tags::is_error(code));
         }
     }
 }
@@ -245,6 +284,26 @@ impl<'s> BackendView<'s> {
 }
 
 impl WaypointProxy {
+    /// Starts the request's span, when a Telemetry traces its destination.
+    fn start_span(&self, session: &Session, ctx: &mut RequestCtx) {
+        let service = ctx
+            .destination()
+            .and_then(|d| d.service())
+            .map(|s| s.as_ref());
+        let telemetry = ctx.snapshot.waypoint_telemetry(&self.waypoint, service);
+        let Some(settings) = telemetry.tracing.clone() else {
+            return;
+        };
+        let authority = ctx.tunnel.as_ref().map_or("", |t| t.authority.as_str());
+        let name = tags::span_name(ctx.destination(), authority);
+        let start = SystemTime::now()
+            .checked_sub(ctx.start.elapsed())
+            .unwrap_or_else(SystemTime::now);
+        let headers = &session.req_header().headers;
+        let span = RequestSpan::start(&self.tracers, &settings, headers, name, start);
+        ctx.span = Some(span);
+    }
+
     /// Makes the check a CUSTOM policy asks for, if any: denied, its answer; allowed, the
     /// plan with the authorizer's header changes.
     async fn check_externally(
@@ -362,6 +421,14 @@ impl WaypointProxy {
         }
         let rule = plan.rule.clone();
         edit_head(&plan.request_edits, &mut head)?;
+        if let Some(span) = &ctx.span {
+            for name in trace::context::REPLACED {
+                head.remove_header(name);
+            }
+            for (name, value) in span.outgoing() {
+                head.insert_header(name, value)?;
+            }
+        }
         rewrite_head(&plan.rewrite, &mut head)?;
         filters::apply(plan.filters(), Phase::Request, &mut head)?;
         let mirrors = self.mirror_copies(&ctx.snapshot, &plan.mirrors, &head, protocol);

@@ -1,8 +1,9 @@
 //! The mesh config (ConfigMap `istio-system/istio`, key `mesh`, as Istio keeps it) → the
-//! ext_authz extension providers CUSTOM policies name. Other ConfigMaps, and the mesh config's
+//! ext_authz extension providers CUSTOM policies name, the OpenTelemetry providers tracing
+//! sends spans to, and the default tracing provider. Other ConfigMaps, and the mesh config's
 //! other fields (istiod's and the sidecars' settings), have no effect here and say so.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
 use http::{HeaderName, HeaderValue};
@@ -12,20 +13,38 @@ use crate::ROOT_NAMESPACE;
 use crate::error::{Diagnostics, Origin, Reason};
 use crate::ext_authz::{DEFAULT_TIMEOUT, ExtAuthzApi, ExtAuthzProvider, HttpCheck};
 use crate::manifest::Doc;
-use crate::manifest::mesh::{ExtensionProviderSpec, MeshConfigSpec, PortSpec};
+use crate::manifest::mesh::{
+    DefaultProvidersSpec, ExtensionProviderSpec, HeaderSpec, MeshConfigSpec,
+    OpenTelemetryProviderSpec, PortSpec,
+};
 use crate::model::Service;
 use crate::policy::StringMatch;
+use crate::traces::{DEFAULT_EXPORT_TIMEOUT, DEFAULT_MAX_TAG_LENGTH, OtlpExport, TracingProvider};
 
 /// The ConfigMap Istio keeps the mesh config in.
 pub const MESH_CONFIG_MAP: &str = "istio";
 
-/// The ext_authz providers of the mesh config, by name.
+/// OTLP/HTTP's path for traces, when the provider gives none.
+const OTLP_HTTP_PATH: &str = "/v1/traces";
+
+/// What the mesh config gives this mesh.
+#[derive(Debug, Default)]
+pub(crate) struct MeshExtensions {
+    /// ext_authz providers, by name.
+    pub ext_authz: HashMap<String, Arc<ExtAuthzProvider>>,
+    /// OpenTelemetry providers, by name.
+    pub tracing: BTreeMap<String, Arc<TracingProvider>>,
+    /// `defaultProviders.tracing`: used where no Telemetry names a tracing provider.
+    pub default_tracing: Vec<String>,
+}
+
+/// The extension providers of the mesh config.
 pub(crate) fn extension_providers(
     docs: &[Doc<core::ConfigMap>],
     services: &[Arc<Service>],
     diag: &mut Diagnostics,
-) -> HashMap<String, Arc<ExtAuthzProvider>> {
-    let mut providers = HashMap::new();
+) -> MeshExtensions {
+    let mut out = MeshExtensions::default();
     for doc in docs {
         if (doc.namespace.as_str(), doc.name.as_str()) != (ROOT_NAMESPACE, MESH_CONFIG_MAP) {
             let msg = format!(
@@ -71,19 +90,27 @@ pub(crate) fn extension_providers(
             diag: &mut *diag,
             services,
         };
+        let mut names = HashSet::new();
         for (i, spec) in mesh.extension_providers.iter().enumerate() {
             let field = format!("data.mesh.extensionProviders[{i}]");
-            if providers.contains_key(&spec.name) {
+            if !names.insert(spec.name.as_str()) {
                 let msg = format!("a second provider named {:?}", spec.name);
                 cx.diag.error(cx.origin, format!("{field}.name"), msg);
                 continue;
             }
-            if let Some(provider) = cx.provider(&field, spec) {
-                providers.insert(spec.name.clone(), Arc::new(provider));
+            if let Some(otel) = &spec.opentelemetry {
+                if let Some(tracer) = cx.tracer(&field, spec, otel) {
+                    out.tracing.insert(spec.name.clone(), Arc::new(tracer));
+                }
+            } else if let Some(provider) = cx.provider(&field, spec) {
+                out.ext_authz.insert(spec.name.clone(), Arc::new(provider));
             }
         }
+        if let Some(defaults) = &mesh.default_providers {
+            out.default_tracing = cx.defaults(defaults, &out.tracing);
+        }
     }
-    providers
+    out
 }
 
 struct Cx<'a> {
@@ -152,8 +179,8 @@ impl Cx<'_> {
             (None, None) => {
                 let kinds: Vec<&str> = spec.other.keys().map(String::as_str).collect();
                 let msg = format!(
-                    "provider {:?} ({}): only envoyExtAuthzHttp and envoyExtAuthzGrpc \
-                     providers are supported; nothing uses this one",
+                    "provider {:?} ({}): only envoyExtAuthzHttp, envoyExtAuthzGrpc and \
+                     opentelemetry providers are supported; nothing uses this one",
                     spec.name,
                     kinds.join(", ")
                 );
@@ -202,6 +229,139 @@ impl Cx<'_> {
             status_on_error,
             api,
         })
+    }
+
+    /// An `opentelemetry` provider: its collector, a Service of the mesh, and how spans go.
+    fn tracer(
+        &mut self,
+        field: &str,
+        spec: &ExtensionProviderSpec,
+        otel: &OpenTelemetryProviderSpec,
+    ) -> Option<TracingProvider> {
+        let at = format!("{field}.opentelemetry");
+        let failed = self.diag.errors.len();
+        if spec.name.is_empty() {
+            self.error(format!("{field}.name"), "required");
+        }
+        let other_kinds = spec.envoy_ext_authz_http.is_some()
+            || spec.envoy_ext_authz_grpc.is_some()
+            || !spec.other.is_empty();
+        if other_kinds {
+            self.error(
+                field.to_string(),
+                "a provider is of one kind: opentelemetry, or another",
+            );
+        }
+        if otel.resource_detectors.is_some() {
+            let msg = "not supported: spans carry the waypoint's own resource (service.name)";
+            self.error(format!("{at}.resourceDetectors"), msg);
+        }
+        if otel.dynatrace_sampler.is_some() {
+            let msg = "not supported: sampling follows Telemetry's randomSamplingPercentage";
+            self.error(format!("{at}.dynatraceSampler"), msg);
+        }
+        let service = self.service(&format!("{at}.service"), &otel.service);
+        let port = self.port(&format!("{at}.port"), &otel.port);
+        let max_tag_length = match otel.max_tag_length {
+            None => DEFAULT_MAX_TAG_LENGTH,
+            Some(0) => {
+                self.error(format!("{at}.maxTagLength"), "must be at least 1");
+                DEFAULT_MAX_TAG_LENGTH
+            }
+            Some(n) => n as usize,
+        };
+        let export = match (&otel.http, &otel.grpc) {
+            (Some(_), Some(_)) => {
+                self.error(at.clone(), "http or grpc, not both");
+                return None;
+            }
+            (Some(http), None) => {
+                let path = http.path.clone().unwrap_or_else(|| OTLP_HTTP_PATH.into());
+                if !path.starts_with('/') {
+                    self.error(format!("{at}.http.path"), "must start with /");
+                }
+                OtlpExport::Http {
+                    path,
+                    timeout: self.export_timeout(&format!("{at}.http.timeout"), &http.timeout),
+                    headers: self.headers(&format!("{at}.http.headers"), &http.headers),
+                }
+            }
+            (None, grpc) => {
+                let grpc = grpc.clone().unwrap_or_default();
+                OtlpExport::Grpc {
+                    timeout: self.export_timeout(&format!("{at}.grpc.timeout"), &grpc.timeout),
+                    metadata: self.headers(
+                        &format!("{at}.grpc.initialMetadata"),
+                        &grpc.initial_metadata,
+                    ),
+                }
+            }
+        };
+        if self.diag.errors.len() > failed {
+            return None;
+        }
+        Some(TracingProvider {
+            name: spec.name.clone(),
+            service: service?,
+            port: port?,
+            max_tag_length,
+            export,
+        })
+    }
+
+    fn export_timeout(&mut self, field: &str, text: &Option<String>) -> std::time::Duration {
+        match text.as_deref() {
+            None => DEFAULT_EXPORT_TIMEOUT,
+            Some(text) => super::istio_duration(text).unwrap_or_else(|e| {
+                self.error(field.to_string(), e);
+                DEFAULT_EXPORT_TIMEOUT
+            }),
+        }
+    }
+
+    fn headers(&mut self, field: &str, list: &[HeaderSpec]) -> Vec<(HeaderName, HeaderValue)> {
+        let mut out = Vec::new();
+        for (i, header) in list.iter().enumerate() {
+            match (
+                HeaderName::from_bytes(header.name.to_ascii_lowercase().as_bytes()),
+                HeaderValue::from_str(&header.value),
+            ) {
+                (Ok(name), Ok(value)) => out.push((name, value)),
+                _ => self.error(format!("{field}[{i}]"), "not a valid header name and value"),
+            }
+        }
+        out
+    }
+
+    /// `defaultProviders`: the tracing providers kept; metrics and access logs have one sink
+    /// each here (`prometheus`, and the access log), so naming another has no effect.
+    fn defaults(
+        &mut self,
+        spec: &DefaultProvidersSpec,
+        tracers: &BTreeMap<String, Arc<TracingProvider>>,
+    ) -> Vec<String> {
+        for (i, name) in spec.tracing.iter().enumerate() {
+            if !tracers.contains_key(name) {
+                let msg = format!(
+                    "{name:?} is not an opentelemetry provider of this mesh config: \
+                     it traces nothing"
+                );
+                let field = format!("data.mesh.defaultProviders.tracing[{i}]");
+                (self.diag).warn_because(Reason::NoEffect, self.origin, field, msg);
+            }
+        }
+        let sinks = [
+            ("metrics", &spec.metrics, "prometheus"),
+            ("accessLogging", &spec.access_logging, "envoy"),
+        ];
+        for (kind, names, sink) in sinks {
+            for (i, name) in names.iter().enumerate().filter(|(_, n)| *n != sink) {
+                let msg = format!("provider {name:?}: only {sink:?} is, it has no effect");
+                let field = format!("data.mesh.defaultProviders.{kind}[{i}]");
+                (self.diag).warn_because(Reason::NoEffect, self.origin, field, msg);
+            }
+        }
+        spec.tracing.clone()
     }
 
     fn http_check(

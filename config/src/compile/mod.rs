@@ -133,14 +133,14 @@ fn build(m: Manifests, mut diag: Diagnostics) -> Result<Snapshot, ConfigErrors> 
     let authenticated_namespaces: HashSet<&str> = (authentications.iter())
         .map(|a| a.namespace.as_str())
         .collect();
-    let providers = mesh_config::extension_providers(&m.config_maps, &services, &mut diag);
-    let telemetries = telemetry::telemetries(&m.telemetries, &mut diag);
+    let extensions = mesh_config::extension_providers(&m.config_maps, &services, &mut diag);
+    let telemetries = telemetry::telemetries(&m.telemetries, &extensions.tracing, &mut diag);
     let peer_authentications =
         peer_authentications::peer_authentications(&m.peer_authentications, &mut diag);
     let policies = policies::policies(
         &m.policies,
         &authenticated_namespaces,
-        &providers,
+        &extensions.ext_authz,
         &mut diag,
     );
     let traffic =
@@ -165,7 +165,9 @@ fn build(m: Manifests, mut diag: Diagnostics) -> Result<Snapshot, ConfigErrors> 
         waypoint_classes,
         policies,
         authentications,
-        providers,
+        providers: extensions.ext_authz,
+        tracing_providers: extensions.tracing,
+        default_tracing: extensions.default_tracing,
         telemetries,
         peer_authentications,
     }))

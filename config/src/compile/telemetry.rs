@@ -1,19 +1,27 @@
-//! Telemetry manifests → `Telemetry`: metric overrides and access-log switches a waypoint acts
-//! on; what it cannot act on yet (tracing, tag overrides, CEL filters, custom metrics, other
-//! providers) warns that it has no effect, naming the field.
+//! Telemetry manifests → `Telemetry`: metric overrides, access-log switches and tracing a
+//! waypoint acts on; what it cannot act on yet (tag overrides, CEL filters, custom metrics,
+//! other providers) warns that it has no effect, naming the field.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
+
+use http::HeaderName;
 
 use super::policies::{Attachment, Cx};
 use crate::error::{Diagnostics, Reason};
-use crate::manifest::telemetry::{MetricsOverrideSpec, ProviderRefSpec, TelemetrySpec};
+use crate::manifest::telemetry::{
+    CustomTagSpec, MetricsOverrideSpec, ProviderRefSpec, TelemetrySpec, TracingSpec,
+};
 use crate::manifest::{Doc, TelemetryObject};
 use crate::policy::PolicyScope;
 use crate::telemetry::{RequestMetric, Telemetry, TelemetryOverrides};
+use crate::traces::{CustomTag, TracingOverride, TracingProvider};
 
-/// Compiles every Telemetry, sorted by namespace/name.
+/// Compiles every Telemetry, sorted by namespace/name; `tracers` are the mesh config's
+/// OpenTelemetry providers a `tracing` entry may name.
 pub(crate) fn telemetries(
     docs: &[Doc<TelemetryObject>],
+    tracers: &BTreeMap<String, Arc<TracingProvider>>,
     diag: &mut Diagnostics,
 ) -> Vec<Arc<Telemetry>> {
     let mut out = Vec::new();
@@ -27,7 +35,7 @@ pub(crate) fn telemetries(
                         targetRefs Telemetry)";
             no_effect(&mut cx, "spec.selector".into(), what);
         }
-        let overrides = overrides(&mut cx, spec);
+        let overrides = overrides(&mut cx, spec, tracers);
         if !cx.failed {
             out.push(Arc::new(Telemetry {
                 namespace: doc.namespace.clone(),
@@ -57,10 +65,17 @@ fn providers(cx: &mut Cx<'_>, field: &str, list: &[ProviderRefSpec], default: &s
     }
 }
 
-fn overrides(cx: &mut Cx<'_>, spec: &TelemetrySpec) -> TelemetryOverrides {
+fn overrides(
+    cx: &mut Cx<'_>,
+    spec: &TelemetrySpec,
+    tracers: &BTreeMap<String, Arc<TracingProvider>>,
+) -> TelemetryOverrides {
     let mut out = TelemetryOverrides::default();
-    if !spec.tracing.is_empty() {
-        no_effect(cx, "spec.tracing".into(), "tracing");
+    for (i, tracing) in spec.tracing.iter().enumerate() {
+        let field = format!("spec.tracing[{i}]");
+        if let Some(layer) = tracing_override(cx, &field, tracing, tracers) {
+            out.tracing = std::mem::take(&mut out.tracing).then(&layer);
+        }
     }
     for (i, metrics) in spec.metrics.iter().enumerate() {
         let field = format!("spec.metrics[{i}]");
@@ -87,6 +102,92 @@ fn overrides(cx: &mut Cx<'_>, spec: &TelemetrySpec) -> TelemetryOverrides {
         }
     }
     out
+}
+
+/// One `tracing` entry; `None` when it does not apply at a waypoint (mode CLIENT).
+fn tracing_override(
+    cx: &mut Cx<'_>,
+    field: &str,
+    spec: &TracingSpec,
+    tracers: &BTreeMap<String, Arc<TracingProvider>>,
+) -> Option<TracingOverride> {
+    let mode = spec.matching.as_ref().and_then(|m| m.mode.as_deref());
+    match mode {
+        None | Some("CLIENT_AND_SERVER" | "SERVER") => {}
+        Some("CLIENT") => {
+            no_effect(
+                cx,
+                format!("{field}.match.mode"),
+                "mode CLIENT at a waypoint",
+            );
+            return None;
+        }
+        Some(other) => {
+            let msg = format!("unknown mode {other:?}: CLIENT_AND_SERVER, CLIENT or SERVER");
+            cx.error(format!("{field}.match.mode"), msg);
+            return None;
+        }
+    }
+    for (i, provider) in spec.providers.iter().enumerate() {
+        if !tracers.contains_key(&provider.name) {
+            let what = format!(
+                "provider {:?} (not an opentelemetry provider of the mesh config)",
+                provider.name
+            );
+            no_effect(cx, format!("{field}.providers[{i}]"), &what);
+        }
+    }
+    if spec.use_request_id_for_trace_sampling.is_some() {
+        let what = "useRequestIdForTraceSampling (sampling is decided on the trace id)";
+        no_effect(cx, format!("{field}.useRequestIdForTraceSampling"), what);
+    }
+    let sampling = spec.random_sampling_percentage;
+    if let Some(percent) = sampling.filter(|p| !(0.0..=100.0).contains(p)) {
+        let msg = format!("{percent} is not a percentage (0 to 100)");
+        cx.error(format!("{field}.randomSamplingPercentage"), msg);
+    }
+    let mut custom_tags = BTreeMap::new();
+    for (name, tag) in &spec.custom_tags {
+        let at = format!("{field}.customTags[{name}]");
+        if let Some(tag) = custom_tag(cx, &at, tag) {
+            custom_tags.insert(name.clone(), tag);
+        }
+    }
+    Some(TracingOverride {
+        providers: (!spec.providers.is_empty())
+            .then(|| spec.providers.iter().map(|p| p.name.clone()).collect()),
+        sampling_percent: sampling,
+        disable_span_reporting: spec.disable_span_reporting,
+        custom_tags,
+        istio_tags: spec.enable_istio_tags,
+    })
+}
+
+fn custom_tag(cx: &mut Cx<'_>, field: &str, spec: &CustomTagSpec) -> Option<CustomTag> {
+    match (&spec.literal, &spec.environment, &spec.header) {
+        (Some(literal), None, None) => Some(CustomTag::Literal(literal.value.clone())),
+        (None, Some(env), None) => Some(CustomTag::Environment {
+            name: env.name.clone(),
+            default: env.default_value.clone(),
+        }),
+        (None, None, Some(header)) => {
+            match HeaderName::from_bytes(header.name.to_ascii_lowercase().as_bytes()) {
+                Ok(name) => Some(CustomTag::Header {
+                    name,
+                    default: header.default_value.clone(),
+                }),
+                Err(_) => {
+                    let msg = format!("{:?} is not a header name", header.name);
+                    cx.error(format!("{field}.header.name"), msg);
+                    None
+                }
+            }
+        }
+        _ => {
+            cx.error(field.to_string(), "one of literal, environment or header");
+            None
+        }
+    }
 }
 
 fn metric_override(

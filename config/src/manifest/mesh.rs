@@ -13,8 +13,22 @@ use serde_json::Value;
 pub(crate) struct MeshConfigSpec {
     #[serde(default)]
     pub extension_providers: Vec<ExtensionProviderSpec>,
+    #[serde(default)]
+    pub default_providers: Option<DefaultProvidersSpec>,
     #[serde(flatten)]
     pub other: BTreeMap<String, Value>,
+}
+
+/// `defaultProviders`: the providers used where no Telemetry names one.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub(crate) struct DefaultProvidersSpec {
+    #[serde(default)]
+    pub tracing: Vec<String>,
+    #[serde(default)]
+    pub metrics: Vec<String>,
+    #[serde(default)]
+    pub access_logging: Vec<String>,
 }
 
 /// One `extensionProviders` entry: a name and one kind of provider.
@@ -27,7 +41,9 @@ pub(crate) struct ExtensionProviderSpec {
     pub envoy_ext_authz_http: Option<HttpProviderSpec>,
     #[serde(default)]
     pub envoy_ext_authz_grpc: Option<GrpcProviderSpec>,
-    /// Other kinds (tracing, access logs, metrics).
+    #[serde(default)]
+    pub opentelemetry: Option<OpenTelemetryProviderSpec>,
+    /// Other kinds (other tracers, access logs, metrics).
     #[serde(flatten)]
     pub other: BTreeMap<String, Value>,
 }
@@ -88,4 +104,53 @@ pub(crate) struct GrpcProviderSpec {
     pub status_on_error: Option<String>,
     #[serde(default)]
     pub include_request_body_in_check: Option<Value>,
+}
+
+/// `opentelemetry`: an OTLP trace collector.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub(crate) struct OpenTelemetryProviderSpec {
+    pub service: String,
+    pub port: PortSpec,
+    #[serde(default)]
+    pub max_tag_length: Option<u32>,
+    #[serde(default)]
+    pub http: Option<OtlpHttpSpec>,
+    #[serde(default)]
+    pub grpc: Option<OtlpGrpcSpec>,
+    #[serde(default)]
+    pub resource_detectors: Option<Value>,
+    #[serde(default)]
+    pub dynatrace_sampler: Option<Value>,
+}
+
+/// `opentelemetry.http`: OTLP/HTTP.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub(crate) struct OtlpHttpSpec {
+    #[serde(default)]
+    pub path: Option<String>,
+    #[serde(default)]
+    pub timeout: Option<String>,
+    #[serde(default)]
+    pub headers: Vec<HeaderSpec>,
+}
+
+/// `opentelemetry.grpc`.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub(crate) struct OtlpGrpcSpec {
+    #[serde(default)]
+    pub timeout: Option<String>,
+    #[serde(default)]
+    pub initial_metadata: Vec<HeaderSpec>,
+}
+
+/// A header (or gRPC metadata) sent with every export.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub(crate) struct HeaderSpec {
+    pub name: String,
+    #[serde(default)]
+    pub value: String,
 }

@@ -17,7 +17,7 @@ pub(crate) struct TelemetrySpec {
     #[serde(default)]
     pub target_refs: Option<Vec<TargetRefSpec>>,
     #[serde(default)]
-    pub tracing: Vec<Value>,
+    pub tracing: Vec<TracingSpec>,
     #[serde(default)]
     pub metrics: Vec<MetricsSpec>,
     #[serde(default)]
@@ -74,4 +74,57 @@ pub(crate) struct AccessLoggingSpec {
     pub filter: Option<Value>,
     #[serde(default, rename = "match")]
     pub matching: Option<Value>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub(crate) struct TracingSpec {
+    #[serde(default, rename = "match")]
+    pub matching: Option<ModeSelectorSpec>,
+    #[serde(default)]
+    pub providers: Vec<ProviderRefSpec>,
+    #[serde(default)]
+    pub random_sampling_percentage: Option<f64>,
+    #[serde(default)]
+    pub disable_span_reporting: Option<bool>,
+    #[serde(default)]
+    pub custom_tags: BTreeMap<String, CustomTagSpec>,
+    #[serde(default)]
+    pub use_request_id_for_trace_sampling: Option<bool>,
+    #[serde(default)]
+    pub enable_istio_tags: Option<bool>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ModeSelectorSpec {
+    #[serde(default)]
+    pub mode: Option<String>,
+}
+
+/// One of `literal`, `environment`, `header`.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct CustomTagSpec {
+    #[serde(default)]
+    pub literal: Option<LiteralTagSpec>,
+    #[serde(default)]
+    pub environment: Option<NamedTagSpec>,
+    #[serde(default)]
+    pub header: Option<NamedTagSpec>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct LiteralTagSpec {
+    pub value: String,
+}
+
+/// An environment variable's or a header's value, with a default.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub(crate) struct NamedTagSpec {
+    pub name: String,
+    #[serde(default)]
+    pub default_value: Option<String>,
 }

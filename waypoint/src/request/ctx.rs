@@ -8,6 +8,7 @@ use mesh_core::ResponseFlag;
 
 use super::pipeline::Plan;
 use crate::reply::Caller;
+use crate::telemetry::trace::RequestSpan;
 use crate::tunnel_io::TunnelInfo;
 use crate::upstream::{Target, UpstreamProtocol};
 
@@ -36,6 +37,8 @@ pub struct RequestCtx {
     pub tries: u32,
     /// The `grpc-status` the response's trailers carried.
     pub grpc_status: Option<http::HeaderValue>,
+    /// The request's span, when its destination is traced.
+    pub span: Option<RequestSpan>,
 }
 
 impl RequestCtx {
@@ -54,6 +57,7 @@ impl RequestCtx {
             flag: ResponseFlag::None,
             tries: 0,
             grpc_status: None,
+            span: None,
         }
     }
 
