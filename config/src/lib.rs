@@ -6,6 +6,7 @@
 pub mod authn;
 pub mod authz;
 pub mod balance;
+pub mod cel;
 mod compile;
 pub mod destination;
 mod error;

@@ -484,7 +484,8 @@ impl Snapshot {
         service: Option<&Service>,
     ) -> &TelemetrySettings {
         let Some((gateway, services)) = self.waypoint_telemetry.get(waypoint) else {
-            return &TelemetrySettings::DEFAULT;
+            static DEFAULT: TelemetrySettings = TelemetrySettings::DEFAULT;
+            return &DEFAULT;
         };
         service
             .and_then(|s| services.get(&s.hostname))

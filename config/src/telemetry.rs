@@ -4,8 +4,38 @@
 
 use std::sync::Arc;
 
+use crate::cel::Expression;
 use crate::policy::PolicyScope;
 use crate::traces::{TracingOverride, TracingSettings};
+
+/// The labels of Istio's request metrics, in the order a waypoint writes them.
+pub const STANDARD_LABELS: [&str; 25] = [
+    "reporter",
+    "source_workload",
+    "source_workload_namespace",
+    "source_principal",
+    "source_canonical_service",
+    "source_canonical_revision",
+    "destination_workload",
+    "destination_workload_namespace",
+    "destination_principal",
+    "destination_service",
+    "destination_service_name",
+    "destination_service_namespace",
+    "destination_canonical_service",
+    "destination_canonical_revision",
+    "request_protocol",
+    "response_code",
+    "response_flags",
+    "connection_security_policy",
+    "source_app",
+    "source_version",
+    "source_cluster",
+    "destination_app",
+    "destination_version",
+    "destination_cluster",
+    "grpc_response_status",
+];
 
 /// One of Istio's request metrics.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -29,13 +59,29 @@ impl RequestMetric {
     ];
 }
 
-/// What one Telemetry changes: metrics switched off or on again, access logs, tracing.
+/// A metric label's value replaced (`UPSERT`, by a CEL expression) or removed (`REMOVE`:
+/// written empty, which Prometheus reads as no label).
+#[derive(Clone, Debug, PartialEq)]
+pub struct TagOverride {
+    pub metric: RequestMetric,
+    /// Its index in [`STANDARD_LABELS`].
+    pub label: usize,
+    /// `None` removes the label.
+    pub value: Option<Arc<Expression>>,
+}
+
+/// What one Telemetry changes: metrics switched off or on again, their labels, access logs,
+/// tracing.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct TelemetryOverrides {
     /// In order: `(metric, disabled)`.
     pub metrics: Vec<(RequestMetric, bool)>,
+    /// In order.
+    pub tags: Vec<TagOverride>,
     /// `accessLogging[].disabled`, the last one given.
     pub access_log_disabled: Option<bool>,
+    /// When the Telemetry has `accessLogging`: its (last) filter, if any.
+    pub access_log_filter: Option<Option<Arc<Expression>>>,
     pub tracing: TracingOverride,
 }
 
@@ -57,6 +103,10 @@ pub struct TelemetrySettings {
     pub request_size: bool,
     pub response_size: bool,
     pub access_log: bool,
+    /// Only requests it is true of are logged.
+    pub access_log_filter: Option<Arc<Expression>>,
+    /// At most one per metric and label.
+    pub tag_overrides: Vec<TagOverride>,
     pub tracing: Option<Arc<TracingSettings>>,
 }
 
@@ -74,6 +124,8 @@ impl TelemetrySettings {
         request_size: true,
         response_size: true,
         access_log: true,
+        access_log_filter: None,
+        tag_overrides: Vec::new(),
         tracing: None,
     };
 
@@ -87,7 +139,7 @@ impl TelemetrySettings {
         }
     }
 
-    /// These settings with `overrides`' metrics and access-log switches applied over them (a
+    /// These settings with `overrides`' metrics, labels and access-log settings applied over them (a
     /// more specific Telemetry's over a wider one's, as Istio layers root namespace,
     /// namespace, then targeted ones). Tracing layers on its own ([`TracingOverride::then`]).
     pub fn with(mut self, overrides: &TelemetryOverrides) -> Self {
@@ -103,7 +155,22 @@ impl TelemetrySettings {
         if let Some(disabled) = overrides.access_log_disabled {
             self.access_log = !disabled;
         }
+        if let Some(filter) = &overrides.access_log_filter {
+            self.access_log_filter.clone_from(filter);
+        }
+        for tag in &overrides.tags {
+            self.tag_overrides
+                .retain(|t| (t.metric, t.label) != (tag.metric, tag.label));
+            self.tag_overrides.push(tag.clone());
+        }
         self
+    }
+
+    /// The tag overrides of `metric`.
+    pub fn tags_of(&self, metric: RequestMetric) -> impl Iterator<Item = &TagOverride> {
+        self.tag_overrides
+            .iter()
+            .filter(move |t| t.metric == metric)
     }
 }
 

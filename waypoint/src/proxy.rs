@@ -41,6 +41,7 @@ use crate::request::{
     Backend, HeaderLimits, Inputs, MirrorTarget, Plan, RequestAttrs, RequestCtx, RequestEdits,
     Rolls, UrlRewrite, plan,
 };
+use crate::telemetry::attributes::Attributes;
 use crate::telemetry::trace::{self, RequestSpan, Tracers, tags};
 use crate::telemetry::{BodySizes, Metrics, RequestLabels, access_log};
 use crate::tunnel_io::{TunnelInfo, tunnel_info};
@@ -217,40 +218,104 @@ impl ProxyHttp for WaypointProxy {
             .and_then(|d| d.service())
             .map(|s| s.as_ref());
         let telemetry = ctx.snapshot.waypoint_telemetry(&self.waypoint, service);
+        let evaluated =
+            telemetry.access_log_filter.is_some() || !telemetry.tag_overrides.is_empty();
+        let attributes = evaluated.then(|| self.attributes(session, ctx, code, elapsed, sizes));
         let duration_ms = elapsed.as_secs_f64() * 1000.0;
-        self.metrics.record(&labels, duration_ms, sizes, telemetry);
-        if telemetry.access_log {
+        (self.metrics).record(&labels, duration_ms, sizes, telemetry, attributes.as_ref());
+        let filtered_in = match (&telemetry.access_log_filter, &attributes) {
+            (Some(filter), Some(attributes)) => attributes.holds(filter),
+            _ => true,
+        };
+        if telemetry.access_log && filtered_in {
             access_log::write(ctx, &labels, session.req_header(), elapsed, error);
         }
         if let Some(span) = span {
-            let request = session.req_header();
-            let host = (request.uri.authority().map(|a| a.as_str()))
-                .or_else(|| request.headers.get(http::header::HOST)?.to_str().ok())
-                .unwrap_or_default();
-            let facts = tags::Facts {
-                labels: &labels,
-                destination: ctx.destination(),
-                method: request.method.as_str(),
-                url: format!("http://{host}{}", request.uri.path()),
-                protocol: if session.is_http2() {
-                    "HTTP/2"
-                } else {
-                    "HTTP/1.1"
-                },
-                headers: &request.headers,
-                peer_address: ctx
-                    .tunnel
-                    .as_ref()
-                    .map(|t| t.client_addr().ip().to_string()),
-                upstream_address: ctx.target.as_ref().map(|t| t.authority.to_string()),
-                request_size: sizes.request as u64,
-                response_size: sizes.response as u64,
-            };
-            let tags = tags::tags(&facts, &span.settings, &self.waypoint, |name| {
-                std::env::var(name).ok()
-            });
-            span.end(tags, tags::is_error(code));
+            self.end_span(span, session, ctx, &labels, sizes);
         }
+    }
+}
+
+/// The request's host: its target's authority, else its `Host`.
+fn request_host(request: &RequestHeader) -> &str {
+    (request.uri.authority().map(|a| a.as_str()))
+        .or_else(|| request.headers.get(http::header::HOST)?.to_str().ok())
+        .unwrap_or_default()
+}
+
+fn protocol(session: &Session) -> &'static str {
+    match session.is_http2() {
+        true => "HTTP/2",
+        false => "HTTP/1.1",
+    }
+}
+
+impl WaypointProxy {
+    /// The finished request's attributes, for the Telemetry's CEL expressions.
+    fn attributes<'a>(
+        &'a self,
+        session: &'a Session,
+        ctx: &'a RequestCtx,
+        code: u16,
+        elapsed: std::time::Duration,
+        sizes: BodySizes,
+    ) -> Attributes<'a> {
+        let request = session.req_header();
+        let response = session.response_written();
+        let in_head = response.and_then(|r| r.headers.get(forward::GRPC_STATUS));
+        let grpc_status =
+            (ctx.grpc_status.as_ref().or(in_head)).and_then(|v| v.to_str().ok()?.parse().ok());
+        let tunnel = ctx.tunnel.as_deref();
+        let destination = ctx.destination();
+        Attributes {
+            method: request.method.as_str(),
+            host: request_host(request),
+            path_and_query: request.uri.path_and_query().map_or("/", |p| p.as_str()),
+            request_headers: &request.headers,
+            protocol: protocol(session),
+            start: SystemTime::now()
+                .checked_sub(elapsed)
+                .unwrap_or_else(SystemTime::now),
+            duration: elapsed,
+            request_size: sizes.request as u64,
+            response_code: code,
+            grpc_status,
+            response_headers: response.map(|r| &r.headers),
+            response_size: sizes.response as u64,
+            source: tunnel.map(|t| t.client_addr()),
+            destination: destination
+                .and_then(|d| Some(std::net::SocketAddr::new(d.ip()?, d.port()))),
+            upstream: ctx.target.as_ref().map(|t| t.authority),
+            peer_principal: tunnel.map(|t| t.peer_uri.as_str()),
+            local_principal: &self.identity,
+        }
+    }
+
+    /// Tags and ends the request's span.
+    fn end_span(
+        &self,
+        span: RequestSpan,
+        session: &Session,
+        ctx: &RequestCtx,
+        labels: &RequestLabels<'_>,
+        sizes: BodySizes,
+    ) {
+        let request = session.req_header();
+        let facts = tags::Facts {
+            labels,
+            destination: ctx.destination(),
+            method: request.method.as_str(),
+            url: format!("http://{}{}", request_host(request), request.uri.path()),
+            protocol: protocol(session),
+            headers: &request.headers,
+            peer_address: (ctx.tunnel.as_ref()).map(|t| t.client_addr().ip().to_string()),
+            upstream_address: ctx.target.as_ref().map(|t| t.authority.to_string()),
+            request_size: sizes.request as u64,
+            response_size: sizes.response as u64,
+        };
+        let env = |name: &str| std::env::var(name).ok();
+        let tags = tags::tags(&facts, &span.settings, &self.waypoint, env);
+        span.end(tags, tags::is_error(labels.response_code));
     }
 }
 

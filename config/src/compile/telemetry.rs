@@ -1,6 +1,7 @@
-//! Telemetry manifests → `Telemetry`: metric overrides, access-log switches and tracing a
-//! waypoint acts on; what it cannot act on yet (tag overrides, CEL filters, custom metrics,
-//! other providers) warns that it has no effect, naming the field.
+//! Telemetry manifests → `Telemetry`: metric overrides and tag overrides, access-log switches
+//! and CEL filters, and tracing, as a waypoint acts on them; what it cannot act on (custom
+//! metrics, new metric labels, other providers) warns that it has no effect, naming the
+//! field.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -8,13 +9,16 @@ use std::sync::Arc;
 use http::HeaderName;
 
 use super::policies::{Attachment, Cx};
+use crate::cel::Expression;
 use crate::error::{Diagnostics, Reason};
 use crate::manifest::telemetry::{
     CustomTagSpec, MetricsOverrideSpec, ProviderRefSpec, TelemetrySpec, TracingSpec,
 };
 use crate::manifest::{Doc, TelemetryObject};
 use crate::policy::PolicyScope;
-use crate::telemetry::{RequestMetric, Telemetry, TelemetryOverrides};
+use crate::telemetry::{
+    RequestMetric, STANDARD_LABELS, TagOverride, Telemetry, TelemetryOverrides,
+};
 use crate::traces::{CustomTag, TracingOverride, TracingProvider};
 
 /// Compiles every Telemetry, sorted by namespace/name; `tracers` are the mesh config's
@@ -91,12 +95,29 @@ fn overrides(
     for (i, logging) in spec.access_logging.iter().enumerate() {
         let field = format!("spec.accessLogging[{i}]");
         providers(cx, &field, &logging.providers, "envoy");
-        if logging.filter.is_some() {
-            no_effect(cx, format!("{field}.filter"), "a CEL filter expression");
+        match logging.matching.as_ref().and_then(|m| m.mode.as_deref()) {
+            None | Some("CLIENT_AND_SERVER" | "SERVER") => {}
+            Some("CLIENT") => {
+                no_effect(
+                    cx,
+                    format!("{field}.match.mode"),
+                    "mode CLIENT at a waypoint",
+                );
+                continue;
+            }
+            Some(other) => {
+                let msg = format!("unknown mode {other:?}: CLIENT_AND_SERVER, CLIENT or SERVER");
+                cx.error(format!("{field}.match.mode"), msg);
+                continue;
+            }
         }
-        if logging.matching.is_some() {
-            no_effect(cx, format!("{field}.match"), "match");
-        }
+        let filter = logging.filter.as_ref().and_then(|f| {
+            let parsed = Expression::parse(&f.expression);
+            parsed
+                .map_err(|e| cx.error(format!("{field}.filter.expression"), e))
+                .ok()
+        });
+        out.access_log_filter = Some(filter.map(Arc::new));
         if logging.disabled.is_some() {
             out.access_log_disabled = logging.disabled;
         }
@@ -196,9 +217,6 @@ fn metric_override(
     o: &MetricsOverrideSpec,
     out: &mut TelemetryOverrides,
 ) {
-    if !o.tag_overrides.is_empty() {
-        no_effect(cx, format!("{field}.tagOverrides"), "tagOverrides");
-    }
     let selector = o.matching.clone().unwrap_or_default();
     if selector.custom_metric.is_some() {
         no_effect(cx, format!("{field}.match.customMetric"), "customMetric");
@@ -250,5 +268,44 @@ fn metric_override(
     };
     if let Some(disabled) = o.disabled {
         out.metrics.extend(metrics.iter().map(|m| (*m, disabled)));
+    }
+    for (name, spec) in &o.tag_overrides {
+        let at = format!("{field}.tagOverrides[{name}]");
+        let Some(label) = STANDARD_LABELS.iter().position(|l| l == name) else {
+            let what = format!(
+                "a new label {name:?} (a waypoint's metrics have Istio's standard labels; \
+                 their values can be replaced or removed)"
+            );
+            no_effect(cx, at, &what);
+            continue;
+        };
+        if name == "reporter" {
+            cx.error(at, "reporter is the waypoint's own, it is not overridden");
+            continue;
+        }
+        let value = match (spec.operation.as_deref(), spec.value.as_deref()) {
+            (None | Some("UPSERT"), Some(value)) => match Expression::parse(value) {
+                Ok(expression) => Some(Arc::new(expression)),
+                Err(e) => {
+                    cx.error(format!("{at}.value"), e);
+                    continue;
+                }
+            },
+            (None | Some("UPSERT"), None) => {
+                cx.error(format!("{at}.value"), "required for UPSERT");
+                continue;
+            }
+            (Some("REMOVE"), _) => None,
+            (Some(other), _) => {
+                let msg = format!("unknown operation {other:?}: UPSERT or REMOVE");
+                cx.error(format!("{at}.operation"), msg);
+                continue;
+            }
+        };
+        out.tags.extend(metrics.iter().map(|metric| TagOverride {
+            metric: *metric,
+            label,
+            value: value.clone(),
+        }));
     }
 }

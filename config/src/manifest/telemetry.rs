@@ -3,7 +3,6 @@
 use std::collections::BTreeMap;
 
 use serde::Deserialize;
-use serde_json::Value;
 
 use super::authz::{TargetRefSpec, WorkloadSelector};
 
@@ -49,7 +48,16 @@ pub(crate) struct MetricsOverrideSpec {
     #[serde(default)]
     pub disabled: Option<bool>,
     #[serde(default)]
-    pub tag_overrides: BTreeMap<String, Value>,
+    pub tag_overrides: BTreeMap<String, TagOverrideSpec>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct TagOverrideSpec {
+    #[serde(default)]
+    pub operation: Option<String>,
+    #[serde(default)]
+    pub value: Option<String>,
 }
 
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -71,9 +79,15 @@ pub(crate) struct AccessLoggingSpec {
     #[serde(default)]
     pub disabled: Option<bool>,
     #[serde(default)]
-    pub filter: Option<Value>,
+    pub filter: Option<FilterSpec>,
     #[serde(default, rename = "match")]
-    pub matching: Option<Value>,
+    pub matching: Option<ModeSelectorSpec>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct FilterSpec {
+    pub expression: String,
 }
 
 #[derive(Clone, Debug, Default, Deserialize)]

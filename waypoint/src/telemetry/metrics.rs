@@ -5,36 +5,12 @@ use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry};
 
 use crate::request::RequestCtx;
 use crate::upstream::forward::Tries;
-use mesh_config::telemetry::{RequestMetric, TelemetrySettings};
-use mesh_config::{Destination, Workload};
+use mesh_config::telemetry::{RequestMetric, STANDARD_LABELS, TagOverride, TelemetrySettings};
 
-const LABELS: &[&str] = &[
-    "reporter",
-    "source_workload",
-    "source_workload_namespace",
-    "source_principal",
-    "source_canonical_service",
-    "source_canonical_revision",
-    "destination_workload",
-    "destination_workload_namespace",
-    "destination_principal",
-    "destination_service",
-    "destination_service_name",
-    "destination_service_namespace",
-    "destination_canonical_service",
-    "destination_canonical_revision",
-    "request_protocol",
-    "response_code",
-    "response_flags",
-    "connection_security_policy",
-    "source_app",
-    "source_version",
-    "source_cluster",
-    "destination_app",
-    "destination_version",
-    "destination_cluster",
-    "grpc_response_status",
-];
+use super::attributes::Attributes;
+
+const LABELS: &[&str] = &STANDARD_LABELS;
+use mesh_config::{Destination, Workload};
 
 /// The cluster every workload is in, as Istio names a cluster by default (`CLUSTER_ID`).
 const CLUSTER: &str = "Kubernetes";
@@ -269,13 +245,15 @@ impl Metrics {
     }
 
     /// Counts one request with its duration and its bodies' sizes, in the metrics `settings`
-    /// (the destination's Telemetry) keep on.
+    /// (the destination's Telemetry) keep on, with the label values its tag overrides set
+    /// (evaluated over `attributes`).
     pub fn record(
         &self,
         l: &RequestLabels<'_>,
         duration_ms: f64,
         sizes: BodySizes,
         settings: &TelemetrySettings,
+        attributes: Option<&Attributes<'_>>,
     ) {
         let code = l.response_code.to_string();
         let values = [
@@ -305,17 +283,51 @@ impl Metrics {
             CLUSTER,
             l.grpc_response_status,
         ];
-        if settings.records(RequestMetric::Count) {
-            self.requests.with_label_values(&values).inc();
-        }
-        if settings.records(RequestMetric::Duration) {
-            (self.duration.with_label_values(&values)).observe(duration_ms);
-        }
-        if settings.records(RequestMetric::RequestSize) {
-            (self.request_bytes.with_label_values(&values)).observe(sizes.request as f64);
-        }
-        if settings.records(RequestMetric::ResponseSize) {
-            (self.response_bytes.with_label_values(&values)).observe(sizes.response as f64);
-        }
+        let label_values = |metric: RequestMetric| -> Option<Vec<String>> {
+            let tags: Vec<&TagOverride> = settings.tags_of(metric).collect();
+            if tags.is_empty() {
+                return None;
+            }
+            let evaluate = |e: &_| attributes.and_then(|a| a.text(e));
+            Some(with_tags(&values, &tags, evaluate))
+        };
+        let record = |metric: RequestMetric, observe: &dyn Fn(&[&str])| {
+            if !settings.records(metric) {
+                return;
+            }
+            match label_values(metric) {
+                None => observe(&values),
+                Some(owned) => observe(&owned.iter().map(String::as_str).collect::<Vec<_>>()),
+            }
+        };
+        record(RequestMetric::Count, &|v| {
+            self.requests.with_label_values(v).inc()
+        });
+        record(RequestMetric::Duration, &|v| {
+            self.duration.with_label_values(v).observe(duration_ms)
+        });
+        record(RequestMetric::RequestSize, &|v| {
+            (self.request_bytes.with_label_values(v)).observe(sizes.request as f64)
+        });
+        record(RequestMetric::ResponseSize, &|v| {
+            (self.response_bytes.with_label_values(v)).observe(sizes.response as f64)
+        });
     }
+}
+
+/// `values` with `tags` applied: an UPSERT's value as its expression evaluates (`unknown`
+/// when it cannot be), a REMOVE's empty (Prometheus reads an empty label as none).
+fn with_tags(
+    values: &[&str],
+    tags: &[&TagOverride],
+    evaluate: impl Fn(&mesh_config::cel::Expression) -> Option<String>,
+) -> Vec<String> {
+    let mut owned: Vec<String> = values.iter().map(|v| v.to_string()).collect();
+    for tag in tags {
+        owned[tag.label] = match &tag.value {
+            Some(expression) => evaluate(expression).unwrap_or_else(|| UNKNOWN.to_string()),
+            None => String::new(),
+        };
+    }
+    owned
 }

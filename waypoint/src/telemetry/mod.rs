@@ -3,6 +3,7 @@
 //! with).
 
 pub mod access_log;
+pub mod attributes;
 pub mod metrics;
 pub mod trace;
 

@@ -1,0 +1,160 @@
+//! Istio's Telemetry API at the real waypoint: an access-log filter (CEL) decides which
+//! requests are logged, and tag overrides (CEL values, REMOVE) change the labels of the
+//! request metrics, per metric and per destination.
+
+mod common;
+
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use common::{Harness, manifest};
+use http_body_util::Full;
+use hyper::Request;
+use serde_json::{Value, json};
+
+const BLOCK: u8 = 122;
+
+/// Everything the process logs, one JSON object per line.
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Captured {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().expect("log").extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Captured {
+    /// The access-log lines written so far, as (path, response code).
+    fn requests(&self) -> Vec<(String, u64)> {
+        let text = String::from_utf8_lossy(&self.0.lock().expect("log")).into_owned();
+        text.lines()
+            .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+            .filter(|line| line["fields"]["message"] == "request")
+            .map(|line| {
+                let fields = &line["fields"];
+                let path = fields["path"].as_str().unwrap_or_default().to_string();
+                (path, fields["response_code"].as_u64().unwrap_or_default())
+            })
+            .collect()
+    }
+}
+
+fn telemetry(spec: Value) -> Value {
+    json!({"apiVersion": "telemetry.istio.io/v1", "kind": "Telemetry",
+        "metadata": {"name": "mesh-default", "namespace": "istio-system"}, "spec": spec})
+}
+
+fn get(path: &str, app: Option<&str>) -> Request<Full<Bytes>> {
+    let mut request = Request::get(format!("http://reviews.default:9080{path}"))
+        .header(http::header::HOST, "reviews.default:9080");
+    if let Some(app) = app {
+        request = request.header("x-app", app);
+    }
+    request.body(Full::new(Bytes::new())).expect("request")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn access_log_filters_and_tag_overrides_apply() -> anyhow::Result<()> {
+    let captured = Captured::default();
+    let writer = captured.clone();
+    tracing_subscriber::fmt()
+        .json()
+        .with_writer(move || writer.clone())
+        .with_max_level(tracing::Level::INFO)
+        .init();
+    let spec = json!({
+        "accessLogging": [{"filter": {"expression": "response.code >= 400 || request.headers['x-app'] == 'audited'"}}],
+        "metrics": [{"overrides": [
+            {"match": {"metric": "REQUEST_COUNT"}, "tagOverrides": {
+                "source_app": {"value": "request.headers['x-app']"},
+                "destination_version": {"operation": "REMOVE"}}},
+            {"match": {"metric": "REQUEST_DURATION"}, "tagOverrides": {
+                "request_protocol": {"value": "request.method + '-' + string(response.code)"}}}]}]
+    });
+    let h = Harness::start(BLOCK, &manifest(BLOCK, &[telemetry(spec)])).await?;
+    let _v1 = h.backend("v1").await?;
+    let mut caller = h.http1("sleep").await?;
+
+    assert_eq!(caller.send(get("/ok", Some("web"))).await?.status, 200);
+    assert_eq!(
+        caller.send(get("/audited", Some("audited"))).await?.status,
+        200
+    );
+    assert_eq!(caller.send(get("/fail-all/503/x", None)).await?.status, 503);
+    assert_eq!(caller.send(get("/ok-again", None)).await?.status, 200);
+
+    // Tag overrides: REQUEST_COUNT's source_app is the request's header (`unknown` when the
+    // expression cannot be evaluated: no header), its destination_version removed; the
+    // duration metric's request_protocol is an expression of its own, its other labels kept.
+    assert_eq!(
+        h.wait_metric(
+            "istio_requests_total",
+            &[("source_app", "web"), ("destination_version", "")],
+            1.0
+        )
+        .await,
+        1.0
+    );
+    assert_eq!(
+        h.metric("istio_requests_total", &[("source_app", "audited")]),
+        1.0
+    );
+    assert_eq!(
+        h.metric("istio_requests_total", &[("source_app", "unknown")]),
+        2.0
+    );
+    assert_eq!(
+        h.metric("istio_requests_total", &[("destination_version", "v1")]),
+        0.0
+    );
+    let durations = |protocol: &str| -> f64 {
+        let histograms = h.registry.gather();
+        let family = histograms
+            .iter()
+            .find(|f| f.name() == "istio_request_duration_milliseconds");
+        family.map_or(0.0, |f| {
+            f.get_metric()
+                .iter()
+                .filter(|m| {
+                    m.get_label()
+                        .iter()
+                        .any(|l| l.name() == "request_protocol" && l.value() == protocol)
+                })
+                .filter(|m| {
+                    m.get_label()
+                        .iter()
+                        .any(|l| l.name() == "destination_version" && l.value() == "v1")
+                })
+                .map(|m| m.get_histogram().get_sample_count() as f64)
+                .sum()
+        })
+    };
+    assert_eq!(durations("GET-200"), 3.0);
+    assert_eq!(durations("GET-503"), 1.0);
+
+    // The access-log filter: the failure and the audited request only.
+    let mut logged = captured.requests();
+    for _ in 0..50 {
+        if logged.len() >= 2 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        logged = captured.requests();
+    }
+    logged.sort();
+    assert_eq!(
+        logged,
+        [
+            ("/audited".to_string(), 200),
+            ("/fail-all/503/x".to_string(), 503)
+        ]
+    );
+    Ok(())
+}
