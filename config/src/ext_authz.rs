@@ -25,7 +25,24 @@ pub struct ExtAuthzProvider {
     pub fail_open: bool,
     /// The status a caller gets when the check failed and `fail_open` is off (403).
     pub status_on_error: u16,
+    /// `includeRequestBodyInCheck`: the request's body (or its start) goes with the check.
+    pub request_body: Option<BodyInCheck>,
     pub api: ExtAuthzApi,
+}
+
+/// The most of a request's body a check may carry (`maxRequestBytes`), held in memory while
+/// the check is made.
+pub const MAX_BODY_IN_CHECK: u32 = 8 << 20;
+
+/// `includeRequestBodyInCheck`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BodyInCheck {
+    /// The most of the body held; a longer body is answered 413 unless `allow_partial`.
+    pub max_bytes: u32,
+    /// A longer body is checked by its first `max_bytes`, marked `x-envoy-auth-partial-body`.
+    pub allow_partial: bool,
+    /// gRPC: the body goes as bytes (`raw_body`), not as text (`body`).
+    pub pack_as_bytes: bool,
 }
 
 /// How the authorizer is asked.

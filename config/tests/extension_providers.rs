@@ -4,7 +4,7 @@
 mod common;
 
 use common::*;
-use mesh_config::ext_authz::ExtAuthzApi;
+use mesh_config::ext_authz::{BodyInCheck, ExtAuthzApi};
 use serde_json::{Value, json};
 
 fn config_map(namespace: &str, name: &str, mesh: &str) -> Value {
@@ -40,6 +40,7 @@ extensionProviders:
     includeRequestHeadersInCheck: [X-User, "x-ext-*"]
     includeAdditionalHeadersInCheck: {x-from: waypoint}
     headersToUpstreamOnAllow: ["*-id"]
+    includeRequestBodyInCheck: {maxRequestBytes: 4096, allowPartialMessage: true}
 - name: zipkin
   zipkin: {service: zipkin.istio-system.svc.cluster.local, port: 9411}
 "#,
@@ -49,9 +50,18 @@ extensionProviders:
     assert_eq!(opa.timeout, std::time::Duration::from_secs(600));
     assert_eq!((opa.fail_open, opa.status_on_error), (false, 403));
     assert!(matches!(opa.api, ExtAuthzApi::Grpc));
+    assert_eq!(opa.request_body, None);
     let web = snap.ext_authz_provider("web").expect("web");
     assert_eq!(web.timeout, std::time::Duration::from_millis(250));
     assert_eq!((web.fail_open, web.status_on_error), (true, 503));
+    assert_eq!(
+        web.request_body,
+        Some(BodyInCheck {
+            max_bytes: 4096,
+            allow_partial: true,
+            pack_as_bytes: false
+        })
+    );
     let ExtAuthzApi::Http(check) = &web.api else {
         panic!("an HTTP provider");
     };
@@ -97,9 +107,14 @@ fn bad_providers_are_refused_naming_the_field() {
             "not supported",
         ),
         (
-            "{service: opa.auth.svc.cluster.local, port: 1, includeRequestBodyInCheck: {maxRequestBytes: 10}}",
-            "includeRequestBodyInCheck",
-            "not supported yet",
+            "{service: opa.auth.svc.cluster.local, port: 1, includeRequestBodyInCheck: {allowPartialMessage: true}}",
+            "includeRequestBodyInCheck.maxRequestBytes",
+            "required",
+        ),
+        (
+            "{service: opa.auth.svc.cluster.local, port: 1, includeRequestBodyInCheck: {maxRequestBytes: 9000000000}}",
+            "includeRequestBodyInCheck.maxRequestBytes",
+            "1 to 8388608",
         ),
         (
             "{service: opa.auth.svc.cluster.local, port: 1, failopen: true}",
@@ -112,6 +127,11 @@ fn bad_providers_are_refused_naming_the_field() {
         let errors = must_fail(&with_authz(&mesh));
         assert_error(&errors, &["ConfigMap istio-system/istio", field, why]);
     }
+    let packed = "extensionProviders:\n- name: p\n  envoyExtAuthzHttp: {service: opa.auth.svc.cluster.local, port: 1, includeRequestBodyInCheck: {maxRequestBytes: 10, packAsBytes: true}}\n";
+    assert_error(
+        &must_fail(&with_authz(packed)),
+        &["includeRequestBodyInCheck.packAsBytes", "only a gRPC check"],
+    );
     let http = "extensionProviders:\n- name: p\n  envoyExtAuthzHttp: {service: opa.auth.svc.cluster.local, port: 1, headersToUpstreamOnAllow: ['*']}\n";
     assert_error(
         &must_fail(&with_authz(http)),

@@ -130,8 +130,11 @@ impl ProxyHttp for WaypointProxy {
         };
         let planned = match planned {
             Ok(planned) => {
-                self.check_externally(session, planned, &tunnel, &ctx.snapshot)
-                    .await
+                let checking = self.check_externally(session, planned, &tunnel, &ctx.snapshot);
+                checking.await.map(|(plan, read)| {
+                    ctx.body_read = read;
+                    plan
+                })
             }
             Err(reply) => Err(reply),
         };
@@ -373,27 +376,32 @@ impl WaypointProxy {
     /// plan with the authorizer's header changes.
     async fn check_externally(
         &self,
-        session: &Session,
+        session: &mut Session,
         mut plan: Plan,
         tunnel: &TunnelInfo,
         snapshot: &mesh_config::Snapshot,
-    ) -> std::result::Result<Plan, LocalReply> {
+    ) -> std::result::Result<(Plan, Vec<bytes::Bytes>), LocalReply> {
         let Some(check) = plan.ext_authz.take() else {
-            return Ok(plan);
+            return Ok((plan, Vec::new()));
+        };
+        let (read, body) = match check.provider.request_body {
+            None => (Vec::new(), None),
+            Some(limit) => {
+                let idle = self.stream_idle_timeout;
+                let read = ext_authz::body::read(session, limit, idle).await?;
+                (read.read, Some(read.body))
+            }
         };
         let subject = ext_authz::Subject {
             request: session.req_header(),
-            protocol: if session.is_http2() {
-                "HTTP/2"
-            } else {
-                "HTTP/1.1"
-            },
+            protocol: protocol(session),
             source: tunnel.client_addr(),
             source_principal: &tunnel.peer_uri,
             destination: plan
                 .destination
                 .ip()
                 .map(|ip| (ip, plan.destination.port()).into()),
+            body: body.as_ref(),
         };
         let upstream = ext_authz::Upstream {
             upstreams: &self.upstreams,
@@ -404,7 +412,7 @@ impl WaypointProxy {
             ext_authz::Checked::Allow(allowed) => {
                 plan.request_edits.extend(allowed.request);
                 plan.response_headers.extend(allowed.response_headers);
-                Ok(plan)
+                Ok((plan, read))
             }
         }
     }
@@ -526,6 +534,7 @@ impl WaypointProxy {
                     _ => None,
                 };
                 let exchange = Exchange {
+                    body_read: std::mem::take(&mut ctx.body_read),
                     upstreams: &self.upstreams,
                     protocol,
                     pool: PoolSettings::of(&policy.connection_pool),

@@ -28,6 +28,7 @@ use waypoint::ext_authz::grpc::{
 };
 
 const BLOCK: u8 = 116;
+const BODY_BLOCK: u8 = 123;
 const SLEEP: &str = "sleep";
 
 type Body =
@@ -44,6 +45,26 @@ fn full(bytes: impl Into<Bytes>) -> Body {
 async fn http_authorizer(request: Request<Incoming>) -> Result<Response<Body>, Infallible> {
     if request.uri().path().ends_with("/slow") {
         tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+    if request.uri().path().starts_with("/check/body/") {
+        // Decides on the body the check carries: `alice` in it allows.
+        let partial = (request.headers().get("x-envoy-auth-partial-body"))
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("absent")
+            .to_string();
+        let body = request
+            .into_body()
+            .collect()
+            .await
+            .expect("body")
+            .to_bytes();
+        let text = String::from_utf8_lossy(&body).into_owned();
+        let status = if text.contains("alice") { 200 } else { 403 };
+        let response = Response::builder()
+            .status(status)
+            .header("x-authz-body", format!("{text}|{partial}"))
+            .body(full(""));
+        return Ok(response.expect("response"));
     }
     let user = request
         .headers()
@@ -98,6 +119,39 @@ impl tonic::server::UnaryService<CheckRequest> for GrpcAuthorizer {
             .and_then(|r| r.http)
             .unwrap_or_default();
         let user = http.headers.get("x-user").cloned().unwrap_or_default();
+        if !http.raw_body.is_empty() || !http.body.is_empty() {
+            // Decides on the body: bytes (`packAsBytes`) or text, `alice` first allows.
+            let body = match http.raw_body.is_empty() {
+                true => http.body.clone(),
+                false => String::from_utf8_lossy(&http.raw_body).into_owned(),
+            };
+            let partial = http
+                .headers
+                .get("x-envoy-auth-partial-body")
+                .cloned()
+                .unwrap_or_default();
+            let seen = format!(
+                "{body}|{partial}|{}",
+                if http.raw_body.is_empty() {
+                    "text"
+                } else {
+                    "bytes"
+                }
+            );
+            let status = if body.starts_with("alice") { 0 } else { 7 };
+            let response = CheckResponse {
+                status: Some(RpcStatus {
+                    code: status,
+                    message: String::new(),
+                }),
+                http_response: Some(HttpResponse::Ok(OkHttpResponse {
+                    headers: vec![header("x-grpc-body", &seen)],
+                    headers_to_remove: Vec::new(),
+                    response_headers_to_add: Vec::new(),
+                })),
+            };
+            return Box::pin(async move { Ok(tonic::Response::new(response)) });
+        }
         let response = match user.as_str() {
             "alice" => CheckResponse {
                 status: Some(RpcStatus::default()),
@@ -123,15 +177,16 @@ impl tonic::server::UnaryService<CheckRequest> for GrpcAuthorizer {
     }
 }
 
-/// Serves `authz` pod `127.<BLOCK>.2.40` over HBONE: HTTP/1.1 checks, and gRPC (h2c) checks.
+/// Serves `authz` pod `127.<block>.2.40` over HBONE: HTTP/1.1 checks, and gRPC (h2c) checks.
 /// `tunnels` counts the HBONE tunnels the waypoint opens to it.
-async fn authorizer_pod(
+async fn authorizer_pod_in(
+    block: u8,
     ca: Arc<LocalCa>,
     checks: Arc<AtomicUsize>,
     tunnels: Arc<AtomicUsize>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let addr = SocketAddr::new(ip(BLOCK, "2.40"), mesh_core::ports::HBONE);
+    let addr = SocketAddr::new(ip(block, "2.40"), mesh_core::ports::HBONE);
     let listener = TcpListener::bind(addr).await?;
     let tls = mesh_hbone::server_config(ca, Identity::new(TRUST_DOMAIN, "default", "authz"))?;
     let handler = move |connect: mesh_hbone::InboundConnect| {
@@ -168,8 +223,8 @@ async fn authorizer_pod(
 /// (`down`), the mesh config naming providers for both and for `down`, and CUSTOM policies
 /// sending `/http/*`, `/grpc/*`, `/closed/*` and `/open/*` to them; a DENY policy on
 /// `/http/forbidden`.
-fn objects() -> Vec<Value> {
-    let at = |rest: &str| ip(BLOCK, rest).to_string();
+fn objects_in(block: u8) -> Vec<Value> {
+    let at = |rest: &str| ip(block, rest).to_string();
     let mut authz = fixtures::service("default", "authz", &at("100.40"), json!({"app": "authz"}));
     authz["spec"]["ports"] = json!([
         {"name": "http", "port": 8000, "targetPort": 8000},
@@ -191,6 +246,18 @@ extensionProviders:
   envoyExtAuthzGrpc:
     service: default/authz.default.svc.cluster.local
     port: "9000"
+- name: http-body
+  envoyExtAuthzHttp:
+    service: authz.default.svc.cluster.local
+    port: 8000
+    pathPrefix: /check
+    includeRequestBodyInCheck: {maxRequestBytes: 16}
+    headersToUpstreamOnAllow: [x-authz-*]
+- name: grpc-body
+  envoyExtAuthzGrpc:
+    service: authz.default.svc.cluster.local
+    port: 9000
+    includeRequestBodyInCheck: {maxRequestBytes: 8, allowPartialMessage: true, packAsBytes: true}
 - name: down-closed
   envoyExtAuthzHttp: {service: down.default.svc.cluster.local, port: 8000, statusOnError: "503"}
 - name: down-open
@@ -217,6 +284,8 @@ extensionProviders:
         custom("http-authz", &["/http/*"]),
         custom("grpc-authz", &["/grpc/*"]),
         custom("down-closed", &["/closed/*"]),
+        custom("http-body", &["/body/*"]),
+        custom("grpc-body", &["/grpcbody/*"]),
         custom("down-open", &["/open/*"]),
         policy(
             "default",
@@ -229,12 +298,19 @@ extensionProviders:
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn custom_policies_ask_their_authorizer() -> anyhow::Result<()> {
-    let h = Harness::start(BLOCK, &manifest(BLOCK, &objects())).await?;
+    let h = Harness::start(BLOCK, &manifest(BLOCK, &objects_in(BLOCK))).await?;
     let checks = Arc::new(AtomicUsize::new(0));
     let tunnels = Arc::new(AtomicUsize::new(0));
     let shutdown = CancellationToken::new();
     let _stop = shutdown.clone().drop_guard();
-    authorizer_pod(h.ca.clone(), checks.clone(), tunnels.clone(), shutdown).await?;
+    authorizer_pod_in(
+        BLOCK,
+        h.ca.clone(),
+        checks.clone(),
+        tunnels.clone(),
+        shutdown,
+    )
+    .await?;
     let _v1 = h.backend("v1").await?;
     let _v2 = h.backend("v2").await?;
     let mut caller = h.http1(SLEEP).await?;
@@ -319,5 +395,66 @@ async fn custom_policies_ask_their_authorizer() -> anyhow::Result<()> {
         .wait_metric("istio_requests_total", &[("response_flags", "UAEX")], 4.0)
         .await;
     assert_eq!(flagged, 4.0, "http deny, slow, grpc deny, closed");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checks_carry_the_body_when_the_provider_includes_it() -> anyhow::Result<()> {
+    let h = Harness::start(BODY_BLOCK, &manifest(BODY_BLOCK, &objects_in(BODY_BLOCK))).await?;
+    let checks = Arc::new(AtomicUsize::new(0));
+    let tunnels = Arc::new(AtomicUsize::new(0));
+    let shutdown = CancellationToken::new();
+    let _stop = shutdown.clone().drop_guard();
+    authorizer_pod_in(BODY_BLOCK, h.ca.clone(), checks.clone(), tunnels, shutdown).await?;
+    let _v1 = h.backend("v1").await?;
+    let mut caller = h.http1(SLEEP).await?;
+    let post = |path: &str, body: &'static str| {
+        Request::post(format!("http://reviews.default:9080{path}"))
+            .header(http::header::HOST, "reviews.default:9080")
+            .body(Full::new(Bytes::from_static(body.as_bytes())))
+            .expect("request")
+    };
+
+    // HTTP: the whole body (within 16 bytes) goes to the authorizer, and on to the backend.
+    let allowed = caller.send(post("/body/echo", "user=alice")).await?;
+    assert_eq!(allowed.status, 200, "{allowed:?}");
+    assert_eq!(
+        allowed.header("x-echo-x-authz-body"),
+        Some("user=alice|false")
+    );
+    assert_eq!(
+        allowed.body, "user=alice",
+        "the backend got the body read for the check"
+    );
+    let denied = caller.send(post("/body/echo", "user=bob")).await?;
+    assert_eq!(denied.status, 403);
+    assert_eq!(checks.load(Ordering::SeqCst), 2);
+    // Longer than maxRequestBytes, partial messages not allowed: 413, and no check.
+    let too_long = caller
+        .send(post("/body/echo", "user=alice&and=a-lot-more"))
+        .await?;
+    assert_eq!(too_long.status, 413, "{too_long:?}");
+    assert_eq!(checks.load(Ordering::SeqCst), 2);
+
+    // gRPC, partial allowed, as bytes: the first 8 bytes checked, the whole body sent on.
+    let mut caller = h.http1(SLEEP).await?;
+    let partial = caller
+        .send(post("/grpcbody/echo", "alice-and-more-bytes"))
+        .await?;
+    assert_eq!(partial.status, 200, "{partial:?}");
+    assert_eq!(
+        partial.header("x-echo-x-grpc-body"),
+        Some("alice-an|true|bytes")
+    );
+    assert_eq!(partial.body, "alice-and-more-bytes");
+    let short = caller.send(post("/grpcbody/echo", "alice")).await?;
+    assert_eq!(
+        short.header("x-echo-x-grpc-body"),
+        Some("alice|false|bytes")
+    );
+    let refused = caller
+        .send(post("/grpcbody/echo", "mallory-says-hi"))
+        .await?;
+    assert_eq!(refused.status, 403, "{refused:?}");
     Ok(())
 }

@@ -93,6 +93,8 @@ async fn access_log_filters_and_tag_overrides_apply() -> anyhow::Result<()> {
     // Tag overrides: REQUEST_COUNT's source_app is the request's header (`unknown` when the
     // expression cannot be evaluated: no header), its destination_version removed; the
     // duration metric's request_protocol is an expression of its own, its other labels kept.
+    // (A request is counted just after its response: wait for all four.)
+    assert_eq!(h.wait_metric("istio_requests_total", &[], 4.0).await, 4.0);
     assert_eq!(
         h.wait_metric(
             "istio_requests_total",

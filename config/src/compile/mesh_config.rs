@@ -11,10 +11,12 @@ use k8s_openapi::api::core::v1 as core;
 
 use crate::ROOT_NAMESPACE;
 use crate::error::{Diagnostics, Origin, Reason};
-use crate::ext_authz::{DEFAULT_TIMEOUT, ExtAuthzApi, ExtAuthzProvider, HttpCheck};
+use crate::ext_authz::{
+    BodyInCheck, DEFAULT_TIMEOUT, ExtAuthzApi, ExtAuthzProvider, HttpCheck, MAX_BODY_IN_CHECK,
+};
 use crate::manifest::Doc;
 use crate::manifest::mesh::{
-    DefaultProvidersSpec, ExtensionProviderSpec, HeaderSpec, MeshConfigSpec,
+    BodyBufferSpec, DefaultProvidersSpec, ExtensionProviderSpec, HeaderSpec, MeshConfigSpec,
     OpenTelemetryProviderSpec, PortSpec,
 };
 use crate::model::Service;
@@ -127,7 +129,7 @@ struct Common<'s> {
     fail_open: bool,
     clear_route_cache: bool,
     status_on_error: Option<&'s str>,
-    include_request_body: bool,
+    include_request_body: Option<&'s BodyBufferSpec>,
 }
 
 impl Cx<'_> {
@@ -156,7 +158,7 @@ impl Cx<'_> {
                     fail_open: http.fail_open,
                     clear_route_cache: http.clear_route_cache,
                     status_on_error: http.status_on_error.as_deref(),
-                    include_request_body: http.include_request_body_in_check.is_some(),
+                    include_request_body: http.include_request_body_in_check.as_ref(),
                 };
                 (common, ExtAuthzApi::Http(check), at)
             }
@@ -168,7 +170,7 @@ impl Cx<'_> {
                     fail_open: grpc.fail_open,
                     clear_route_cache: grpc.clear_route_cache,
                     status_on_error: grpc.status_on_error.as_deref(),
-                    include_request_body: grpc.include_request_body_in_check.is_some(),
+                    include_request_body: grpc.include_request_body_in_check.as_ref(),
                 };
                 (
                     common,
@@ -193,10 +195,10 @@ impl Cx<'_> {
             let msg = "not supported: a check's headers never change the route";
             self.error(format!("{kind}.clearRouteCache"), msg);
         }
-        if common.include_request_body {
-            let msg = "not supported yet: checks carry the request's head only";
-            self.error(format!("{kind}.includeRequestBodyInCheck"), msg);
-        }
+        let grpc = matches!(api, ExtAuthzApi::Grpc);
+        let request_body = (common.include_request_body).and_then(|spec| {
+            self.body_in_check(&format!("{kind}.includeRequestBodyInCheck"), spec, grpc)
+        });
         let service = self.service(&format!("{kind}.service"), common.service);
         let port = self.port(&format!("{kind}.port"), common.port);
         let timeout = match common.timeout {
@@ -227,7 +229,34 @@ impl Cx<'_> {
             timeout,
             fail_open: common.fail_open,
             status_on_error,
+            request_body,
             api,
+        })
+    }
+
+    fn body_in_check(
+        &mut self,
+        field: &str,
+        spec: &BodyBufferSpec,
+        grpc: bool,
+    ) -> Option<BodyInCheck> {
+        let max_bytes = match spec.max_request_bytes {
+            Some(n) if n > 0 && n <= i64::from(MAX_BODY_IN_CHECK) => n as u32,
+            _ => {
+                let msg = format!("required: 1 to {MAX_BODY_IN_CHECK} bytes held for the check");
+                self.error(format!("{field}.maxRequestBytes"), msg);
+                return None;
+            }
+        };
+        if spec.pack_as_bytes && !grpc {
+            let msg = "only a gRPC check has a bytes field: an HTTP check sends the body as it is";
+            self.error(format!("{field}.packAsBytes"), msg);
+            return None;
+        }
+        Some(BodyInCheck {
+            max_bytes,
+            allow_partial: spec.allow_partial_message,
+            pack_as_bytes: spec.pack_as_bytes,
         })
     }
 

@@ -79,7 +79,7 @@ pub(crate) struct HttpProviderSpec {
     #[serde(default)]
     pub include_additional_headers_in_check: BTreeMap<String, String>,
     #[serde(default)]
-    pub include_request_body_in_check: Option<Value>,
+    pub include_request_body_in_check: Option<BodyBufferSpec>,
     #[serde(default)]
     pub headers_to_upstream_on_allow: Vec<String>,
     #[serde(default)]
@@ -103,7 +103,7 @@ pub(crate) struct GrpcProviderSpec {
     #[serde(default)]
     pub status_on_error: Option<String>,
     #[serde(default)]
-    pub include_request_body_in_check: Option<Value>,
+    pub include_request_body_in_check: Option<BodyBufferSpec>,
 }
 
 /// `opentelemetry`: an OTLP trace collector.
@@ -153,4 +153,16 @@ pub(crate) struct HeaderSpec {
     pub name: String,
     #[serde(default)]
     pub value: String,
+}
+
+/// `includeRequestBodyInCheck`.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub(crate) struct BodyBufferSpec {
+    #[serde(default)]
+    pub max_request_bytes: Option<i64>,
+    #[serde(default)]
+    pub allow_partial_message: bool,
+    #[serde(default)]
+    pub pack_as_bytes: bool,
 }

@@ -12,6 +12,7 @@ use http::{HeaderMap, HeaderName, HeaderValue};
 
 use http_body_util::{BodyExt, Full};
 
+use super::body::{CheckBody, PARTIAL_BODY_HEADER};
 use super::{Allowed, Answer};
 use crate::upstream::client::UpstreamBody;
 
@@ -89,6 +90,12 @@ pub struct HttpRequest {
     pub size: i64,
     #[prost(string, tag = "10")]
     pub protocol: String,
+    /// The body (or its start) as text, when the provider includes it.
+    #[prost(string, tag = "11")]
+    pub body: String,
+    /// The same as bytes (`packAsBytes`).
+    #[prost(bytes = "vec", tag = "12")]
+    pub raw_body: Vec<u8>,
 }
 
 #[derive(Clone, PartialEq, prost::Message)]
@@ -176,6 +183,7 @@ pub struct Subject<'a> {
     /// The caller's SPIFFE id.
     pub source_principal: &'a str,
     pub destination: Option<SocketAddr>,
+    pub body: Option<&'a CheckBody>,
 }
 
 /// The check request for `subject`, headers as Envoy sends them: lower-case names, repeated
@@ -202,6 +210,15 @@ pub fn check_request(subject: &Subject<'_>) -> CheckRequest {
     headers.insert(":method".into(), request.method.to_string());
     headers.insert(":path".into(), path.to_string());
     headers.insert(":scheme".into(), "http".into());
+    let (mut body, mut raw_body) = (String::new(), Vec::new());
+    if let Some(included) = subject.body {
+        let partial = included.partial_text().to_string();
+        headers.insert(PARTIAL_BODY_HEADER.into(), partial);
+        match included.pack_as_bytes {
+            true => raw_body = included.bytes.to_vec(),
+            false => body = String::from_utf8_lossy(&included.bytes).into_owned(),
+        }
+    }
     let peer = |addr: Option<SocketAddr>, principal: &str| Peer {
         address: addr.map(|a| Address {
             socket_address: Some(SocketAddress {
@@ -234,6 +251,8 @@ pub fn check_request(subject: &Subject<'_>) -> CheckRequest {
                     scheme: "http".into(),
                     size,
                     protocol: subject.protocol.to_string(),
+                    body,
+                    raw_body,
                 }),
             }),
         }),
@@ -368,6 +387,7 @@ mod tests {
             source: "127.0.1.10:4000".parse().expect("addr"),
             source_principal: "spiffe://cluster.local/ns/default/sa/sleep",
             destination: Some("127.0.100.12:8080".parse().expect("addr")),
+            body: None,
         };
         let encoded = check_request(&subject).encode_to_vec();
         let decoded = CheckRequest::decode(&encoded[..]).expect("round trip");

@@ -5,17 +5,24 @@ use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue};
 use mesh_config::ext_authz::HttpCheck;
 
+use super::body::{CheckBody, PARTIAL_BODY_HEADER};
 use super::{Allowed, Answer};
 use crate::request::RequestEdits;
 
 /// The check request for `request` (its method, `prefix` + its path and query, `Host`, the
-/// headers the provider includes, `Content-Length: 0`).
-pub fn check_request(check: &HttpCheck, request: &http::request::Parts) -> http::Request<()> {
+/// headers the provider includes) with `body` when the provider includes it (and whether it is
+/// partial, in `x-envoy-auth-partial-body`), else none.
+pub fn check_request(
+    check: &HttpCheck,
+    request: &http::request::Parts,
+    body: Option<&CheckBody>,
+) -> http::Request<Bytes> {
     let path = request.uri.path_and_query().map_or("/", |p| p.as_str());
+    let bytes = body.map(|b| b.bytes.clone()).unwrap_or_default();
     let mut out = http::Request::builder()
         .method(request.method.clone())
         .uri(format!("{}{path}", check.path_prefix))
-        .body(())
+        .body(bytes.clone())
         .unwrap_or_default();
     let headers = out.headers_mut();
     let host = (request.headers.get(http::header::HOST).cloned()).or_else(|| {
@@ -35,7 +42,13 @@ pub fn check_request(check: &HttpCheck, request: &http::request::Parts) -> http:
     for (name, value) in &check.additional_headers {
         headers.insert(name.clone(), value.clone());
     }
-    headers.insert(http::header::CONTENT_LENGTH, HeaderValue::from_static("0"));
+    if let Some(body) = body {
+        headers.insert(
+            PARTIAL_BODY_HEADER,
+            HeaderValue::from_static(body.partial_text()),
+        );
+    }
+    headers.insert(http::header::CONTENT_LENGTH, HeaderValue::from(bytes.len()));
     out
 }
 
@@ -114,7 +127,7 @@ mod tests {
             .body(())
             .expect("request")
             .into_parts();
-        let request = check_request(&check(), &parts);
+        let request = check_request(&check(), &parts, None);
         assert_eq!(request.method(), "POST");
         assert_eq!(request.uri(), "/check/orders/7?x=1");
         let names: Vec<(&str, &str)> = (request.headers().iter())
@@ -130,6 +143,21 @@ mod tests {
                 ("content-length", "0"),
             ]
         );
+        let body = CheckBody {
+            bytes: Bytes::from_static(b"user=al"),
+            partial: true,
+            pack_as_bytes: false,
+        };
+        let with_body = check_request(&check(), &parts, Some(&body));
+        assert_eq!(with_body.body(), &Bytes::from_static(b"user=al"));
+        let header = |name: &str| {
+            with_body
+                .headers()
+                .get(name)
+                .map(|v| v.to_str().expect("text"))
+        };
+        assert_eq!(header("content-length"), Some("7"));
+        assert_eq!(header(PARTIAL_BODY_HEADER), Some("true"));
     }
 
     #[test]

@@ -9,6 +9,7 @@
 //! The check is made after the pure stages, so a request a DENY policy or the ALLOW policies
 //! refuse is refused without asking (Envoy asks first; the outcome is the same).
 
+pub mod body;
 pub mod grpc;
 pub mod http;
 
@@ -16,7 +17,7 @@ use std::net::SocketAddr;
 
 use ::http::{HeaderName, HeaderValue};
 use bytes::Bytes;
-use http_body_util::{BodyExt, Empty, Limited};
+use http_body_util::{BodyExt, Full, Limited};
 use mesh_config::authz::{Denial, PolicyMatch};
 use mesh_config::ext_authz::{ExtAuthzApi, ExtAuthzProvider};
 use mesh_config::{ObjectRef, Snapshot, TrafficPolicy};
@@ -71,6 +72,8 @@ pub struct Subject<'a> {
     pub source: SocketAddr,
     pub source_principal: &'a str,
     pub destination: Option<SocketAddr>,
+    /// The body (or its start), when the provider includes it.
+    pub body: Option<&'a body::CheckBody>,
 }
 
 /// Checks `subject` with `check`'s provider, within its timeout.
@@ -206,6 +209,7 @@ async fn ask_grpc(
         source: subject.source,
         source_principal: subject.source_principal,
         destination: subject.destination,
+        body: subject.body,
     });
     let authority = format!("{}:{}", provider.service.hostname, provider.port);
     let response = grpc::call(sender.clone(), &authority, request).await?;
@@ -223,9 +227,10 @@ async fn ask_http(
     pool: PoolSettings,
 ) -> Result<Option<Answer>, String> {
     checkout.ready().await.map_err(|e| e.to_string())?;
-    let request = http::check_request(check, subject.request);
-    let empty: UpstreamBody = Empty::new().map_err(|never| match never {}).boxed();
-    let response = send(&mut checkout, request.map(|()| empty))
+    let request = http::check_request(check, subject.request, subject.body);
+    let body =
+        |bytes: Bytes| -> UpstreamBody { Full::new(bytes).map_err(|never| match never {}).boxed() };
+    let response = send(&mut checkout, request.map(body))
         .await
         .map_err(|e| e.into_error().to_string())?;
     let (parts, body) = response.into_parts();

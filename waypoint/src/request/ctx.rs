@@ -39,6 +39,8 @@ pub struct RequestCtx {
     pub grpc_status: Option<http::HeaderValue>,
     /// The request's span, when its destination is traced.
     pub span: Option<RequestSpan>,
+    /// The body's start, read for an ext_authz check and not sent on yet.
+    pub body_read: Vec<bytes::Bytes>,
 }
 
 impl RequestCtx {
@@ -58,6 +60,7 @@ impl RequestCtx {
             tries: 0,
             grpc_status: None,
             span: None,
+            body_read: Vec::new(),
         }
     }
 

@@ -7,6 +7,7 @@
 
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Version};
 use http_body_util::BodyExt;
@@ -216,6 +217,8 @@ pub struct Exchange<'a> {
     pub retry: retry::Policy<'a>,
     /// Chooses each try's endpoint, counts it in flight, and learns from how it went.
     pub balancing: Balancing<'a>,
+    /// The request body's start, read from the caller already (for an ext_authz check).
+    pub body_read: Vec<Bytes>,
 }
 
 /// What the tries of one request did, for metrics and the access log.
@@ -239,7 +242,7 @@ pub struct Tries {
 /// caller goes again while the retry policy, the replay buffer and the budget allow. The
 /// `mirrors` are sent alongside, the request's body teed to them. Returns the response status.
 pub async fn forward(
-    exchange: Exchange<'_>,
+    mut exchange: Exchange<'_>,
     session: &mut Session,
     head: RequestHeader,
     mut edit_response: impl FnMut(&mut ResponseHeader) -> pingora_error::Result<()>,
@@ -251,7 +254,11 @@ pub async fn forward(
         (head.headers.get(header::CONTENT_LENGTH)).and_then(|v| v.to_str().ok()?.parse().ok());
     let request = upstream_request(head, exchange.protocol);
     let caller_h2 = session.is_http2();
-    let mut upload = Upload::new(!session.is_body_empty(), declared_length);
+    let mut upload = Upload::new(
+        !session.is_body_empty(),
+        declared_length,
+        std::mem::take(&mut exchange.body_read),
+    );
     for copy in mirrors {
         let body = upload.mirror_body(session);
         mirror::spawn(exchange.upstreams.clone(), copy, body);

@@ -1,6 +1,7 @@
 //! The caller's request body on its way up, for one try after another: read from Pingora's
 //! session into the current try's channel (a few chunks at a time, as fast as the upstream
-//! takes them), with what was read so far kept for a retry to send again.
+//! takes them), with what was read so far kept for a retry to send again. What was read before
+//! (for an ext_authz check that carries the body) goes first.
 
 use std::task::Poll;
 
@@ -28,6 +29,8 @@ pub(super) struct Upload {
     tx: Option<mpsc::Sender<Option<Bytes>>>,
     permit: Option<mpsc::OwnedPermit<Option<Bytes>>>,
     replay: Replay,
+    /// Read from the caller before the first try, not sent yet.
+    pending: Vec<Bytes>,
     /// Mirrored copies still keeping up.
     mirrors: Vec<mpsc::Sender<Option<Bytes>>>,
 }
@@ -62,8 +65,8 @@ impl Replay {
 impl Upload {
     /// `declared_length`: the request's Content-Length; a body declared larger than
     /// [`REPLAY_LIMIT`] is never kept, so it is never retried, however much of it was read
-    /// when a try failed.
-    pub(super) fn new(had_body: bool, declared_length: Option<u64>) -> Self {
+    /// when a try failed. `read`: the body's start, already read from the caller.
+    pub(super) fn new(had_body: bool, declared_length: Option<u64>, read: Vec<Bytes>) -> Self {
         let too_large = declared_length.is_some_and(|n| n > REPLAY_LIMIT as u64);
         Upload {
             had_body,
@@ -73,6 +76,7 @@ impl Upload {
                 overflowed: too_large,
                 ..Replay::default()
             },
+            pending: read,
             mirrors: Vec::new(),
         }
     }
@@ -81,12 +85,16 @@ impl Upload {
     /// the request reads it. A copy more than [`MIRROR_CHANNEL`] chunks behind is cut off (its
     /// body ends in an error), so a mirror never slows the request nor makes it buffer more.
     pub(super) fn mirror_body(&mut self, session: &mut Session) -> UpstreamBody {
-        if !self.had_body || session.is_body_done() {
+        if !self.had_body {
             return Empty::new().map_err(|never| match never {}).boxed();
+        }
+        let read = frames(self.pending.clone());
+        if session.is_body_done() {
+            return StreamBody::new(read).boxed();
         }
         let (tx, rx) = mpsc::channel(MIRROR_CHANNEL);
         self.mirrors.push(tx);
-        StreamBody::new(rest_of_body(rx)).boxed()
+        StreamBody::new(futures::StreamExt::chain(read, rest_of_body(rx))).boxed()
     }
 
     /// Hands a chunk (`None`: the end) to the mirrors that keep up, and drops the others.
@@ -111,10 +119,13 @@ impl Upload {
             return Empty::new().map_err(|never| match never {}).boxed();
         }
         self.permit = None;
-        let replayed: Vec<BodyFrame> = (self.replay.chunks.iter())
-            .map(|chunk| Ok(Frame::data(chunk.clone())))
-            .collect();
-        let replayed = futures::stream::iter(replayed);
+        // What earlier tries sent, then what was read before any.
+        let mut replayed = self.replay.chunks.clone();
+        for chunk in std::mem::take(&mut self.pending) {
+            self.replay.record(&chunk);
+            replayed.push(chunk);
+        }
+        let replayed = frames(replayed);
         if session.is_body_done() {
             self.tx = None;
             return StreamBody::new(replayed).boxed();
@@ -165,6 +176,10 @@ impl Upload {
     }
 }
 
+fn frames(chunks: Vec<Bytes>) -> impl futures::Stream<Item = BodyFrame> + Send + Sync + 'static {
+    futures::stream::iter(chunks.into_iter().map(|chunk| Ok(Frame::data(chunk))))
+}
+
 /// The body as read into a try's channel: a chunk, or `None` for its end. A channel closed
 /// before the end (the try was abandoned) ends the body with an error, so no upstream takes
 /// a cut request for a whole one.
@@ -211,11 +226,11 @@ mod tests {
     #[test]
     fn a_body_declared_over_64_kib_is_never_replayable() {
         assert!(
-            Upload::new(true, None).replayable(),
+            Upload::new(true, None, Vec::new()).replayable(),
             "chunked: while it fits"
         );
-        assert!(Upload::new(true, Some(64 << 10)).replayable());
-        assert!(!Upload::new(true, Some((64 << 10) + 1)).replayable());
+        assert!(Upload::new(true, Some(64 << 10), Vec::new()).replayable());
+        assert!(!Upload::new(true, Some((64 << 10) + 1), Vec::new()).replayable());
     }
 
     #[tokio::test]
