@@ -1,8 +1,28 @@
 //! Manifest builders for tests, in this crate and the others: each returns one Kubernetes
 //! object as JSON (YAML is a superset of JSON), so a test states the objects it needs instead of
 //! editing a shared manifest by string replacement. [`yaml`] joins them into one file's text.
+//! [`compiled_service`] is a compiled Service, for tests of what reads one.
+
+use std::sync::Arc;
 
 use serde_json::{Value, json};
+
+use crate::model::Service;
+
+/// Service `namespace/name` as the compile makes it, with no VIP, ports or selector.
+pub fn compiled_service(namespace: &str, name: &str) -> Arc<Service> {
+    Arc::new(Service {
+        name: name.into(),
+        namespace: namespace.into(),
+        hostname: format!("{name}.{namespace}.svc.cluster.local"),
+        vip: None,
+        ports: Vec::new(),
+        labels: Default::default(),
+        selector: Default::default(),
+        waypoint: None,
+        publish_not_ready: false,
+    })
+}
 
 /// Joins objects into one multi-document YAML text.
 pub fn yaml(objs: &[Value]) -> String {

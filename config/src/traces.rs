@@ -132,17 +132,7 @@ mod tests {
     fn provider(name: &str) -> Arc<TracingProvider> {
         Arc::new(TracingProvider {
             name: name.into(),
-            service: Arc::new(Service {
-                name: "collector".into(),
-                namespace: "istio-system".into(),
-                hostname: "collector.istio-system.svc.cluster.local".into(),
-                vip: None,
-                ports: Vec::new(),
-                labels: Default::default(),
-                selector: Default::default(),
-                waypoint: None,
-                publish_not_ready: false,
-            }),
+            service: crate::fixtures::compiled_service("istio-system", "collector"),
             port: 4317,
             max_tag_length: DEFAULT_MAX_TAG_LENGTH,
             export: OtlpExport::Grpc {

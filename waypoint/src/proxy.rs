@@ -303,6 +303,9 @@ impl WaypointProxy {
         labels: &RequestLabels<'_>,
         sizes: BodySizes,
     ) {
+        if !span.sampled() {
+            return;
+        }
         let request = session.req_header();
         let facts = tags::Facts {
             labels,

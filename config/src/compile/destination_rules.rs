@@ -410,18 +410,8 @@ mod tests {
         let services: ServiceMap = [("default", "reviews"), ("shop", "cart")]
             .into_iter()
             .map(|(ns, name)| {
-                let service = crate::model::Service {
-                    name: name.into(),
-                    namespace: ns.into(),
-                    hostname: format!("{name}.{ns}.svc.cluster.local"),
-                    vip: None,
-                    ports: Vec::new(),
-                    labels: Default::default(),
-                    selector: Default::default(),
-                    waypoint: None,
-                    publish_not_ready: false,
-                };
-                (ObjectRef::new(ns, name), Arc::new(service))
+                let service = crate::fixtures::compiled_service(ns, name);
+                (ObjectRef::new(ns, name), service)
             })
             .collect();
         let at = |host: &str, ns: &str| host_service(host, ns, &services);

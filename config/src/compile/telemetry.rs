@@ -95,21 +95,9 @@ fn overrides(
     for (i, logging) in spec.access_logging.iter().enumerate() {
         let field = format!("spec.accessLogging[{i}]");
         providers(cx, &field, &logging.providers, "envoy");
-        match logging.matching.as_ref().and_then(|m| m.mode.as_deref()) {
-            None | Some("CLIENT_AND_SERVER" | "SERVER") => {}
-            Some("CLIENT") => {
-                no_effect(
-                    cx,
-                    format!("{field}.match.mode"),
-                    "mode CLIENT at a waypoint",
-                );
-                continue;
-            }
-            Some(other) => {
-                let msg = format!("unknown mode {other:?}: CLIENT_AND_SERVER, CLIENT or SERVER");
-                cx.error(format!("{field}.match.mode"), msg);
-                continue;
-            }
+        let mode = logging.matching.as_ref().and_then(|m| m.mode.as_deref());
+        if !applies_at_waypoint(cx, &field, mode) {
+            continue;
         }
         let filter = logging.filter.as_ref().and_then(|f| {
             let parsed = Expression::parse(&f.expression);
@@ -125,6 +113,28 @@ fn overrides(
     out
 }
 
+/// Whether an entry with `match.mode` `mode` applies at a waypoint, the server side of the
+/// request (`reporter="waypoint"`): CLIENT warns that it has no effect, an unknown mode is
+/// refused.
+fn applies_at_waypoint(cx: &mut Cx<'_>, field: &str, mode: Option<&str>) -> bool {
+    match mode {
+        None | Some("CLIENT_AND_SERVER" | "SERVER") => true,
+        Some("CLIENT") => {
+            no_effect(
+                cx,
+                format!("{field}.match.mode"),
+                "mode CLIENT at a waypoint",
+            );
+            false
+        }
+        Some(other) => {
+            let msg = format!("unknown mode {other:?}: CLIENT_AND_SERVER, CLIENT or SERVER");
+            cx.error(format!("{field}.match.mode"), msg);
+            false
+        }
+    }
+}
+
 /// One `tracing` entry; `None` when it does not apply at a waypoint (mode CLIENT).
 fn tracing_override(
     cx: &mut Cx<'_>,
@@ -133,21 +143,8 @@ fn tracing_override(
     tracers: &BTreeMap<String, Arc<TracingProvider>>,
 ) -> Option<TracingOverride> {
     let mode = spec.matching.as_ref().and_then(|m| m.mode.as_deref());
-    match mode {
-        None | Some("CLIENT_AND_SERVER" | "SERVER") => {}
-        Some("CLIENT") => {
-            no_effect(
-                cx,
-                format!("{field}.match.mode"),
-                "mode CLIENT at a waypoint",
-            );
-            return None;
-        }
-        Some(other) => {
-            let msg = format!("unknown mode {other:?}: CLIENT_AND_SERVER, CLIENT or SERVER");
-            cx.error(format!("{field}.match.mode"), msg);
-            return None;
-        }
+    if !applies_at_waypoint(cx, field, mode) {
+        return None;
     }
     for (i, provider) in spec.providers.iter().enumerate() {
         if !tracers.contains_key(&provider.name) {
@@ -222,22 +219,8 @@ fn metric_override(
         no_effect(cx, format!("{field}.match.customMetric"), "customMetric");
         return;
     }
-    match selector.mode.as_deref() {
-        None | Some("CLIENT_AND_SERVER" | "SERVER") => {}
-        Some("CLIENT") => {
-            // A waypoint reports as the server side of the request (reporter="waypoint").
-            no_effect(
-                cx,
-                format!("{field}.match.mode"),
-                "mode CLIENT at a waypoint",
-            );
-            return;
-        }
-        Some(other) => {
-            let msg = format!("unknown mode {other:?}: CLIENT_AND_SERVER, CLIENT or SERVER");
-            cx.error(format!("{field}.match.mode"), msg);
-            return;
-        }
+    if !applies_at_waypoint(cx, field, selector.mode.as_deref()) {
+        return;
     }
     let metrics: &[RequestMetric] = match selector.metric.as_deref() {
         None | Some("ALL_METRICS") => &RequestMetric::ALL,

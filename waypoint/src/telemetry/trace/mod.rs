@@ -60,9 +60,10 @@ impl RequestSpan {
         }
     }
 
-    /// Whether the span is sampled (exported, unless reporting is off).
+    /// Whether the span is sampled, so recorded (and exported, unless reporting is off): an
+    /// unsampled one needs no tags.
     pub fn sampled(&self) -> bool {
-        self.span.span_context().is_sampled()
+        self.span.is_recording()
     }
 
     /// The trace headers the request goes on with, naming this span as the parent.
@@ -72,7 +73,7 @@ impl RequestSpan {
 
     /// Ends the span with `tags`, as an error if `error`.
     pub fn end(mut self, tags: Vec<KeyValue>, error: bool) {
-        if !self.span.is_recording() {
+        if !self.sampled() {
             return;
         }
         self.span.set_attributes(tags);

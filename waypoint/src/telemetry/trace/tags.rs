@@ -142,17 +142,7 @@ mod tests {
     use super::*;
 
     fn service(namespace: &str, name: &str) -> Arc<mesh_config::Service> {
-        Arc::new(mesh_config::Service {
-            name: name.into(),
-            namespace: namespace.into(),
-            hostname: format!("{name}.{namespace}.svc.cluster.local"),
-            vip: None,
-            ports: Vec::new(),
-            labels: Default::default(),
-            selector: Default::default(),
-            waypoint: None,
-            publish_not_ready: false,
-        })
+        mesh_config::fixtures::compiled_service(namespace, name)
     }
 
     fn settings(max_tag_length: usize, istio_tags: bool) -> TracingSettings {
