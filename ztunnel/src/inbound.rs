@@ -2,6 +2,7 @@
 //! and close the connection if a later policy update denies it. The check and the watch on
 //! later policy serve inbound plaintext (`inbound_plaintext`) too, with no peer identity.
 
+use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
@@ -19,6 +20,7 @@ use tracing::{debug, info};
 use crate::NodeContext;
 use crate::authz::{self, ConnectionAttributes, Decision};
 use crate::metrics::{ConnectionEnds, ConnectionGuard, ConnectionLabels, Direction};
+use crate::phases::set_up_then_splice;
 use crate::pod_network::PodNetwork;
 
 /// Decides whether a CONNECT to `pod` may proceed; returns the app address to dial.
@@ -65,38 +67,45 @@ pub fn check_inbound(
     }
 }
 
-pub(crate) async fn handle(
+pub(crate) fn handle(
     ctx: Arc<NodeContext>,
     pod: Arc<Workload>,
     network: PodNetwork,
     connect: InboundConnect,
-) {
-    // Both phases boxed, so the task holds little more than two pointers: checking and
-    // dialing need much state briefly, and an idle connection costs what its splice holds for
-    // the connection's whole life, and no more.
-    let spliced = match Box::pin(accept(&ctx, &pod, &network, connect)).await {
-        Some(accepted) => Box::pin(splice(ctx.clone(), pod.clone(), accepted)),
-        None => return,
-    };
-    spliced.await;
+) -> impl Future<Output = ()> {
+    let set_up = Box::pin(async move {
+        let accepted = accept(&ctx, &pod, &network, connect).await?;
+        Some((ctx, pod, accepted))
+    });
+    set_up_then_splice(set_up, |(ctx, pod, accepted)| splice(ctx, pod, accepted))
 }
 
 /// Moves bytes between the client side and the app until either ends, the connection idles
-/// out, or a new policy denies it. Fields are used in place, never moved out: a moved-out value
-/// would be stored twice in this future for the connection's whole life.
-pub(crate) async fn splice<C>(ctx: Arc<NodeContext>, pod: Arc<Workload>, mut accepted: Accepted<C>)
+/// out, or a new policy denies it. The arguments are the block's own, used in place (an async
+/// fn would keep a second copy of each for the connection's whole life).
+#[expect(
+    clippy::manual_async_fn,
+    reason = "an async fn keeps a second copy of its arguments (rust-lang/rust#62958)"
+)]
+pub(crate) fn splice<C>(
+    ctx: Arc<NodeContext>,
+    pod: Arc<Workload>,
+    mut accepted: Accepted<C>,
+) -> impl Future<Output = ()>
 where
     C: AsyncRead + AsyncWrite + Unpin,
 {
-    let (peer_ip, target) = (accepted.peer_ip, accepted.target);
-    let revoked = policy_revoked(&ctx, pod, accepted.peer.as_ref(), peer_ip, target);
-    tokio::select! {
-        spliced = splice_until_idle(&mut accepted.client, &mut accepted.app, ctx.idle_timeout) => {
-            accepted.guard.record(spliced);
-        }
-        why = revoked => {
-            info!(dst.addr = %target, reason = %why, "connection closed: policy changed");
-            accepted.guard.set_flag(ResponseFlag::Deny);
+    async move {
+        let (peer_ip, target) = (accepted.peer_ip, accepted.target);
+        let revoked = policy_revoked(&ctx, pod, accepted.peer.as_ref(), peer_ip, target);
+        tokio::select! {
+            spliced = splice_until_idle(&mut accepted.client, &mut accepted.app, ctx.idle_timeout) => {
+                accepted.guard.record(spliced);
+            }
+            why = revoked => {
+                info!(dst.addr = %target, reason = %why, "connection closed: policy changed");
+                accepted.guard.set_flag(ResponseFlag::Deny);
+            }
         }
     }
 }

@@ -3,6 +3,7 @@
 //! that asks for none lets it through (`PeerAuthentication` STRICT refuses it); the app then
 //! gets it from the client's own address.
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -15,19 +16,23 @@ use crate::NodeContext;
 use crate::capture;
 use crate::inbound::{self, Accepted, check_inbound};
 use crate::metrics::{ConnectionEnds, Direction};
+use crate::phases::set_up_then_splice;
 use crate::pod_network::PodNetwork;
 
-pub(crate) async fn connection(
+pub(crate) fn connection(
     ctx: Arc<NodeContext>,
     pod: Arc<Workload>,
     network: PodNetwork,
     client: TcpStream,
     peer: SocketAddr,
-) {
-    let accepted = Box::pin(accept(&ctx, &pod, &network, client, peer)).await;
-    if let Some(accepted) = accepted {
-        Box::pin(inbound::splice(ctx.clone(), pod, accepted)).await;
-    }
+) -> impl Future<Output = ()> {
+    let set_up = Box::pin(async move {
+        let accepted = accept(&ctx, &pod, &network, client, peer).await?;
+        Some((ctx, pod, accepted))
+    });
+    set_up_then_splice(set_up, |(ctx, pod, accepted)| {
+        inbound::splice(ctx, pod, accepted)
+    })
 }
 
 async fn accept(

@@ -18,6 +18,7 @@ mod inbound_plaintext;
 pub mod metrics;
 pub mod outbound;
 mod outbound_conn;
+mod phases;
 pub mod pod_network;
 pub mod socks5;
 mod socks_entry;

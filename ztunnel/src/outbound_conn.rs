@@ -2,6 +2,7 @@
 //! the pod): planned against the snapshot, dialled over HBONE (or passed through outside the
 //! mesh), then spliced until either side ends or it idles out.
 
+use std::future::Future;
 use std::net::SocketAddr;
 
 use mesh_config::health::Active;
@@ -184,14 +185,20 @@ async fn dial(
     }
 }
 
-/// Moves bytes until either side ends or the connection idles out. Fields are used in place,
-/// never moved out: a moved-out value would be stored twice in this future for the
-/// connection's whole life.
-pub(crate) async fn splice(
+/// Moves bytes until either side ends or the connection idles out. The arguments are the
+/// block's own, used in place (an async fn would keep a second copy of each for the
+/// connection's whole life).
+#[expect(
+    clippy::manual_async_fn,
+    reason = "an async fn keeps a second copy of its arguments (rust-lang/rust#62958)"
+)]
+pub(crate) fn splice(
     mut connected: Connected,
     mut client: TcpStream,
     idle: std::time::Duration,
-) {
-    let spliced = splice_until_idle(&mut client, &mut connected.upstream, idle).await;
-    connected.guard.record(spliced);
+) -> impl Future<Output = ()> {
+    async move {
+        let spliced = splice_until_idle(&mut client, &mut connected.upstream, idle).await;
+        connected.guard.record(spliced);
+    }
 }

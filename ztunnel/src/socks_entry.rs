@@ -1,6 +1,7 @@
 //! The SOCKS5 entry of one local pod: every accepted client names its destination in a SOCKS5
 //! handshake and is then an outbound connection from that pod (`outbound_conn`).
 
+use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
@@ -10,25 +11,24 @@ use tracing::debug;
 
 use crate::NodeContext;
 use crate::outbound_conn::{self, Connected};
+use crate::phases::set_up_then_splice;
 use crate::pod_network::PodNetwork;
 use crate::socks5::{self, Reply, encode_reply};
 
-pub(crate) async fn outbound_connection(
+pub(crate) fn outbound_connection(
     ctx: Arc<NodeContext>,
     network: PodNetwork,
     pod_ip: IpAddr,
     mut client: TcpStream,
     client_addr: SocketAddr,
-) {
-    // Both phases boxed, so the task holds little more than two pointers: setting up (the
-    // handshake, the plan, the dial) needs much state briefly, and an idle connection costs
-    // what its splice holds for the connection's whole life, and no more.
-    let set_up = Box::pin(connect(&ctx, &network, pod_ip, &mut client, client_addr)).await;
-    let spliced = match set_up {
-        Some(connected) => Box::pin(outbound_conn::splice(connected, client, ctx.idle_timeout)),
-        None => return,
-    };
-    spliced.await;
+) -> impl Future<Output = ()> {
+    let set_up = Box::pin(async move {
+        let connected = connect(&ctx, &network, pod_ip, &mut client, client_addr).await?;
+        Some((connected, client, ctx.idle_timeout))
+    });
+    set_up_then_splice(set_up, |(connected, client, idle)| {
+        outbound_conn::splice(connected, client, idle)
+    })
 }
 
 /// The SOCKS5 handshake, the plan and the dial; `None` once the client was refused (it was
