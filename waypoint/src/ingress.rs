@@ -15,6 +15,7 @@ use tracing::debug;
 
 use crate::dispatch::{DispatchError, dispatch};
 use crate::proxy::WaypointProxy;
+use crate::telemetry::report::Reporter;
 use crate::tunnel_io::{HeadBounds, TunnelInfo, TunnelIo};
 
 /// How long a draining waypoint still serves an HTTP/1.1 caller found between requests:
@@ -45,13 +46,21 @@ fn refusal(error: &DispatchError) -> StatusCode {
     }
 }
 
+/// What serves the HTTP inside each tunnel.
+pub(crate) struct TunnelHttp {
+    pub proxy: Arc<HttpProxy<WaypointProxy>>,
+    /// Reports the requests a tunnel refuses before the proxy has them.
+    pub reporter: Reporter,
+    /// Bounds on an HTTP/1.1 request head, kept by the tunnel.
+    pub head: HeadBounds,
+}
+
 pub(crate) async fn serve(
     listener: TcpListener,
     server: Server,
-    proxy: Arc<HttpProxy<WaypointProxy>>,
+    http: Arc<TunnelHttp>,
     store: Arc<Store>,
     waypoint: ObjectRef,
-    head: HeadBounds,
     shutdown: CancellationToken,
 ) {
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -62,7 +71,7 @@ pub(crate) async fn serve(
     });
     let drain = shutdown.clone();
     let handler = move |connect: InboundConnect| {
-        let proxy = proxy.clone();
+        let http = http.clone();
         let store = store.clone();
         let waypoint = waypoint.clone();
         let stop_rx = stop_rx.clone();
@@ -92,9 +101,13 @@ pub(crate) async fn serve(
                     return;
                 }
             };
-            let io = TunnelIo::new(stream, info, head)
+            let io = TunnelIo::new(stream, info, http.head)
                 .closing_when_drained(drain.clone(), DRAIN_IDLE_GRACE);
-            let _ = proxy.process_new(Box::new(io), &stop_rx).await;
+            let info = io.info().clone();
+            let _ = http.proxy.process_new(Box::new(io), &stop_rx).await;
+            if let Some(max) = info.head_refused_over() {
+                http.reporter.report_refused_head(store.load(), info, max);
+            }
         }
     };
     server.serve(listener, handler, shutdown).await;

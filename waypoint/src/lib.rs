@@ -36,14 +36,15 @@ use mesh_config::{ObjectRef, Store};
 use mesh_hbone::{CertificateProvider, Identity, Pool, PoolConfig};
 use pingora_core::apps::HttpServerOptions;
 use pingora_core::server::configuration::ServerConf;
-use pingora_proxy::HttpProxy;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::authn::jwks::{Fetcher, RemoteKeys};
+use crate::ingress::TunnelHttp;
 use crate::proxy::WaypointProxy;
 pub use crate::request::HeaderLimits;
 use crate::telemetry::Metrics;
+use crate::telemetry::report::Reporter;
 use crate::telemetry::trace::Tracers;
 use crate::tunnel_io::HeadBounds;
 use crate::upstream::{ClientConfig, Upstreams};
@@ -146,7 +147,7 @@ pub struct WaypointServer {
     hbone: mesh_hbone::Server,
     upstreams: Upstreams,
     health: Arc<Health>,
-    proxy: Arc<HttpProxy<WaypointProxy>>,
+    http: Arc<TunnelHttp>,
     store: Arc<Store>,
     jwks: Arc<RemoteKeys>,
     tracers: Arc<Tracers>,
@@ -194,6 +195,11 @@ impl WaypointServer {
             upstreams.clone(),
             settings.timeouts.span_export_delay,
         ));
+        let reporter = Reporter::new(
+            Metrics::new(registry)?,
+            settings.waypoint.clone(),
+            settings.identity.to_string(),
+        );
         let inner = WaypointProxy {
             tracers: tracers.clone(),
             jwks: jwks.clone(),
@@ -203,8 +209,7 @@ impl WaypointServer {
             upstreams: upstreams.clone(),
             destinations: Default::default(),
             health: health.clone(),
-            metrics: Metrics::new(registry)?,
-            identity: settings.identity.to_string(),
+            reporter: reporter.clone(),
             header_limits: settings.header_limits,
             stream_idle_timeout: settings.timeouts.stream_idle,
         };
@@ -217,13 +222,21 @@ impl WaypointServer {
         let mut h2 = pingora_core::protocols::http::v2::server::default_h2_options();
         h2.max_concurrent_streams(CALLER_MAX_STREAMS);
         proxy.h2_options = Some(h2);
+        let head = HeadBounds {
+            timeout: settings.timeouts.request_headers,
+            max_bytes: settings.header_limits.max_head_bytes(),
+        };
         Ok(WaypointServer {
             settings,
             listener,
             hbone: mesh_hbone::Server::new(tls),
             upstreams,
             health,
-            proxy: Arc::new(proxy),
+            http: Arc::new(TunnelHttp {
+                proxy: Arc::new(proxy),
+                reporter,
+                head,
+            }),
             store,
             jwks,
             tracers,
@@ -256,13 +269,9 @@ impl WaypointServer {
         ingress::serve(
             self.listener,
             self.hbone,
-            self.proxy,
+            self.http,
             self.store,
             self.settings.waypoint,
-            HeadBounds {
-                timeout: self.settings.timeouts.request_headers,
-                max_bytes: self.settings.header_limits.max_head_bytes(),
-            },
             shutdown,
         )
         .await;

@@ -41,9 +41,9 @@ use crate::request::{
     Backend, HeaderLimits, Inputs, MirrorTarget, Plan, RequestAttrs, RequestCtx, RequestEdits,
     Rolls, UrlRewrite, plan,
 };
-use crate::telemetry::attributes::Attributes;
+use crate::telemetry::report::{Finished, Reporter, request_host};
 use crate::telemetry::trace::{self, RequestSpan, Tracers, tags};
-use crate::telemetry::{BodySizes, Metrics, RequestLabels, access_log};
+use crate::telemetry::{BodySizes, RequestLabels};
 use crate::tunnel_io::{TunnelInfo, tunnel_info};
 use crate::upstream::balance::Balancing;
 use crate::upstream::forward::{self, Exchange};
@@ -62,9 +62,9 @@ pub struct WaypointProxy {
     pub(crate) destinations: Destinations,
     /// Requests in flight to each endpoint, and outlier detection's ejections.
     pub(crate) health: Arc<Health>,
-    pub(crate) metrics: Metrics,
-    /// The waypoint's own SPIFFE id, reported upstream in `x-forwarded-client-cert`.
-    pub(crate) identity: String,
+    /// Metrics and access logs; it knows the waypoint's own SPIFFE id, reported upstream in
+    /// `x-forwarded-client-cert`.
+    pub(crate) reporter: Reporter,
     pub(crate) header_limits: HeaderLimits,
     pub(crate) stream_idle_timeout: std::time::Duration,
     /// The key sets of `jwksUri`s, as fetched so far.
@@ -203,47 +203,30 @@ impl ProxyHttp for WaypointProxy {
         }
         let span = ctx.span.take();
         let response = session.response_written();
-        let code = response.map_or(0, |r| r.status.as_u16());
         // From the trailers, or the head of a trailers-only answer (a local reply's too).
         let in_head = response.and_then(|r| r.headers.get(forward::GRPC_STATUS));
         let grpc_status = ctx.grpc_status.as_ref().or(in_head);
-        let grpc_status = grpc_status
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default();
-        let labels = RequestLabels::of(ctx, code, grpc_status, session.is_http2());
-        let elapsed = ctx.start.elapsed();
-        let sizes = BodySizes {
-            request: session.body_bytes_read(),
-            response: session.body_bytes_sent(),
+        let finished = Finished {
+            request: Some(session.req_header()),
+            response,
+            code: response.map_or(0, |r| r.status.as_u16()),
+            grpc_status: grpc_status
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default(),
+            protocol: protocol(session),
+            sizes: BodySizes {
+                request: session.body_bytes_read(),
+                response: session.body_bytes_sent(),
+            },
+            elapsed: ctx.start.elapsed(),
+            error,
         };
-        let service = ctx
-            .destination()
-            .and_then(|d| d.service())
-            .map(|s| s.as_ref());
-        let telemetry = ctx.snapshot.waypoint_telemetry(&self.waypoint, service);
-        let evaluated =
-            telemetry.access_log_filter.is_some() || !telemetry.tag_overrides.is_empty();
-        let attributes = evaluated.then(|| self.attributes(session, ctx, code, elapsed, sizes));
-        let duration_ms = elapsed.as_secs_f64() * 1000.0;
-        (self.metrics).record(&labels, duration_ms, sizes, telemetry, attributes.as_ref());
-        let filtered_in = match (&telemetry.access_log_filter, &attributes) {
-            (Some(filter), Some(attributes)) => attributes.holds(filter),
-            _ => true,
-        };
-        if telemetry.access_log && filtered_in {
-            access_log::write(ctx, &labels, session.req_header(), elapsed, error);
-        }
+        let labels = finished.labels(ctx);
+        self.reporter.report(ctx, &labels, &finished);
         if let Some(span) = span {
-            self.end_span(span, session, ctx, &labels, sizes);
+            self.end_span(span, session, ctx, &labels, finished.sizes);
         }
     }
-}
-
-/// The request's host: its target's authority, else its `Host`.
-fn request_host(request: &RequestHeader) -> &str {
-    (request.uri.authority().map(|a| a.as_str()))
-        .or_else(|| request.headers.get(http::header::HOST)?.to_str().ok())
-        .unwrap_or_default()
 }
 
 fn protocol(session: &Session) -> &'static str {
@@ -254,46 +237,6 @@ fn protocol(session: &Session) -> &'static str {
 }
 
 impl WaypointProxy {
-    /// The finished request's attributes, for the Telemetry's CEL expressions.
-    fn attributes<'a>(
-        &'a self,
-        session: &'a Session,
-        ctx: &'a RequestCtx,
-        code: u16,
-        elapsed: std::time::Duration,
-        sizes: BodySizes,
-    ) -> Attributes<'a> {
-        let request = session.req_header();
-        let response = session.response_written();
-        let in_head = response.and_then(|r| r.headers.get(forward::GRPC_STATUS));
-        let grpc_status =
-            (ctx.grpc_status.as_ref().or(in_head)).and_then(|v| v.to_str().ok()?.parse().ok());
-        let tunnel = ctx.tunnel.as_deref();
-        let destination = ctx.destination();
-        Attributes {
-            method: request.method.as_str(),
-            host: request_host(request),
-            path_and_query: request.uri.path_and_query().map_or("/", |p| p.as_str()),
-            request_headers: &request.headers,
-            protocol: protocol(session),
-            start: SystemTime::now()
-                .checked_sub(elapsed)
-                .unwrap_or_else(SystemTime::now),
-            duration: elapsed,
-            request_size: sizes.request as u64,
-            response_code: code,
-            grpc_status,
-            response_headers: response.map(|r| &r.headers),
-            response_size: sizes.response as u64,
-            source: tunnel.map(|t| t.client_addr()),
-            destination: destination
-                .and_then(|d| Some(std::net::SocketAddr::new(d.ip()?, d.port()))),
-            upstream: ctx.target.as_ref().map(|t| t.authority),
-            peer_principal: tunnel.map(|t| t.peer_uri.as_str()),
-            local_principal: &self.identity,
-        }
-    }
-
     /// Tags and ends the request's span.
     fn end_span(
         &self,
@@ -441,7 +384,7 @@ impl WaypointProxy {
             let limits = Limits::of(&policy.connection_pool);
             let service = t.service.hostname.clone();
             let Ok(in_flight) = self.destinations.start(&view.key, limits) else {
-                self.metrics.record_mirror(&service, "overflow");
+                self.reporter.metrics.record_mirror(&service, "overflow");
                 return None;
             };
             let balancing = Balancing {
@@ -453,7 +396,7 @@ impl WaypointProxy {
                 in_flight: &in_flight,
             };
             let Some(endpoint) = balancing.choose(&[]) else {
-                self.metrics.record_mirror(&service, "no_endpoint");
+                self.reporter.metrics.record_mirror(&service, "no_endpoint");
                 return None;
             };
             let declared = t
@@ -463,7 +406,7 @@ impl WaypointProxy {
             let protocol = declared.unwrap_or(caller_protocol);
             let mut request = forward::upstream_request(head.clone(), protocol);
             mirror::mark_as_copy(&mut request);
-            let metrics = self.metrics.clone();
+            let metrics = self.reporter.metrics.clone();
             Some(mirror::Copy {
                 outcome: Box::new(move |outcome| metrics.record_mirror(&service, outcome)),
                 target: Target::for_endpoint(&endpoint),
@@ -492,7 +435,7 @@ impl WaypointProxy {
         ctx.upstream_protocol = Some(protocol);
         let mut head = session.req_header().clone();
         if let Some(tunnel) = &ctx.tunnel {
-            let xfcc = format!("By={};URI={}", self.identity, tunnel.peer_uri);
+            let xfcc = format!("By={};URI={}", self.reporter.identity(), tunnel.peer_uri);
             head.insert_header(XFCC, xfcc)?;
         }
         let rule = plan.rule.clone();
@@ -566,7 +509,9 @@ impl WaypointProxy {
                 }
             }
         };
-        self.metrics.record_tries(&plan.destination, &tries);
+        self.reporter
+            .metrics
+            .record_tries(&plan.destination, &tries);
         ctx.grpc_status = tries.grpc_status.take();
         ctx.tries = tries.count;
         // The last try's endpoint is the one the request is reported against.

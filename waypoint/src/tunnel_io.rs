@@ -11,7 +11,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -50,6 +50,8 @@ pub struct TunnelInfo {
     in_request: AtomicBool,
     /// Request heads received so far.
     heads: AtomicU64,
+    /// The byte bound a head was refused over (431 before Pingora saw it); 0: none was.
+    head_refused_over: AtomicUsize,
 }
 
 impl TunnelInfo {
@@ -70,6 +72,7 @@ impl TunnelInfo {
             forwarded_for,
             in_request: AtomicBool::new(false),
             heads: AtomicU64::new(0),
+            head_refused_over: AtomicUsize::new(0),
         }
     }
 
@@ -90,6 +93,12 @@ impl TunnelInfo {
             heads: self.heads.load(Ordering::Acquire),
             in_request: self.in_request.load(Ordering::Acquire),
         }
+    }
+
+    /// The byte bound a request head was refused over, if the tunnel answered one 431 before
+    /// the proxy had it (such a request is reported once the tunnel closes).
+    pub fn head_refused_over(&self) -> Option<usize> {
+        Some(self.head_refused_over.load(Ordering::Acquire)).filter(|&max| max > 0)
     }
 
     /// The address of the original client: `forwarded for=` when given, else the tunnel peer.
@@ -297,6 +306,11 @@ impl<S> TunnelIo<S> {
         }
     }
 
+    /// What the waypoint knows about the tunnel (shared with every request on it).
+    pub fn info(&self) -> &Arc<TunnelInfo> {
+        &self.info
+    }
+
     /// Ends an HTTP/1.1 caller's keep-alive connection once `drain` is cancelled and the
     /// caller has stayed between requests for `grace`: no request is cut, a caller already
     /// sending its next request is served (and told `connection: close`, as Pingora answers
@@ -412,7 +426,7 @@ impl<S: AsyncWrite + Unpin> TunnelIo<S> {
         }
         std::task::ready!(Pin::new(&mut self.inner).poll_flush(cx))?;
         let max = self.head_guard.bounds.max_bytes;
-        tracing::debug!(peer = %self.info.peer_addr, max, "request head too large; answered 431");
+        self.info.head_refused_over.store(max, Ordering::Release);
         Poll::Ready(Err(io::Error::new(
             io::ErrorKind::InvalidData,
             format!("request head over {max} bytes"),

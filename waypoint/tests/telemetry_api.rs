@@ -12,6 +12,7 @@ use common::{Harness, manifest};
 use http_body_util::Full;
 use hyper::Request;
 use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const BLOCK: u8 = 122;
 
@@ -158,5 +159,30 @@ async fn access_log_filters_and_tag_overrides_apply() -> anyhow::Result<()> {
             ("/fail-all/503/x".to_string(), 503)
         ]
     );
+
+    // A head the tunnel refuses before the proxy has it (over the wire bound) is reported
+    // like any other request: counted, and logged as the filter says (431, no path).
+    let mut tunnel = h.tunnel("sleep", "1.10", &h.reviews_vip()).await?;
+    let lines: String = (0..30)
+        .map(|i| format!("x-h{i}: {}\r\n", "a".repeat(4 << 10)))
+        .collect();
+    let head = format!("GET /big HTTP/1.1\r\nhost: reviews:9080\r\n{lines}");
+    tunnel.write_all(head.as_bytes()).await?;
+    let mut answer = Vec::new();
+    let read = tunnel.read_to_end(&mut answer);
+    tokio::time::timeout(std::time::Duration::from_secs(5), read).await??;
+    assert!(answer.starts_with(b"HTTP/1.1 431"));
+    let refused = [("response_code", "431"), ("response_flags", "DPE")];
+    assert_eq!(
+        h.wait_metric("istio_requests_total", &refused, 1.0).await,
+        1.0
+    );
+    for _ in 0..50 {
+        if captured.requests().len() >= 3 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(captured.requests().last(), Some(&(String::new(), 431)));
     Ok(())
 }

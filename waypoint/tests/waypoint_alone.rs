@@ -559,6 +559,17 @@ async fn a_head_far_over_the_limits_is_answered_431_before_it_ends() -> anyhow::
     let answer = String::from_utf8_lossy(&answer);
     assert!(answer.starts_with("HTTP/1.1 431"), "{answer}");
     assert!(started.elapsed() < Duration::from_secs(3));
+    // Counted as any refused request, against the Service the tunnel addressed.
+    let refused = [
+        ("response_code", "431"),
+        ("response_flags", "DPE"),
+        ("destination_service_name", "reviews"),
+        (
+            "source_principal",
+            "spiffe://cluster.local/ns/default/sa/sleep",
+        ),
+    ];
+    assert_eq!(wait_metric(&h, &refused, 1.0).await, 1.0);
     // A small head followed at once by a large body is read as before.
     let body = "b".repeat(300 << 10);
     let post = format!(

@@ -12,7 +12,7 @@ use crate::request::RequestCtx;
 pub fn write(
     ctx: &RequestCtx,
     labels: &RequestLabels<'_>,
-    request: &RequestHeader,
+    request: Option<&RequestHeader>,
     elapsed: Duration,
     error: Option<&Error>,
 ) {
@@ -27,8 +27,8 @@ pub fn write(
         dst.hbone_addr = target.map(|t| tracing::field::display(t.hbone_addr)),
         dst.service = labels.destination_service,
         dst.workload = labels.destination_workload,
-        method = %request.method,
-        path = %request.uri,
+        method = request.map(|r| tracing::field::display(&r.method)),
+        path = request.map(|r| tracing::field::display(&r.uri)),
         response_code = labels.response_code,
         response_flags = labels.response_flags.as_str(),
         upstream.tries = ctx.tries,

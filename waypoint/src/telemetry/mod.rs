@@ -5,6 +5,7 @@
 pub mod access_log;
 pub mod attributes;
 pub mod metrics;
+pub mod report;
 pub mod trace;
 
 pub use metrics::{BodySizes, Metrics, RequestLabels};
