@@ -19,7 +19,7 @@ pub use error::RuntimeError;
 pub use fd_limit::{open_files, raise_open_file_limit};
 pub use idle::{Spliced, splice_until_idle};
 pub use log_limit::LogLimit;
-pub use logging::{LogFormat, init_logging, init_logging_with};
+pub use logging::{LogFormat, init_logging, init_logging_with, try_init_with};
 pub use netns::{Netns, NetnsError, listen_in};
 pub use readiness::Readiness;
 pub use serve::bind;

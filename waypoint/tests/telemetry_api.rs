@@ -11,6 +11,7 @@ use bytes::Bytes;
 use common::{Harness, manifest};
 use http_body_util::Full;
 use hyper::Request;
+use mesh_runtime::LogFormat;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -37,12 +38,21 @@ impl Captured {
         let text = String::from_utf8_lossy(&self.0.lock().expect("log")).into_owned();
         text.lines()
             .filter_map(|line| serde_json::from_str::<Value>(line).ok())
-            .filter(|line| line["fields"]["message"] == "request")
+            .filter(|line| line["message"] == "request")
             .map(|line| {
-                let fields = &line["fields"];
-                let path = fields["path"].as_str().unwrap_or_default().to_string();
-                (path, fields["response_code"].as_u64().unwrap_or_default())
+                let path = line["path"].as_str().unwrap_or_default().to_string();
+                (path, line["response_code"].as_u64().unwrap_or_default())
             })
+            .collect()
+    }
+
+    /// The messages logged at ERROR or WARN.
+    fn alarms(&self) -> Vec<String> {
+        let text = String::from_utf8_lossy(&self.0.lock().expect("log")).into_owned();
+        text.lines()
+            .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+            .filter(|line| line["level"] == "ERROR" || line["level"] == "WARN")
+            .map(|line| line["message"].as_str().unwrap_or_default().to_string())
             .collect()
     }
 }
@@ -65,11 +75,9 @@ fn get(path: &str, app: Option<&str>) -> Request<Full<Bytes>> {
 async fn access_log_filters_and_tag_overrides_apply() -> anyhow::Result<()> {
     let captured = Captured::default();
     let writer = captured.clone();
-    tracing_subscriber::fmt()
-        .json()
-        .with_writer(move || writer.clone())
-        .with_max_level(tracing::Level::INFO)
-        .init();
+    // The mesh's own subscriber, as `LOG_FORMAT=json` installs it.
+    let filter = tracing_subscriber::EnvFilter::new("info");
+    mesh_runtime::try_init_with(filter, LogFormat::Json, false, move || writer.clone())?;
     let spec = json!({
         "accessLogging": [{"filter": {"expression": "response.code >= 400 || request.headers['x-app'] == 'audited'"}}],
         "metrics": [{"overrides": [
@@ -160,29 +168,39 @@ async fn access_log_filters_and_tag_overrides_apply() -> anyhow::Result<()> {
         ]
     );
 
-    // A head the tunnel refuses before the proxy has it (over the wire bound) is reported
+    // Heads the tunnel refuses before the proxy has them (over the wire bound) are reported
     // like any other request: counted, and logged as the filter says (431, no path).
-    let mut tunnel = h.tunnel("sleep", "1.10", &h.reviews_vip()).await?;
+    const REFUSED: usize = 15;
     let lines: String = (0..30)
         .map(|i| format!("x-h{i}: {}\r\n", "a".repeat(4 << 10)))
         .collect();
     let head = format!("GET /big HTTP/1.1\r\nhost: reviews:9080\r\n{lines}");
-    tunnel.write_all(head.as_bytes()).await?;
-    let mut answer = Vec::new();
-    let read = tunnel.read_to_end(&mut answer);
-    tokio::time::timeout(std::time::Duration::from_secs(5), read).await??;
-    assert!(answer.starts_with(b"HTTP/1.1 431"));
+    for _ in 0..REFUSED {
+        let mut tunnel = h.tunnel("sleep", "1.10", &h.reviews_vip()).await?;
+        tunnel.write_all(head.as_bytes()).await?;
+        let mut answer = Vec::new();
+        let read = tunnel.read_to_end(&mut answer);
+        tokio::time::timeout(std::time::Duration::from_secs(5), read).await??;
+        assert!(answer.starts_with(b"HTTP/1.1 431"));
+    }
     let refused = [("response_code", "431"), ("response_flags", "DPE")];
-    assert_eq!(
-        h.wait_metric("istio_requests_total", &refused, 1.0).await,
-        1.0
-    );
+    let counted = h.wait_metric("istio_requests_total", &refused, REFUSED as f64);
+    assert_eq!(counted.await, REFUSED as f64);
     for _ in 0..50 {
-        if captured.requests().len() >= 3 {
+        if captured.requests().len() >= 2 + REFUSED {
             break;
         }
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
     assert_eq!(captured.requests().last(), Some(&(String::new(), 431)));
+    // Pingora's own line about each (an ERROR: "Fail to proxy: Downstream ...") is limited
+    // to 10 a minute; nothing else alarmed.
+    let alarms = captured.alarms();
+    assert_eq!(alarms.len(), 10, "{alarms:#?}");
+    assert!(
+        alarms
+            .iter()
+            .all(|a| a.starts_with("Fail to proxy: Downstream"))
+    );
     Ok(())
 }

@@ -337,6 +337,23 @@ async fn http11_without_host_is_refused_with_400() -> anyhow::Result<()> {
         wait_metric(&h, &[("response_flags", "DPE")], 1.0).await,
         1.0
     );
+    // An absolute-form target: its authority must be the `Host` (Pingora refuses one that
+    // differs, stricter than RFC 9112 §3.2.2's replacing it), and a `Host` it must have; the
+    // backend is sent origin-form with the normalized path.
+    let absolute =
+        b"GET http://reviews.default:9080/a/../r HTTP/1.1\r\nhost: reviews.default:9080\r\n\r\n";
+    let answer = raw_response(&h, absolute).await?.to_ascii_lowercase();
+    assert!(answer.starts_with("http/1.1 200"), "{answer}");
+    assert!(
+        answer.contains("x-echo-host: reviews.default:9080\r\n"),
+        "{answer}"
+    );
+    assert!(answer.contains("x-seen-path: /r\r\n"), "{answer}");
+    let elsewhere = b"GET http://reviews.default:9080/r HTTP/1.1\r\nhost: elsewhere:1\r\n\r\n";
+    let elsewhere = raw_status(&h, elsewhere).await?;
+    assert!(elsewhere.starts_with("HTTP/1.1 400"), "{elsewhere}");
+    let hostless = raw_status(&h, b"GET http://reviews.default:9080/r HTTP/1.1\r\n\r\n").await?;
+    assert!(hostless.starts_with("HTTP/1.1 400"), "{hostless}");
     // Control characters never reach the backend raw: Pingora percent-encodes them.
     let control = raw_response(&h, b"GET /a\x01b HTTP/1.1\r\nhost: reviews:9080\r\n\r\n").await?;
     assert!(control.ends_with(" GET /a%01b"), "{control:?}");
