@@ -22,11 +22,12 @@ mod phases;
 pub mod pod_network;
 pub mod socks5;
 mod socks_entry;
+mod start_failures;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use mesh_config::{Snapshot, Store, Workload};
 use mesh_hbone::{CertificateProvider, HboneError, Identity, Pool};
@@ -39,6 +40,7 @@ use crate::capture::zds::ZdsPods;
 use crate::capture::{Capture, rules::CapturePorts};
 use crate::metrics::Metrics;
 use crate::pod_network::PodNetwork;
+use crate::start_failures::StartFailures;
 
 /// How soon pods that could not start are tried again.
 const RETRY_START: Duration = Duration::from_secs(1);
@@ -124,6 +126,7 @@ impl Ztunnel {
     pub async fn run(self, shutdown: CancellationToken) {
         let mut versions = self.ctx.store.subscribe();
         let mut running: HashMap<PodKey, CancellationToken> = HashMap::new();
+        let mut failing = StartFailures::default();
         let sweeping = tokio::spawn(sweep(self.ctx.clone(), shutdown.clone()));
         let mut handed_over = match (&self.settings.capture, &self.zds) {
             (Capture::Zds(path), Some(pods)) => {
@@ -138,7 +141,7 @@ impl Ztunnel {
         };
         loop {
             let snapshot = self.ctx.store.load();
-            let ok = self.reconcile(&snapshot, &mut running, &shutdown).await;
+            let ok = (self.reconcile(&snapshot, &mut running, &mut failing, &shutdown)).await;
             let synced = self.zds.as_ref().is_none_or(ZdsPods::synced);
             self.readiness.set_ready(ok && synced);
             // A pod that could not start (no certificate yet, its address still held) is
@@ -163,11 +166,15 @@ impl Ztunnel {
         &self,
         snapshot: &Snapshot,
         running: &mut HashMap<PodKey, CancellationToken>,
+        failing: &mut StartFailures<IpAddr>,
         shutdown: &CancellationToken,
     ) -> bool {
         let mut all_bound = true;
         let mut desired: HashMap<PodKey, Arc<Workload>> = HashMap::new();
-        for pod in local_pods(snapshot, &self.settings.node) {
+        let node = &self.settings.node;
+        let mut local = HashSet::new();
+        for pod in local_pods(snapshot, node) {
+            local.insert(pod.ip);
             match self.network_of(pod) {
                 Ok(Some(network)) => {
                     desired.insert((pod.ip, pod.identity.clone(), network), pod.clone());
@@ -176,10 +183,15 @@ impl Ztunnel {
                 Ok(None) => {}
                 Err(e) => {
                     all_bound = false;
-                    error!(node = %self.settings.node, pod = %pod.name, error = %e, "cannot find the pod's network namespace");
+                    let error = e.to_string();
+                    if let Some(line) = failing.failed(pod.ip, &error, Instant::now()) {
+                        error!(%node, pod = %pod.name, %error, tries = line.tries, failing_s = line.failing_for.as_secs(), "cannot find the pod's network namespace");
+                    }
                 }
             }
         }
+        // A pod gone from this node is no longer failing.
+        failing.retain(|ip| local.contains(ip));
         let mut left = Vec::new();
         running.retain(|key, token| {
             let keep = desired.contains_key(key);
@@ -203,12 +215,18 @@ impl Ztunnel {
                 .await
             {
                 Ok(()) => {
+                    if let Some(failed_for) = failing.succeeded(&key.0, Instant::now()) {
+                        info!(%node, pod = %pod.name, failed_s = failed_for.as_secs(), "pod listeners started");
+                    }
                     running.insert(key, token);
                 }
                 Err(e) => {
                     token.cancel();
                     all_bound = false;
-                    error!(node = %self.settings.node, pod = %pod.name, error = %e, "cannot start pod listeners");
+                    let error = e.to_string();
+                    if let Some(line) = failing.failed(key.0, &error, Instant::now()) {
+                        error!(%node, pod = %pod.name, %error, tries = line.tries, failing_s = line.failing_for.as_secs(), "cannot start pod listeners");
+                    }
                 }
             }
         }
