@@ -29,6 +29,9 @@ pub const CREATE_CERTIFICATE: &str = "/istio.v1.auth.IstioCertificateService/Cre
 /// After a failed fetch, how long handshakes wait before starting another (`prepare` does not).
 const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(5);
 
+/// How long a failure is remembered once its back-off has ended, if nobody tries again.
+const FORGET_FAILURE_AFTER: Duration = Duration::from_secs(60);
+
 /// The metadata key under which a ztunnel names the pod it asks for.
 pub const IMPERSONATED_IDENTITY: &str = "ImpersonatedIdentity";
 
@@ -87,6 +90,16 @@ struct State {
     failed: HashMap<Identity, (String, SystemTime)>,
     /// Roots the CA's answers ended with.
     issued_roots: Vec<CertificateDer<'static>>,
+}
+
+impl State {
+    /// Forgets certificates that have expired (one in use is renewed at half its life, so an
+    /// expired one is no pod's any more) and failures nobody has retried for a minute since
+    /// their back-off ended: the state holds the identities in use, not every one ever seen.
+    fn forget_unused(&mut self, now: SystemTime) {
+        self.cached.retain(|_, c| now < c.cert.not_after);
+        (self.failed).retain(|_, (_, retry_at)| now < *retry_at + FORGET_FAILURE_AFTER);
+    }
 }
 
 /// A [`CertificateProvider`] backed by Istio's CA.
@@ -174,6 +187,7 @@ impl IstioCa {
         self.runtime.spawn(async move {
             let result = ca.fetch(&id).await;
             let mut state = ca.state();
+            state.forget_unused(SystemTime::now());
             match result {
                 Ok((cert, root)) => {
                     let life =
@@ -388,5 +402,59 @@ impl IstioCa {
     fn certificate_ready(&self, id: &Identity) -> bool {
         let state = self.state();
         (state.cached.get(id)).is_some_and(|c| SystemTime::now() < c.cert.not_after)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rustls::pki_types::PrivatePkcs8KeyDer;
+
+    fn cached(account: &str, not_after: SystemTime) -> (Identity, Cached) {
+        let identity = Identity::new("cluster.local", "default", account);
+        let cert = WorkloadCertificate {
+            identity: identity.clone(),
+            chain: Vec::new(),
+            key: Arc::new(PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(Vec::new()))),
+            not_after,
+        };
+        let renew_at = not_after;
+        (
+            identity,
+            Cached {
+                cert: Arc::new(cert),
+                renew_at,
+            },
+        )
+    }
+
+    #[test]
+    fn expired_certificates_and_stale_failures_are_forgotten() {
+        let now = SystemTime::now();
+        let hour = Duration::from_secs(3600);
+        let mut state = State::default();
+        state
+            .cached
+            .extend([cached("live", now + hour), cached("expired", now - hour)]);
+        let failed = |account: &str, retry_at: SystemTime| {
+            let identity = Identity::new("cluster.local", "default", account);
+            (identity, ("CA down".to_string(), retry_at))
+        };
+        state.failed.extend([
+            failed("backing-off", now + RETRY_AFTER_FAILURE),
+            failed("just-ended", now - Duration::from_secs(30)),
+            failed("long-ago", now - hour),
+        ]);
+        state.forget_unused(now);
+        let accounts = |ids: Vec<&Identity>| {
+            let mut names: Vec<String> = ids.iter().map(|id| id.service_account.clone()).collect();
+            names.sort();
+            names
+        };
+        assert_eq!(accounts(state.cached.keys().collect()), ["live"]);
+        assert_eq!(
+            accounts(state.failed.keys().collect()),
+            ["backing-off", "just-ended"]
+        );
     }
 }
