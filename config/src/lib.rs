@@ -28,8 +28,11 @@ pub mod traces;
 pub mod traffic;
 mod watch;
 
-/// SPIFFE trust domain of every identity.
-pub const TRUST_DOMAIN: &str = "cluster.local";
+/// The SPIFFE trust domain of workload identities when the mesh config names none
+/// (`trustDomain`), as Istio's.
+pub const DEFAULT_TRUST_DOMAIN: &str = "cluster.local";
+/// The DNS domain of Service host names (`<name>.<namespace>.svc.cluster.local`).
+pub const CLUSTER_DOMAIN: &str = "cluster.local";
 /// Namespace whose selector-less policies are global.
 pub const ROOT_NAMESPACE: &str = "istio-system";
 

@@ -17,7 +17,7 @@ use crate::status::{self, RouteParents, RouteStatus};
 use crate::telemetry::{Telemetry, TelemetrySettings};
 use crate::traces::{TracingOverride, TracingProvider};
 use crate::traffic::TrafficPolicy;
-use crate::{ROOT_NAMESPACE, TRUST_DOMAIN};
+use crate::{DEFAULT_TRUST_DOMAIN, ROOT_NAMESPACE};
 
 /// Everything known about one Service.
 #[derive(Debug)]
@@ -29,6 +29,8 @@ struct ServiceEntry {
 
 /// The compiled pieces a snapshot is indexed from.
 pub(crate) struct Parts {
+    /// The mesh config's `trustDomain`, or the default.
+    pub trust_domain: String,
     pub warnings: Vec<ConfigError>,
     pub nodes: Vec<Node>,
     pub workloads: Vec<Arc<Workload>>,
@@ -57,6 +59,8 @@ pub(crate) struct Parts {
 #[derive(Debug, Default)]
 pub struct Snapshot {
     version: u64,
+    /// `None`: the default.
+    trust_domain: Option<String>,
     warnings: Vec<ConfigError>,
     route_parents: Vec<RouteParents>,
     nodes: Vec<Node>,
@@ -171,6 +175,7 @@ impl Snapshot {
                 snap.waypoints_by_ip.insert(pod.ip, Arc::clone(wp));
             }
         }
+        snap.trust_domain = Some(parts.trust_domain);
         snap.warnings = parts.warnings;
         snap.route_parents = parts.route_parents;
         snap.nodes = parts.nodes;
@@ -271,8 +276,19 @@ impl Snapshot {
         self.version
     }
 
+    /// A snapshot with nothing in it, in `trust_domain` (what a program serves until its
+    /// first config arrives).
+    pub fn empty(trust_domain: &str) -> Self {
+        Snapshot {
+            trust_domain: Some(trust_domain.to_string()),
+            ..Snapshot::default()
+        }
+    }
+
+    /// The SPIFFE trust domain of the workloads' identities (the mesh config's
+    /// `trustDomain`).
     pub fn trust_domain(&self) -> &str {
-        TRUST_DOMAIN
+        self.trust_domain.as_deref().unwrap_or(DEFAULT_TRUST_DOMAIN)
     }
 
     /// References to missing objects and ignored objects found while compiling.

@@ -47,16 +47,29 @@ impl Store {
     }
 
     /// Swaps in `next` as the previous version + 1, notifies subscribers, returns the version.
-    pub fn replace(&self, mut next: Snapshot) -> u64 {
+    /// An update that would change the trust domain is rejected instead (`None`): the
+    /// process's identities and certificates are in the one it started with.
+    pub fn replace(&self, mut next: Snapshot) -> Option<u64> {
         let _guard = self
             .replace_lock
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        let version = self.current.load().version() + 1;
+        let current = self.current.load();
+        if next.trust_domain() != current.trust_domain() {
+            let reason = format!(
+                "data.mesh.trustDomain: {:?} is not {:?}, the trust domain this process's \
+                 identities and certificates are in; restart it to change the trust domain",
+                next.trust_domain(),
+                current.trust_domain()
+            );
+            self.reject(1, &reason, reason.clone());
+            return None;
+        }
+        let version = current.version() + 1;
         next.set_version(version);
         self.current.store(Arc::new(next));
         self.versions.send_replace(version);
-        version
+        Some(version)
     }
 
     /// Receives the version after every `replace`.
@@ -67,20 +80,25 @@ impl Store {
     /// Logs a rejected update (the current snapshot keeps serving; the log names the first
     /// errors and counts the rest) and counts it.
     pub fn record_rejection(&self, errors: &ConfigErrors) {
+        let logged = errors.summary(LOGGED_ERRORS);
+        self.reject(errors.len(), &logged, errors.summary(KEPT_ERRORS));
+    }
+
+    /// Logs and counts a rejected update of `errors` errors, `kept` for [`Store::last_rejection`].
+    fn reject(&self, errors: usize, logged: &str, kept: String) {
         let count = self.rejections.fetch_add(1, Ordering::Relaxed) + 1;
         let serving = self.current.load().version();
-        let summary = errors.summary(LOGGED_ERRORS);
         tracing::error!(
             rejections = count,
             serving_version = serving,
-            errors = errors.len(),
-            "config update rejected; keeping the last good snapshot:\n{summary}"
+            errors,
+            "config update rejected; keeping the last good snapshot:\n{logged}"
         );
         let mut last = self
             .last_rejection
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        *last = Some(errors.summary(KEPT_ERRORS));
+        *last = Some(kept);
     }
 
     /// How many updates were rejected.

@@ -196,8 +196,9 @@ impl FileSource {
                     tracing::warn!(more, "more config warnings not logged");
                 }
                 log_route_statuses(&snapshot);
-                let version = self.store.replace(*snapshot);
-                tracing::info!(version, path = %self.path.display(), "config reloaded");
+                if let Some(version) = self.store.replace(*snapshot) {
+                    tracing::info!(version, path = %self.path.display(), "config reloaded");
+                }
             }
             Outcome::Rejected(errors) => self.store.record_rejection(&errors),
         }

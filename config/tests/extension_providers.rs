@@ -161,9 +161,7 @@ fn what_the_mesh_does_not_read_is_said_to_have_no_effect() {
     assert_eq!(warned.len(), 2, "{warned:?}");
     assert!(
         warned[0].0 == "ConfigMap istio-system/istio"
-            && warned[0]
-                .1
-                .starts_with("defaultConfig, trustDomain configure istiod"),
+            && warned[0].1.starts_with("defaultConfig configure istiod"),
         "{warned:?}"
     );
     assert!(

@@ -34,7 +34,7 @@ async fn replace_bumps_version_and_notifies() {
     assert_eq!(*rx.borrow_and_update(), 1);
     let held = store.load();
     let v = store.replace(must_compile(&nodes()));
-    assert_eq!(v, 2);
+    assert_eq!(v, Some(2));
     tokio::time::timeout(WAIT, rx.changed())
         .await
         .expect("notified")
@@ -44,7 +44,47 @@ async fn replace_bumps_version_and_notifies() {
     assert_eq!(store.load().nodes().len(), 2);
     // A reader holding the old snapshot keeps a consistent view.
     assert_eq!((held.version(), held.nodes().len()), (1, 0));
-    assert_eq!(store.replace(Snapshot::default()), 3);
+    assert_eq!(store.replace(Snapshot::default()), Some(3));
+}
+
+/// A mesh config naming `trust_domain`.
+fn mesh_config(trust_domain: &str) -> serde_json::Value {
+    json!({"apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": "istio", "namespace": "istio-system"},
+        "data": {"mesh": format!("trustDomain: {trust_domain}\n")}})
+}
+
+#[test]
+fn the_trust_domain_is_the_mesh_configs_and_cannot_change_while_serving() {
+    let mut objects = nodes();
+    objects.push(pod("default", "web", "127.0.1.10", json!({"app": "web"})));
+    objects.push(mesh_config("example.org"));
+    let snapshot = must_compile(&objects);
+    assert_eq!(snapshot.trust_domain(), "example.org");
+    let web = snapshot.workloads().next().expect("web");
+    assert_eq!(
+        web.identity.to_string(),
+        "spiffe://example.org/ns/default/sa/web"
+    );
+    let store = Store::new(snapshot);
+    // The same trust domain: applied. Another (or none: Istio's default): rejected, counted
+    // and explained, the last good config still serving.
+    assert_eq!(store.replace(must_compile(&objects)), Some(2));
+    objects.pop();
+    assert_eq!(store.replace(must_compile(&objects)), None);
+    assert_eq!((store.load().version(), store.rejections()), (2, 1));
+    let why = store.last_rejection().expect("kept");
+    assert!(
+        why.contains("\"cluster.local\" is not \"example.org\""),
+        "{why}"
+    );
+    // Not a trust domain: refused where it is written.
+    objects.push(mesh_config("Example.org/x"));
+    let errors = must_fail(&objects).to_string();
+    assert!(
+        errors.contains("data.mesh.trustDomain") && errors.contains("not a SPIFFE trust domain"),
+        "{errors}"
+    );
 }
 
 #[test]

@@ -180,7 +180,9 @@ async fn follow(
         tokio::time::sleep(DEBOUNCE).await;
         match compile(&objects).await {
             Ok((compiled, read)) => {
-                let version = store.replace(compiled.snapshot);
+                let Some(version) = store.replace(compiled.snapshot) else {
+                    continue;
+                };
                 info!(
                     version,
                     left_out = compiled.left_out.len(),

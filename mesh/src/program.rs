@@ -101,12 +101,13 @@ pub async fn config_store(
             source.start(shutdown.child_token()).await?
         }
     };
-    // Workload identities are compiled in the config's trust domain: refuse another rather
-    // than fail every handshake later.
-    let compiled_in = store.load().trust_domain().to_string();
+    // Workload identities are in the mesh config's trust domain: refuse another rather than
+    // fail every handshake later.
+    let configured = store.load().trust_domain().to_string();
     anyhow::ensure!(
-        common.trust_domain == compiled_in,
-        "TRUST_DOMAIN {:?} is not supported yet: workload identities are in {compiled_in:?}",
+        common.trust_domain == configured,
+        "TRUST_DOMAIN {:?} differs from the mesh config's trustDomain {configured:?} \
+         (workload identities are in it): set them alike",
         common.trust_domain
     );
     Ok(store)

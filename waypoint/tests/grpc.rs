@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use common::{Harness, ip, manifest_with_port};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use mesh_config::TRUST_DOMAIN;
+use mesh_config::DEFAULT_TRUST_DOMAIN;
 use mesh_hbone::Identity;
 use serde_json::json;
 use tokio::net::TcpListener;
@@ -47,7 +47,7 @@ async fn grpc_backend(h: &Harness) -> anyhow::Result<GrpcBackend> {
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()?;
-    let identity = Identity::new(TRUST_DOMAIN, "default", "reviews-v1");
+    let identity = Identity::new(DEFAULT_TRUST_DOMAIN, "default", "reviews-v1");
     let tls = mesh_hbone::server_config(h.ca.clone(), identity)?;
     let addr = SocketAddr::new(ip(h.block, "2.10"), mesh_core::ports::HBONE);
     let listener = TcpListener::bind(addr).await?;

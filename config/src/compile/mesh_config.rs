@@ -1,5 +1,5 @@
 //! The mesh config (ConfigMap `istio-system/istio`, key `mesh`, as Istio keeps it) → the
-//! ext_authz extension providers CUSTOM policies name, the OpenTelemetry providers tracing
+//! trust domain of the workloads' identities, the ext_authz extension providers CUSTOM policies name, the OpenTelemetry providers tracing
 //! sends spans to, and the default tracing provider. Other ConfigMaps, and the mesh config's
 //! other fields (istiod's and the sidecars' settings), have no effect here and say so.
 
@@ -9,7 +9,6 @@ use std::sync::Arc;
 use http::{HeaderName, HeaderValue};
 use k8s_openapi::api::core::v1 as core;
 
-use crate::ROOT_NAMESPACE;
 use crate::error::{Diagnostics, Origin, Reason};
 use crate::ext_authz::{
     BodyInCheck, DEFAULT_TIMEOUT, ExtAuthzApi, ExtAuthzProvider, HttpCheck, MAX_BODY_IN_CHECK,
@@ -22,6 +21,7 @@ use crate::manifest::mesh::{
 use crate::model::Service;
 use crate::policy::StringMatch;
 use crate::traces::{DEFAULT_EXPORT_TIMEOUT, DEFAULT_MAX_TAG_LENGTH, OtlpExport, TracingProvider};
+use crate::{DEFAULT_TRUST_DOMAIN, ROOT_NAMESPACE};
 
 /// The ConfigMap Istio keeps the mesh config in.
 pub const MESH_CONFIG_MAP: &str = "istio";
@@ -40,13 +40,18 @@ pub(crate) struct MeshExtensions {
     pub default_tracing: Vec<String>,
 }
 
-/// The extension providers of the mesh config.
-pub(crate) fn extension_providers(
-    docs: &[Doc<core::ConfigMap>],
-    services: &[Arc<Service>],
+/// The mesh config, parsed.
+pub(crate) struct MeshConfig<'d> {
+    origin: &'d Origin,
+    spec: MeshConfigSpec,
+}
+
+/// Reads the mesh config from its ConfigMap; any other ConfigMap has no effect (a warning).
+pub(crate) fn read<'d>(
+    docs: &'d [Doc<core::ConfigMap>],
     diag: &mut Diagnostics,
-) -> MeshExtensions {
-    let mut out = MeshExtensions::default();
+) -> Vec<MeshConfig<'d>> {
+    let mut out = Vec::new();
     for doc in docs {
         if (doc.namespace.as_str(), doc.name.as_str()) != (ROOT_NAMESPACE, MESH_CONFIG_MAP) {
             let msg = format!(
@@ -71,24 +76,62 @@ pub(crate) fn extension_providers(
                 continue;
             }
         };
-        let mesh: MeshConfigSpec = match serde_path_to_error::deserialize(value) {
-            Ok(mesh) => mesh,
+        let spec: MeshConfigSpec = match serde_path_to_error::deserialize(value) {
+            Ok(spec) => spec,
             Err(e) => {
                 let field = format!("data.mesh.{}", e.path());
                 diag.error(&doc.origin, field, e.inner().to_string());
                 continue;
             }
         };
-        if !mesh.other.is_empty() {
-            let keys: Vec<&str> = mesh.other.keys().map(String::as_str).collect();
+        if !spec.other.is_empty() {
+            let keys: Vec<&str> = spec.other.keys().map(String::as_str).collect();
             let msg = format!(
-                "{} configure istiod or sidecars; this mesh reads only extensionProviders",
+                "{} configure istiod or sidecars; this mesh reads only trustDomain, \
+                 extensionProviders and defaultProviders",
                 keys.join(", ")
             );
             diag.warn_because(Reason::NoEffect, &doc.origin, "data.mesh", msg);
         }
-        let mut cx = Cx {
+        out.push(MeshConfig {
             origin: &doc.origin,
+            spec,
+        });
+    }
+    out
+}
+
+/// The trust domain of the workloads' identities: the mesh config's `trustDomain`, else
+/// Istio's default. Checked as SPIFFE has it: lowercase letters, digits, `.`, `-` and `_`.
+pub(crate) fn trust_domain(mesh: &[MeshConfig<'_>], diag: &mut Diagnostics) -> String {
+    for config in mesh {
+        let Some(domain) = &config.spec.trust_domain else {
+            continue;
+        };
+        let valid = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || ".-_".contains(c);
+        if domain.is_empty() || domain.len() > 255 || !domain.chars().all(valid) {
+            let msg = format!(
+                "{domain:?} is not a SPIFFE trust domain (1 to 255 of a-z, 0-9, '.', '-', '_')"
+            );
+            diag.error(config.origin, "data.mesh.trustDomain", msg);
+            continue;
+        }
+        return domain.clone();
+    }
+    DEFAULT_TRUST_DOMAIN.to_string()
+}
+
+/// The extension providers of the mesh config.
+pub(crate) fn extension_providers(
+    mesh: &[MeshConfig<'_>],
+    services: &[Arc<Service>],
+    diag: &mut Diagnostics,
+) -> MeshExtensions {
+    let mut out = MeshExtensions::default();
+    for config in mesh {
+        let (origin, mesh) = (config.origin, &config.spec);
+        let mut cx = Cx {
+            origin,
             diag: &mut *diag,
             services,
         };

@@ -83,10 +83,13 @@ impl Resources {
 }
 
 fn build(m: Manifests, mut diag: Diagnostics) -> Result<Snapshot, ConfigErrors> {
+    let mesh = mesh_config::read(&m.config_maps, &mut diag);
+    let trust_domain = mesh_config::trust_domain(&mesh, &mut diag);
     let namespaces = workloads::namespaces(&m.namespaces, &mut diag);
     let nodes = workloads::nodes(&m.nodes, &mut diag);
     let gateways = waypoints::classify(&m.gateways, &mut diag);
     let wl_cx = workloads::Context {
+        trust_domain: &trust_domain,
         namespaces: &namespaces,
         nodes: &nodes,
         gateways: &gateways,
@@ -133,7 +136,7 @@ fn build(m: Manifests, mut diag: Diagnostics) -> Result<Snapshot, ConfigErrors> 
     let authenticated_namespaces: HashSet<&str> = (authentications.iter())
         .map(|a| a.namespace.as_str())
         .collect();
-    let extensions = mesh_config::extension_providers(&m.config_maps, &services, &mut diag);
+    let extensions = mesh_config::extension_providers(&mesh, &services, &mut diag);
     let telemetries = telemetry::telemetries(&m.telemetries, &extensions.tracing, &mut diag);
     let peer_authentications =
         peer_authentications::peer_authentications(&m.peer_authentications, &mut diag);
@@ -153,6 +156,7 @@ fn build(m: Manifests, mut diag: Diagnostics) -> Result<Snapshot, ConfigErrors> 
         .map(|(k, g)| (k.clone(), g.class.clone()))
         .collect();
     Ok(Snapshot::build(Parts {
+        trust_domain,
         warnings: diag.warnings,
         nodes,
         workloads,

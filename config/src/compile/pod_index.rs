@@ -71,7 +71,7 @@ mod tests {
             ip: "127.0.0.1".parse().expect("ip"),
             node: "node-a".into(),
             service_account: "default".into(),
-            identity: identity(namespace, "default"),
+            identity: identity(crate::DEFAULT_TRUST_DOMAIN, namespace, "default"),
             labels: labels.collect(),
             annotations: Default::default(),
             container_ports: Vec::new(),

@@ -11,7 +11,7 @@ use super::labels::{self, Labels};
 use super::pod_index::PodIndex;
 use super::waypoints::{self, Gateways, Traffic};
 use super::workloads::NamespaceLabels;
-use crate::TRUST_DOMAIN;
+use crate::CLUSTER_DOMAIN;
 use crate::error::{Diagnostics, Origin};
 use crate::manifest::Doc;
 use crate::model::{Endpoint, Service, ServicePort, TargetPort, Workload};
@@ -75,7 +75,7 @@ fn service(doc: &Doc<core::Service>, ctx: &Context<'_>, diag: &mut Diagnostics) 
         return None;
     }
     Some(Service {
-        hostname: format!("{}.{}.svc.{TRUST_DOMAIN}", doc.name, doc.namespace),
+        hostname: format!("{}.{}.svc.{CLUSTER_DOMAIN}", doc.name, doc.namespace),
         name: doc.name.clone(),
         namespace: doc.namespace.clone(),
         vip,

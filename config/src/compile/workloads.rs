@@ -10,7 +10,6 @@ use super::labels::{self, Labels};
 use super::waypoints::{self, Gateways, Traffic};
 use mesh_core::Identity;
 
-use crate::TRUST_DOMAIN;
 use crate::error::Diagnostics;
 use crate::manifest::Doc;
 use crate::model::{ContainerPort, Node, Workload};
@@ -66,6 +65,8 @@ pub(crate) fn nodes(docs: &[Doc<core::Node>], diag: &mut Diagnostics) -> Vec<Nod
 
 /// What building a workload needs to look up.
 pub(crate) struct Context<'a> {
+    /// The trust domain of the workloads' identities.
+    pub trust_domain: &'a str,
     pub namespaces: &'a NamespaceLabels,
     pub nodes: &'a [Node],
     pub gateways: &'a Gateways,
@@ -136,7 +137,7 @@ fn workload(doc: &Doc<core::Pod>, ctx: &Context<'_>, diag: &mut Diagnostics) -> 
         .filter(|s| !s.is_empty())
         .unwrap_or("default")
         .to_string();
-    let identity = identity(&doc.namespace, &service_account);
+    let identity = identity(ctx.trust_domain, &doc.namespace, &service_account);
     if let Err(e) = identity.to_string().parse::<Identity>() {
         diag.error(&doc.origin, "spec.serviceAccountName", e.to_string());
         return None;
@@ -175,9 +176,9 @@ fn is_ready(pod: &core::Pod) -> bool {
     !(terminating || finished || unready)
 }
 
-/// `spiffe://cluster.local/ns/<ns>/sa/<sa>`.
-pub fn identity(namespace: &str, service_account: &str) -> Identity {
-    Identity::new(TRUST_DOMAIN, namespace, service_account)
+/// `spiffe://<trust domain>/ns/<ns>/sa/<sa>`.
+pub fn identity(trust_domain: &str, namespace: &str, service_account: &str) -> Identity {
+    Identity::new(trust_domain, namespace, service_account)
 }
 
 fn pod_ip(doc: &Doc<core::Pod>, diag: &mut Diagnostics) -> Option<IpAddr> {

@@ -1,5 +1,5 @@
 //! Hand-written serde types for the parts of Istio's `MeshConfig` (the `mesh` key of ConfigMap
-//! `istio-system/istio`) this mesh reads: `extensionProviders` of the ext_authz kinds.
+//! `istio-system/istio`) this mesh reads: `trustDomain`, `extensionProviders`, `defaultProviders`.
 
 use std::collections::BTreeMap;
 
@@ -11,6 +11,9 @@ use serde_json::Value;
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub(crate) struct MeshConfigSpec {
+    /// The SPIFFE trust domain of workload identities.
+    #[serde(default)]
+    pub trust_domain: Option<String>,
     #[serde(default)]
     pub extension_providers: Vec<ExtensionProviderSpec>,
     #[serde(default)]

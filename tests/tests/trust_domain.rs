@@ -1,0 +1,67 @@
+//! A mesh in a trust domain of its own (the mesh config's `trustDomain`), end to end: every
+//! identity, certificate and policy is in it, and an edit that would change it while the
+//! mesh serves is rejected, the mesh serving on.
+
+use std::time::Duration;
+
+use mesh::client::MeshClient;
+use mesh_tests::{TestMesh, demo_yaml_in_block};
+
+const BLOCK: u8 = 32;
+const REVIEWS: &str = "reviews.default.svc.cluster.local";
+const PRODUCTPAGE: &str = "1.10";
+const SLEEP: &str = "1.12";
+
+const MESH_CONFIG: &str = "---
+apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: istio
+  namespace: istio-system
+data:
+  mesh: |
+    trustDomain: example.org
+";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mesh_in_its_own_trust_domain_serves_and_authorizes_in_it() -> anyhow::Result<()> {
+    let demo = demo_yaml_in_block(BLOCK);
+    let principal = "cluster.local/ns/default/sa/bookinfo-productpage";
+    assert!(demo.contains(principal), "the demo's policy changed shape");
+    let yaml = demo.replace(principal, "example.org/ns/default/sa/bookinfo-productpage");
+    let t = TestMesh::start_with(BLOCK, &format!("{yaml}\n{MESH_CONFIG}")).await?;
+
+    // HBONE both ways with certificates for example.org; the waypoint names both identities.
+    let mut productpage = MeshClient::connect(t.socks(PRODUCTPAGE), REVIEWS, 9080).await?;
+    let seen = productpage.get("/debug").await?;
+    assert_eq!(seen.status, 200);
+    let json = seen.json()?;
+    assert_eq!(
+        json["headers"]["x-forwarded-client-cert"],
+        "By=spiffe://example.org/ns/default/sa/waypoint;\
+         URI=spiffe://example.org/ns/default/sa/bookinfo-productpage"
+    );
+    // The policy's principal is in example.org: productpage allowed, sleep denied.
+    let mut sleep = MeshClient::connect(t.socks(SLEEP), REVIEWS, 9080).await?;
+    assert_eq!(sleep.get("/reviews/1").await?.status, 403);
+    assert_eq!(productpage.get("/reviews/1").await?.status, 200);
+
+    // Back to the default trust domain while serving: rejected, the mesh serving on.
+    let rejections = t.mesh.store.rejections();
+    std::fs::write(&t.manifest, demo)?;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while t.mesh.store.rejections() == rejections {
+        anyhow::ensure!(
+            tokio::time::Instant::now() < deadline,
+            "the change of trust domain was not rejected"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let why = t.mesh.store.last_rejection().unwrap_or_default();
+    assert!(why.contains("trustDomain"), "{why}");
+    assert_eq!(t.mesh.store.load().trust_domain(), "example.org");
+    let mut again = MeshClient::connect(t.socks(PRODUCTPAGE), REVIEWS, 9080).await?;
+    assert_eq!(again.get("/reviews/1").await?.status, 200);
+    t.stop().await;
+    Ok(())
+}
