@@ -13,7 +13,8 @@
 //! ```
 //!
 //! A traced request's span starts once its destination is known (planned or refused), and
-//! the request goes on naming it as the parent (`traceparent`, and B3 if the caller used it).
+//! the request goes on naming it as the parent (`traceparent`, and B3 if the caller used it),
+//! as does its ext_authz check (HTTP headers, gRPC metadata).
 //!
 //! Pingora serves the caller (HTTP/1.1 and h2c parsing, keep-alive, the hooks); the upstream
 //! half is the waypoint's own (`upstream`), so Pingora's upstream hooks are not used.
@@ -22,7 +23,7 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use async_trait::async_trait;
-use mesh_config::{LoadBalancer, ObjectRef, Store, TrafficPolicy};
+use mesh_config::{Destination, LoadBalancer, ObjectRef, Store, TrafficPolicy};
 use pingora_core::protocols::http::HttpTask;
 use pingora_core::upstreams::peer::HttpPeer;
 use pingora_error::{Error, ErrorType, OrErr, Result};
@@ -130,7 +131,11 @@ impl ProxyHttp for WaypointProxy {
         };
         let planned = match planned {
             Ok(planned) => {
-                let checking = self.check_externally(session, planned, &tunnel, &ctx.snapshot);
+                // Traced from here, so an external check goes on in the request's trace.
+                self.start_span(session, ctx, Some(&planned.destination), &tunnel);
+                let trace = ctx.span.as_ref().map(RequestSpan::outgoing);
+                let (snapshot, trace) = (&ctx.snapshot, trace.as_deref().unwrap_or_default());
+                let checking = self.check_externally(session, planned, &tunnel, snapshot, trace);
                 checking.await.map(|(plan, read)| {
                     ctx.body_read = read;
                     plan
@@ -138,20 +143,22 @@ impl ProxyHttp for WaypointProxy {
             }
             Err(reply) => Err(reply),
         };
-        ctx.tunnel = Some(tunnel);
         match planned {
             Ok(planned) => {
+                ctx.tunnel = Some(tunnel);
                 ctx.plan = Some(planned);
-                self.start_span(session, ctx);
                 self.forward(session, ctx).await?;
                 Ok(true)
             }
             Err(reply) => {
                 // Refused (by policy, say): still counted against the Service addressed.
-                let tunnel = ctx.tunnel.as_ref().expect("set above");
                 let addressed = dispatch(&ctx.snapshot, &self.waypoint, &tunnel.authority);
                 ctx.refused_destination = addressed.ok();
-                self.start_span(session, ctx);
+                if ctx.span.is_none() {
+                    let destination = ctx.refused_destination.clone();
+                    self.start_span(session, ctx, destination.as_ref(), &tunnel);
+                }
+                ctx.tunnel = Some(tunnel);
                 respond(session, ctx, &reply).await?;
                 Ok(true)
             }
@@ -298,18 +305,21 @@ impl<'s> BackendView<'s> {
 }
 
 impl WaypointProxy {
-    /// Starts the request's span, when a Telemetry traces its destination.
-    fn start_span(&self, session: &Session, ctx: &mut RequestCtx) {
-        let service = ctx
-            .destination()
-            .and_then(|d| d.service())
-            .map(|s| s.as_ref());
+    /// Starts the request's span, when a Telemetry traces `destination` (what the caller
+    /// addressed, if known).
+    fn start_span(
+        &self,
+        session: &Session,
+        ctx: &mut RequestCtx,
+        destination: Option<&Destination>,
+        tunnel: &TunnelInfo,
+    ) {
+        let service = destination.and_then(|d| d.service()).map(|s| s.as_ref());
         let telemetry = ctx.snapshot.waypoint_telemetry(&self.waypoint, service);
         let Some(settings) = telemetry.tracing.clone() else {
             return;
         };
-        let authority = ctx.tunnel.as_ref().map_or("", |t| t.authority.as_str());
-        let name = tags::span_name(ctx.destination(), authority);
+        let name = tags::span_name(destination, &tunnel.authority);
         let start = SystemTime::now()
             .checked_sub(ctx.start.elapsed())
             .unwrap_or_else(SystemTime::now);
@@ -326,6 +336,7 @@ impl WaypointProxy {
         mut plan: Plan,
         tunnel: &TunnelInfo,
         snapshot: &mesh_config::Snapshot,
+        trace: &[(http::HeaderName, http::HeaderValue)],
     ) -> std::result::Result<(Plan, Vec<bytes::Bytes>), LocalReply> {
         let Some(check) = plan.ext_authz.take() else {
             return Ok((plan, Vec::new()));
@@ -348,6 +359,7 @@ impl WaypointProxy {
                 .ip()
                 .map(|ip| (ip, plan.destination.port()).into()),
             body: body.as_ref(),
+            trace,
         };
         let upstream = ext_authz::Upstream {
             upstreams: &self.upstreams,

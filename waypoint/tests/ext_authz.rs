@@ -29,6 +29,7 @@ use waypoint::ext_authz::grpc::{
 
 const BLOCK: u8 = 116;
 const BODY_BLOCK: u8 = 123;
+const TRACE_BLOCK: u8 = 124;
 const SLEEP: &str = "sleep";
 
 type Body =
@@ -40,8 +41,9 @@ fn full(bytes: impl Into<Bytes>) -> Body {
         .boxed_unsync()
 }
 
-/// The HTTP authorizer: allows `x-user: alice` (passing `x-authz-*` headers on), denies the
-/// rest with 403, its own body and a header; `/slow` paths answer after 2 s.
+/// The HTTP authorizer: allows `x-user: alice` (passing `x-authz-*` headers on, one of them
+/// the `traceparent` the check came with), denies the rest with 403, its own body and a
+/// header; `/slow` paths answer after 2 s.
 async fn http_authorizer(request: Request<Incoming>) -> Result<Response<Body>, Infallible> {
     if request.uri().path().ends_with("/slow") {
         tokio::time::sleep(Duration::from_secs(2)).await;
@@ -71,8 +73,10 @@ async fn http_authorizer(request: Request<Incoming>) -> Result<Response<Body>, I
         .get("x-user")
         .and_then(|v| v.to_str().ok());
     let seen_path = request.uri().to_string();
+    let traceparent = traceparent(request.headers());
     let response = match user {
         Some("alice") => Response::builder()
+            .header("x-authz-traceparent", traceparent)
             .header("x-authz-user", "alice")
             .header("x-authz-path", seen_path)
             .header("x-not-passed", "1")
@@ -85,6 +89,12 @@ async fn http_authorizer(request: Request<Incoming>) -> Result<Response<Body>, I
             .body(full("denied by the test authorizer\n")),
     };
     Ok(response.expect("response"))
+}
+
+/// The `traceparent` among `headers`, or `none`.
+fn traceparent(headers: &http::HeaderMap) -> String {
+    let value = headers.get("traceparent").and_then(|v| v.to_str().ok());
+    value.unwrap_or("none").to_string()
 }
 
 fn header(key: &str, value: &str) -> HeaderValueOption {
@@ -114,6 +124,7 @@ impl tonic::server::UnaryService<CheckRequest> for GrpcAuthorizer {
 
     fn call(&mut self, request: tonic::Request<CheckRequest>) -> Self::Future {
         self.checks.fetch_add(1, Ordering::SeqCst);
+        let traceparent = traceparent(&request.metadata().clone().into_headers());
         let http = (request.into_inner().attributes)
             .and_then(|a| a.request)
             .and_then(|r| r.http)
@@ -156,7 +167,10 @@ impl tonic::server::UnaryService<CheckRequest> for GrpcAuthorizer {
             "alice" => CheckResponse {
                 status: Some(RpcStatus::default()),
                 http_response: Some(HttpResponse::Ok(OkHttpResponse {
-                    headers: vec![header("x-grpc-user", &format!("{user} {}", http.path))],
+                    headers: vec![
+                        header("x-grpc-user", &format!("{user} {}", http.path)),
+                        header("x-grpc-traceparent", &traceparent),
+                    ],
                     headers_to_remove: vec!["x-user".into()],
                     response_headers_to_add: vec![header("x-grpc-seen", "yes")],
                 })),
@@ -456,5 +470,59 @@ async fn checks_carry_the_body_when_the_provider_includes_it() -> anyhow::Result
         .send(post("/grpcbody/echo", "mallory-says-hi"))
         .await?;
     assert_eq!(refused.status, 403, "{refused:?}");
+    Ok(())
+}
+
+/// With tracing on, a check goes on in the request's trace: the authorizer is called with the
+/// same `traceparent` as the backend (the waypoint's span as the parent, in the caller's
+/// trace), over HTTP and over gRPC.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checks_go_on_in_the_requests_trace() -> anyhow::Result<()> {
+    let mut objects = objects_in(TRACE_BLOCK);
+    let config_map = (objects.iter_mut())
+        .find(|o| o["kind"] == "ConfigMap")
+        .expect("the mesh config");
+    let mesh = config_map["data"]["mesh"].as_str().unwrap_or_default();
+    // Spans go to a pod nothing listens on: exports fail, requests do not care.
+    let with_tracer = format!(
+        "{mesh}- name: otel\n  opentelemetry: {{service: down.default.svc.cluster.local, port: 8000}}\n"
+    );
+    config_map["data"]["mesh"] = Value::String(with_tracer);
+    objects.push(
+        json!({"apiVersion": "telemetry.istio.io/v1", "kind": "Telemetry",
+        "metadata": {"name": "mesh-default", "namespace": "istio-system"},
+        "spec": {"tracing": [{"providers": [{"name": "otel"}], "randomSamplingPercentage": 100}]}}),
+    );
+    let h = Harness::start(TRACE_BLOCK, &manifest(TRACE_BLOCK, &objects)).await?;
+    let (checks, tunnels) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let shutdown = CancellationToken::new();
+    let _stop = shutdown.clone().drop_guard();
+    authorizer_pod_in(TRACE_BLOCK, h.ca.clone(), checks, tunnels, shutdown).await?;
+    let _v1 = h.backend("v1").await?;
+    let _v2 = h.backend("v2").await?;
+    let mut caller = h.http1(SLEEP).await?;
+    let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let get = |path: &str| {
+        Request::get(format!("http://reviews.default:9080{path}"))
+            .header(http::header::HOST, "reviews.default:9080")
+            .header("x-user", "alice")
+            .header("traceparent", format!("00-{trace_id}-00f067aa0ba902b7-01"))
+            .body(Full::new(Bytes::new()))
+            .expect("request")
+    };
+    for (path, seen_by_authorizer) in [
+        ("/http/a", "x-echo-x-authz-traceparent"),
+        ("/grpc/a", "x-echo-x-grpc-traceparent"),
+    ] {
+        let answer = caller.send(get(path)).await?;
+        assert_eq!(answer.status, 200, "{answer:?}");
+        let backend = answer.header("x-echo-traceparent").unwrap_or_default();
+        assert!(backend.starts_with(&format!("00-{trace_id}-")), "{backend}");
+        assert!(
+            !backend.contains("00f067aa0ba902b7"),
+            "the waypoint's span is the parent"
+        );
+        assert_eq!(answer.header(seen_by_authorizer), Some(backend), "{path}");
+    }
     Ok(())
 }

@@ -321,17 +321,22 @@ fn header(option: &HeaderValueOption) -> Option<(HeaderName, HeaderValue)> {
     Some((name, value))
 }
 
-/// Makes the Check call on `sender` (an HTTP/2 connection to the authorizer), with tonic.
+/// Makes the Check call on `sender` (an HTTP/2 connection to the authorizer), with tonic,
+/// its metadata carrying `trace` (the request's trace context).
 pub async fn call(
     sender: hyper::client::conn::http2::SendRequest<UpstreamBody>,
     authority: &str,
     request: CheckRequest,
+    trace: &[(http::HeaderName, http::HeaderValue)],
 ) -> Result<CheckResponse, String> {
+    let trace = trace.to_vec();
     // A unary call's body is one message: read whole, it goes up as the pool's body type.
     let service = tower::service_fn(move |request: http::Request<tonic::body::Body>| {
         let mut sender = sender.clone();
+        let trace = trace.clone();
         async move {
-            let (parts, body) = request.into_parts();
+            let (mut parts, body) = request.into_parts();
+            super::with_trace(&mut parts.headers, &trace);
             let collected = body.collect().await;
             let message = collected.map_err(|e| io::Error::other(e.to_string()))?;
             let body: UpstreamBody = (Full::new(message.to_bytes()))

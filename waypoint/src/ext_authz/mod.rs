@@ -74,6 +74,9 @@ pub struct Subject<'a> {
     pub destination: Option<SocketAddr>,
     /// The body (or its start), when the provider includes it.
     pub body: Option<&'a body::CheckBody>,
+    /// The trace context the check goes on with (the request's span as its parent), as
+    /// headers; empty when the request is not traced.
+    pub trace: &'a [(::http::HeaderName, ::http::HeaderValue)],
 }
 
 /// Checks `subject` with `check`'s provider, within its timeout.
@@ -127,6 +130,22 @@ fn denial(check: &Check, why: String) -> String {
         why,
     }
     .to_string()
+}
+
+/// Puts `trace` in `headers`, in place of any trace context the caller's headers brought.
+pub(crate) fn with_trace(
+    headers: &mut ::http::HeaderMap,
+    trace: &[(::http::HeaderName, ::http::HeaderValue)],
+) {
+    if trace.is_empty() {
+        return;
+    }
+    for name in crate::telemetry::trace::context::REPLACED {
+        headers.remove(name);
+    }
+    for (name, value) in trace {
+        headers.insert(name.clone(), value.clone());
+    }
 }
 
 /// What asking gives: an answer, `None` for a server error (a 5xx), or why it failed.
@@ -212,7 +231,7 @@ async fn ask_grpc(
         body: subject.body,
     });
     let authority = format!("{}:{}", provider.service.hostname, provider.port);
-    let response = grpc::call(sender.clone(), &authority, request).await?;
+    let response = grpc::call(sender.clone(), &authority, request, subject.trace).await?;
     // The checkout (its stream count) lasts until the answer is in.
     drop(checkout);
     Ok(Some(grpc::answer(response, &subject.request.headers)))
@@ -227,7 +246,8 @@ async fn ask_http(
     pool: PoolSettings,
 ) -> Result<Option<Answer>, String> {
     checkout.ready().await.map_err(|e| e.to_string())?;
-    let request = http::check_request(check, subject.request, subject.body);
+    let mut request = http::check_request(check, subject.request, subject.body);
+    with_trace(request.headers_mut(), subject.trace);
     let body =
         |bytes: Bytes| -> UpstreamBody { Full::new(bytes).map_err(|never| match never {}).boxed() };
     let response = send(&mut checkout, request.map(body))
