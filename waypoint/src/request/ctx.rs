@@ -6,7 +6,7 @@ use std::time::Instant;
 use mesh_config::{Destination, Endpoint, Snapshot};
 use mesh_core::ResponseFlag;
 
-use super::pipeline::Plan;
+use super::plan::Plan;
 use crate::reply::Caller;
 use crate::telemetry::trace::RequestSpan;
 use crate::tunnel_io::TunnelInfo;
