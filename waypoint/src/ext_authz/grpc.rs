@@ -12,8 +12,8 @@ use http::{HeaderMap, HeaderName, HeaderValue};
 
 use http_body_util::{BodyExt, Full};
 
-use super::body::{CheckBody, PARTIAL_BODY_HEADER};
-use super::{Allowed, Answer};
+use super::body::PARTIAL_BODY_HEADER;
+use super::{Allowed, Answer, Subject};
 use crate::upstream::client::UpstreamBody;
 
 /// The Check method's path.
@@ -172,18 +172,6 @@ pub struct CoreHeaderValue {
     pub value: String,
     #[prost(bytes = "vec", tag = "3")]
     pub raw_value: Vec<u8>,
-}
-
-/// What the check tells the authorizer of a request.
-pub struct Subject<'a> {
-    pub request: &'a http::request::Parts,
-    /// `HTTP/1.1` or `HTTP/2`.
-    pub protocol: &'static str,
-    pub source: SocketAddr,
-    /// The caller's SPIFFE id.
-    pub source_principal: &'a str,
-    pub destination: Option<SocketAddr>,
-    pub body: Option<&'a CheckBody>,
 }
 
 /// The check request for `subject`, headers as Envoy sends them: lower-case names, repeated
@@ -393,6 +381,7 @@ mod tests {
             source_principal: "spiffe://cluster.local/ns/default/sa/sleep",
             destination: Some("127.0.100.12:8080".parse().expect("addr")),
             body: None,
+            trace: &[],
         };
         let encoded = check_request(&subject).encode_to_vec();
         let decoded = CheckRequest::decode(&encoded[..]).expect("round trip");

@@ -222,14 +222,7 @@ async fn ask_grpc(
     let Checkout::Http2 { sender, .. } = &checkout else {
         return Err("not an HTTP/2 connection".into());
     };
-    let request = grpc::check_request(&grpc::Subject {
-        request: subject.request,
-        protocol: subject.protocol,
-        source: subject.source,
-        source_principal: subject.source_principal,
-        destination: subject.destination,
-        body: subject.body,
-    });
+    let request = grpc::check_request(subject);
     let authority = format!("{}:{}", provider.service.hostname, provider.port);
     let response = grpc::call(sender.clone(), &authority, request, subject.trace).await?;
     // The checkout (its stream count) lasts until the answer is in.
