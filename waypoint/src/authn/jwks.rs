@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
-use http_body_util::{BodyExt, Empty, Limited};
+use http_body_util::Empty;
 use hyper_util::rt::TokioIo;
 use mesh_config::authn::{JwksUri, KeySet};
 use mesh_config::{ObjectRef, Snapshot, Store};
@@ -25,6 +25,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::FetchedKeys;
+use crate::upstream::client::read_answer;
 use crate::upstream::{Target, Upstreams};
 
 /// Envoy's default `cache_duration` of a remote JWKS.
@@ -278,11 +279,7 @@ async fn get(io: Box<dyn Io>, uri: &http::Uri) -> Result<String, String> {
     if !response.status().is_success() {
         return Err(format!("{uri} answered {}", response.status()));
     }
-    let body = Limited::new(response.into_body(), MAX_JWKS_BYTES)
-        .collect()
-        .await
-        .map_err(|e| format!("reading the body: {e}"))?
-        .to_bytes();
+    let body = read_answer(response.into_body(), MAX_JWKS_BYTES).await?;
     String::from_utf8(body.to_vec()).map_err(|_| "the body is not UTF-8".to_string())
 }
 

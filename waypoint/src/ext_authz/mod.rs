@@ -17,7 +17,7 @@ use std::net::SocketAddr;
 
 use ::http::{HeaderName, HeaderValue};
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt, Full};
 use mesh_config::authz::{Denial, PolicyMatch};
 use mesh_config::ext_authz::{ExtAuthzApi, ExtAuthzProvider};
 use mesh_config::{ObjectRef, Snapshot, TrafficPolicy};
@@ -25,7 +25,7 @@ use mesh_core::ResponseFlag;
 
 use crate::reply::LocalReply;
 use crate::request::RequestEdits;
-use crate::upstream::client::{Checkout, UpstreamBody};
+use crate::upstream::client::{Checkout, UpstreamBody, read_answer};
 use crate::upstream::forward::send;
 use crate::upstream::limits::{DestinationKey, Destinations, Limits};
 use crate::upstream::{PoolSettings, Target, UpstreamProtocol, Upstreams};
@@ -247,11 +247,7 @@ async fn ask_http(
         .await
         .map_err(|e| e.into_error().to_string())?;
     let (parts, body) = response.into_parts();
-    let body = Limited::new(body, MAX_ANSWER_BYTES)
-        .collect()
-        .await
-        .map_err(|e| format!("reading the answer: {e}"))?
-        .to_bytes();
+    let body = read_answer(body, MAX_ANSWER_BYTES).await?;
     if let Checkout::Http1 {
         sender,
         served,

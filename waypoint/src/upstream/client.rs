@@ -577,3 +577,17 @@ impl Upstreams {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
+
+/// The body of an answer the waypoint asked for itself (an authorizer's, a collector's, a
+/// key set), read whole up to `limit` bytes; a longer one is an error.
+pub async fn read_answer<B>(body: B, limit: usize) -> Result<Bytes, String>
+where
+    B: hyper::body::Body,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    use http_body_util::BodyExt;
+    let collected = http_body_util::Limited::new(body, limit).collect().await;
+    Ok(collected
+        .map_err(|e| format!("reading the answer: {e}"))?
+        .to_bytes())
+}

@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::Full;
 use hyper_util::rt::TokioIo;
 use mesh_config::traces::{OtlpExport, TracingProvider};
 use mesh_config::{ObjectRef, Snapshot, Store};
@@ -32,6 +32,7 @@ use opentelemetry_sdk::trace::{
 };
 
 use super::context;
+use crate::upstream::client::read_answer;
 use crate::upstream::{Target, Upstreams};
 
 /// Envoy's OpenTelemetry flush interval.
@@ -395,10 +396,6 @@ async fn post(
         .await
         .map_err(|e| e.to_string())?;
     let (parts, body) = response.into_parts();
-    let body = Limited::new(body, MAX_ANSWER_BYTES)
-        .collect()
-        .await
-        .map_err(|e| format!("reading the answer: {e}"))?
-        .to_bytes();
+    let body = read_answer(body, MAX_ANSWER_BYTES).await?;
     Ok(http::Response::from_parts(parts, body))
 }
