@@ -66,6 +66,25 @@ fn the_trust_domain_is_the_mesh_configs_and_cannot_change_while_serving() {
         web.identity.to_string(),
         "spiffe://example.org/ns/default/sa/web"
     );
+    // A principal in another trust domain can match no workload of this mesh: said so.
+    let mut with_policy = objects.clone();
+    with_policy.push(
+        json!({"apiVersion": "security.istio.io/v1", "kind": "AuthorizationPolicy",
+        "metadata": {"name": "p", "namespace": "default"},
+        "spec": {"rules": [{"from": [{"source": {"principals": [
+            "cluster.local/ns/default/sa/web", "other.org/ns/default/sa/web"]}}]}]}}),
+    );
+    let warned = must_compile(&with_policy)
+        .warnings()
+        .iter()
+        .map(|w| w.to_string())
+        .collect::<Vec<_>>();
+    assert_eq!(warned.len(), 1, "{warned:?}");
+    assert!(
+        warned[0].contains("principals[1]")
+            && warned[0].contains("\"other.org/ns/default/sa/web\" is outside"),
+        "{warned:?}"
+    );
     let store = Store::new(snapshot);
     // The same trust domain: applied. Another (or none: Istio's default): rejected, counted
     // and explained, the last good config still serving.

@@ -25,11 +25,12 @@ data:
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_mesh_in_its_own_trust_domain_serves_and_authorizes_in_it() -> anyhow::Result<()> {
+    // The demo's policy names `cluster.local/ns/default/sa/bookinfo-productpage`: as in
+    // Istio, `cluster.local` stands for the mesh's own trust domain.
     let demo = demo_yaml_in_block(BLOCK);
     let principal = "cluster.local/ns/default/sa/bookinfo-productpage";
     assert!(demo.contains(principal), "the demo's policy changed shape");
-    let yaml = demo.replace(principal, "example.org/ns/default/sa/bookinfo-productpage");
-    let t = TestMesh::start_with(BLOCK, &format!("{yaml}\n{MESH_CONFIG}")).await?;
+    let t = TestMesh::start_with(BLOCK, &format!("{demo}\n{MESH_CONFIG}")).await?;
 
     // HBONE both ways with certificates for example.org; the waypoint names both identities.
     let mut productpage = MeshClient::connect(t.socks(PRODUCTPAGE), REVIEWS, 9080).await?;
@@ -41,7 +42,7 @@ async fn a_mesh_in_its_own_trust_domain_serves_and_authorizes_in_it() -> anyhow:
         "By=spiffe://example.org/ns/default/sa/waypoint;\
          URI=spiffe://example.org/ns/default/sa/bookinfo-productpage"
     );
-    // The policy's principal is in example.org: productpage allowed, sleep denied.
+    // The policy's principal read in example.org: productpage allowed, sleep denied.
     let mut sleep = MeshClient::connect(t.socks(SLEEP), REVIEWS, 9080).await?;
     assert_eq!(sleep.get("/reviews/1").await?.status, 403);
     assert_eq!(productpage.get("/reviews/1").await?.status, 200);

@@ -142,6 +142,7 @@ fn build(m: Manifests, mut diag: Diagnostics) -> Result<Snapshot, ConfigErrors> 
         peer_authentications::peer_authentications(&m.peer_authentications, &mut diag);
     let policies = policies::policies(
         &m.policies,
+        &trust_domain,
         &authenticated_namespaces,
         &extensions.ext_authz,
         &mut diag,

@@ -8,7 +8,6 @@ use ipnet::IpNet;
 
 use super::labels;
 use super::mesh_config::MESH_CONFIG_MAP;
-use crate::ROOT_NAMESPACE;
 use crate::error::{Diagnostics, Origin, Reason};
 use crate::ext_authz::ExtAuthzProvider;
 use crate::manifest::authz::{
@@ -20,6 +19,7 @@ use crate::policy::{
     Action, AuthorizationPolicy, Condition, ConditionKey, ConditionValues, GATEWAY_GROUP,
     Operation, PolicyScope, PolicyTargetRef, Rule, Source, StringMatch, ValueKind, reference_group,
 };
+use crate::{DEFAULT_TRUST_DOMAIN, ROOT_NAMESPACE};
 
 /// Compiles every policy, sorted by namespace/name.
 /// `authenticated_namespaces`: where RequestAuthentications are (a policy elsewhere that reads
@@ -27,6 +27,7 @@ use crate::policy::{
 /// `providers`: the mesh config's ext_authz providers, which CUSTOM policies name.
 pub(crate) fn policies(
     docs: &[Doc<AuthzObject>],
+    trust_domain: &str,
     authenticated_namespaces: &HashSet<&str>,
     providers: &HashMap<String, Arc<ExtAuthzProvider>>,
     diag: &mut Diagnostics,
@@ -34,6 +35,7 @@ pub(crate) fn policies(
     let mut out = Vec::new();
     for doc in docs {
         let mut cx = Cx::new(&doc.origin, diag);
+        cx.trust_domain = trust_domain;
         cx.jwt_in_scope = [doc.namespace.as_str(), ROOT_NAMESPACE]
             .iter()
             .any(|ns| authenticated_namespaces.contains(ns));
@@ -78,6 +80,8 @@ pub(super) struct Cx<'a> {
     /// Whether a RequestAuthentication could apply where the policy does (its namespace's,
     /// or the root namespace's).
     pub jwt_in_scope: bool,
+    /// The mesh's trust domain, which principals are read in.
+    pub trust_domain: &'a str,
 }
 
 impl<'a> Cx<'a> {
@@ -87,6 +91,7 @@ impl<'a> Cx<'a> {
             diag,
             failed: false,
             jwt_in_scope: true,
+            trust_domain: DEFAULT_TRUST_DOMAIN,
         }
     }
 }
@@ -266,8 +271,8 @@ impl Cx<'_> {
             self.no_jwt(format!("{field}.notRequestPrincipals"), outcome);
         }
         Source {
-            principals: patterns(&s.principals),
-            not_principals: patterns(&s.not_principals),
+            principals: self.principals(&format!("{field}.principals"), &s.principals),
+            not_principals: self.principals(&format!("{field}.notPrincipals"), &s.not_principals),
             request_principals: patterns(&s.request_principals),
             not_request_principals: patterns(&s.not_request_principals),
             namespaces: patterns(&s.namespaces),
@@ -340,6 +345,9 @@ impl Cx<'_> {
                     let ports: Vec<PortValue> = list.iter().cloned().map(PortValue::Text).collect();
                     ConditionValues::Ports(self.ports(&field, &ports))
                 }
+                ValueKind::String if key == ConditionKey::SourcePrincipal => {
+                    ConditionValues::Strings(self.principals(&field, list))
+                }
                 ValueKind::String => ConditionValues::Strings(patterns(list)),
             }
         };
@@ -382,6 +390,47 @@ impl Cx<'_> {
     }
 }
 
+impl Cx<'_> {
+    /// Principals as Istio reads them: `cluster.local/...` names the mesh's own trust domain,
+    /// whatever it is; one in another trust domain matches no workload here (a warning).
+    fn principals(&mut self, field: &str, list: &[String]) -> Vec<StringMatch> {
+        let mut out = Vec::with_capacity(list.len());
+        for (i, principal) in list.iter().enumerate() {
+            let read = in_trust_domain(principal, self.trust_domain);
+            if read.is_none() {
+                let msg = format!(
+                    "{principal:?} is outside the mesh's trust domain {:?}: it matches no \
+                     workload",
+                    self.trust_domain
+                );
+                (self.diag).warn_because(
+                    Reason::NoEffect,
+                    self.origin,
+                    format!("{field}[{i}]"),
+                    msg,
+                );
+            }
+            out.push(StringMatch::parse(read.as_deref().unwrap_or(principal)));
+        }
+        out
+    }
+}
+
+/// `principal` (`<trust domain>/ns/<ns>/sa/<sa>`, Istio's patterns allowed) as it reads in
+/// `trust_domain`: `cluster.local` stands for the mesh's own trust domain (as in Istio), a
+/// trust domain part that is `*` or matches the mesh's stays, and another is `None` (no
+/// workload of this mesh has it). Not five parts: as written, for matching as it is.
+fn in_trust_domain(principal: &str, trust_domain: &str) -> Option<String> {
+    let parts: Vec<&str> = principal.split('/').collect();
+    let [domain, rest @ ..] = parts.as_slice() else {
+        return Some(principal.to_string());
+    };
+    if parts.len() != 5 || *domain == "*" || StringMatch::parse(domain).matches(trust_domain) {
+        return Some(principal.to_string());
+    }
+    (*domain == DEFAULT_TRUST_DOMAIN).then(|| format!("{trust_domain}/{}", rest.join("/")))
+}
+
 fn patterns(list: &[String]) -> Vec<StringMatch> {
     list.iter().map(|s| StringMatch::parse(s)).collect()
 }
@@ -392,4 +441,41 @@ pub(crate) fn parse_cidr(text: &str) -> Option<IpNet> {
     text.parse::<IpNet>()
         .ok()
         .or_else(|| text.parse::<IpAddr>().ok().map(IpNet::from))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::in_trust_domain;
+
+    #[test]
+    fn principals_read_in_the_meshs_trust_domain() {
+        let read = |p: &str| in_trust_domain(p, "example.org");
+        // `cluster.local` stands for the mesh's own trust domain.
+        assert_eq!(
+            read("cluster.local/ns/default/sa/web").as_deref(),
+            Some("example.org/ns/default/sa/web")
+        );
+        assert_eq!(
+            read("cluster.local/ns/default/sa/*").as_deref(),
+            Some("example.org/ns/default/sa/*")
+        );
+        // Its own, any, or a pattern that matches it: as written.
+        for kept in [
+            "example.org/ns/default/sa/web",
+            "*/ns/default/sa/web",
+            "*.org/ns/default/sa/web",
+            "*",
+            "*/sa/web",
+        ] {
+            assert_eq!(read(kept).as_deref(), Some(kept));
+        }
+        // Another trust domain: no workload of this mesh.
+        assert_eq!(read("other.org/ns/default/sa/web"), None);
+        // In the default trust domain, nothing changes.
+        let principal = "cluster.local/ns/default/sa/web";
+        assert_eq!(
+            in_trust_domain(principal, "cluster.local").as_deref(),
+            Some(principal)
+        );
+    }
 }
