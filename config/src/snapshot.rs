@@ -276,15 +276,6 @@ impl Snapshot {
         self.version
     }
 
-    /// A snapshot with nothing in it, in `trust_domain` (what a program serves until its
-    /// first config arrives).
-    pub fn empty(trust_domain: &str) -> Self {
-        Snapshot {
-            trust_domain: Some(trust_domain.to_string()),
-            ..Snapshot::default()
-        }
-    }
-
     /// The SPIFFE trust domain of the workloads' identities (the mesh config's
     /// `trustDomain`).
     pub fn trust_domain(&self) -> &str {
