@@ -105,8 +105,9 @@ pub(crate) async fn serve(
                 .closing_when_drained(drain.clone(), DRAIN_IDLE_GRACE);
             let info = io.info().clone();
             let _ = http.proxy.process_new(Box::new(io), &stop_rx).await;
-            if let Some(max) = info.head_refused_over() {
-                http.reporter.report_refused_head(store.load(), info, max);
+            if let Some(refused) = info.refused_head().cloned() {
+                http.reporter
+                    .report_refused_head(store.load(), info, refused);
             }
         }
     };

@@ -10,8 +10,8 @@ use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -50,8 +50,18 @@ pub struct TunnelInfo {
     in_request: AtomicBool,
     /// Request heads received so far.
     heads: AtomicU64,
-    /// The byte bound a head was refused over (431 before Pingora saw it); 0: none was.
-    head_refused_over: AtomicUsize,
+    /// A request head refused before the proxy's hooks saw a request, if one was.
+    refused: OnceLock<RefusedHead>,
+}
+
+/// A request head answered before the proxy's hooks had a request: by the tunnel (431, over
+/// the wire bound), or by Pingora (400, a head it could not read). Pingora closes the
+/// connection after either, so a tunnel has at most one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RefusedHead {
+    pub status: u16,
+    /// Why, for the access log.
+    pub detail: String,
 }
 
 impl TunnelInfo {
@@ -72,7 +82,7 @@ impl TunnelInfo {
             forwarded_for,
             in_request: AtomicBool::new(false),
             heads: AtomicU64::new(0),
-            head_refused_over: AtomicUsize::new(0),
+            refused: OnceLock::new(),
         }
     }
 
@@ -95,10 +105,14 @@ impl TunnelInfo {
         }
     }
 
-    /// The byte bound a request head was refused over, if the tunnel answered one 431 before
-    /// the proxy had it (such a request is reported once the tunnel closes).
-    pub fn head_refused_over(&self) -> Option<usize> {
-        Some(self.head_refused_over.load(Ordering::Acquire)).filter(|&max| max > 0)
+    /// The request head refused before the proxy's hooks saw a request, if one was (such a
+    /// request is reported once the tunnel closes).
+    pub fn refused_head(&self) -> Option<&RefusedHead> {
+        self.refused.get()
+    }
+
+    fn refuse_head(&self, status: u16, detail: String) {
+        let _ = self.refused.set(RefusedHead { status, detail });
     }
 
     /// The address of the original client: `forwarded for=` when given, else the tunnel peer.
@@ -426,7 +440,8 @@ impl<S: AsyncWrite + Unpin> TunnelIo<S> {
         }
         std::task::ready!(Pin::new(&mut self.inner).poll_flush(cx))?;
         let max = self.head_guard.bounds.max_bytes;
-        self.info.head_refused_over.store(max, Ordering::Release);
+        self.info
+            .refuse_head(431, format!("request head over {max} bytes"));
         Poll::Ready(Err(io::Error::new(
             io::ErrorKind::InvalidData,
             format!("request head over {max} bytes"),
@@ -453,6 +468,16 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for TunnelIo<S> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
+        // An HTTP/1.1 answer with no request in flight is Pingora's own, to a head it could
+        // not read (it then closes the connection): noted, for the request to be reported.
+        let unasked = !self.http2 && !self.info.head_phase().in_request;
+        if unasked
+            && self.info.refused.get().is_none()
+            && let Some(status) = status_of(buf)
+        {
+            let detail = "request head the proxy could not read".to_string();
+            self.info.refuse_head(status, detail);
+        }
         Pin::new(&mut self.inner).poll_write(cx, buf)
     }
 
@@ -476,6 +501,14 @@ impl<S> UniqueID for TunnelIo<S> {
     fn id(&self) -> UniqueIDType {
         self.id
     }
+}
+
+/// The status of an HTTP/1.x response whose head starts `bytes`.
+fn status_of(bytes: &[u8]) -> Option<u16> {
+    let rest = bytes.strip_prefix(b"HTTP/1.")?;
+    let code = rest.get(2..5)?;
+    let code = std::str::from_utf8(code).ok()?.parse().ok()?;
+    (100..600).contains(&code).then_some(code)
 }
 
 /// The tunnel's TLS belongs to the HBONE layer; the inner protocol is cleartext (h1 or h2c).
@@ -512,6 +545,16 @@ impl<S: AsyncRead + Unpin + Send> Peek for TunnelIo<S> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reads_the_status_of_a_response_head() {
+        assert_eq!(status_of(b"HTTP/1.1 400 Bad Request\r\n"), Some(400));
+        assert_eq!(status_of(b"HTTP/1.0 431 "), Some(431));
+        assert_eq!(status_of(b"HTTP/1.1 4"), None);
+        assert_eq!(status_of(b"HTTP/1.1 abc"), None);
+        assert_eq!(status_of(b"HTTP/1.1 999 "), None);
+        assert_eq!(status_of(b"0\r\n\r\n"), None);
+    }
 
     const BOUNDS: HeadBounds = HeadBounds {
         timeout: Duration::from_secs(10),

@@ -354,6 +354,13 @@ async fn http11_without_host_is_refused_with_400() -> anyhow::Result<()> {
     assert!(elsewhere.starts_with("HTTP/1.1 400"), "{elsewhere}");
     let hostless = raw_status(&h, b"GET http://reviews.default:9080/r HTTP/1.1\r\n\r\n").await?;
     assert!(hostless.starts_with("HTTP/1.1 400"), "{hostless}");
+    // Heads Pingora refuses itself (that Host, a bad header name) are counted as the
+    // waypoint's own refusals are.
+    let bad_name = b"GET /r HTTP/1.1\r\nhost: reviews:9080\r\nbad name: x\r\n\r\n";
+    let bad_name = raw_status(&h, bad_name).await?;
+    assert!(bad_name.starts_with("HTTP/1.1 400"), "{bad_name}");
+    let refused = [("response_code", "400"), ("response_flags", "DPE")];
+    assert_eq!(wait_metric(&h, &refused, 4.0).await, 4.0);
     // Control characters never reach the backend raw: Pingora percent-encodes them.
     let control = raw_response(&h, b"GET /a\x01b HTTP/1.1\r\nhost: reviews:9080\r\n\r\n").await?;
     assert!(control.ends_with(" GET /a%01b"), "{control:?}");

@@ -15,7 +15,7 @@ use super::attributes::Attributes;
 use super::{BodySizes, Metrics, RequestLabels, access_log};
 use crate::dispatch::dispatch;
 use crate::request::RequestCtx;
-use crate::tunnel_io::TunnelInfo;
+use crate::tunnel_io::{RefusedHead, TunnelInfo};
 
 /// What a finished request left behind.
 pub struct Finished<'a> {
@@ -88,23 +88,24 @@ impl Reporter {
         }
     }
 
-    /// Reports a request the tunnel answered 431 before Pingora had its head (it was over
-    /// the wire bound), against the Service the tunnel addressed, flagged `DPE`.
+    /// Reports a request whose head was refused before the proxy's hooks saw it (by the
+    /// tunnel: 431, over the wire bound; by Pingora: 400, unreadable), against the Service
+    /// the tunnel addressed, flagged `DPE`.
     pub fn report_refused_head(
         &self,
         snapshot: Arc<Snapshot>,
         tunnel: Arc<TunnelInfo>,
-        max: usize,
+        refused: RefusedHead,
     ) {
         let mut ctx = RequestCtx::new(snapshot);
         ctx.refused_destination = dispatch(&ctx.snapshot, &self.waypoint, &tunnel.authority).ok();
         ctx.tunnel = Some(tunnel);
         ctx.flag = ResponseFlag::DownstreamProtocolError;
-        ctx.reply_detail = Some(format!("request head over {max} bytes"));
+        ctx.reply_detail = Some(refused.detail);
         let finished = Finished {
             request: None,
             response: None,
-            code: 431,
+            code: refused.status,
             grpc_status: "",
             protocol: "HTTP/1.1",
             sizes: BodySizes::default(),
