@@ -86,6 +86,27 @@ impl TestMesh {
         }
     }
 
+    /// Writes `yaml` as the manifest, waits for the store to reject it (5 s at most), checks
+    /// that the last good config still serves, and returns what the rejection said.
+    pub async fn edit_rejected(&self, yaml: &str) -> anyhow::Result<String> {
+        let store = &self.mesh.store;
+        let (before, version) = (store.rejections(), store.load().version());
+        std::fs::write(&self.manifest, yaml)?;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while store.rejections() == before {
+            anyhow::ensure!(
+                tokio::time::Instant::now() < deadline,
+                "the edit was not rejected in 5 s"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        anyhow::ensure!(
+            store.load().version() == version,
+            "the rejected edit was applied"
+        );
+        Ok(store.last_rejection().unwrap_or_default())
+    }
+
     pub async fn stop(self) {
         self.mesh.stop().await;
     }

@@ -72,16 +72,8 @@ async fn route_edited_on_disk_while_requests_flow() -> anyhow::Result<()> {
     );
 
     // An invalid edit is rejected and the last good config keeps serving.
-    let rejections = t.mesh.store.rejections();
-    std::fs::write(&t.manifest, edited.replace("weight: 100", "weight: -5"))?;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    while t.mesh.store.rejections() == rejections {
-        anyhow::ensure!(
-            tokio::time::Instant::now() < deadline,
-            "invalid edit was not rejected"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    t.edit_rejected(&edited.replace("weight: 100", "weight: -5"))
+        .await?;
     let mut client = MeshClient::connect(t.socks(PRODUCTPAGE), REVIEWS, 9080).await?;
     let response = client.get("/reviews/1").await?;
     assert_eq!(response.status, 200);

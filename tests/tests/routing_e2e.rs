@@ -3,8 +3,7 @@
 //! services, GAMMA consumer routes from another namespace, and route edits that are invalid
 //! rejected by name while the last good config keeps serving.
 
-use std::time::Duration;
-
+use anyhow::Context;
 use mesh::client::{MeshClient, grpc_channel};
 use mesh_tests::{TestMesh, demo_yaml_in_block};
 use tonic_health::pb::HealthCheckRequest;
@@ -289,17 +288,7 @@ async fn invalid_route_edits_are_rejected_by_name_and_the_last_good_config_serve
     assert!(good.contains(match_value), "the demo route changed shape");
     for (what, yaml, field) in edits {
         assert_ne!(yaml, good, "{what}: the demo route changed shape");
-        let rejections = t.mesh.store.rejections();
-        std::fs::write(&t.manifest, &yaml)?;
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-        while t.mesh.store.rejections() == rejections {
-            anyhow::ensure!(
-                tokio::time::Instant::now() < deadline,
-                "{what} was not rejected"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        let message = t.mesh.store.last_rejection().unwrap_or_default();
+        let message = t.edit_rejected(&yaml).await.context(what)?;
         let file = t.manifest.display().to_string();
         for part in [file.as_str(), "HTTPRoute default/reviews", field] {
             assert!(message.contains(part), "{what}: {part:?} not in {message}");

@@ -2,8 +2,6 @@
 //! identity, certificate and policy is in it, and an edit that would change it while the
 //! mesh serves is rejected, the mesh serving on.
 
-use std::time::Duration;
-
 use mesh::client::MeshClient;
 use mesh_tests::{TestMesh, demo_yaml_in_block};
 
@@ -48,17 +46,7 @@ async fn a_mesh_in_its_own_trust_domain_serves_and_authorizes_in_it() -> anyhow:
     assert_eq!(productpage.get("/reviews/1").await?.status, 200);
 
     // Back to the default trust domain while serving: rejected, the mesh serving on.
-    let rejections = t.mesh.store.rejections();
-    std::fs::write(&t.manifest, demo)?;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    while t.mesh.store.rejections() == rejections {
-        anyhow::ensure!(
-            tokio::time::Instant::now() < deadline,
-            "the change of trust domain was not rejected"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let why = t.mesh.store.last_rejection().unwrap_or_default();
+    let why = t.edit_rejected(&demo).await?;
     assert!(why.contains("trustDomain"), "{why}");
     assert_eq!(t.mesh.store.load().trust_domain(), "example.org");
     let mut again = MeshClient::connect(t.socks(PRODUCTPAGE), REVIEWS, 9080).await?;
