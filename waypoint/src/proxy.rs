@@ -42,7 +42,7 @@ use crate::request::{
     Backend, HeaderLimits, Inputs, MirrorTarget, Plan, RequestAttrs, RequestCtx, RequestEdits,
     Rolls, UrlRewrite, plan,
 };
-use crate::telemetry::report::{Finished, Reporter, request_host};
+use crate::telemetry::report::{Finished, Reporter, protocol_name, request_host};
 use crate::telemetry::trace::{self, RequestSpan, Tracers, tags};
 use crate::telemetry::{BodySizes, RequestLabels};
 use crate::tunnel_io::{TunnelInfo, tunnel_info};
@@ -220,7 +220,7 @@ impl ProxyHttp for WaypointProxy {
             grpc_status: grpc_status
                 .and_then(|v| v.to_str().ok())
                 .unwrap_or_default(),
-            protocol: protocol(session),
+            http2: session.is_http2(),
             sizes: BodySizes {
                 request: session.body_bytes_read(),
                 response: session.body_bytes_sent(),
@@ -237,10 +237,7 @@ impl ProxyHttp for WaypointProxy {
 }
 
 fn protocol(session: &Session) -> &'static str {
-    match session.is_http2() {
-        true => "HTTP/2",
-        false => "HTTP/1.1",
-    }
+    protocol_name(session.is_http2())
 }
 
 impl WaypointProxy {

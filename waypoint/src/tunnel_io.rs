@@ -470,10 +470,10 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for TunnelIo<S> {
     ) -> Poll<io::Result<usize>> {
         // An HTTP/1.1 answer with no request in flight is Pingora's own, to a head it could
         // not read (it then closes the connection): noted, for the request to be reported.
-        let unasked = !self.http2 && !self.info.head_phase().in_request;
-        if unasked
-            && self.info.refused.get().is_none()
+        if !self.http2
             && let Some(status) = status_of(buf)
+            && !self.info.head_phase().in_request
+            && self.info.refused.get().is_none()
         {
             let detail = "request head the proxy could not read".to_string();
             self.info.refuse_head(status, detail);

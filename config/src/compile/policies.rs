@@ -421,14 +421,14 @@ impl Cx<'_> {
 /// trust domain part that is `*` or matches the mesh's stays, and another is `None` (no
 /// workload of this mesh has it). Not five parts: as written, for matching as it is.
 fn in_trust_domain(principal: &str, trust_domain: &str) -> Option<String> {
-    let parts: Vec<&str> = principal.split('/').collect();
-    let [domain, rest @ ..] = parts.as_slice() else {
+    let spiffe_shaped = principal.split('/').count() == 5;
+    let Some((domain, rest)) = principal.split_once('/').filter(|_| spiffe_shaped) else {
         return Some(principal.to_string());
     };
-    if parts.len() != 5 || *domain == "*" || StringMatch::parse(domain).matches(trust_domain) {
+    if domain == "*" || StringMatch::parse(domain).matches(trust_domain) {
         return Some(principal.to_string());
     }
-    (*domain == DEFAULT_TRUST_DOMAIN).then(|| format!("{trust_domain}/{}", rest.join("/")))
+    (domain == DEFAULT_TRUST_DOMAIN).then(|| format!("{trust_domain}/{rest}"))
 }
 
 fn patterns(list: &[String]) -> Vec<StringMatch> {

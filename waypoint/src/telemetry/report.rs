@@ -27,8 +27,8 @@ pub struct Finished<'a> {
     pub code: u16,
     /// The answer's `grpc-status`, or empty.
     pub grpc_status: &'a str,
-    /// `HTTP/1.1` or `HTTP/2`.
-    pub protocol: &'static str,
+    /// Whether the caller spoke HTTP/2 (else HTTP/1.1).
+    pub http2: bool,
     pub sizes: BodySizes,
     pub elapsed: Duration,
     pub error: Option<&'a Error>,
@@ -37,7 +37,11 @@ pub struct Finished<'a> {
 impl Finished<'_> {
     /// Its labels in Istio's request metrics.
     pub fn labels<'c>(&'c self, ctx: &'c RequestCtx) -> RequestLabels<'c> {
-        RequestLabels::of(ctx, self.code, self.grpc_status, self.protocol == "HTTP/2")
+        RequestLabels::of(ctx, self.code, self.grpc_status, self.http2)
+    }
+
+    pub fn protocol(&self) -> &'static str {
+        protocol_name(self.http2)
     }
 }
 
@@ -107,7 +111,7 @@ impl Reporter {
             response: None,
             code: refused.status,
             grpc_status: "",
-            protocol: "HTTP/1.1",
+            http2: false,
             sizes: BodySizes::default(),
             elapsed: Duration::ZERO,
             error: None,
@@ -128,7 +132,7 @@ impl Reporter {
                 .and_then(|r| r.uri.path_and_query())
                 .map_or("/", |p| p.as_str()),
             request_headers: request.map_or(&NO_HEADERS, |r| &r.headers),
-            protocol: finished.protocol,
+            protocol: finished.protocol(),
             start: SystemTime::now()
                 .checked_sub(finished.elapsed)
                 .unwrap_or_else(SystemTime::now),
@@ -146,6 +150,11 @@ impl Reporter {
             local_principal: &self.identity,
         }
     }
+}
+
+/// `HTTP/2` or `HTTP/1.1`, as Envoy names a request's protocol.
+pub(crate) fn protocol_name(http2: bool) -> &'static str {
+    if http2 { "HTTP/2" } else { "HTTP/1.1" }
 }
 
 /// The request's host: its target's authority, else its `Host`.
