@@ -70,14 +70,8 @@ pub async fn read(
             }
         }
     }
-    let body = match cut(&read, max, limit)? {
-        body if ended || body.partial => body,
-        // Exactly max bytes and more to come: partial too.
-        body => CheckBody {
-            partial: true,
-            ..body
-        },
-    };
+    // Not ended, it is over `max`: refused, or cut and partial.
+    let body = cut(&read, max, limit)?;
     Ok(ReadForCheck { read, body })
 }
 
